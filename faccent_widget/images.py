@@ -1,0 +1,246 @@
+"""Image inputs: one loader for every common image form, and offline sample images.
+
+``load_image`` turns a path, PIL image, numpy array or torch tensor into a float tensor of shape
+(3, H, W) in [0, 1]. ``sample_image`` / ``sample_images`` load pictures that ship inside installed
+packages (scikit-image, matplotlib, scikit-learn); nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+__all__ = ["ImageInput", "load_image", "resize_image", "sample_image", "sample_images", "sample_image_names"]
+
+ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+
+_ACCEPTED = (
+    "a file path, a PIL image, a numpy array (H, W) or (H, W, C) with C in {1, 3, 4} "
+    "(uint8, uint16, bool or float in [0, 1]), or a torch tensor (C, H, W) or (1, C, H, W)"
+)
+
+
+def load_image(src: ImageInput, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """Load ``src`` as a float32 tensor (3, H, W) with values in [0, 1].
+
+    Accepts {accepted}. Grayscale is repeated to RGB, alpha is composited over white, 16-bit images
+    are scaled by 65535, and EXIF orientation is honoured for files and PIL images.
+
+    ``size``: an int resizes so that the shorter side has that length (aspect kept); a pair
+    ``(h, w)`` resizes exactly. Resizing is bilinear with antialiasing.
+    """
+    if isinstance(src, (str, os.PathLike)):
+        tensor = _from_path(Path(src))
+    elif isinstance(src, Image.Image):
+        tensor = _from_pil(src)
+    elif isinstance(src, np.ndarray):
+        tensor = _from_numpy(src)
+    elif isinstance(src, torch.Tensor):
+        tensor = _from_tensor(src)
+    else:
+        raise TypeError(f"cannot load an image from {type(src).__name__}; accepted: {_ACCEPTED}")
+    if not torch.isfinite(tensor).all():
+        raise ValueError("the image contains NaN or infinite values; pass finite values in [0, 1]")
+    if size is not None:
+        tensor = resize_image(tensor, size)
+    return tensor.contiguous()
+
+
+load_image.__doc__ = (load_image.__doc__ or "").format(accepted=_ACCEPTED)
+
+
+def resize_image(image: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """Resize a (3, H, W) or (N, 3, H, W) image; an int sets the shorter side, a pair sets (h, w)."""
+    batched = image.dim() == 4
+    x = image if batched else image[None]
+    h, w = x.shape[-2:]
+    if isinstance(size, int):
+        if size < 1:
+            raise ValueError(f"size must be a positive int or an (h, w) pair, got {size}")
+        scale = size / min(h, w)
+        out = (max(1, round(h * scale)), max(1, round(w * scale)))
+    else:
+        out = (int(size[0]), int(size[1]))
+        if min(out) < 1:
+            raise ValueError(f"size must be a positive int or an (h, w) pair, got {size}")
+    if out != (h, w):
+        x = F.interpolate(x, size=out, mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
+    return x if batched else x[0]
+
+
+def _from_path(path: Path) -> torch.Tensor:
+    if not path.exists():
+        raise FileNotFoundError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return _from_pil(img)
+    except UnidentifiedImageError as exc:
+        raise ValueError(f"could not read {path} as an image ({exc}); accepted: {_ACCEPTED}") from exc
+
+
+def _from_pil(img: Image.Image) -> torch.Tensor:
+    img = ImageOps.exif_transpose(img)
+    if img.width == 0 or img.height == 0:
+        raise ValueError("the image is empty (0 pixels)")
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(img)
+        if img.mode.startswith("I;16"):
+            return _from_numpy(arr.astype(np.uint16))
+        arr = arr.astype(np.float64)
+        top = 65535.0 if arr.max() > 255 else 255.0 if arr.max() > 1 else 1.0
+        return _from_numpy((arr / top).clip(0, 1).astype(np.float32))
+    if img.mode in ("P", "PA", "LA", "RGBA") or "transparency" in img.info:
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return _from_numpy(np.asarray(img.convert("RGB")))
+
+
+def _from_numpy(arr: np.ndarray) -> torch.Tensor:
+    if arr.size == 0:
+        raise ValueError(f"the image array is empty (shape {arr.shape}); accepted: {_ACCEPTED}")
+    if arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4) and arr.shape[0] in (1, 3, 4):
+        raise ValueError(
+            f"numpy images are channels-last (H, W, C); got shape {arr.shape}. "
+            "Transpose with arr.transpose(1, 2, 0)."
+        )
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4)):
+        raise ValueError(f"unsupported image array shape {arr.shape}; accepted: {_ACCEPTED}")
+    if arr.dtype == np.bool_:
+        data = arr.astype(np.float32)
+    elif arr.dtype == np.uint8:
+        data = arr.astype(np.float32) / 255.0
+    elif arr.dtype == np.uint16:
+        data = arr.astype(np.float32) / 65535.0
+    elif np.issubdtype(arr.dtype, np.floating):
+        data = arr.astype(np.float32)
+        _check_unit_range(data)
+    else:
+        raise TypeError(f"unsupported image dtype {arr.dtype}; accepted: {_ACCEPTED}")
+    if data.ndim == 2:
+        data = data[..., None]
+    tensor = torch.from_numpy(np.ascontiguousarray(data)).permute(2, 0, 1)
+    return _to_rgb(tensor)
+
+
+def _from_tensor(t: torch.Tensor) -> torch.Tensor:
+    if t.numel() == 0:
+        raise ValueError(f"the image tensor is empty (shape {tuple(t.shape)}); accepted: {_ACCEPTED}")
+    if t.dim() == 4:
+        if t.shape[0] != 1:
+            raise ValueError(f"expected one image (1, C, H, W), got a batch of shape {tuple(t.shape)}")
+        t = t[0]
+    if t.dim() != 3 or t.shape[0] not in (1, 3, 4):
+        raise ValueError(f"unsupported image tensor shape {tuple(t.shape)}; accepted: {_ACCEPTED}")
+    t = t.detach().to("cpu")
+    if t.dtype == torch.uint8:
+        t = t.float() / 255.0
+    elif t.dtype == torch.bool:
+        t = t.float()
+    elif t.is_floating_point():
+        t = t.float()
+        _check_unit_range(t)
+    else:
+        raise TypeError(f"unsupported image tensor dtype {t.dtype}; use uint8 or float in [0, 1]")
+    return _to_rgb(t.clone())
+
+
+def _check_unit_range(data: Any) -> None:
+    finite = np.isfinite(data) if isinstance(data, np.ndarray) else torch.isfinite(data)
+    if not finite.all():
+        raise ValueError("the image contains NaN or infinite values; pass finite values in [0, 1]")
+    lo, hi = float(data.min()), float(data.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(
+            f"float images must have values in [0, 1], got [{lo:.3g}, {hi:.3g}]"
+            + ("; divide by 255 first" if hi <= 255 else "")
+        )
+
+
+def _to_rgb(chw: torch.Tensor) -> torch.Tensor:
+    c = chw.shape[0]
+    if c == 1:
+        return chw.expand(3, -1, -1).clone().clamp_(0, 1)
+    if c == 4:
+        rgb, alpha = chw[:3], chw[3:4]
+        return (rgb * alpha + (1 - alpha)).clamp_(0, 1)
+    return chw.clamp(0, 1)
+
+
+# --------------------------------------------------------------------------- sample images
+
+
+def _skimage(name: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        import skimage.data
+
+        return getattr(skimage.data, name)()
+
+    return load
+
+
+def _matplotlib(filename: str) -> Callable[[], str]:
+    def load() -> str:
+        import matplotlib
+
+        return str(Path(matplotlib.get_data_path()) / "sample_data" / filename)
+
+    return load
+
+
+def _sklearn(filename: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(filename)
+
+    return load
+
+
+_SAMPLES: dict[str, Callable[[], Any]] = {
+    "astronaut": _skimage("astronaut"),
+    "camera": _skimage("camera"),
+    "chelsea": _skimage("chelsea"),
+    "coffee": _skimage("coffee"),
+    "rocket": _skimage("rocket"),
+    "grace_hopper": _matplotlib("grace_hopper.jpg"),
+    "china": _sklearn("china.jpg"),
+    "flower": _sklearn("flower.jpg"),
+}
+
+
+def _available() -> list[str]:
+    names = []
+    for name, loader in _SAMPLES.items():
+        if name in ("china", "flower"):
+            try:
+                import sklearn.datasets  # noqa: F401
+            except ImportError:
+                continue
+        names.append(name)
+    return names
+
+
+def sample_image_names() -> list[str]:
+    """Names of the sample images available from installed packages."""
+    return _available()
+
+
+def sample_image(name: str = "chelsea", size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """Load a bundled sample image by name (see ``sample_image_names()``) as (3, H, W) in [0, 1]."""
+    names = _available()
+    if name not in names:
+        raise ValueError(f"unknown sample image {name!r}; available: {', '.join(names)}")
+    return load_image(_SAMPLES[name](), size=size)
+
+
+def sample_images(size: int | tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+    """All available sample images, by name."""
+    return {name: sample_image(name, size=size) for name in _available()}
