@@ -1,0 +1,637 @@
+// Tests for js/widget.js with node:test + jsdom, a fake anywidget model and stubbed object URLs.
+import { describe, it, beforeEach, afterEach } from "node:test";
+import assert from "node:assert/strict";
+import { JSDOM, VirtualConsole } from "jsdom";
+
+import widget, { lamToSlider, sliderToLam, toBytes, sniffType, sparklinePoints } from "../widget.js";
+
+const PNG = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 1, 2, 3];
+const JPEG = [0xff, 0xd8, 0xff, 0xe0, 4, 5, 6];
+const XSS = "<img src=x onerror=alert(1)>";
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A DataView over the middle of a larger buffer (as JupyterLab hands it). */
+function dataView(bytes) {
+  const buf = new ArrayBuffer(bytes.length + 8);
+  new Uint8Array(buf, 4, bytes.length).set(bytes);
+  return new DataView(buf, 4, bytes.length);
+}
+
+function defaults() {
+  return {
+    top: [
+      { index: 207, label: "golden retriever", prob: 0.62 },
+      { index: 208, label: "Labrador retriever", prob: 0.21 },
+      { index: 222, label: "kuvasz", prob: 0.05 },
+      { index: 257, label: "Great Pyrenees", prob: 0.03 },
+      { index: 852, label: "tennis ball", prob: 0.02 },
+    ],
+    inhibited: [],
+    target: { kind: "class", index: 207, label: "golden retriever" },
+    lam: 1,
+    lam_min: 0.001,
+    lam_max: 1000,
+    lam_recommended: null,
+    reg_layer: "layer3",
+    reg_layers: ["layer2", "layer3", "layer4"],
+    default_reg_layer: "layer3",
+    latent_layers: ["layer3", "layer4"],
+    preset: "fast",
+    presets: ["fast", "paper"],
+    steps: 64,
+    p1: 50,
+    p2: 95,
+    view: "masked",
+    seed_png: new DataView(new ArrayBuffer(0)),
+    gradcam_png: null,
+    mask_png: null,
+    accent_png: null,
+    running: false,
+    step: 0,
+    seed_prob: 0.62,
+    prob: 0.62,
+    status: "ready",
+    error: "",
+    triage: "",
+    device: "cpu",
+  };
+}
+
+class FakeModel {
+  constructor(overrides = {}) {
+    this.state = { ...defaults(), ...overrides };
+    this.handlers = new Map();
+    this.sent = [];
+    this.saves = 0;
+  }
+  get(name) {
+    return this.state[name];
+  }
+  set(name, value) {
+    this.state[name] = value;
+    this.emit(`change:${name}`); // Backbone fires change events for local sets too
+  }
+  save_changes() {
+    this.saves += 1;
+  }
+  send(msg) {
+    this.sent.push(msg);
+  }
+  on(event, fn) {
+    if (!this.handlers.has(event)) this.handlers.set(event, new Set());
+    this.handlers.get(event).add(fn);
+  }
+  off(event, fn) {
+    this.handlers.get(event)?.delete(fn);
+  }
+  emit(event, ...args) {
+    for (const fn of [...(this.handlers.get(event) || [])]) fn(...args);
+  }
+  /** Python-side trait change. */
+  change(name, value) {
+    this.state[name] = value;
+    this.emit(`change:${name}`);
+  }
+  /** Python → JS custom message. */
+  msg(msg, buffers = []) {
+    this.emit("msg:custom", msg, buffers);
+  }
+  listenerCount() {
+    let n = 0;
+    for (const set of this.handlers.values()) n += set.size;
+    return n;
+  }
+  sentOfType(type) {
+    return this.sent.filter((m) => m.type === type);
+  }
+}
+
+let dom, doc, el, model, cleanup, created, revoked, origCreate, origRevoke;
+
+function mount(overrides) {
+  model = new FakeModel(overrides);
+  el = doc.createElement("div");
+  doc.body.append(el);
+  cleanup = widget.render({ model, el });
+  return { model, el };
+}
+
+const q = (id) => el.querySelector(`[data-testid="${id}"]`);
+const click = (node) => node.dispatchEvent(new dom.window.MouseEvent("click", { bubbles: true }));
+function fire(node, type) {
+  node.dispatchEvent(new dom.window.Event(type, { bubbles: true }));
+}
+
+beforeEach(() => {
+  const virtualConsole = new VirtualConsole(); // swallow jsdom "not implemented: navigation"
+  dom = new JSDOM("<!doctype html><html><body></body></html>", { virtualConsole });
+  doc = dom.window.document;
+  created = [];
+  revoked = [];
+  origCreate = URL.createObjectURL;
+  origRevoke = URL.revokeObjectURL;
+  URL.createObjectURL = (blob) => {
+    const url = `blob:fake/${created.length + 1}`;
+    created.push({ url, blob });
+    return url;
+  };
+  URL.revokeObjectURL = (url) => revoked.push(url);
+  cleanup = null;
+});
+
+afterEach(() => {
+  if (cleanup) cleanup();
+  URL.createObjectURL = origCreate;
+  URL.revokeObjectURL = origRevoke;
+  dom.window.close();
+});
+
+describe("pure helpers", () => {
+  it("toBytes handles DataView, Uint8Array, ArrayBuffer and null", () => {
+    const dv = dataView(PNG);
+    const a = toBytes(dv);
+    assert.equal(a.byteLength, PNG.length);
+    assert.deepEqual([...a], PNG);
+    const u = new Uint8Array(JPEG);
+    assert.deepEqual([...toBytes(u)], JPEG);
+    assert.deepEqual([...toBytes(new Uint8Array(PNG).buffer)], PNG);
+    assert.equal(toBytes(null), null);
+    assert.equal(toBytes("nope"), null);
+  });
+
+  it("sniffType tells JPEG from PNG", () => {
+    assert.equal(sniffType(new Uint8Array(JPEG)), "image/jpeg");
+    assert.equal(sniffType(new Uint8Array(PNG)), "image/png");
+  });
+
+  it("lamToSlider / sliderToLam are inverse log10 maps, clamped to the bounds", () => {
+    assert.equal(lamToSlider(100, 0.001, 1000), 2);
+    assert.equal(lamToSlider(0.01, 0.001, 1000), -2);
+    assert.equal(lamToSlider(1e9, 0.001, 1000), 3);
+    assert.equal(lamToSlider(1e-9, 0.001, 1000), -3);
+    assert.ok(Math.abs(sliderToLam(-1) - 0.1) < 1e-12);
+    assert.ok(Math.abs(sliderToLam(lamToSlider(0.37, 0.001, 1000)) - 0.37) < 1e-12);
+  });
+
+  it("sparklinePoints scales values into the box", () => {
+    assert.equal(sparklinePoints([], 80, 20), "");
+    const pts = sparklinePoints([0, 1], 80, 20).split(" ");
+    assert.equal(pts.length, 2);
+    assert.equal(pts[0], "0.0,19.0");
+    assert.equal(pts[1], "80.0,1.0");
+  });
+});
+
+describe("render", () => {
+  it("builds the four tiles with captions and sends ready once", () => {
+    mount();
+    const captions = [...el.querySelectorAll("figcaption")].map((c) => c.textContent);
+    assert.deepEqual(captions, ["Seed", "Grad-CAM", "Mask (collective)", "Accentuation"]);
+    for (const id of ["seed-img", "gradcam-img", "mask-img", "accent-img"]) assert.ok(q(id), id);
+    for (const id of [
+      "accentuate",
+      "stop",
+      "reset",
+      "step",
+      "error",
+      "status",
+      "chips",
+      "gallery",
+      "download",
+    ]) {
+      assert.ok(q(id), id);
+    }
+    assert.deepEqual(model.sentOfType("ready"), [{ type: "ready" }]);
+    assert.equal(model.sent.length, 1);
+    assert.ok(el.querySelector(".faccent[class]"));
+    assert.ok(el.querySelector("[data-lm-suppress-shortcuts]"));
+  });
+
+  it("lists the top-5 under the seed with probabilities", () => {
+    mount();
+    const items = [...el.querySelectorAll(".faccent-top li")];
+    assert.equal(items.length, 5);
+    assert.match(items[0].textContent, /golden retriever/);
+    assert.match(items[0].textContent, /0\.620/);
+  });
+
+  it("every form control has a label or aria-label", () => {
+    mount();
+    for (const c of el.querySelectorAll("input, select, button, progress")) {
+      const labelled =
+        c.hasAttribute("aria-label") ||
+        (c.id && el.querySelector(`label[for="${c.id}"]`)) ||
+        (c.tagName === "BUTTON" && c.textContent.trim());
+      assert.ok(labelled, `unlabelled ${c.outerHTML}`);
+    }
+  });
+
+  it("marks the default reg layer and fills preset choices", () => {
+    mount();
+    const reg = q("reg_layer");
+    assert.deepEqual(
+      [...reg.options].map((o) => o.text),
+      ["layer2", "layer3 (default)", "layer4"],
+    );
+    assert.equal(reg.value, "layer3");
+    reg.value = "layer4";
+    fire(reg, "change");
+    assert.equal(model.state.reg_layer, "layer4");
+    assert.deepEqual(
+      [...q("preset").options].map((o) => o.value),
+      ["fast", "paper"],
+    );
+  });
+});
+
+describe("images", () => {
+  it("paints a frame from a DataView and then a Uint8Array, revoking the previous URL", () => {
+    mount();
+    const img = q("accent-img");
+    model.msg({ type: "frame", step: 3, steps: 64, objective: 1.5, distance: 0.2, prob: 0.7, done: false }, [
+      dataView(JPEG),
+    ]);
+    assert.equal(created.length, 1);
+    assert.equal(img.getAttribute("src"), created[0].url);
+    assert.equal(created[0].blob.type, "image/jpeg");
+    assert.equal(created[0].blob.size, JPEG.length);
+
+    model.msg({ type: "frame", step: 64, steps: 64, objective: 2, distance: 0.3, prob: 0.9, done: true }, [
+      new Uint8Array(PNG),
+    ]);
+    assert.equal(created.length, 2);
+    assert.equal(img.getAttribute("src"), created[1].url);
+    assert.equal(created[1].blob.type, "image/png");
+    assert.deepEqual(revoked, [created[0].url]);
+    assert.equal(el.dataset.frames, "2");
+    assert.equal(q("step").textContent, "step 64 / 64");
+    assert.match(q("prob").textContent, /seed 0\.620 → now 0\.900/);
+  });
+
+  it("updates tiles from *_png trait changes and clears them on empty bytes", () => {
+    mount();
+    const seed = q("seed-img");
+    assert.equal(seed.getAttribute("src"), null); // empty DataView at first
+    model.change("seed_png", dataView(PNG));
+    assert.equal(seed.getAttribute("src"), created[0].url);
+    model.change("mask_png", new Uint8Array(PNG));
+    assert.equal(q("mask-img").getAttribute("src"), created[1].url);
+    model.change("seed_png", new Uint8Array(JPEG));
+    assert.equal(seed.getAttribute("src"), created[2].url);
+    assert.deepEqual(revoked, [created[0].url]);
+    model.change("seed_png", null);
+    assert.equal(seed.getAttribute("src"), null);
+    assert.deepEqual(revoked, [created[0].url, created[2].url]);
+  });
+});
+
+describe("run loop", () => {
+  it("Accentuate sends start then chunk", () => {
+    mount();
+    click(q("accentuate"));
+    assert.deepEqual(model.sent.slice(1), [{ type: "start" }, { type: "chunk", budget_ms: 200 }]);
+  });
+
+  it("a non-done frame asks for the next chunk, a done frame does not", () => {
+    mount();
+    click(q("accentuate"));
+    model.msg({ type: "frame", step: 5, steps: 10, done: false }, [new Uint8Array(JPEG)]);
+    assert.equal(model.sentOfType("chunk").length, 2);
+    assert.ok(Number(el.dataset.firstFrameMs) >= 0);
+    model.msg({ type: "frame", step: 10, steps: 10, done: true }, [new Uint8Array(PNG)]);
+    assert.equal(model.sentOfType("chunk").length, 2);
+    assert.equal(el.dataset.frames, "2");
+    assert.equal(q("stop").disabled, true);
+  });
+
+  it("Stop sends stop and no chunk follows a later frame", () => {
+    mount();
+    click(q("accentuate"));
+    assert.equal(q("stop").disabled, false);
+    click(q("stop"));
+    assert.equal(model.sentOfType("stop").length, 1);
+    model.msg({ type: "frame", step: 5, steps: 10, done: false }, [new Uint8Array(JPEG)]);
+    assert.equal(model.sentOfType("chunk").length, 1);
+    assert.equal(el.dataset.frames, "1"); // the late frame is still painted
+  });
+
+  it("keeps one chunk in flight when Accentuate is pressed again mid-run", () => {
+    mount();
+    click(q("accentuate"));
+    click(q("accentuate")); // restart while the first chunk is outstanding
+    assert.equal(model.sentOfType("chunk").length, 2);
+    model.msg({ type: "frame", step: 3, steps: 10, done: false }, [new Uint8Array(JPEG)]);
+    assert.equal(model.sentOfType("chunk").length, 2); // the other chunk is still pending
+    model.msg({ type: "frame", step: 1, steps: 10, done: false }, [new Uint8Array(JPEG)]);
+    assert.equal(model.sentOfType("chunk").length, 3);
+  });
+
+  it("a chunk whose reply never came does not stall the next run", () => {
+    mount();
+    click(q("accentuate"));
+    click(q("stop")); // the first chunk is never answered
+    click(q("accentuate"));
+    model.msg({ type: "frame", step: 1, steps: 10, done: false }, [new Uint8Array(JPEG)]);
+    assert.equal(model.sentOfType("chunk").length, 3);
+  });
+
+  it("frames feed the sparkline and the objective/distance numbers", () => {
+    mount();
+    click(q("accentuate"));
+    model.msg({ type: "frame", step: 1, steps: 3, objective: 1, distance: 0.1, done: false }, []);
+    model.msg({ type: "frame", step: 2, steps: 3, objective: 2, distance: 0.2, done: false }, []);
+    const line = el.querySelector(".faccent-spark-objective");
+    assert.equal(line.getAttribute("points").split(" ").length, 2);
+    assert.match(el.querySelector(".faccent-obj").textContent, /objective 2 · distance 0\.2/);
+    model.msg(
+      {
+        type: "frame",
+        step: 3,
+        steps: 3,
+        objective_history: [1, 2, 3, 4],
+        distance_history: [0, 1, 2, 3],
+        done: true,
+      },
+      [],
+    );
+    assert.equal(line.getAttribute("points").split(" ").length, 4);
+  });
+
+  it("an error message ends the local loop and shows in the error box", () => {
+    mount();
+    click(q("accentuate"));
+    model.msg({ type: "error", message: "CUDA out of memory" });
+    assert.equal(q("error").textContent, "CUDA out of memory");
+    assert.equal(q("error").parentElement.hidden, false);
+    model.msg({ type: "frame", step: 1, steps: 10, done: false }, []);
+    assert.equal(model.sentOfType("chunk").length, 1);
+  });
+
+  it("Reset sends reset and stops asking", () => {
+    mount();
+    click(q("accentuate"));
+    click(q("reset"));
+    assert.equal(model.sentOfType("reset").length, 1);
+    model.msg({ type: "frame", step: 1, steps: 10, done: false }, []);
+    assert.equal(model.sentOfType("chunk").length, 1);
+  });
+});
+
+describe("targets", () => {
+  it("a chip click sends set_target with the chip's index", () => {
+    mount();
+    const chips = [...q("chips").querySelectorAll("button")];
+    assert.equal(chips.length, 5);
+    assert.equal(chips[0].getAttribute("aria-pressed"), "true");
+    click(chips[2]);
+    assert.deepEqual(model.sent.at(-1), { type: "set_target", index: 222 });
+    model.change("target", { kind: "class", index: 222, label: "kuvasz" });
+    const again = [...q("chips").querySelectorAll("button")];
+    assert.equal(again[2].getAttribute("aria-pressed"), "true");
+    assert.equal(again[0].getAttribute("aria-pressed"), "false");
+    assert.equal(q("target").textContent, "kuvasz");
+  });
+
+  it("search is debounced, sends search, and results become set_target buttons", async () => {
+    mount();
+    const input = el.querySelector('input[type="search"]');
+    input.value = "te";
+    fire(input, "input");
+    input.value = "tench";
+    fire(input, "input");
+    assert.equal(model.sentOfType("search").length, 0);
+    await sleep(320);
+    assert.deepEqual(model.sentOfType("search"), [{ type: "search", query: "tench" }]);
+    model.msg({ type: "search_results", query: "te", items: [{ index: 1, label: "stale" }] });
+    assert.equal(q("search-results").querySelectorAll("button").length, 0);
+    model.msg({
+      type: "search_results",
+      query: "tench",
+      items: [
+        { index: 0, label: "tench" },
+        { index: 5, label: XSS },
+      ],
+    });
+    const buttons = [...q("search-results").querySelectorAll("button")];
+    assert.equal(buttons.length, 2);
+    assert.equal(buttons[1].textContent, XSS);
+    assert.equal(q("search-results").querySelector("img"), null);
+    click(buttons[0]);
+    assert.deepEqual(model.sent.at(-1), { type: "set_target", index: 0 });
+  });
+
+  it("latent mode sends set_latent with layer and integer channel", () => {
+    mount();
+    const select = q("latent-layer");
+    assert.deepEqual(
+      [...select.options].map((o) => o.text),
+      ["layer3", "layer4"],
+    );
+    select.value = "layer4";
+    const channel = q("channel");
+    channel.value = "17";
+    click(q("use-latent"));
+    assert.deepEqual(model.sent.at(-1), { type: "set_latent", layer: "layer4", channel: 17 });
+    channel.value = "-2";
+    click(q("use-latent"));
+    assert.deepEqual(model.sent.at(-1), { type: "set_latent", layer: "layer4", channel: 17 });
+    assert.match(q("error").textContent, /channel/);
+  });
+});
+
+describe("safety", () => {
+  it("labels, errors, layer names and triage with markup are shown as text", () => {
+    mount({
+      top: [{ index: 3, label: XSS, prob: 0.5 }],
+      target: { kind: "class", index: 3, label: XSS },
+      reg_layers: [XSS],
+      reg_layer: XSS,
+      default_reg_layer: XSS,
+      triage: XSS,
+      error: XSS,
+      device: XSS,
+    });
+    const imgs = [...el.querySelectorAll("img")];
+    assert.equal(imgs.length, 4); // only the four tiles
+    assert.ok(imgs.every((i) => i.classList.contains("faccent-img")));
+    assert.equal(q("chips").querySelector("button").textContent, XSS);
+    assert.equal(q("error").textContent, XSS);
+    assert.equal(q("triage").textContent, XSS);
+    assert.equal(q("reg_layer").options[0].text, `${XSS} (default)`);
+    assert.ok(el.querySelector(".faccent-top-label").textContent === XSS);
+    model.msg({ type: "error", message: XSS });
+    model.msg({ type: "gallery", items: [{ index: 1, label: XSS, prob_before: 0.1, prob_after: 0.2 }] }, []);
+    assert.equal(el.querySelectorAll("img").length, 4 + 2); // gallery img + mask img, no injected ones
+    assert.equal(el.querySelector('img[src="x"]'), null);
+  });
+});
+
+describe("controls", () => {
+  it("the λ slider maps log scale both ways and shows the value", () => {
+    mount();
+    const slider = q("lam");
+    assert.equal(slider.min, "-3");
+    assert.equal(slider.max, "3");
+    assert.equal(Number(slider.value), 0);
+    slider.value = "-1";
+    fire(slider, "input");
+    assert.equal(q("lam-value").textContent, "0.1");
+    fire(slider, "change");
+    assert.ok(Math.abs(model.state.lam - 0.1) < 1e-12);
+    assert.ok(model.saves >= 1);
+    model.change("lam", 100);
+    assert.equal(Number(slider.value), 2);
+    assert.equal(q("lam-value").textContent, "100");
+    assert.equal(slider.getAttribute("aria-valuetext"), "λ = 100");
+  });
+
+  it("shows a mark at lam_recommended when it is known", () => {
+    mount();
+    const mark = el.querySelector(".faccent-lam-mark");
+    assert.equal(mark.hidden, true);
+    model.change("lam_recommended", 10);
+    assert.equal(mark.hidden, false);
+    assert.equal(mark.style.getPropertyValue("--pos"), "0.6667");
+    click(q("lam-rec"));
+    assert.equal(model.state.lam, 10);
+    model.change("lam_recommended", null);
+    assert.equal(mark.hidden, true);
+  });
+
+  it("view toggles use aria-pressed and set the view trait", () => {
+    mount();
+    const buttons = [...el.querySelectorAll(".faccent-views button")];
+    assert.deepEqual(
+      buttons.map((b) => b.getAttribute("aria-pressed")),
+      ["true", "false", "false"],
+    );
+    click(buttons[2]);
+    assert.equal(model.state.view, "diff");
+    assert.deepEqual(
+      buttons.map((b) => b.getAttribute("aria-pressed")),
+      ["false", "false", "true"],
+    );
+  });
+
+  it("steps / p1 / p2 inputs set their traits and revert bad input", () => {
+    mount();
+    const steps = q("steps");
+    steps.value = "128";
+    fire(steps, "change");
+    assert.equal(model.state.steps, 128);
+    steps.value = "";
+    fire(steps, "change");
+    assert.equal(steps.value, "128");
+    const p1 = q("p1");
+    p1.value = "42.5";
+    fire(p1, "change");
+    assert.equal(model.state.p1, 42.5);
+  });
+
+  it("the triage button and text appear only when triage is set", () => {
+    mount();
+    assert.equal(q("gallery-triage").hidden, true);
+    assert.equal(q("triage").hidden, true);
+    model.change("triage", "predicted tabby (0.41) — true tiger cat (0.12)");
+    assert.equal(q("gallery-triage").hidden, false);
+    assert.equal(q("triage").textContent, "predicted tabby (0.41) — true tiger cat (0.12)");
+    click(q("gallery-triage"));
+    assert.deepEqual(model.sent.slice(-2), [
+      { type: "gallery", mode: "triage" },
+      { type: "chunk", budget_ms: 200 },
+    ]);
+  });
+});
+
+describe("gallery and download", () => {
+  it("gallery buttons drive chunks and the gallery message shows items side by side", () => {
+    mount();
+    click(q("gallery-topk"));
+    assert.deepEqual(model.sent.slice(-2), [
+      { type: "gallery", mode: "topk" },
+      { type: "chunk", budget_ms: 200 },
+    ]);
+    model.msg({ type: "frame", gallery: true, step: 1, steps: 5, done: false }, [new Uint8Array(JPEG)]);
+    assert.equal(model.sentOfType("chunk").length, 2);
+    const items = [
+      { index: 1, label: "a", prob_before: 0.1, prob_after: 0.8 },
+      { index: 2, label: "b", prob_before: 0.2, prob_after: 0.9 },
+    ];
+    const bufs = [PNG, PNG, PNG, PNG].map((b) => new Uint8Array(b));
+    model.msg({ type: "gallery", items }, bufs);
+    const figs = q("gallery").querySelectorAll("figure");
+    assert.equal(figs.length, 2);
+    assert.equal(figs[0].querySelectorAll("img").length, 2);
+    assert.match(figs[1].textContent, /b/);
+    assert.match(figs[1].textContent, /0\.200 → 0\.900/);
+    model.msg({ type: "frame", gallery: true, step: 5, steps: 5, done: false }, []);
+    assert.equal(model.sentOfType("chunk").length, 2); // loop ended with the gallery message
+    click(q("gallery-inhibited"));
+    assert.equal(figs[0].isConnected, false); // old gallery replaced, its URLs revoked
+    for (const f of created.slice(1, 5)) assert.ok(revoked.includes(f.url));
+  });
+
+  it("Download PNG asks Python and saves the reply through <a download>", () => {
+    mount();
+    click(q("download"));
+    assert.deepEqual(model.sent.at(-1), { type: "download" });
+    const clicked = [];
+    dom.window.HTMLAnchorElement.prototype.click = function () {
+      clicked.push({ href: this.getAttribute("href"), download: this.getAttribute("download") });
+    };
+    model.msg({ type: "download", filename: "faccent_golden.png" }, [dataView(PNG)]);
+    assert.equal(clicked.length, 1);
+    assert.equal(clicked[0].download, "faccent_golden.png");
+    assert.equal(clicked[0].href, created.at(-1).url);
+    assert.equal(el.querySelector("a"), null);
+  });
+});
+
+describe("messages", () => {
+  it("an error message shows in the error box and can be dismissed", () => {
+    mount();
+    model.msg({ type: "error", message: "bad layer" });
+    assert.equal(q("error").textContent, "bad layer");
+    click(el.querySelector('[aria-label="Dismiss error"]'));
+    assert.equal(q("error").parentElement.hidden, true);
+    model.change("error", "λ out of range");
+    assert.equal(q("error").textContent, "λ out of range");
+    model.change("error", "");
+    assert.equal(q("error").parentElement.hidden, true);
+  });
+
+  it("the aria-live status is throttled to one update per 500 ms", async () => {
+    mount();
+    const status = q("status");
+    assert.equal(status.getAttribute("aria-live"), "polite");
+    assert.equal(status.textContent, "ready");
+    model.change("status", "step 1");
+    model.change("status", "step 2");
+    assert.equal(status.textContent, "ready");
+    await sleep(560);
+    assert.equal(status.textContent, "step 2");
+  });
+});
+
+describe("cleanup", () => {
+  it("revokes all URLs, removes model listeners and the panel", () => {
+    mount();
+    const before = model.listenerCount();
+    assert.ok(before > 0);
+    model.change("seed_png", new Uint8Array(PNG));
+    model.msg({ type: "frame", step: 1, steps: 2, done: false }, [new Uint8Array(JPEG)]);
+    model.msg({ type: "gallery", items: [{ index: 1, label: "a", prob_before: 0, prob_after: 1 }] }, [
+      new Uint8Array(PNG),
+      new Uint8Array(PNG),
+    ]);
+    cleanup();
+    cleanup = null;
+    for (const c of created) assert.ok(revoked.includes(c.url), c.url);
+    assert.equal(model.listenerCount(), 0);
+    assert.equal(el.querySelector(".faccent"), null);
+    const sent = model.sent.length;
+    model.msg({ type: "frame", step: 2, steps: 2, done: false }, []);
+    assert.equal(model.sent.length, sent);
+  });
+});
