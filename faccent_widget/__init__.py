@@ -1,11 +1,17 @@
 """faccent-widget: feature accentuation for PyTorch vision models, with a live Jupyter widget."""
 
+from .accentuate import accentuate, iter_accentuate, start_run, visualize
+from .core.config import DEFAULT_LAMBDA, PRESETS, EngineConfig
+from .core.engine import Accentuation, AccentuationRun, Score, StepState
+from .core.objectives import Objective, channel, direction, logit, neuron
 from .images import load_image, sample_image, sample_image_names, sample_images
 from .models import LayerNotFoundError, Model, Prediction, WeightsUnavailableError, available_models, load_model
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "LayerNotFoundError", "Model", "Prediction", "WeightsUnavailableError", "available_models",
-    "load_image", "load_model", "sample_image", "sample_image_names", "sample_images",
+    "Accentuation", "AccentuationRun", "DEFAULT_LAMBDA", "EngineConfig", "LayerNotFoundError", "Model",
+    "Objective", "PRESETS", "Prediction", "Score", "StepState", "WeightsUnavailableError", "accentuate",
+    "available_models", "channel", "direction", "iter_accentuate", "load_image", "load_model", "logit",
+    "neuron", "sample_image", "sample_image_names", "sample_images", "start_run", "visualize",
 ]

@@ -1,0 +1,335 @@
+"""Spatial attribution for feature accentuation (section 2.4 of the paper): *where* a feature is.
+
+Three sources of attribution maps, all returned as raw (N, H, W) float32 CPU tensors at the image
+resolution, ready for :class:`~faccent_widget.core.masks.CollectiveNormalizer`:
+
+* :func:`gradcam` — Grad-CAM (Captum's ``LayerGradCam``) of any target: logits, channels, neurons,
+  directions, or combinations (figure 9 of the paper);
+* :func:`activation_attribution` — the target's own activation map, for channel / neuron / direction
+  targets of convolutional layers, which are already spatial (figure 10);
+* :func:`gradient_attribution` — the accumulated ``|∂objective/∂image|`` map that the accentuation
+  engine records while it runs.
+
+Everything works on any object that behaves like :class:`faccent_widget.models.Model`
+(``features``, ``module``, ``preserved``, ``spatial_layers``, ``execution_order``, …); this module
+does not import the model layer. The wrapped ``nn.Module`` is never changed: Captum runs inside
+``model.preserved()`` (eval mode, parameters frozen, both restored afterwards) and its hooks, like
+the adapter's, are removed when the call returns, also after an exception.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..images import load_image
+from .objectives import Objective, Target, resolve_objective
+
+__all__ = [
+    "gradcam", "activation_attribution", "gradient_attribution", "attribution_maps",
+    "default_gradcam_layer", "as_image_batch", "describe_target", "ATTRIBUTION_SOURCES",
+]
+
+#: Names accepted by :func:`attribution_maps` (and ``CollectiveNormalizer.fit_images``).
+ATTRIBUTION_SOURCES = ("gradcam", "activation")
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def as_image_batch(model: Any, images: Any) -> torch.Tensor:
+    """Turn ``images`` into a (N, 3, H, W) float batch in [0, 1] on the model's device.
+
+    * a (N, 3, H, W) float tensor is used as it is (any H, W; values must lie in [0, 1]);
+    * a list/tuple of anything :func:`faccent_widget.load_image` accepts (paths, PIL images, numpy
+      arrays, (3, H, W) tensors) is loaded image by image, and each image is resized (bilinear,
+      antialiased, aspect *not* kept) to the model's square input, ``model.input_size`` pixels a side —
+      the same resize as ``Model.prepare``;
+    * a single image that is not a 4-D tensor is treated as a list of one.
+    """
+    if isinstance(images, torch.Tensor) and images.dim() == 4:
+        if images.shape[1] != 3 or images.shape[0] == 0:
+            raise ValueError(f"expected a (N, 3, H, W) image batch with N ≥ 1, got shape {tuple(images.shape)}")
+        if not images.is_floating_point():
+            raise TypeError(f"image batches must be float tensors in [0, 1], got dtype {images.dtype}")
+        lo, hi = float(images.min()), float(images.max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise ValueError(f"image batches must have values in [0, 1], got [{lo:.3g}, {hi:.3g}]")
+        batch = images.detach()
+    else:
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not items:
+            raise ValueError("no images given: pass a (N, 3, H, W) tensor or a non-empty list of images")
+        size = int(model.input_size)
+        batch = torch.stack([load_image(item, size=(size, size)) for item in items])
+    return batch.to(device=model.device, dtype=model.dtype)
+
+
+# --------------------------------------------------------------------------- layer choice
+
+_SHAPES: "weakref.WeakKeyDictionary[Any, dict[tuple[str, int, int], tuple[int, ...]]]" = weakref.WeakKeyDictionary()
+
+
+def _output_shape(model: Any, layer: str, hw: tuple[int, int]) -> tuple[int, ...]:
+    """Shape of ``layer``'s output for one blank image of size ``hw`` (cached per model)."""
+    try:
+        cache = _SHAPES.setdefault(model, {})
+    except TypeError:  # not weak-referenceable
+        cache = {}
+    key = (layer, int(hw[0]), int(hw[1]))
+    if key not in cache:
+        x = torch.zeros(1, 3, *hw, device=model.device, dtype=model.dtype)
+        with torch.no_grad():
+            out = model.features(x, [layer])[layer]
+        cache[key] = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
+    return cache[key]
+
+
+def _is_map(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 4 and shape[-1] * shape[-2] > 1
+
+
+def _deepest_target_layer(model: Any, objective: Objective) -> str | None:
+    """The objective's deepest hidden layer, or None when it reads the logits."""
+    if objective.needs_logits or not objective.layers:
+        return None
+    return model.execution_order(objective.layers)[-1]
+
+
+def _spatial_candidates(model: Any, objective: Objective) -> list[str]:
+    """Spatial layers (in execution order) that produce their output no later than the target."""
+    layers = list(model.spatial_layers)
+    deepest = _deepest_target_layer(model, objective)
+    if deepest is None:
+        return layers
+    spatial = set(layers)
+    order = model.execution_order(list(dict.fromkeys(layers + [deepest])))
+    return [n for n in order[: order.index(deepest) + 1] if n in spatial]
+
+
+def default_gradcam_layer(model: Any, target: Target, hw: tuple[int, int] | None = None) -> str:
+    """The layer Grad-CAM uses when none is given.
+
+    The last layer, in execution order, whose output is a (N, C, h, w) map with more than one
+    position and that is produced no later than the target: for logit targets the model's last
+    spatial layer (global-pooling outputs of size 1×1 are skipped); for hidden-layer targets the
+    target's own layer when it is spatial (Grad-CAM there is the channel's activation map, scaled),
+    else the last spatial layer before it.
+    """
+    objective = resolve_objective(model, target)
+    hw = hw or (int(model.input_size), int(model.input_size))
+    candidates = _spatial_candidates(model, objective)
+    for name in reversed(candidates):
+        if _is_map(_output_shape(model, name, hw)):
+            return name
+    where = "" if objective.needs_logits else f" before {objective.description}"
+    raise ValueError(f"{getattr(model, 'name', 'the model')} has no layer with a spatial (N, C, H, W) output{where}; "
+                     "Grad-CAM needs a convolutional layer")
+
+
+def _check_gradcam_layer(model: Any, objective: Objective, layer: str, hw: tuple[int, int]) -> str:
+    layer = model.resolve_layer(layer)
+    spatial = list(model.spatial_layers)
+    if layer not in spatial or not _is_map(_output_shape(model, layer, hw)):
+        options: list[str] = []
+        for name in reversed(_spatial_candidates(model, objective)):
+            if _is_map(_output_shape(model, name, hw)):
+                options.append(name)
+            if len(options) == 6:
+                break
+        tail = ", ".join(repr(n) for n in options) or "none"
+        got = _output_shape(model, layer, hw) if layer in spatial else None
+        why = f"its output is {got[-2]}×{got[-1]}" if got else "its output is not a (N, C, H, W) map"
+        raise ValueError(
+            f"Grad-CAM needs a layer with a spatial output, but {layer!r} has none ({why}). "
+            f"Spatial layers of {getattr(model, 'name', 'the model')} you can use, deepest first: {tail}"
+        )
+    deepest = _deepest_target_layer(model, objective)
+    if deepest is not None and layer != deepest:
+        first = model.execution_order([layer, deepest])[0]
+        if first != layer:
+            raise ValueError(
+                f"Grad-CAM layer must come before the target layer: {layer!r} runs after {deepest!r} "
+                f"(the layer of {objective.description}). Pick {deepest!r} itself or an earlier layer."
+            )
+    return layer
+
+
+# --------------------------------------------------------------------------- Grad-CAM
+
+
+def _objective_forward(model: Any, objective: Objective):
+    layers = tuple(objective.layers)
+    logits = bool(objective.needs_logits)
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        feats = model.features(x, layers, logits=logits, normalize=True)
+        value = objective(feats)
+        if value.dim() != 1:
+            raise ValueError(f"{objective.description} must give one value per image, got shape {tuple(value.shape)}")
+        return value
+
+    return forward
+
+
+def gradcam(
+    model: Any,
+    images: Any,
+    target: Target,
+    layer: str | None = None,
+    *,
+    batch_size: int = 8,
+) -> torch.Tensor:
+    """Raw Grad-CAM maps of ``target`` for ``images``: a (N, H, W) float32 CPU tensor.
+
+    Args:
+        model: a :class:`faccent_widget.Model` (or anything with the same interface).
+        images: a (N, 3, H, W) float tensor in [0, 1], or a list of anything ``load_image`` accepts
+            (each then resized to the model's square input, ``model.input_size``; see
+            :func:`as_image_batch`).
+        target: a class index, a class label, ``"layer:unit"``, or an :class:`Objective` (logit,
+            channel, neuron, direction, or a combination).
+        layer: the convolutional layer to take Grad-CAM at; by default
+            :func:`default_gradcam_layer` (the model's last spatial layer for logits). It must have a
+            spatial output and, for hidden-layer targets, run no later than the target's layer.
+        batch_size: images per forward/backward pass.
+
+    Returns:
+        The *raw* map: ``Σ_c mean_hw(∂target/∂A_c) · A_c`` at ``layer`` (Captum ``LayerGradCam`` with
+        ``relu_attributions=False``), i.e. before any ReLU and before any normalisation, so negative
+        values (evidence against the target) are kept, and upsampled bilinearly
+        (``align_corners=False``) from the layer's h×w to the image's H×W. Apply
+        ``.clamp(min=0)`` for the classic ReLU'd Grad-CAM, and a
+        :class:`~faccent_widget.core.masks.CollectiveNormalizer` to turn maps into masks.
+    """
+    from captum.attr import LayerGradCam
+
+    objective = resolve_objective(model, target)
+    x = as_image_batch(model, images)
+    hw = (int(x.shape[-2]), int(x.shape[-1]))
+    layer = default_gradcam_layer(model, objective, hw) if layer is None else _check_gradcam_layer(model, objective, layer, hw)
+    module = model.module.get_submodule(layer)
+    cam = LayerGradCam(_objective_forward(model, objective), module)
+    out = []
+    with model.preserved(), torch.enable_grad():
+        for start in range(0, x.shape[0], max(1, int(batch_size))):
+            chunk = x[start : start + max(1, int(batch_size))].clone()
+            try:
+                attr = cam.attribute(chunk, relu_attributions=False)
+            except RuntimeError as exc:
+                if "not have been used in the graph" in str(exc):
+                    raise ValueError(
+                        f"{objective.description} does not depend on layer {layer!r}; pick a layer on its path"
+                    ) from exc
+                raise
+            attr = attr.detach().float()
+            if attr.dim() != 4:
+                raise ValueError(f"Grad-CAM at {layer!r} gave shape {tuple(attr.shape)}; expected (N, 1, h, w)")
+            attr = F.interpolate(attr, size=hw, mode="bilinear", align_corners=False)
+            out.append(attr[:, 0].cpu())
+    return torch.cat(out)
+
+
+# --------------------------------------------------------------------------- other sources
+
+
+def activation_attribution(model: Any, images: Any, target: Target) -> torch.Tensor:
+    """The target's own activation map as attribution (figure 10): a (N, H, W) float32 CPU tensor.
+
+    For channel, neuron and direction targets of a convolutional layer: the channel's activations
+    (for a neuron, its whole channel; for a direction, the per-position projection), upsampled
+    bilinearly to the image size. Raw values, no ReLU or normalisation. ``images`` as in
+    :func:`gradcam`. Logit targets have no activation map; use :func:`gradcam`.
+    """
+    objective = resolve_objective(model, target)
+    if objective.spatial_layer is None:
+        raise ValueError(
+            f"{objective.description} has no activation map (it is not a single hidden-layer feature); "
+            "use gradcam() for logits and combined objectives"
+        )
+    x = as_image_batch(model, images)
+    with torch.no_grad():
+        feats = model.features(x, objective.layers)
+        amap = objective.activation_map(feats)
+    if amap.dim() != 3:
+        raise ValueError(f"the activation map of {objective.description} has shape {tuple(amap.shape)}; expected (N, h, w)")
+    amap = F.interpolate(amap[:, None].float(), size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
+    return amap[:, 0].cpu()
+
+
+def gradient_attribution(
+    grads: torch.Tensor,
+    *,
+    sigma: float = 0.0,
+    size: int | tuple[int, int] | None = None,
+) -> torch.Tensor:
+    """An accumulated image-gradient map (the engine's ``Accentuation.attribution``) as attribution.
+
+    Args:
+        grads: ``Σ_steps |∂objective/∂image|`` as (H, W) or (N, H, W) — used as given — or an
+            image-shaped (N, C, H, W) gradient, reduced to ``Σ_c |g_c|``. (A (3, H, W) tensor is read as
+            three maps; pass ``g[None]`` for one colour gradient.)
+        sigma: standard deviation, in pixels, of an optional Gaussian blur (0 = none). Pixel gradients
+            are speckled; a blur of a few pixels gives smoother masks.
+        size: resize the result (bilinear): an int for a square side or an (H, W) pair.
+
+    Returns:
+        A (N, H, W) float32 CPU tensor, to normalise like the other attribution maps.
+    """
+    g = torch.as_tensor(grads).detach().float().cpu()
+    if g.dim() == 2:
+        g = g[None]
+    elif g.dim() == 4:
+        g = g.abs().sum(1)
+    elif g.dim() != 3:
+        raise ValueError(f"expected a gradient map (H, W), (N, H, W) or (N, C, H, W), got shape {tuple(g.shape)}")
+    if g.numel() == 0:
+        raise ValueError("the gradient map is empty")
+    if sigma and sigma > 0:
+        g = _gaussian_blur(g, float(sigma))
+    if size is not None:
+        hw = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        g = F.interpolate(g[:, None], size=hw, mode="bilinear", align_corners=False)[:, 0]
+    return g.contiguous()
+
+
+def _gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
+    radius = max(1, int(round(3 * sigma)))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    x = maps[:, None]
+    pad_h, pad_w = min(radius, x.shape[-2] - 1), min(radius, x.shape[-1] - 1)
+    if pad_w > 0:
+        kw = k[radius - pad_w : radius + pad_w + 1]
+        x = F.conv2d(F.pad(x, (pad_w, pad_w, 0, 0), mode="reflect"), kw.view(1, 1, 1, -1))
+    if pad_h > 0:
+        kh = k[radius - pad_h : radius + pad_h + 1]
+        x = F.conv2d(F.pad(x, (0, 0, pad_h, pad_h), mode="reflect"), kh.view(1, 1, -1, 1))
+    return x[:, 0]
+
+
+def attribution_maps(
+    model: Any,
+    images: Any,
+    target: Target,
+    source: str = "gradcam",
+    layer: str | None = None,
+) -> torch.Tensor:
+    """Raw (N, H, W) attribution maps from ``source``: ``"gradcam"`` (:func:`gradcam`, with
+    ``layer``) or ``"activation"`` (:func:`activation_attribution`)."""
+    if source == "gradcam":
+        return gradcam(model, images, target, layer)
+    if source == "activation":
+        if layer is not None:
+            raise ValueError("source='activation' uses the target's own layer; do not pass layer")
+        return activation_attribution(model, images, target)
+    raise ValueError(f"unknown attribution source {source!r}; choose one of {', '.join(ATTRIBUTION_SOURCES)}")
+
+
+def describe_target(model: Any, target: Target) -> str:
+    """A short, stable description of ``target`` (e.g. ``"logit 967 (espresso)"``)."""
+    return resolve_objective(model, target).description

@@ -1,0 +1,307 @@
+"""The accentuation engine (Definition 2.1 of the paper).
+
+Maximise ``f_v(τ(x)) − λ·‖f_ℓ(τ(x)) − f_ℓ(τ(x₀))‖`` averaged over a batch of random crops τ that
+are the *same* for the candidate x and the seed x₀ at every step.
+
+One step:
+
+* the seed branch runs under ``no_grad`` and stops at the regularisation layer ℓ;
+* the candidate branch stops at the deepest layer the objective needs;
+* gradients of the objective and of the distance are taken at the image, so the objective's
+  gradient doubles as the attribution map without a second full backward pass; then
+  ``−g_obj + λ·b·g_reg`` is back-propagated once through the parameterization;
+* nothing is synchronised with the host: losses and snapshots stay on the device until asked for.
+
+λ balance (as in the reference library): ``b`` is fixed at the first step where the regulariser has
+a gradient (step 1; at step 0 the candidate equals the seed) to
+``Σ|∂objective/∂params| / Σ|∂distance/∂params|`` per item, so λ = 1 means both pull equally.
+``balance=False`` uses the raw λ.
+
+The engine is a generator of step states; it never plots or prints.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import EngineConfig
+from .objectives import Logit, Objective
+from .parameterizations import Fourier, Parameterization, make_parameterization
+from .transforms import add_noise, crop_boxes, sample_boxes, sample_noise
+
+__all__ = ["AccentuationRun", "Accentuation", "StepState", "Score", "channel_distance", "FeatureModel"]
+
+
+class FeatureModel(Protocol):
+    """What the engine needs from a model (implemented by ``faccent_widget.Model``)."""
+
+    input_size: int
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def default_reg_layer(self) -> str: ...
+
+    def resolve_layer(self, name: str) -> str: ...
+
+    def features(self, x: torch.Tensor, layers: Sequence[str] = (), *, logits: bool = False,
+                 normalize: bool = True) -> dict[str, torch.Tensor]: ...
+
+
+@dataclass(frozen=True)
+class Score:
+    """The target on the full, un-augmented image: objective value and (for logits) probability."""
+
+    value: float
+    prob: float | None = None
+
+
+def channel_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-position channel L2 norm ‖a − b‖ of (N, C, h, w) (or (N, C)) activations → (N, h·w) values."""
+    diff = (a - b).float().flatten(2) if a.dim() > 2 else (a - b).float()[:, :, None]
+    return torch.sqrt(diff.pow(2).sum(1) + 1e-12)
+
+
+@dataclass
+class StepState:
+    """One optimisation step of a run (tensors stay on the model's device)."""
+
+    step: int  # steps done so far (1-based)
+    steps: int
+    image: torch.Tensor  # (B, 3, H, W) candidate at this step, detached
+    objective: torch.Tensor  # (B,) objective (mean over crops)
+    distance: torch.Tensor  # (B,) regulariser distance
+    run: "AccentuationRun" = field(repr=False)
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.steps
+
+    def result(self) -> list["Accentuation"]:
+        """The finished accentuations (one per item); valid once ``done``."""
+        return self.run.result()
+
+
+@dataclass
+class Accentuation:
+    """The outcome of accentuating one seed toward one target."""
+
+    image: torch.Tensor  # (3, H, W) float in [0, 1], on the CPU
+    seed: torch.Tensor  # (3, H, W) the seed at the canvas size
+    target: str
+    objective: Objective = field(repr=False)
+    snapshots: torch.Tensor = field(repr=False)  # (K, 3, H, W) uint8
+    snapshot_steps: list[int] = field(repr=False)
+    history: dict[str, np.ndarray] = field(repr=False)  # "objective", "distance": per step
+    seed_score: Score
+    score: Score
+    attribution: torch.Tensor = field(repr=False)  # (H, W) Σ_steps |∂objective/∂image|
+    config: dict[str, Any] = field(repr=False)
+    lam_effective: float = 0.0  # λ · balance
+
+    @property
+    def distance(self) -> float:
+        """Regulariser distance at the last step."""
+        return float(self.history["distance"][-1])
+
+    def snapshot(self, i: int) -> torch.Tensor:
+        """Snapshot ``i`` as a float (3, H, W) image."""
+        return self.snapshots[i].float() / 255.0
+
+
+class AccentuationRun:
+    """A batch of accentuations advanced one step at a time (the widget drives it in chunks).
+
+    Args:
+        model: a :class:`FeatureModel` (``faccent_widget.Model``).
+        seeds: (S, 3, H, W) seed images in [0, 1] (already at canvas size), or None for noise seeds.
+        objectives: one objective per item.
+        lams: one λ per item.
+        config: resolved settings; ``config.reg_layer`` empty → the model's default.
+        seed_index: which seed each item starts from (default: item i ↔ seed i, or all seed 0).
+        canvas_hw: canvas size for noise seeds.
+    """
+
+    def __init__(
+        self,
+        model: FeatureModel,
+        seeds: torch.Tensor | None,
+        objectives: Sequence[Objective],
+        lams: Sequence[float],
+        config: EngineConfig,
+        seed_index: Sequence[int] | None = None,
+        canvas_hw: tuple[int, int] | None = None,
+    ) -> None:
+        self.model = model
+        self.config = config
+        self.device = model.device
+        self.objectives = list(objectives)
+        b = len(self.objectives)
+        if b == 0:
+            raise ValueError("no targets given")
+        if len(lams) != b:
+            raise ValueError(f"got {len(lams)} λ values for {b} targets")
+        if any(l < 0 for l in lams):
+            raise ValueError(f"λ must be >= 0, got {list(lams)}")
+        self.reg_layer = model.resolve_layer(config.reg_layer) if config.reg_layer else model.default_reg_layer
+        seed_value = config.seed if config.seed is not None else random.randrange(2**31)
+        self.generator = torch.Generator(device=self.device).manual_seed(int(seed_value))
+        self.seed_value = int(seed_value)
+
+        if seeds is None:
+            h, w = canvas_hw or (config.canvas, config.canvas)
+            self.param: Parameterization = Fourier.random((b, 3, h, w), generator=self.generator, device=self.device)
+            self.seeds = self.param.image().detach()
+            self.seed_index = torch.arange(b, device=self.device)
+            self.noise_seeded = True
+        else:
+            self.seeds = seeds.to(self.device, torch.float32)
+            s = self.seeds.shape[0]
+            idx = list(seed_index) if seed_index is not None else (list(range(b)) if s == b else [0] * b)
+            if len(idx) != b or max(idx) >= s:
+                raise ValueError(f"seed_index {idx} does not match {s} seeds and {b} targets")
+            self.seed_index = torch.tensor(idx, device=self.device)
+            self.param = make_parameterization(config.param, self.seeds[self.seed_index])
+            self.noise_seeded = False
+        self.b = b
+        self.h, self.w = self.seeds.shape[-2:]
+        self.optimizer = torch.optim.Adam(self.param.params, lr=config.lr)
+        self.lams = torch.tensor([float(v) for v in lams], device=self.device)
+        self.balance = torch.ones(b, device=self.device)
+        self.use_reg = bool(max(lams) > 0)
+        self.layers = tuple(dict.fromkeys([l for o in self.objectives for l in o.layers] + [self.reg_layer]))
+        self.needs_logits = any(o.needs_logits for o in self.objectives)
+        self._logit_index = (
+            torch.tensor([o.index for o in self.objectives], device=self.device)
+            if all(isinstance(o, Logit) for o in self.objectives) else None
+        )
+        self.attribution = torch.zeros(b, self.h, self.w, device=self.device)
+        self.history: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self.snapshots: list[torch.Tensor] = []
+        self.snapshot_steps: list[int] = []
+        self.step_count = 0
+        self.seed_scores = self.evaluate(self.seeds[self.seed_index])
+        self._result: list[Accentuation] | None = None
+
+    # ------------------------------------------------------------------ evaluation
+    def objective_values(self, feats: dict[str, torch.Tensor], n: int) -> torch.Tensor:
+        """(B,) objective per item, each averaged over that item's ``n`` images."""
+        if self._logit_index is not None:
+            logits = feats["logits"].view(self.b, n, -1)
+            return logits.gather(2, self._logit_index.view(-1, 1, 1).expand(-1, n, 1)).mean(dim=(1, 2))
+        values = []
+        for i, obj in enumerate(self.objectives):
+            part = {k: v[i * n:(i + 1) * n] for k, v in feats.items()}
+            values.append(obj(part).float().mean())
+        return torch.stack(values)
+
+    def evaluate(self, images: torch.Tensor) -> list[Score]:
+        """Scores of (B, 3, H, W) images on the full, un-augmented view (resized to the model input)."""
+        size = self.model.input_size
+        x = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        layers = [l for o in self.objectives for l in o.layers]
+        with torch.no_grad():
+            feats = self.model.features(x, layers, logits=True)
+            values = self.objective_values(feats, 1).cpu()
+            probs = feats["logits"].float().softmax(-1).cpu()
+        return [
+            Score(float(values[i]), float(probs[i, o.index]) if isinstance(o, Logit) else None)
+            for i, o in enumerate(self.objectives)
+        ]
+
+    # ------------------------------------------------------------------ optimisation
+    @property
+    def done(self) -> bool:
+        return self.step_count >= self.config.steps
+
+    def current_image(self) -> torch.Tensor:
+        """(B, 3, H, W) current candidate, detached."""
+        with torch.no_grad():
+            return self.param.image().clamp(0, 1)
+
+    def step(self) -> StepState:
+        """Run one optimisation step and return its state."""
+        if self.done:
+            raise RuntimeError(f"the run is finished ({self.config.steps} steps); start a new one")
+        cfg, n, size = self.config, self.config.n_crops, self.config.input_size
+        boxes = sample_boxes(n, self.h, self.w, cfg.crop_range, self.generator)
+        noise = sample_noise(n, size, cfg.noise, self.generator)
+
+        x = self.param.image()
+        crops = add_noise(crop_boxes(x, boxes, size), noise)
+        feats = self.model.features(crops, self.layers, logits=self.needs_logits)
+        with torch.no_grad():
+            seed_crops = add_noise(crop_boxes(self.seeds, boxes, size), noise)
+            ref = self.model.features(seed_crops, [self.reg_layer])[self.reg_layer]
+            ref = ref.reshape(-1, n, *ref.shape[1:])[self.seed_index].reshape(-1, *ref.shape[1:])
+        distance = channel_distance(feats[self.reg_layer], ref).view(self.b, -1).mean(1)
+        objective = self.objective_values(feats, n)
+
+        (g_obj,) = torch.autograd.grad(objective.sum(), x, retain_graph=self.use_reg)
+        self.attribution += g_obj.detach().abs().sum(1)
+        direction = -g_obj
+        if self.use_reg:
+            (g_reg,) = torch.autograd.grad(distance.sum(), x)
+            if cfg.balance and self.step_count == 1:
+                self.balance = self._balance(x, g_obj, g_reg)
+            direction = direction + (self.lams * self.balance).view(-1, 1, 1, 1) * g_reg
+        self.optimizer.zero_grad(set_to_none=True)
+        x.backward(direction)
+        self.optimizer.step()
+
+        self.step_count += 1
+        image = x.detach()
+        self.history.append((objective.detach(), distance.detach()))
+        if self.step_count % cfg.snapshot_every == 0 or self.step_count == cfg.steps:
+            self.snapshots.append((image.clamp(0, 1) * 255).round().to(torch.uint8))
+            self.snapshot_steps.append(self.step_count)
+        return StepState(self.step_count, cfg.steps, image, objective.detach(), distance.detach(), self)
+
+    def _balance(self, x: torch.Tensor, g_obj: torch.Tensor, g_reg: torch.Tensor) -> torch.Tensor:
+        params = self.param.params
+        p_obj = torch.autograd.grad(x, params, g_obj, retain_graph=True)
+        p_reg = torch.autograd.grad(x, params, g_reg, retain_graph=True)
+        s_obj = sum(g.abs().flatten(1).sum(1) for g in p_obj)
+        s_reg = sum(g.abs().flatten(1).sum(1) for g in p_reg)
+        return torch.where(s_reg > 1e-20, s_obj / s_reg.clamp_min(1e-20), torch.ones_like(s_obj))
+
+    def __iter__(self) -> Iterator[StepState]:
+        while not self.done:
+            yield self.step()
+
+    # ------------------------------------------------------------------ results
+    def result(self) -> list[Accentuation]:
+        """Finish: final images and scores, per item (computed once)."""
+        if self._result is not None:
+            return self._result
+        if not self.done:
+            raise RuntimeError(f"the run is not finished ({self.step_count}/{self.config.steps} steps)")
+        final = self.current_image()
+        scores = self.evaluate(final)
+        objective = torch.stack([h[0] for h in self.history]).cpu().numpy()
+        distance = torch.stack([h[1] for h in self.history]).cpu().numpy()
+        snaps = torch.stack(self.snapshots, 1).cpu() if self.snapshots else torch.zeros(self.b, 0, 3, self.h, self.w)
+        lam_eff = (self.lams * self.balance).cpu()
+        seeds = self.seeds[self.seed_index].cpu()
+        attribution = self.attribution.cpu()
+        final = final.cpu()
+        out = []
+        for i, obj in enumerate(self.objectives):
+            cfg = {**self.config.as_dict(), "lam": float(self.lams[i]), "reg_layer": self.reg_layer,
+                   "seed": self.seed_value, "noise_seeded": self.noise_seeded}
+            out.append(Accentuation(
+                image=final[i], seed=seeds[i], target=obj.description, objective=obj,
+                snapshots=snaps[i], snapshot_steps=list(self.snapshot_steps),
+                history={"objective": objective[:, i], "distance": distance[:, i]},
+                seed_score=self.seed_scores[i], score=scores[i], attribution=attribution[i],
+                config=cfg, lam_effective=float(lam_eff[i]),
+            ))
+        self._result = out
+        return out
