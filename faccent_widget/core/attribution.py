@@ -181,6 +181,7 @@ def gradcam(
     target: Target,
     layer: str | None = None,
     *,
+    upsample: bool = True,
     batch_size: int = 8,
 ) -> torch.Tensor:
     """Raw Grad-CAM maps of ``target`` for ``images``: a (N, H, W) float32 CPU tensor.
@@ -195,6 +196,7 @@ def gradcam(
         layer: the convolutional layer to take Grad-CAM at; by default
             :func:`default_gradcam_layer` (the model's last spatial layer for logits). It must have a
             spatial output and, for hidden-layer targets, run no later than the target's layer.
+        upsample: False returns the maps at the layer's own resolution (N, h, w).
         batch_size: images per forward/backward pass.
 
     Returns:
@@ -228,7 +230,8 @@ def gradcam(
             attr = attr.detach().float()
             if attr.dim() != 4:
                 raise ValueError(f"Grad-CAM at {layer!r} gave shape {tuple(attr.shape)}; expected (N, 1, h, w)")
-            attr = F.interpolate(attr, size=hw, mode="bilinear", align_corners=False)
+            if upsample:
+                attr = F.interpolate(attr, size=hw, mode="bilinear", align_corners=False)
             out.append(attr[:, 0].cpu())
     return torch.cat(out)
 

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from .config import EngineConfig
 from .objectives import Logit, Objective
+from .optim import Adam
 from .parameterizations import Fourier, Parameterization, make_parameterization
 from .transforms import add_noise, crop_boxes, sample_boxes, sample_noise
 
@@ -172,7 +173,7 @@ class AccentuationRun:
             self.noise_seeded = False
         self.b = b
         self.h, self.w = self.seeds.shape[-2:]
-        self.optimizer = torch.optim.Adam(self.param.params, lr=config.lr)
+        self.optimizer = Adam(self.param.params, lr=config.lr)
         self.lams = torch.tensor([float(v) for v in lams], device=self.device)
         self.balance = torch.ones(b, device=self.device)
         self.use_reg = bool(max(lams) > 0)
@@ -252,7 +253,7 @@ class AccentuationRun:
             if cfg.balance and self.step_count == 1:
                 self.balance = self._balance(x, g_obj, g_reg)
             direction = direction + (self.lams * self.balance).view(-1, 1, 1, 1) * g_reg
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         x.backward(direction)
         self.optimizer.step()
 

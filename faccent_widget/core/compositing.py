@@ -1,0 +1,201 @@
+"""Compositing helpers: masked accentuations, heatmap overlays, difference images, encoders.
+
+Pure functions, no plotting side effects (no pyplot). Images are float tensors in [0, 1], (3, H, W)
+or (N, 3, H, W); masks and heatmaps are (H, W), (N, H, W) or (N, 1, H, W) in [0, 1]. The encoders
+(:func:`to_pil`, :func:`to_png_bytes`, :func:`to_jpeg_bytes`) turn any of these into PIL images or
+bytes for display.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageDraw
+
+from ..images import load_image
+
+__all__ = [
+    "masked_accentuation", "heatmap_overlay", "difference_image", "to_pil", "to_png_bytes",
+    "to_jpeg_bytes", "panel",
+]
+
+
+def _image(x: Any) -> torch.Tensor:
+    """A (3, H, W) or (N, 3, H, W) float CPU tensor in [0, 1] (tensors are clamped, not checked)."""
+    if isinstance(x, torch.Tensor):
+        t = x.detach().to("cpu")
+        t = t.float() / 255.0 if t.dtype == torch.uint8 else t.float()
+        if t.dim() == 2:
+            t = t[None].expand(3, -1, -1)
+        if t.dim() == 3 and t.shape[0] == 1:
+            t = t.expand(3, -1, -1)
+        if t.dim() not in (3, 4) or t.shape[-3] != 3:
+            raise ValueError(f"expected an image (3, H, W) or a batch (N, 3, H, W), got shape {tuple(x.shape)}")
+        return t.clamp(0, 1)
+    return load_image(x)
+
+
+def _resize(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(hw):
+        return x
+    batched = x.dim() == 4
+    y = F.interpolate(x if batched else x[None], size=hw, mode="bilinear", align_corners=False,
+                      antialias=x.shape[-1] > hw[1] or x.shape[-2] > hw[0])
+    return y if batched else y[0]
+
+
+def _mask(mask: Any, hw: tuple[int, int]) -> torch.Tensor:
+    """A (1, H, W) or (N, 1, H, W) mask in [0, 1] at size ``hw``."""
+    m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).detach().to("cpu").float()
+    if m.dim() == 2:
+        m = m[None]
+    elif m.dim() == 4:
+        if m.shape[1] != 1:
+            raise ValueError(f"a 4-D mask must be (N, 1, H, W), got shape {tuple(m.shape)}")
+    elif m.dim() == 3:
+        m = m[:, None] if m.shape[0] > 1 else m
+    else:
+        raise ValueError(f"expected a mask (H, W), (N, H, W) or (N, 1, H, W), got shape {tuple(m.shape)}")
+    return _resize(m, hw).clamp(0, 1)
+
+
+def masked_accentuation(seed: Any, accent: Any, mask: Any) -> torch.Tensor:
+    """Blend an accentuation over its seed: ``mask · accent + (1 − mask) · seed``.
+
+    ``seed`` and ``accent``: (3, H, W) or (N, 3, H, W) images in [0, 1] (the seed may be anything
+    ``load_image`` accepts; it is resized to the accentuation's size if they differ). ``mask``: (H, W),
+    (N, H, W) or (N, 1, H, W) in [0, 1] — e.g. a collectively normalised attribution map — resized
+    bilinearly to the image if needed. Mask 0 shows the seed, 1 the accentuation. Returns a tensor
+    shaped like ``accent`` (batched when any input is batched).
+    """
+    a = _image(accent)
+    s = _resize(_image(seed), tuple(a.shape[-2:]))
+    m = _mask(mask, tuple(a.shape[-2:]))
+    return (m * a + (1 - m) * s).clamp(0, 1)
+
+
+def heatmap_overlay(
+    image: Any,
+    heat: Any,
+    cmap: str = "jet",
+    alpha: float = 0.5,
+    *,
+    normalize: bool = False,
+) -> torch.Tensor:
+    """Colour ``heat`` with a matplotlib colormap and blend it over ``image``.
+
+    ``heat``: (H, W) or (N, H, W) values in [0, 1] (clipped; ``normalize=True`` min-max scales each
+    map first), resized to the image if needed. ``cmap``: any matplotlib colormap name ("jet",
+    "inferno", …). Returns ``(1 − alpha) · image + alpha · cmap(heat)``, shaped like ``image``
+    (batched when either input is batched).
+    """
+    import matplotlib
+
+    if not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    try:
+        colormap = matplotlib.colormaps[cmap]
+    except KeyError as exc:
+        raise ValueError(f"unknown matplotlib colormap {cmap!r}") from exc
+    img = _image(image)
+    h = torch.as_tensor(np.asarray(heat) if not isinstance(heat, torch.Tensor) else heat).detach().to("cpu").float()
+    if h.dim() not in (2, 3):
+        raise ValueError(f"expected a heatmap (H, W) or (N, H, W), got shape {tuple(h.shape)}")
+    if normalize:
+        flat = h.reshape(-1, h.shape[-2] * h.shape[-1]) if h.dim() == 3 else h.reshape(1, -1)
+        lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+        h = ((flat - lo) / (hi - lo).clamp_min(1e-12)).reshape(h.shape)
+    h = _mask(h, tuple(img.shape[-2:]))  # (1|N, 1, H, W) or (1, H, W)
+    rgba = colormap(h.squeeze(-3).numpy())  # (..., H, W, 4)
+    colour = torch.from_numpy(np.ascontiguousarray(rgba[..., :3])).float().movedim(-1, -3)
+    return ((1 - float(alpha)) * img + float(alpha) * colour).clamp(0, 1)
+
+
+def difference_image(seed: Any, accent: Any, gain: float = 4.0) -> torch.Tensor:
+    """Signed difference ``0.5 + gain · (accent − seed)`` per channel, clipped to [0, 1]: mid-grey
+    where nothing changed, brighter/darker where the accentuation added/removed colour. The seed is
+    resized to the accentuation if needed."""
+    a = _image(accent)
+    s = _resize(_image(seed), tuple(a.shape[-2:]))
+    return (0.5 + float(gain) * (a - s)).clamp(0, 1)
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+def _to_uint8(image: Any) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    t = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image).detach().to("cpu")
+    if t.dim() == 4:
+        if t.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of shape {tuple(t.shape)}; index it first")
+        t = t[0]
+    if t.dtype == torch.uint8:
+        arr = t.numpy()
+    else:
+        arr = (t.float().clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+        arr = arr.transpose(1, 2, 0)  # CHW -> HWC
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"cannot convert an array of shape {tuple(t.shape)} to an image")
+    return np.ascontiguousarray(arr)
+
+
+def to_pil(image: Any) -> Image.Image:
+    """A PIL image from a (3, H, W) / (1, 3, H, W) / (H, W) float tensor in [0, 1] (clipped), a uint8
+    tensor, an (H, W, 3) array, or a PIL image. 2-D inputs give a grayscale ("L") image."""
+    arr = _to_uint8(image)
+    return Image.fromarray(arr)
+
+
+def to_png_bytes(image: Any) -> bytes:
+    """PNG bytes of :func:`to_pil` ``(image)``."""
+    buf = io.BytesIO()
+    to_pil(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def to_jpeg_bytes(image: Any, quality: int = 85) -> bytes:
+    """JPEG bytes of :func:`to_pil` ``(image)`` (RGB; ``quality`` 1–95)."""
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"JPEG quality must be in 1…100, got {quality}")
+    buf = io.BytesIO()
+    to_pil(image).convert("RGB").save(buf, format="JPEG", quality=int(quality))
+    return buf.getvalue()
+
+
+def panel(
+    images: Sequence[Any],
+    labels: Sequence[str] | None = None,
+    *,
+    height: int | None = None,
+    pad: int = 4,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> Image.Image:
+    """A side-by-side strip (PIL RGB) of ``images``, all scaled to ``height`` (default: the first
+    image's), with an optional text label under each."""
+    if not images:
+        raise ValueError("panel needs at least one image")
+    if labels is not None and len(labels) != len(images):
+        raise ValueError(f"got {len(images)} images but {len(labels)} labels")
+    pils = [to_pil(im).convert("RGB") for im in images]
+    h = int(height or pils[0].height)
+    pils = [p if p.height == h else p.resize((max(1, round(p.width * h / p.height)), h), Image.BILINEAR) for p in pils]
+    text_h = 14 if labels is not None else 0
+    width = sum(p.width for p in pils) + pad * (len(pils) + 1)
+    canvas = Image.new("RGB", (width, h + 2 * pad + text_h), background)
+    draw = ImageDraw.Draw(canvas)
+    x = pad
+    for i, p in enumerate(pils):
+        canvas.paste(p, (x, pad))
+        if labels is not None:
+            draw.text((x, pad + h + 1), str(labels[i]), fill=(0, 0, 0))
+        x += p.width + pad
+    return canvas

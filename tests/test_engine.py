@@ -1,0 +1,207 @@
+"""Accentuation engine on the real default model (few steps, CPU-sized settings)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import faccent_widget as fw
+from faccent_widget.core.engine import channel_distance
+from faccent_widget.core.parameterizations import PARAMETERIZATIONS
+from faccent_widget.core.transforms import crop_boxes, sample_boxes
+
+FAST = dict(steps=4, n_crops=2, input_size=96, canvas=96)
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETERIZATIONS))
+def test_parameterization_round_trip(name, chelsea):
+    seed = fw.load_image(chelsea, size=(120, 181))[None]
+    seed[..., :3, :3] = 0.0  # saturated pixels too
+    seed[..., -3:, -3:] = 1.0
+    param = PARAMETERIZATIONS[name](seed)
+    err = (param.image() - seed).abs().max().item()
+    assert err <= 1e-3
+    assert all(p.requires_grad for p in param.params)
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(10 * torch.log10(1.0 / F.mse_loss(a, b)))
+
+
+def test_batched_crops_match_per_crop_reference(chelsea, coffee):
+    """One batched roi_align call equals slicing each box and an antialiased resize, crop by crop."""
+    images = torch.stack([fw.load_image(chelsea, size=(200, 300)), fw.load_image(coffee, size=(200, 300))])
+    gen = torch.Generator().manual_seed(3)
+    boxes = sample_boxes(16, 200, 300, (0.05, 0.99), gen)
+    torch.testing.assert_close(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])  # square
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2] <= 300).all() and (boxes[:, 3] <= 200).all()
+    side = (boxes[:, 2] - boxes[:, 0]).round()
+    boxes = torch.stack([boxes[:, 0].floor(), boxes[:, 1].floor()], 1)  # pixel-aligned for slicing
+    boxes = torch.cat([boxes, boxes + side[:, None]], 1)
+    crops = crop_boxes(images, boxes, 96)
+    assert crops.shape == (32, 3, 96, 96)
+    worst = 1e9
+    for b in range(2):
+        for j, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
+            patch = images[b:b + 1, :, y1:y2, x1:x2]
+            ref = F.interpolate(patch, size=(96, 96), mode="bilinear", antialias=True, align_corners=False)
+            worst = min(worst, _psnr(crops[b * 16 + j:b * 16 + j + 1], ref))
+    assert worst > 40, worst
+
+
+def test_seed_and_candidate_share_every_augmentation(model, chelsea):
+    """At step 1 the candidate equals the seed; identical boxes and noise give distance ≈ 0."""
+    run = fw.start_run(model, chelsea, "tiger cat", noise=0.05, seed=1, **FAST)
+    state = run.step()
+    assert float(state.distance[0]) < 1e-4
+    state = run.step()
+    assert float(state.distance[0]) > 1e-3  # and it moves once the image changed
+
+
+def test_logit_rises_within_20_preview_steps(model, chelsea, coffee):
+    for image, target in ((chelsea, "tiger cat"), (coffee, "cup")):
+        result = fw.accentuate(model, image, target, preset="preview", steps=20, seed=0)
+        assert result.score.value > result.seed_score.value + 1.0
+        assert result.score.prob > result.seed_score.prob
+        assert result.image.shape[0] == 3 and 0 <= float(result.image.min()) <= float(result.image.max()) <= 1
+
+
+def test_stronger_regularisation_stays_closer(model, chelsea):
+    common = dict(preset="preview", steps=12, n_crops=2, seed=0)
+    weak = fw.accentuate(model, chelsea, "tiger cat", lam=0.1, **common)
+    strong = fw.accentuate(model, chelsea, "tiger cat", lam=10.0, **common)
+    assert strong.distance < weak.distance
+    assert (strong.image - strong.seed).abs().mean() < (weak.image - weak.seed).abs().mean()
+
+
+def test_batched_equals_sequential(model, chelsea):
+    targets = ["tiger cat", "tabby", "lynx"]
+    settings = dict(seed=5, lam=[1.0, 0.5, 2.0], **FAST)
+    batched = fw.accentuate(model, chelsea, targets, **settings)
+    for i, target in enumerate(targets):
+        single = fw.accentuate(model, chelsea, target, seed=5, lam=settings["lam"][i], **FAST)
+        diff = (batched[i].image - single.image).abs()  # float noise, amplified a little by Adam
+        assert float(diff.max()) < 5e-3 and float(diff.mean()) < 1e-4
+        np.testing.assert_allclose(batched[i].history["distance"], single.history["distance"], rtol=1e-3, atol=1e-5)
+        assert batched[i].lam_effective == pytest.approx(single.lam_effective, rel=1e-3)
+
+
+def test_batched_seeds(model, chelsea, coffee):
+    results = fw.accentuate(model, [chelsea, coffee], "cup", seed=0, **FAST)
+    assert len(results) == 2 and results[0].seed.shape == results[1].seed.shape
+    assert not torch.equal(results[0].image, results[1].image)
+
+
+def test_reproducible_with_seed(model, chelsea):
+    a = fw.accentuate(model, chelsea, "tabby", seed=11, **FAST)
+    b = fw.accentuate(model, chelsea, "tabby", seed=11, **FAST)
+    c = fw.accentuate(model, chelsea, "tabby", seed=12, **FAST)
+    assert torch.equal(a.image, b.image)
+    assert not torch.equal(a.image, c.image)
+
+
+def test_result_contents(model, chelsea):
+    r = fw.accentuate(model, chelsea, 282, seed=0, snapshot_every=2, **FAST)
+    assert r.snapshots.shape[0] == 2 and r.snapshot_steps == [2, 4] and r.snapshots.dtype == torch.uint8
+    assert r.history["objective"].shape == (4,) and r.history["distance"].shape == (4,)
+    assert r.attribution.shape == r.image.shape[1:] and float(r.attribution.sum()) > 0
+    assert r.config["reg_layer"] == model.default_reg_layer and r.config["steps"] == 4
+    assert r.target == "logit 282 (tiger cat)"
+
+
+def test_latent_objectives_run(model, chelsea):
+    layer = "blocks.4"
+    v = torch.randn(112)
+    objs = [fw.channel(layer, 3), fw.neuron(layer, 3), fw.direction(layer, v), fw.direction(layer, v, cosine=True),
+            f"{layer}:7", fw.logit(282) - 0.1 * fw.channel(layer, 3)]
+    results = fw.accentuate(model, chelsea, objs, seed=0, **FAST)
+    for r in results:
+        assert r.score.value > r.seed_score.value
+        assert r.score.prob is None or r.score.prob > 0
+
+
+def test_user_model_unchanged_after_runs(model, chelsea):
+    net = model.module
+    net.train()
+    flags = [p.requires_grad for p in net.parameters()]
+    try:
+        gen = fw.iter_accentuate(model, chelsea, "tabby", seed=0, **FAST)
+        next(gen)
+        assert net.training and [p.requires_grad for p in net.parameters()] == flags  # also between steps
+        gen.close()
+        fw.accentuate(model, chelsea, "tabby", seed=0, **FAST)
+        assert all(m.training for m in net.modules())
+        assert [p.requires_grad for p in net.parameters()] == flags
+        assert all(p.grad is None for p in net.parameters())
+    finally:
+        net.eval()
+
+
+def test_iter_accentuate_yields_states_and_result(model, chelsea):
+    states = list(fw.iter_accentuate(model, chelsea, "tabby", seed=0, **FAST))
+    assert [s.step for s in states] == [1, 2, 3, 4] and states[-1].done
+    assert states[-1].result()[0].image.shape == states[-1].image.shape[1:]
+
+
+class _NoHostSync(TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            raise AssertionError("host-device synchronisation inside the optimisation step")
+        return func(*args, **(kwargs or {}))
+
+
+def test_step_never_synchronises_with_the_host(model, chelsea):
+    run = fw.start_run(model, chelsea, ["tabby", "blocks.4:3"], seed=0, noise=0.02, **FAST)
+    with _NoHostSync():
+        for _ in range(3):  # includes the balance step
+            run.step()
+
+
+def test_noise_seeded_visualization(model):
+    r = fw.visualize(model, "tabby", seed=0, **FAST)
+    assert r.config["noise_seeded"] and r.score.value > r.seed_score.value
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, message",
+    [
+        (dict(reg_layer="block.2"), fw.LayerNotFoundError, "blocks"),
+        (dict(target=1000), IndexError, "0…999"),
+        (dict(target="catt"), ValueError, "no class labelled"),
+        (dict(crop_range=(0.0, 0.5)), ValueError, "crop_range"),
+        (dict(crop_range=(0.5, 1.2)), ValueError, "crop_range"),
+        (dict(steps=0), ValueError, "steps must be"),
+        (dict(param="wavelet"), ValueError, "fourier"),
+        (dict(preset="turbo"), ValueError, "preview"),
+        (dict(lam=-1.0), ValueError, "λ must be"),
+        (dict(target="nolayer:3"), fw.LayerNotFoundError, "unknown layer"),
+    ],
+)
+def test_bad_arguments(model, chelsea, kwargs, exc, message):
+    target = kwargs.pop("target", "tabby")
+    with pytest.raises(exc, match=message):
+        fw.accentuate(model, chelsea, target, **{**FAST, **kwargs})
+
+
+def test_channel_distance_is_per_position_l2():
+    a = torch.zeros(1, 2, 1, 2)
+    b = torch.tensor([[[[3.0, 0.0]], [[4.0, 1.0]]]])
+    torch.testing.assert_close(channel_distance(a, b), torch.tensor([[5.0, 1.0]]), atol=1e-5, rtol=0)
+
+
+def test_adam_matches_torch():
+    from faccent_widget.core.optim import Adam
+
+    torch.manual_seed(0)
+    a = torch.randn(5, 7, requires_grad=True)
+    b = a.detach().clone().requires_grad_(True)
+    ours, ref = Adam([a], lr=0.05), torch.optim.Adam([b], lr=0.05)
+    for _ in range(10):
+        g = torch.randn(5, 7)
+        a.grad, b.grad = g.clone(), g.clone()
+        ours.step()
+        ref.step()
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
