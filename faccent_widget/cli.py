@@ -1,26 +1,71 @@
-"""Command line: top-5 of an image on the default model (the engine extends this with accentuation)."""
+"""The main job: ``python -m faccent_widget [IMAGE] [--target …] [--lam …] [--preset …] [--out FILE]``.
+
+Prints the default model's top-5 for the image (default: the sample ``chelsea``), accentuates the
+2nd most likely class (or ``--target``), prints the target probability before → after and the time
+taken, and writes a PNG panel: seed | accentuation | amplified difference.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+from pathlib import Path
 from typing import Sequence
 
-from .images import load_image, sample_image
-from .models import load_model
+from .accentuate import accentuate
+from .core.compositing import difference_image, panel
+from .images import load_image, sample_image, sample_image_names
+from .models import available_models, load_model
 
 __all__ = ["main"]
 
 
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m faccent_widget", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("image", nargs="?", help=f"image file or sample name ({', '.join(sample_image_names())}); "
+                                            "default: chelsea")
+    p.add_argument("--target", help="class label, class index or layer:unit (default: the 2nd most likely class)")
+    p.add_argument("--lam", type=float, default=None, help="regularisation strength λ (balanced; default 1)")
+    p.add_argument("--preset", choices=["paper", "preview"], default=None,
+                   help="settings preset (default: paper on CUDA, preview on CPU)")
+    p.add_argument("--steps", type=int, default=None, help="override the preset's step count")
+    p.add_argument("--model", default="efficientnet_lite0", help=f"one of {', '.join(available_models())}")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--out", default="faccent_panel.png", help="output PNG panel (default faccent_panel.png)")
+    return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m faccent_widget", description=__doc__)
-    parser.add_argument("image", nargs="?", help="image file (default: the sample image 'chelsea')")
-    args = parser.parse_args(argv)
-    model = load_model()
-    image = load_image(args.image) if args.image else sample_image("chelsea")
-    print(f"model: {model.name}; image: {args.image or 'sample chelsea'}")
-    for rank, p in enumerate(model.predict(image, k=5), 1):
-        print(f"  {rank}. {p.label:<30s} {p.prob:6.3f}  (class {p.index})")
+    args = _parser().parse_args(argv)
+    model = load_model(args.model)
+    name = args.image or "chelsea"
+    image = sample_image(name) if name in sample_image_names() and not Path(name).exists() else load_image(name)
+    top = model.predict(image, k=5)
+    print(f"model: {model.name}   image: {name}   device: {model.device}")
+    for rank, p in enumerate(top, 1):
+        print(f"  {rank}. {p.label:<28s} p={p.prob:.3f}  (class {p.index})")
+    target: int | str = args.target if args.target is not None else top[1].index
+    if isinstance(target, str) and target.isdigit():
+        target = int(target)
+    t0 = time.perf_counter()
+    result = accentuate(model, image, target, lam=args.lam, preset=args.preset, steps=args.steps, seed=args.seed)
+    elapsed = time.perf_counter() - t0
+    cfg = result.config
+    print(f"accentuating {result.target}: preset {cfg['preset']}, {cfg['steps']} steps, {cfg['n_crops']} crops of "
+          f"{cfg['input_size']} px, λ={cfg['lam']:g}, reg layer {cfg['reg_layer']}")
+    if result.seed_score.prob is not None and result.score.prob is not None:
+        print(f"target probability: {result.seed_score.prob:.3f} -> {result.score.prob:.3f}   "
+              f"(logit {result.seed_score.value:.2f} -> {result.score.value:.2f})")
+    else:
+        print(f"target activation: {result.seed_score.value:.3f} -> {result.score.value:.3f}")
+    print(f"time: {elapsed:.1f} s ({1000 * elapsed / cfg['steps']:.0f} ms/step)")
+    strip = panel([result.seed, result.image, difference_image(result.seed, result.image, gain=4.0)],
+                  ["seed", f"accentuation: {result.target}", "difference x4"])
+    out = Path(args.out)
+    strip.save(out)
+    print(f"panel written to {out.resolve()}")
     return 0
 
 
