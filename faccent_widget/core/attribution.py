@@ -70,22 +70,44 @@ def as_image_batch(model: Any, images: Any) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- layer choice
 
-_SHAPES: "weakref.WeakKeyDictionary[Any, dict[tuple[str, int, int], tuple[int, ...]]]" = weakref.WeakKeyDictionary()
+_SHAPES: "weakref.WeakKeyDictionary[Any, dict[tuple[int, int], dict[str, tuple[int, ...]]]]" = weakref.WeakKeyDictionary()
+
+
+def _layer_shapes(model: Any, hw: tuple[int, int]) -> dict[str, tuple[int, ...]]:
+    """Output shape of every sub-module for one blank (1, 3, *hw) image: one forward pass with
+    temporary shape-recording hooks (removed afterwards), cached per model and size."""
+    try:
+        per_model = _SHAPES.setdefault(model, {})
+    except TypeError:  # not weak-referenceable
+        per_model = {}
+    key = (int(hw[0]), int(hw[1]))
+    if key not in per_model:
+        shapes: dict[str, tuple[int, ...]] = {}
+
+        def make_hook(name: str):
+            def hook(_m: Any, _a: Any, out: Any) -> None:
+                shapes[name] = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
+
+            return hook
+
+        handles = []
+        x = torch.zeros(1, 3, *key, device=model.device, dtype=model.dtype)
+        try:
+            for name, mod in model.module.named_modules():
+                if name:
+                    handles.append(mod.register_forward_hook(make_hook(name)))
+            with model.preserved(), torch.no_grad():
+                model.module(model.normalize(x))
+        finally:
+            for h in handles:
+                h.remove()
+        per_model[key] = shapes
+    return per_model[key]
 
 
 def _output_shape(model: Any, layer: str, hw: tuple[int, int]) -> tuple[int, ...]:
-    """Shape of ``layer``'s output for one blank image of size ``hw`` (cached per model)."""
-    try:
-        cache = _SHAPES.setdefault(model, {})
-    except TypeError:  # not weak-referenceable
-        cache = {}
-    key = (layer, int(hw[0]), int(hw[1]))
-    if key not in cache:
-        x = torch.zeros(1, 3, *hw, device=model.device, dtype=model.dtype)
-        with torch.no_grad():
-            out = model.features(x, [layer])[layer]
-        cache[key] = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
-    return cache[key]
+    """Shape of ``layer``'s output for one blank image of size ``hw`` (() when it is not a tensor)."""
+    return _layer_shapes(model, hw).get(layer, ())
 
 
 def _is_map(shape: tuple[int, ...]) -> bool:

@@ -1,0 +1,5 @@
+"""The Jupyter widget: :class:`FaccentWidget` (anywidget model) and its kernel-side session."""
+
+from .panel import FaccentWidget
+
+__all__ = ["FaccentWidget"]

@@ -1,0 +1,420 @@
+"""``FaccentWidget``: one anywidget panel with seed, Grad-CAM, collective mask and live accentuation.
+
+The browser drives the loop (see ``docs/widget-protocol.md``): it asks for a ~200 ms chunk of steps,
+Python runs them and answers with one frame (JPEG bytes in a message buffer), the browser paints it and
+asks again. No threads, so it behaves the same in JupyterLab, Notebook 7, VS Code and Colab, and the
+kernel stays free between chunks. ``run()`` does the same from Python, headless.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import anywidget
+import numpy as np
+import torch
+import traitlets
+from torch import nn
+
+from ..core.compositing import panel, to_jpeg_bytes, to_png_bytes
+from ..core.config import DEFAULT_LAMBDA, PRESETS, default_preset
+from ..core.engine import Accentuation
+from ..core.masks import DEFAULT_P1, DEFAULT_P2
+from ..core.objectives import Channel, Logit, Objective, resolve_objective
+from ..images import ImageInput
+from ..models import Model, as_model
+from .session import VIEWS, Frame, Session
+
+__all__ = ["FaccentWidget"]
+
+
+def _asset(name: str) -> Path:
+    here = Path(__file__).resolve().parent.parent
+    packaged = here / "static" / name
+    return packaged if packaged.exists() else here.parent / "js" / name
+
+
+class FaccentWidget(anywidget.AnyWidget):
+    """Interactive feature accentuation of one image.
+
+    Args:
+        model: a :class:`~faccent_widget.Model` or a bare ``nn.Module`` (wrapped automatically).
+        img: anything :func:`~faccent_widget.load_image` accepts.
+        labels: class names for a bare module.
+        true_label: the image's true class (index or label) — enables the triage view.
+        reference: images for collective mask normalisation (default: the bundled sample images).
+        preset: "paper" or "preview" (default by device).
+        device: run on this device (a private copy of the model if it lives elsewhere).
+        **engine_overrides: any :func:`~faccent_widget.accentuate` setting (``n_crops``, ``lr``, …).
+    """
+
+    _esm = _asset("widget.js")
+    _css = _asset("widget.css")
+
+    top = traitlets.List([]).tag(sync=True)
+    inhibited = traitlets.List([]).tag(sync=True)
+    target = traitlets.Dict({}).tag(sync=True)
+    lam = traitlets.Float(DEFAULT_LAMBDA).tag(sync=True)
+    lam_min = traitlets.Float(1e-2).tag(sync=True)
+    lam_max = traitlets.Float(1e2).tag(sync=True)
+    lam_recommended = traitlets.Float(None, allow_none=True).tag(sync=True)
+    reg_layer = traitlets.Unicode("").tag(sync=True)
+    reg_layers = traitlets.List([]).tag(sync=True)
+    default_reg_layer = traitlets.Unicode("").tag(sync=True)
+    latent_layers = traitlets.List([]).tag(sync=True)
+    preset = traitlets.Unicode("preview").tag(sync=True)
+    presets = traitlets.List(list(PRESETS)).tag(sync=True)
+    steps = traitlets.Int(40).tag(sync=True)
+    p1 = traitlets.Float(DEFAULT_P1).tag(sync=True)
+    p2 = traitlets.Float(DEFAULT_P2).tag(sync=True)
+    view = traitlets.Unicode("masked").tag(sync=True)
+    seed_png = traitlets.Bytes(b"").tag(sync=True)
+    gradcam_png = traitlets.Bytes(b"").tag(sync=True)
+    mask_png = traitlets.Bytes(b"").tag(sync=True)
+    accent_png = traitlets.Bytes(b"").tag(sync=True)
+    running = traitlets.Bool(False).tag(sync=True)
+    step = traitlets.Int(0).tag(sync=True)
+    seed_prob = traitlets.Float(None, allow_none=True).tag(sync=True)
+    prob = traitlets.Float(None, allow_none=True).tag(sync=True)
+    status = traitlets.Unicode("").tag(sync=True)
+    error = traitlets.Unicode("").tag(sync=True)
+    triage = traitlets.Unicode("").tag(sync=True)
+    device = traitlets.Unicode("cpu").tag(sync=True)
+
+    _reverting = False
+
+    def __init__(
+        self,
+        model: nn.Module | Model,
+        img: ImageInput,
+        *,
+        labels: Sequence[str] | None = None,
+        true_label: int | str | None = None,
+        reference: Sequence[ImageInput] | None = None,
+        preset: str | None = None,
+        device: str | torch.device | None = None,
+        **engine_overrides: Any,
+    ) -> None:
+        adapter = as_model(model, labels=labels, device=device)
+        session = Session(adapter, img, reference=reference)
+        preset_name = preset or default_preset(adapter.device)
+        if preset_name not in PRESETS:
+            raise ValueError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
+        steps = int(engine_overrides.pop("steps", PRESETS[preset_name]["steps"]))
+        lam = float(engine_overrides.pop("lam", DEFAULT_LAMBDA))
+        reg_layer = engine_overrides.pop("reg_layer", None) or adapter.default_reg_layer
+        adapter.resolve_layer(reg_layer)
+        top = session.top(5)
+        super().__init__(
+            top=top, inhibited=session.inhibited(5), preset=preset_name, steps=steps, lam=lam,
+            reg_layer=reg_layer, default_reg_layer=adapter.default_reg_layer,
+            reg_layers=_reg_layer_choices(adapter), latent_layers=adapter.block_layers or adapter.spatial_layers,
+            device=str(adapter.device),
+        )
+        self._model = adapter
+        self._session = session
+        self._overrides = engine_overrides
+        self._objective: Objective = resolve_objective(adapter, top[0]["index"])
+        self._mask = torch.ones(1, 1)
+        self._ready = False
+        self._gallery_mode: str | None = None
+        self.result: Accentuation | None = None
+        self.gallery: list[Accentuation] = []
+        self.true_index = adapter.class_index(true_label) if true_label is not None else None
+        self._set_target_trait()
+        self.triage = self._triage_text()
+        self.seed_prob = self._seed_prob()
+        self.status = f"predicted {top[0]['label']} ({top[0]['prob']:.2f})"
+        self.on_msg(self._on_msg)
+
+    # ------------------------------------------------------------------ messages from the browser
+    def _on_msg(self, _widget: Any, content: dict[str, Any], buffers: Sequence[bytes]) -> None:
+        kind = content.get("type") if isinstance(content, dict) else None
+        handler = {
+            "ready": self._handle_ready, "start": self._handle_start, "chunk": self._handle_chunk,
+            "stop": self._handle_stop, "reset": self._handle_reset, "set_target": self._handle_set_target,
+            "set_latent": self._handle_set_latent, "search": self._handle_search, "gallery": self._handle_gallery,
+            "download": self._handle_download,
+        }.get(str(kind))
+        if handler is None:
+            self._fail(f"unknown message type {kind!r}")
+            return
+        try:
+            handler(content)
+        except Exception as exc:  # shown in the panel; the widget stays usable
+            self.running = False
+            self._fail(f"{type(exc).__name__}: {exc}")
+
+    def _fail(self, message: str) -> None:
+        self.error = message
+        self.status = "error: " + message
+        self.send({"type": "error", "message": message})
+
+    def _handle_ready(self, _msg: dict[str, Any]) -> None:
+        self._ready = True
+        self.seed_png = to_png_bytes(self._session.display_seed)
+        if not self.accent_png:
+            self.accent_png = self.seed_png
+        self.status = "computing Grad-CAM and the collective mask…"
+        self._refresh_tiles()
+        self.status = f"predicted {self.top[0]['label']} ({self.top[0]['prob']:.2f}) — pick a target and press Accentuate"
+
+    def _handle_start(self, _msg: dict[str, Any]) -> None:
+        self.start()
+
+    def _handle_chunk(self, msg: dict[str, Any]) -> None:
+        budget = float(msg.get("budget_ms", 200)) / 1000.0
+        frame = self.advance(max(0.02, min(budget, 5.0)))
+        if frame is None:
+            self.send({"type": "frame", "step": self.step, "steps": self.steps, "done": True})
+            return
+        payload = {
+            "type": "frame", "step": frame.step, "steps": frame.steps, "objective": frame.objective,
+            "distance": frame.distance, "prob": frame.prob, "done": frame.done,
+            "objective_history": frame.objective_history, "distance_history": frame.distance_history,
+            "gallery": self._gallery_mode is not None,
+        }
+        image = to_png_bytes(frame.image) if frame.done else to_jpeg_bytes(frame.image, quality=85)
+        self.send(payload, [image])
+        if frame.done and self._gallery_mode is not None:
+            self._send_gallery()
+
+    def _handle_stop(self, _msg: dict[str, Any]) -> None:
+        self.stop()
+
+    def _handle_reset(self, _msg: dict[str, Any]) -> None:
+        self.reset()
+
+    def _handle_set_target(self, msg: dict[str, Any]) -> None:
+        self.set_target(int(msg["index"]))
+
+    def _handle_set_latent(self, msg: dict[str, Any]) -> None:
+        self.set_target(f"{msg['layer']}:{int(msg['channel'])}")
+
+    def _handle_search(self, msg: dict[str, Any]) -> None:
+        query = str(msg.get("query", ""))
+        self.send({"type": "search_results", "query": query, "items": self._session.search(query)})
+
+    def _handle_gallery(self, msg: dict[str, Any]) -> None:
+        self.start_gallery(str(msg.get("mode", "topk")))
+
+    def _handle_download(self, _msg: dict[str, Any]) -> None:
+        self.send({"type": "download", "filename": "faccent_panel.png"}, [self.panel_png()])
+
+    # ------------------------------------------------------------------ public Python API
+    def set_target(self, target: int | str | Objective) -> None:
+        """Pick the target (class index/label, ``"layer:unit"`` or an objective); restarts a running run."""
+        objective = resolve_objective(self._model, target)
+        self._objective = objective
+        self._set_target_trait()
+        self.seed_prob = self._seed_prob()
+        self.prob = None
+        self._refresh_tiles()
+        if self.running:
+            self.start()
+
+    def start(self) -> None:
+        """Start a fresh run for the current target and settings (replacing any run in progress)."""
+        self._gallery_mode = None
+        self._session.start([self._objective], **self._run_settings())
+        self.result = None
+        self.error = ""
+        self.step = 0
+        self.running = True
+        self.status = f"accentuating {self.target.get('label', '')}…"
+
+    def start_gallery(self, mode: str) -> None:
+        """Accentuate several targets in one batch: "topk", "inhibited" or "triage" (predicted vs true)."""
+        if mode == "topk":
+            targets = [t["index"] for t in self.top]
+        elif mode == "inhibited":
+            targets = [t["index"] for t in self.inhibited]
+        elif mode == "triage":
+            if self.true_index is None:
+                raise ValueError("no true_label was given to the widget, so there is nothing to compare")
+            targets = [self.top[0]["index"], self.true_index]
+        else:
+            raise ValueError(f"unknown gallery mode {mode!r}; use 'topk', 'inhibited' or 'triage'")
+        self._session.start(targets, **self._run_settings())
+        self._gallery_mode = mode
+        self.gallery = []
+        self.error = ""
+        self.step = 0
+        self.running = True
+        self.status = f"accentuating {len(targets)} classes ({mode})…"
+
+    def stop(self) -> None:
+        """Stop asking for steps; the current image stays."""
+        self.running = False
+        self.status = f"stopped at step {self.step}"
+
+    def reset(self) -> None:
+        """Discard the run and show the seed again."""
+        self._session.run = None
+        self.running = False
+        self.step = 0
+        self.prob = None
+        self.result = None
+        self.accent_png = to_png_bytes(self._session.display_seed)
+        self.status = "reset"
+
+    def advance(self, budget_s: float = 0.2) -> Frame | None:
+        """Run about ``budget_s`` seconds of steps and return the frame to show (None if idle)."""
+        session = self._session
+        if not self.running or session.run is None:
+            return None
+        states = session.advance(budget_s)
+        run = session.run
+        last = states[-1] if states else None
+        done = run.done
+        self.step = run.step_count
+        if self._gallery_mode is not None:
+            image = self._gallery_strip(last.image if last is not None else run.current_image())
+            prob = None
+        else:
+            accent = (last.image if last is not None else run.current_image())[0].clamp(0, 1).cpu()
+            image = session.view(accent, self._mask, self.view)
+            prob = session.current_prob() if done or run.step_count % 5 == 0 or len(states) > 1 else self.prob
+            self.prob = prob
+        history = run.history
+        objective = [float(h[0][0]) for h in history]
+        distance = [float(h[1][0]) for h in history]
+        if done:
+            self.running = False
+            if self._gallery_mode is None:
+                self.result = session.results[0]
+                self.prob = self.result.score.prob
+                self.accent_png = to_png_bytes(image)
+                self.status = self._done_text()
+            else:
+                self.gallery = list(session.results)
+                self.status = f"gallery done: {len(self.gallery)} accentuations"
+        return Frame(self.step, run.config.steps, image, objective[-1] if objective else math.nan,
+                     distance[-1] if distance else math.nan, self.prob, done, objective, distance)
+
+    def run(self, steps: int | None = None) -> Accentuation:
+        """Run an accentuation to completion from Python (scripts, CI); returns ``self.result``."""
+        if steps is not None:
+            self.steps = int(steps)
+        self.start()
+        while self.running:
+            self.advance(1.0)
+        assert self.result is not None
+        return self.result
+
+    def panel_png(self) -> bytes:
+        """PNG of the panel: seed | Grad-CAM | mask | accentuation."""
+        heat, mask = self._session.heat_and_mask(self._objective, self.p1, self.p2)
+        accent = self.result.image if self.result is not None else self._session.display_seed
+        label = self.target.get("label", "")
+        strip = panel([self._session.display_seed, heat, mask, self._session.view(accent, mask, self.view)],
+                      ["seed", f"Grad-CAM: {label}", "mask (collective)", f"accentuation ({self.view})"], height=256)
+        return to_png_bytes(strip)
+
+    # ------------------------------------------------------------------ trait validation
+    @traitlets.observe("lam", "reg_layer", "preset", "steps", "p1", "p2", "view")
+    def _on_setting(self, change: dict[str, Any]) -> None:
+        if not hasattr(self, "_session") or self._reverting:
+            return  # constructor defaults, or our own revert of a refused value
+        name, new, old = change["name"], change["new"], change["old"]
+        problem = self._invalid(name, new)
+        if problem:
+            self.error = problem
+            self._reverting = True
+            try:
+                self.set_trait(name, old)
+            finally:
+                self._reverting = False
+            return
+        if name in ("p1", "p2"):
+            self._refresh_tiles()
+        elif name == "view":
+            if self.result is not None:
+                self.accent_png = to_png_bytes(self._session.view(self.result.image, self._mask, new))
+        elif self.running:
+            self.start()  # λ, layer, preset or steps changed mid-run: restart cleanly
+
+    def _invalid(self, name: str, value: Any) -> str:
+        if name == "lam" and not (isinstance(value, (int, float)) and 0 <= value <= 1e6 and math.isfinite(value)):
+            return f"λ must be a number in [0, 1e6], got {value!r}"
+        if name == "reg_layer" and value not in self._model.layer_names:
+            return f"unknown regularisation layer {value!r}; pick one from the list"
+        if name == "preset" and value not in PRESETS:
+            return f"unknown preset {value!r}; choose one of {', '.join(PRESETS)}"
+        if name == "steps" and not (isinstance(value, int) and 1 <= value <= 10_000):
+            return f"steps must be an integer in 1…10000, got {value!r}"
+        if name in ("p1", "p2"):
+            p1, p2 = (value, self.p2) if name == "p1" else (self.p1, value)
+            if not (0 <= p1 < p2 <= 100):
+                return f"mask percentiles need 0 ≤ p1 < p2 ≤ 100, got p1={p1}, p2={p2}"
+        if name == "view" and value not in VIEWS:
+            return f"view must be one of {', '.join(VIEWS)}, got {value!r}"
+        return ""
+
+    # ------------------------------------------------------------------ helpers
+    def _run_settings(self) -> dict[str, Any]:
+        return {"lam": self.lam, "reg_layer": self.reg_layer, "preset": self.preset, "steps": self.steps,
+                "overrides": self._overrides}
+
+    def _refresh_tiles(self) -> None:
+        if not self._ready:
+            return
+        heat, mask = self._session.heat_and_mask(self._objective, self.p1, self.p2)
+        self._mask = mask
+        self.gradcam_png = to_png_bytes(heat)
+        self.mask_png = to_png_bytes(mask)
+
+    def _set_target_trait(self) -> None:
+        obj = self._objective
+        if isinstance(obj, Logit):
+            self.target = {"kind": "class", "index": obj.index, "label": self._model.labels[obj.index]}
+        elif isinstance(obj, Channel):
+            self.target = {"kind": "latent", "layer": obj.layer, "channel": obj.unit, "label": obj.description}
+        else:
+            self.target = {"kind": "latent", "label": obj.description}
+
+    def _seed_prob(self) -> float | None:
+        if isinstance(self._objective, Logit):
+            return float(self._session.probs[self._objective.index])
+        return None
+
+    def _triage_text(self) -> str:
+        if self.true_index is None:
+            return ""
+        pred = self.top[0]
+        if pred["index"] == self.true_index:
+            return ""
+        true_p = float(self._session.probs[self.true_index])
+        return (f"predicted {pred['label']} ({pred['prob']:.2f}) — "
+                f"true {self._model.labels[self.true_index]} ({true_p:.2f})")
+
+    def _done_text(self) -> str:
+        r = self.result
+        if r is None:
+            return ""
+        if r.seed_score.prob is not None and r.score.prob is not None:
+            return f"done: {self.target.get('label', '')} {r.seed_score.prob:.3f} → {r.score.prob:.3f}"
+        return f"done: {r.target} {r.seed_score.value:.2f} → {r.score.value:.2f}"
+
+    def _gallery_strip(self, images: torch.Tensor) -> torch.Tensor:
+        strip = panel(list(images.clamp(0, 1).cpu()), None, height=160)
+        return torch.from_numpy(np.array(strip)).permute(2, 0, 1).float() / 255.0
+
+    def _send_gallery(self) -> None:
+        items, accents, masks = [], [], []
+        for res, obj in zip(self.gallery, self._session.gallery_targets):
+            _, mask = self._session.heat_and_mask(obj, self.p1, self.p2)
+            label = self._model.labels[obj.index] if isinstance(obj, Logit) else obj.description
+            items.append({"label": label, "index": getattr(obj, "index", None),
+                          "prob_before": res.seed_score.prob, "prob_after": res.score.prob})
+            accents.append(to_png_bytes(self._session.view(res.image, mask, "masked")))
+            masks.append(to_png_bytes(mask))
+        self.send({"type": "gallery", "mode": self._gallery_mode, "items": items}, accents + masks)
+
+
+def _reg_layer_choices(model: Model) -> list[str]:
+    layers = model.activation_layers or model.block_layers
+    spatial = set(model.spatial_layers)
+    return [n for n in layers if n in spatial] or model.spatial_layers

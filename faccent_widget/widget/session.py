@@ -1,0 +1,165 @@
+"""Widget-independent state of one FaccentWidget: the seed, its attribution tiles and the current run.
+
+Everything the panel shows is computed here; :mod:`faccent_widget.widget.panel` only moves bytes and
+messages. Keeping this apart makes it testable without a kernel or a browser.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from ..accentuate import start_run
+from ..core.attribution import attribution_maps
+from ..core.compositing import difference_image, heatmap_overlay, masked_accentuation
+from ..core.engine import AccentuationRun, Accentuation, StepState
+from ..core.masks import CollectiveNormalizer
+from ..core.objectives import Logit, Objective, resolve_objective
+from ..images import ImageInput, load_image, resize_image, sample_images
+from ..models import Model
+
+__all__ = ["Session", "Frame", "VIEWS"]
+
+VIEWS = ("masked", "unmasked", "diff")
+
+
+@dataclass
+class Frame:
+    """What one chunk reports back to the browser."""
+
+    step: int
+    steps: int
+    image: torch.Tensor  # (3, H, W) in [0, 1], already in the requested view (or a gallery strip)
+    objective: float
+    distance: float
+    prob: float | None
+    done: bool
+    objective_history: list[float] = field(default_factory=list)
+    distance_history: list[float] = field(default_factory=list)
+
+
+class Session:
+    """Seed image, target, reference set and the run in progress."""
+
+    def __init__(self, model: Model, image: ImageInput, *, reference: Sequence[ImageInput] | None = None,
+                 mask_size: int = 256) -> None:
+        self.model = model
+        self.seed = load_image(image)
+        self.display_seed = resize_image(self.seed, mask_size)
+        self._reference_inputs = reference
+        self._reference: torch.Tensor | None = None
+        self._ref_maps: dict[str, torch.Tensor] = {}
+        self._seed_maps: dict[str, torch.Tensor] = {}
+        self.run: AccentuationRun | None = None
+        self.gallery_targets: list[Objective] = []
+        self.results: list[Accentuation] = []
+        self.probs = model.probabilities(self.seed)
+
+    # ------------------------------------------------------------------ predictions
+    def top(self, k: int = 5) -> list[dict[str, Any]]:
+        values, idx = self.probs.topk(k)
+        return [self._entry(int(i), float(v)) for v, i in zip(values, idx)]
+
+    def inhibited(self, k: int = 5) -> list[dict[str, Any]]:
+        values, idx = self.probs.topk(k, largest=False)
+        return [self._entry(int(i), float(v)) for v, i in zip(values, idx)]
+
+    def _entry(self, index: int, prob: float) -> dict[str, Any]:
+        return {"index": index, "label": self.model.labels[index], "prob": prob}
+
+    def search(self, query: str, limit: int = 12) -> list[dict[str, Any]]:
+        q = query.strip().lower()
+        if not q:
+            return []
+        hits = [i for i, lab in enumerate(self.model.labels) if q in lab.lower()]
+        hits.sort(key=lambda i: (not self.model.labels[i].lower().startswith(q), -float(self.probs[i])))
+        return [{"index": i, "label": self.model.labels[i]} for i in hits[:limit]]
+
+    # ------------------------------------------------------------------ attribution tiles
+    def reference(self) -> torch.Tensor:
+        if self._reference is None:
+            size = self.model.input_size
+            if self._reference_inputs is None:
+                images = list(sample_images().values())
+            else:
+                images = list(self._reference_inputs)
+            if not images:
+                raise ValueError("the reference set for collective normalisation is empty")
+            self._reference = torch.stack([load_image(img, size=(size, size)) for img in images])
+        return self._reference
+
+    def _source(self, objective: Objective) -> str:
+        return "gradcam" if isinstance(objective, Logit) or objective.spatial_layer is None else "activation"
+
+    def maps(self, objective: Objective) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw attribution of the seed (H, W) and of the reference set (N, h, w), cached per target."""
+        key = objective.description
+        if key not in self._seed_maps:
+            source = self._source(objective)
+            size = self.model.input_size
+            seed = load_image(self.seed, size=(size, size))[None]
+            self._seed_maps[key] = attribution_maps(self.model, seed, objective, source=source)[0]
+            self._ref_maps[key] = attribution_maps(self.model, self.reference(), objective, source=source)
+        return self._seed_maps[key], self._ref_maps[key]
+
+    def heat_and_mask(self, objective: Objective, p1: float, p2: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(heatmap overlay image, collective mask (H, W) in [0, 1]) at the display size."""
+        seed_map, ref_maps = self.maps(objective)
+        h, w = self.display_seed.shape[-2:]
+        raw = resize_image(seed_map[None].expand(3, -1, -1), (h, w))[0]
+        heat = heatmap_overlay(self.display_seed, raw.clamp_min(0), alpha=0.55)
+        mask = CollectiveNormalizer(p1, p2).fit(ref_maps)(raw)
+        return heat, torch.as_tensor(mask).float()
+
+    # ------------------------------------------------------------------ runs
+    def start(self, targets: Sequence[Any], *, lam: float, reg_layer: str, preset: str, steps: int,
+              overrides: dict[str, Any]) -> AccentuationRun:
+        """Start a new run (replacing any other): one target, or a batch for the gallery."""
+        self.run = None
+        self.results = []
+        settings = {**overrides, "lam": lam, "reg_layer": reg_layer or None, "preset": preset, "steps": steps}
+        self.run = start_run(self.model, self.seed, list(targets), **settings)
+        self.gallery_targets = list(self.run.objectives) if len(targets) > 1 else []
+        return self.run
+
+    def advance(self, budget_s: float) -> list[StepState]:
+        """Run steps for about ``budget_s`` seconds (at least one)."""
+        run = self.run
+        if run is None or run.done:
+            return []
+        states = []
+        t0 = time.perf_counter()
+        while not run.done:
+            states.append(run.step())
+            if time.perf_counter() - t0 >= budget_s:
+                break
+        if run.done:
+            self.results = run.result()
+        return states
+
+    def current_prob(self) -> float | None:
+        """Target probability of the current candidate (item 0) on the un-augmented image."""
+        if self.run is None:
+            return None
+        score = self.run.evaluate(self.run.current_image()[:1])[0]
+        return score.prob
+
+    def view(self, accent: torch.Tensor, mask: torch.Tensor, view: str) -> torch.Tensor:
+        """The accentuation tile in ``view``: masked over the seed, unmasked, or the difference."""
+        seed = resize_image(self.seed, tuple(accent.shape[-2:]))
+        if view == "diff":
+            return difference_image(seed, accent, gain=4.0)
+        if view == "masked":
+            return masked_accentuation(seed, accent, mask)
+        return accent
+
+
+def objective_label(model: Model, target: Any) -> str:
+    """A short human label for a target."""
+    objective = resolve_objective(model, target)
+    if isinstance(objective, Logit):
+        return model.labels[objective.index]
+    return objective.description
