@@ -1,15 +1,22 @@
 """faccent-widget: feature accentuation for PyTorch vision models, with a live Jupyter widget."""
 
 from .accentuate import accentuate, iter_accentuate, start_run, visualize
+from .core.attribution import activation_attribution, attribution_maps, gradcam, gradient_attribution
+from .core.compositing import difference_image, heatmap_overlay, masked_accentuation, panel, to_pil, to_png_bytes
 from .core.config import DEFAULT_LAMBDA, PRESETS, EngineConfig
 from .core.engine import Accentuation, AccentuationRun, Score, StepState
+from .core.masks import CollectiveNormalizer, per_image_normalize
 from .core.objectives import Objective, channel, direction, logit, neuron
 from .images import load_image, sample_image, sample_image_names, sample_images
 from .models import LayerNotFoundError, Model, Prediction, WeightsUnavailableError, available_models, load_model
+from .widget import FaccentWidget
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CollectiveNormalizer", "FaccentWidget", "activation_attribution", "attribution_maps", "difference_image",
+    "gradcam", "gradient_attribution", "heatmap_overlay", "masked_accentuation", "panel", "per_image_normalize",
+    "to_pil", "to_png_bytes",
     "Accentuation", "AccentuationRun", "DEFAULT_LAMBDA", "EngineConfig", "LayerNotFoundError", "Model",
     "Objective", "PRESETS", "Prediction", "Score", "StepState", "WeightsUnavailableError", "accentuate",
     "available_models", "channel", "direction", "iter_accentuate", "load_image", "load_model", "logit",

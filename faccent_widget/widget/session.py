@@ -110,7 +110,7 @@ class Session:
         seed_map, ref_maps = self.maps(objective)
         h, w = self.display_seed.shape[-2:]
         raw = resize_image(seed_map[None].expand(3, -1, -1), (h, w))[0]
-        heat = heatmap_overlay(self.display_seed, raw.clamp_min(0), alpha=0.55)
+        heat = heatmap_overlay(self.display_seed, raw.clamp_min(0), alpha=0.55, normalize=True)
         mask = CollectiveNormalizer(p1, p2).fit(ref_maps)(raw)
         return heat, torch.as_tensor(mask).float()
 
