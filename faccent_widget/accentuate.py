@@ -52,6 +52,7 @@ def start_run(
     noise: float | None = None,
     balance: bool | None = None,
     snapshot_every: int | None = None,
+    autocast: bool | None = None,
     preset: str | None = None,
     seed: int | None = None,
     device: str | torch.device | None = None,
@@ -66,7 +67,7 @@ def start_run(
     adapter = as_model(model, device=device)
     cfg: EngineConfig = resolve_config(
         preset, adapter.device, steps=steps, n_crops=n_crops, crop_range=crop_range, input_size=input_size,
-        canvas=canvas, lr=lr, param=param, noise=noise, balance=balance, snapshot_every=snapshot_every,
+        canvas=canvas, lr=lr, param=param, noise=noise, balance=balance, snapshot_every=snapshot_every, autocast=autocast,
         seed=seed, reg_layer=reg_layer or "",
     )
     targets = list(target) if _is_batch(target) else [target]
@@ -116,7 +117,9 @@ def accentuate(model, image, target, **settings):  # type: ignore[no-untyped-def
     CPU → "preview"): ``lam`` (λ, balanced so 1 means objective and regulariser pull equally),
     ``reg_layer``, ``steps``, ``n_crops``, ``crop_range``, ``input_size`` (crop size fed to the
     model), ``canvas`` (shorter side of the optimised image), ``lr``, ``param`` ("fourier", "pixel",
-    "maco"), ``noise`` (σ), ``balance``, ``snapshot_every``, ``preset``, ``seed``, ``device``.
+    "maco"), ``noise`` (σ), ``balance``, ``snapshot_every``, ``autocast`` (bf16 model passes; default:
+    on for CPUs with native bf16 and models without depthwise convolutions), ``preset``, ``seed``,
+    ``device``.
 
     A list of targets (e.g. the top-5 classes) or of images runs as one batch and returns a list.
     """

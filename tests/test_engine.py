@@ -205,3 +205,13 @@ def test_adam_matches_torch():
         ours.step()
         ref.step()
     torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_bf16_autocast_runs_and_scores_in_fp32(model, chelsea):
+    r = fw.accentuate(model, chelsea, "tabby", autocast=True, seed=0, **FAST)
+    assert r.config["autocast"] is True
+    assert np.isfinite(r.history["objective"]).all() and r.score.value > r.seed_score.value
+    googlenet = fw.load_model("googlenet", pretrained=False)
+    run = fw.start_run(googlenet, chelsea, 5, seed=0, **FAST)
+    assert run.autocast == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # auto rule: no depthwise convs
+    assert fw.start_run(model, chelsea, 5, seed=0, **FAST).autocast is False  # EfficientNet: depthwise

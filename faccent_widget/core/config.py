@@ -35,6 +35,7 @@ class EngineConfig:
     snapshot_every: int = 5
     seed: int | None = None
     preset: str = "paper"
+    autocast: bool | None = None  # bf16 autocast of the model passes; None = auto (see engine)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
