@@ -425,10 +425,8 @@ class Panel {
       d,
       "div",
       { class: "faccent-row" },
-      h(d, "label", { for: this.latentSelect.id, text: "Latent layer" }),
-      this.latentSelect,
-      h(d, "label", { for: this.channelInput.id, text: "channel" }),
-      this.channelInput,
+      this.field(h(d, "label", { for: this.latentSelect.id, text: "Latent layer" }), this.latentSelect),
+      this.field(h(d, "label", { for: this.channelInput.id, text: "channel" }), this.channelInput),
       use,
     );
   }
@@ -461,7 +459,8 @@ class Panel {
     this.listen(this.lamInput, "input", () => this.showLam(sliderToLam(this.lamInput.value)));
     this.listen(this.lamInput, "change", () => this.setTrait("lam", sliderToLam(this.lamInput.value)));
     const track = h(d, "span", { class: "faccent-lam-track" }, this.lamInput, this.lamMark);
-    row.append(h(d, "label", { for: this.lamInput.id, text: "λ" }), track, this.lamValue, this.lamRec);
+    const lamLabel = h(d, "label", { for: this.lamInput.id, text: "λ" });
+    row.append(this.field(lamLabel, track, this.lamValue), this.lamRec);
 
     this.regSelect = this.selectControl(row, "reg layer", "reg_layer");
     this.presetSelect = this.selectControl(row, "preset", "preset");
@@ -471,10 +470,15 @@ class Panel {
     return row;
   }
 
+  /** A label and its control(s) that wrap as one unit, so a label never ends a line without its input. */
+  field(...children) {
+    return h(this.doc, "span", { class: "faccent-field" }, ...children);
+  }
+
   selectControl(row, text, trait) {
     const select = h(this.doc, "select", { id: this.uid(trait), "data-testid": trait });
     this.listen(select, "change", () => this.setTrait(trait, select.value));
-    row.append(h(this.doc, "label", { for: select.id, text }), select);
+    row.append(this.field(h(this.doc, "label", { for: select.id, text }), select));
     return select;
   }
 
@@ -491,7 +495,7 @@ class Panel {
       if (Number.isFinite(v)) this.setTrait(trait, v);
       else input.value = String(this.get(trait, ""));
     });
-    row.append(h(this.doc, "label", { for: input.id, text }), input);
+    row.append(this.field(h(this.doc, "label", { for: input.id, text }), input));
     return input;
   }
 

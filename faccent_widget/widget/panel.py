@@ -297,6 +297,9 @@ class FaccentWidget(anywidget.AnyWidget):
     def run(self, steps: int | None = None) -> Accentuation:
         """Run an accentuation to completion from Python (scripts, CI); returns ``self.result``."""
         if steps is not None:
+            problem = self._invalid("steps", int(steps))
+            if problem:
+                raise ValueError(problem)
             self.steps = int(steps)
         self.start()
         while self.running:
@@ -328,6 +331,7 @@ class FaccentWidget(anywidget.AnyWidget):
             finally:
                 self._reverting = False
             return
+        self.error = ""  # an accepted value clears the message about an earlier refused one
         if name in ("p1", "p2"):
             self._refresh_tiles()
         elif name == "view":
