@@ -202,3 +202,13 @@ def test_load_model_wraps_user_modules_and_rejects_unknown_names():
     assert m.labels == list("abcd") and m.mean == (0.5, 0.5, 0.5)
     with pytest.raises(ValueError, match="efficientnet_lite0"):
         fw.load_model("efficientnet_b9")
+
+
+def test_as_model_never_changes_a_given_adapter():
+    from faccent_widget.models import as_model
+
+    base = Model(_Tiny(), labels=list("abcd"), input_size=32)
+    relabelled = as_model(base, labels=list("wxyz"))
+    assert base.labels == list("abcd") and relabelled.labels == list("wxyz")
+    assert relabelled.user_module is base.user_module and relabelled.input_size == 32
+    assert as_model(base) is base and as_model(base, device="cpu") is base
