@@ -217,15 +217,13 @@ _SAMPLES: dict[str, Callable[[], Any]] = {
 
 
 def _available() -> list[str]:
-    names = []
-    for name, loader in _SAMPLES.items():
-        if name in ("china", "flower"):
-            try:
-                import sklearn.datasets  # noqa: F401
-            except ImportError:
-                continue
-        names.append(name)
-    return names
+    try:
+        import sklearn.datasets  # noqa: F401
+
+        has_sklearn = True
+    except ImportError:
+        has_sklearn = False
+    return [name for name in _SAMPLES if has_sklearn or name not in ("china", "flower")]
 
 
 def sample_image_names() -> list[str]:

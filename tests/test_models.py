@@ -163,7 +163,7 @@ def test_class_index_errors(model):
 def test_non_logit_output_is_explained():
     net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU())
     with pytest.raises(ValueError, match=r"\(N, C\) class logits"):
-        Model(net).num_classes
+        _ = Model(net).num_classes
 
 
 def test_preprocessing_overrides_and_labels():
