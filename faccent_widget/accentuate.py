@@ -59,9 +59,9 @@ def start_run(
 ) -> AccentuationRun:
     """Set up an :class:`AccentuationRun` (the object the widget advances chunk by chunk).
 
-    Batching: a list of targets and/or a list of images runs as ONE batch. One image with several
-    targets accentuates that image toward each; several images with one target accentuate each
-    image; two lists of equal length are paired. ``lam`` may be a list too (one per item).
+    Batching: a list of targets, of images and/or of λ values runs as ONE batch. Lists of equal
+    length are paired item by item; a single value is shared by every item (one image with several
+    targets accentuates it toward each; one target with several λ sweeps λ).
     ``image=None`` starts from noise (classic feature visualisation).
     """
     adapter = as_model(model, device=device)
@@ -80,13 +80,16 @@ def start_run(
         images = list(image) if _is_batch(image) else [image]
         if not images:
             raise ValueError("image list is empty")
-    n_items = max(len(objectives), len(images) or 1)
-    if len(objectives) not in (1, n_items) or (images and len(images) not in (1, n_items)):
-        raise ValueError(f"cannot pair {len(images)} images with {len(objectives)} targets (use equal lengths or one)")
+    lams = [float(v) for v in lam] if _is_batch(lam) else [DEFAULT_LAMBDA if lam is None else float(lam)]
+    n_items = max(len(objectives), len(images) or 1, len(lams))
+    for what, count in (("images", len(images) or 1), ("targets", len(objectives)), ("λ values", len(lams))):
+        if count not in (1, n_items):
+            raise ValueError(
+                f"cannot batch {count} {what} with {n_items} items: give one, or one per item "
+                f"({len(images) or 1} images, {len(objectives)} targets, {len(lams)} λ values)"
+            )
     objectives = objectives * (n_items // len(objectives))
-    lams = list(lam) if _is_batch(lam) else [DEFAULT_LAMBDA if lam is None else float(lam)] * n_items
-    if len(lams) != n_items:
-        raise ValueError(f"got {len(lams)} λ values for {n_items} items")
+    lams = lams * (n_items // len(lams))
     if image is None:
         return AccentuationRun(adapter, None, objectives, lams, cfg)
     seeds = _canvas_seeds(images, cfg.canvas)
@@ -127,7 +130,7 @@ def accentuate(model, image, target, **settings):  # type: ignore[no-untyped-def
     for _ in run:
         pass
     results = run.result()
-    batched = _is_batch(target) or _is_batch(image)
+    batched = _is_batch(target) or _is_batch(image) or _is_batch(settings.get("lam"))
     return results if batched else results[0]
 
 

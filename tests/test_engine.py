@@ -215,3 +215,10 @@ def test_bf16_autocast_runs_and_scores_in_fp32(model, chelsea):
     run = fw.start_run(googlenet, chelsea, 5, seed=0, **FAST)
     assert run.autocast == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # auto rule: no depthwise convs
     assert fw.start_run(model, chelsea, 5, seed=0, **FAST).autocast is False  # EfficientNet: depthwise
+
+
+def test_lambda_list_sweeps_one_target(model, chelsea):
+    results = fw.accentuate(model, chelsea, "tabby", lam=[0.0, 1.0], seed=0, **FAST)
+    assert [r.config["lam"] for r in results] == [0.0, 1.0] and results[0].target == results[1].target
+    with pytest.raises(ValueError, match="cannot batch 2 targets with 3 items"):
+        fw.accentuate(model, chelsea, ["tabby", "lynx"], lam=[0.0, 1.0, 2.0], **FAST)

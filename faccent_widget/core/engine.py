@@ -13,7 +13,7 @@ One step:
 * nothing is synchronised with the host: losses and snapshots stay on the device until asked for.
 
 λ balance (as in the reference library): ``b`` is fixed at the first step where the regulariser has
-a gradient (step 1; at step 0 the candidate equals the seed) to
+a gradient (step 1; at step 0 the candidate equals the seed, so the regulariser is skipped) to
 ``Σ|∂objective/∂params| / Σ|∂distance/∂params|`` per item, so λ = 1 means both pull equally.
 ``balance=False`` uses the raw λ.
 
@@ -192,7 +192,8 @@ class AccentuationRun:
         self.h, self.w = self.seeds.shape[-2:]
         self.autocast = _use_autocast(model, self.device) if config.autocast is None else bool(config.autocast)
         self.optimizer = Adam(self.param.params, lr=config.lr)
-        self.lams = torch.tensor([float(v) for v in lams], device=self.device)
+        self.lam_values = [float(v) for v in lams]
+        self.lams = torch.tensor(self.lam_values, device=self.device)
         self.balance = torch.ones(b, device=self.device)
         self.use_reg = bool(max(lams) > 0)
         self.layers = tuple(dict.fromkeys([l for o in self.objectives for l in o.layers] + [self.reg_layer]))
@@ -264,10 +265,13 @@ class AccentuationRun:
         distance = channel_distance(feats[self.reg_layer], ref).view(self.b, -1).mean(1)
         objective = self.objective_values(feats, n)
 
-        (g_obj,) = torch.autograd.grad(objective.sum(), x, retain_graph=self.use_reg)
+        # At step 0 the candidate *is* the seed: the distance is 0 up to round-off, and the gradient
+        # of a norm at 0 is only noise (a unit vector of round-off), so the regulariser starts at step 1.
+        regularise = self.use_reg and self.step_count > 0
+        (g_obj,) = torch.autograd.grad(objective.sum(), x, retain_graph=regularise)
         self.attribution += g_obj.detach().abs().sum(1)
         direction = -g_obj
-        if self.use_reg:
+        if regularise:
             (g_reg,) = torch.autograd.grad(distance.sum(), x)
             if cfg.balance and self.step_count == 1:
                 self.balance = self._balance(x, g_obj, g_reg)
@@ -314,7 +318,7 @@ class AccentuationRun:
         final = final.cpu()
         out = []
         for i, obj in enumerate(self.objectives):
-            cfg = {**self.config.as_dict(), "lam": float(self.lams[i]), "reg_layer": self.reg_layer,
+            cfg = {**self.config.as_dict(), "lam": self.lam_values[i], "reg_layer": self.reg_layer,
                    "seed": self.seed_value, "noise_seeded": self.noise_seeded}
             out.append(Accentuation(
                 image=final[i], seed=seeds[i], target=obj.description, objective=obj,
