@@ -620,13 +620,13 @@ between two slender lattice lightning towers, two larger lattice towers at the e
 floodlights along the bottom. The model says **drilling platform** (p = 0.54); the best-fitting ImageNet
 class, **missile**, comes second (p = 0.07).
 
-* **Toward "drilling platform"** (p 0.570 -> 0.997, measured at the accentuation canvas), the biggest
+* **Toward "drilling platform"** (p 0.570 -> 0.998, measured at the accentuation canvas), the biggest
   changes are on the two slender towers next to the rocket: their cross-bracing gets denser and they pick up small
   red and magenta lights, and faint ghost girders and diagonal struts spread from them into the sky,
   like the superstructure of a rig. The rocket's body gets a banded, scaffold-like texture. The big
   towers at the image edges hardly change. So the model reads the lit lattice towers at night as
   derricks; the rocket itself is not what it needs.
-* **Toward "missile"** (p 0.047 -> 0.564), the changes sit on the rocket instead: its body turns brighter
+* **Toward "missile"** (p 0.047 -> 0.536), the changes sit on the rocket instead: its body turns brighter
   (almost glowing in the lower half) and its nose sharper and greener, and the tops of the two slender
   towers become bright, pointed, red-and-white banded spires: the model would see "missile" if the
   towers looked like more rockets. No lattice is added.
