@@ -9,6 +9,9 @@ from .core.masks import CollectiveNormalizer, per_image_normalize
 from .core.objectives import Objective, channel, direction, logit, neuron
 from .images import load_image, sample_image, sample_image_names, sample_images
 from .models import LayerNotFoundError, Model, Prediction, WeightsUnavailableError, available_models, load_model
+from .validation import (
+    LambdaCalibration, PathSimilarity, RandomizationCheck, calibrate_lambda, path_similarity, randomization_check,
+)
 from .widget import FaccentWidget
 
 __version__ = "0.1.0"
@@ -16,7 +19,8 @@ __version__ = "0.1.0"
 __all__ = [
     "CollectiveNormalizer", "FaccentWidget", "activation_attribution", "attribution_maps", "difference_image",
     "gradcam", "gradient_attribution", "heatmap_overlay", "masked_accentuation", "panel", "per_image_normalize",
-    "to_pil", "to_png_bytes",
+    "to_pil", "to_png_bytes", "LambdaCalibration", "PathSimilarity", "RandomizationCheck", "calibrate_lambda",
+    "path_similarity", "randomization_check",
     "Accentuation", "AccentuationRun", "DEFAULT_LAMBDA", "EngineConfig", "LayerNotFoundError", "Model",
     "Objective", "PRESETS", "Prediction", "Score", "StepState", "WeightsUnavailableError", "accentuate",
     "available_models", "channel", "direction", "iter_accentuate", "load_image", "load_model", "logit",

@@ -19,14 +19,11 @@ from ..config import EngineConfig, resolve_config
 from ..engine import Accentuation, AccentuationRun, FeatureModel
 from ..objectives import Objective
 
-__all__ = ["ValidationModel", "as_image_list", "model_batch", "engine_config", "run_engine", "ENGINE_SETTINGS"]
+__all__ = ["ValidationModel", "as_image_list", "model_batch", "engine_config", "load_seeds", "run_engine", "ENGINE_SETTINGS"]
 
-#: Engine settings the validation tools accept (as ``accentuate`` does, minus ``lam``/``reg_layer``
-#: which the tools take explicitly, and ``device`` which the top-level wrappers take).
-ENGINE_SETTINGS = (
-    "steps", "n_crops", "crop_range", "input_size", "canvas", "lr", "param", "noise", "balance",
-    "snapshot_every", "preset", "seed",
-)
+#: Engine settings the validation tools accept: every ``EngineConfig`` field, as ``accentuate`` does,
+#: minus ``lam``/``reg_layer`` (the tools take them explicitly; ``device`` goes to the top-level wrappers).
+ENGINE_SETTINGS = tuple(f.name for f in dataclasses.fields(EngineConfig) if f.name not in ("lam", "reg_layer"))
 
 
 class ValidationModel(FeatureModel, Protocol):

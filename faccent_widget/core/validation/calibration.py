@@ -232,8 +232,8 @@ def calibrate_lambda(
         return_accentuations: keep every accentuation (``.accentuations[i][j]``).
         **engine_settings: as for ``accentuate``: ``steps``, ``n_crops``, ``crop_range``,
             ``input_size``, ``canvas``, ``lr``, ``param``, ``noise``, ``balance``, ``preset``,
-            ``seed``, ``snapshot_every``. One random seed (``seed``) is shared by every run, so every
-            λ and image sees the same crops.
+            ``seed``, ``snapshot_every``, ``autocast``. One random seed (``seed``) is shared by every
+            run, so every λ and image sees the same crops.
 
     The distance is measured on the full final image and the seed, resized to the model input, at
     the regularisation layer (mean over positions of the channel L2 norm — the regulariser itself

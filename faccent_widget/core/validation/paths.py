@@ -96,10 +96,11 @@ def _unit_vectors(model: ValidationModel, x: torch.Tensor, layers: Sequence[str]
                 v = feats.get(n)
                 if not isinstance(v, torch.Tensor):
                     raise ValueError(f"layer {n!r} produced no tensor output in a forward pass; it cannot be compared")
-                v = v.detach().float().flatten(1)
+                v = v.detach().cpu().double().flatten(1)  # float64: ρ of identical inputs is 1 to ~1e-7
                 v = v - v.mean(1, keepdim=True)
                 norm = v.norm(dim=1, keepdim=True)
-                chunks[n].append(torch.where(norm > 0, v / norm.clamp_min(1e-30), torch.zeros_like(v)).cpu())
+                unit = torch.where(norm > 0, v / norm.clamp_min(1e-300), torch.zeros_like(v))
+                chunks[n].append(unit.float())
     return {n: torch.cat(c) for n, c in chunks.items()}
 
 
@@ -157,11 +158,11 @@ def path_similarity(
     for n in names:
         a, b = ua[n], ub[n]
         if paired:
-            rho = (a * b).sum(1, dtype=torch.float64).numpy()
+            rho = (a.double() * b.double()).sum(1).numpy()
             m = np.full((na, nb), np.nan)
             np.fill_diagonal(m, rho)
         else:
-            m = (a @ b.T).double().numpy()
+            m = (a.double() @ b.double().T).numpy()
         dead = (a.abs().sum(1).numpy() == 0)[:, None] | (b.abs().sum(1).numpy() == 0)[None, :]
         m = np.where(mask & ~dead, np.clip(m, -1.0, 1.0), np.nan)
         pairs[n] = m
