@@ -279,8 +279,10 @@ class FaccentWidget(anywidget.AnyWidget):
             prob = session.current_prob() if done or run.step_count % 5 == 0 or len(states) > 1 else self.prob
             self.prob = prob
         history = run.history
-        objective = [float(h[0][0]) for h in history]
-        distance = [float(h[1][0]) for h in history]
+        # one device→host copy per chunk for the whole sparkline (item 0), not one per step
+        curves = torch.stack([torch.stack((o[0], d[0])) for o, d in history]).tolist() if history else []
+        objective = [c[0] for c in curves]
+        distance = [c[1] for c in curves]
         if done:
             self.running = False
             if self._gallery_mode is None:
