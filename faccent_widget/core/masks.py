@@ -75,12 +75,10 @@ def piecewise_normalize(maps: Any, lo: float, hi: float) -> Any:
     ``maps``: a tensor, numpy array, or list/tuple of them; the result has the same structure, as
     float32. When ``lo == hi`` the mask is a step (0 at or below, 1 above).
     """
-    if isinstance(maps, (list, tuple)):
-        return type(maps)(piecewise_normalize(m, lo, hi) for m in maps)
-    if isinstance(maps, np.ndarray):
-        return piecewise_normalize(torch.from_numpy(np.asarray(maps, dtype=np.float32)), lo, hi).numpy()
-    if not isinstance(maps, torch.Tensor):
-        raise TypeError(f"attribution maps must be tensors, numpy arrays or lists of them, got {type(maps).__name__}")
+    return _per_map(maps, lambda m: _piecewise(m, lo, hi))
+
+
+def _piecewise(maps: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     u = maps.detach().float()
     lo_f, hi_f = float(lo), float(hi)
     span = hi_f - lo_f
@@ -98,15 +96,25 @@ def per_image_normalize(maps: Any, p1: float = DEFAULT_P1, p2: float = DEFAULT_P
     any sizes. Returns the same structure, as float32 in [0, 1].
     """
     p1, p2 = _check_percentiles(p1, p2)
+
+    def one(m: torch.Tensor) -> torch.Tensor:
+        if m.dim() <= 2:
+            return _piecewise(m, *_percentiles(_values(m), p1, p2))
+        return torch.stack([one(x) for x in m])
+
+    return _per_map(maps, one)
+
+
+def _per_map(maps: Any, fn: Any) -> Any:
+    """Apply ``fn`` (tensor → tensor) to a tensor, a numpy array, or each item of a list/tuple of
+    them, keeping the structure (arrays come back as float32 arrays)."""
     if isinstance(maps, (list, tuple)):
-        return type(maps)(per_image_normalize(m, p1, p2) for m in maps)
+        return type(maps)(_per_map(m, fn) for m in maps)
     if isinstance(maps, np.ndarray):
-        return per_image_normalize(torch.from_numpy(np.asarray(maps, dtype=np.float32)), p1, p2).numpy()
+        return fn(torch.from_numpy(np.asarray(maps, dtype=np.float32))).numpy()
     if not isinstance(maps, torch.Tensor):
         raise TypeError(f"attribution maps must be tensors, numpy arrays or lists of them, got {type(maps).__name__}")
-    if maps.dim() <= 2:
-        return piecewise_normalize(maps, *_percentiles(_values(maps), p1, p2))
-    return torch.stack([per_image_normalize(m, p1, p2) for m in maps])
+    return fn(maps)
 
 
 class CollectiveNormalizer:
