@@ -2,13 +2,14 @@
 
 from .accentuate import accentuate, iter_accentuate, start_run, visualize
 from .core.attribution import activation_attribution, attribution_maps, gradcam, gradient_attribution
-from .core.compositing import difference_image, heatmap_overlay, masked_accentuation, panel, to_pil, to_png_bytes
+from .core.compositing import difference_image, heatmap_overlay, masked_accentuation, panel
 from .core.config import DEFAULT_LAMBDA, PRESETS, EngineConfig
 from .core.engine import Accentuation, AccentuationRun, Score, StepState
 from .core.masks import CollectiveNormalizer, per_image_normalize
 from .core.objectives import Objective, channel, direction, logit, neuron
-from .images import load_image, sample_image, sample_image_names, sample_images
-from .models import LayerNotFoundError, Model, Prediction, WeightsUnavailableError, available_models, load_model
+from .images import load_image, sample_image, sample_image_names, sample_images, to_pil, to_png_bytes
+from .core.model import LayerNotFoundError, Model, Prediction
+from .zoo import WeightsUnavailableError, available_models, load_model
 from .validation import (
     LambdaCalibration, PathSimilarity, RandomizationCheck, calibrate_lambda, path_similarity, randomization_check,
 )

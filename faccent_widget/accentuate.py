@@ -11,13 +11,13 @@ from typing import Any, Iterator, Sequence, Union, overload
 import torch
 from torch import nn
 
-from .core.config import DEFAULT_LAMBDA, EngineConfig, resolve_config
+from .core.config import DEFAULT_LAMBDA, ENGINE_SETTINGS, EngineConfig, check_lambda, resolve_config
 from .core.engine import Accentuation, AccentuationRun, StepState
 from .core.objectives import Target, resolve_objective
 from .images import ImageInput, load_image
-from .models import Model, as_model
+from .core.model import Model, as_model
 
-__all__ = ["accentuate", "iter_accentuate", "start_run", "visualize"]
+__all__ = ["accentuate", "iter_accentuate", "start_run", "run_to_end", "visualize"]
 
 Targets = Union[Target, Sequence[Target]]
 Images = Union[ImageInput, Sequence[ImageInput], None]
@@ -35,12 +35,31 @@ def _canvas_seeds(images: Sequence[ImageInput], canvas: int) -> torch.Tensor:
     return torch.stack([first, *rest])
 
 
+def _settings(config: EngineConfig) -> dict[str, Any]:
+    return {name: getattr(config, name) for name in ENGINE_SETTINGS}
+
+
+def _unique_images(images: Sequence[ImageInput]) -> tuple[list[ImageInput], list[int]]:
+    """The distinct image objects (by identity) and, per item, the index of its image among them, so
+    ``[a, a, b, b]`` loads and runs the seed branch for two seeds, not four."""
+    unique: list[ImageInput] = []
+    position: dict[int, int] = {}
+    index = []
+    for img in images:
+        if id(img) not in position:
+            position[id(img)] = len(unique)
+            unique.append(img)
+        index.append(position[id(img)])
+    return unique, index
+
+
 def start_run(
     model: nn.Module | Model,
     image: Images,
     target: Targets,
     *,
     lam: float | Sequence[float] | None = None,
+    config: EngineConfig | None = None,
     reg_layer: str | None = None,
     steps: int | None = None,
     n_crops: int | None = None,
@@ -57,19 +76,29 @@ def start_run(
     seed: int | None = None,
     device: str | torch.device | None = None,
 ) -> AccentuationRun:
-    """Set up an :class:`AccentuationRun` (the object the widget advances chunk by chunk).
+    """Set up an :class:`AccentuationRun`: the one place runs are built (``accentuate``, the widget
+    and the validation tools all come through here). Iterate it, or call ``step()`` chunk by chunk.
 
     Batching: a list of targets, of images and/or of λ values runs as ONE batch. Lists of equal
     length are paired item by item; a single value is shared by every item (one image with several
-    targets accentuates it toward each; one target with several λ sweeps λ).
-    ``image=None`` starts from noise (classic feature visualisation).
+    targets accentuates it toward each; one target with several λ sweeps λ). The same image object
+    given for several items is loaded once and shares one seed. ``image=None`` starts from noise
+    (classic feature visualisation). ``config`` is a resolved :class:`EngineConfig` to start from
+    (e.g. the widget's); the other settings override the preset's (or ``config``'s) values.
     """
     adapter = as_model(model, device=device)
-    cfg: EngineConfig = resolve_config(
-        preset, adapter.device, steps=steps, n_crops=n_crops, crop_range=crop_range, input_size=input_size,
-        canvas=canvas, lr=lr, param=param, noise=noise, balance=balance, snapshot_every=snapshot_every, autocast=autocast,
-        seed=seed, reg_layer=reg_layer or "",
+    overrides = dict(
+        steps=steps, n_crops=n_crops, crop_range=crop_range, input_size=input_size, canvas=canvas, lr=lr,
+        param=param, noise=noise, balance=balance, snapshot_every=snapshot_every, autocast=autocast, seed=seed,
+        reg_layer=reg_layer,
     )
+    if config is not None:
+        if preset is not None and preset != config.preset:
+            raise ValueError(f"pass either config (preset {config.preset!r}) or preset={preset!r}, not both")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        cfg = resolve_config(config.preset, adapter.device, **{**_settings(config), **given})
+    else:
+        cfg = resolve_config(preset, adapter.device, **overrides)
     targets = list(target) if _is_batch(target) else [target]
     if not targets:
         raise ValueError("target list is empty")
@@ -80,7 +109,9 @@ def start_run(
         images = list(image) if _is_batch(image) else [image]
         if not images:
             raise ValueError("image list is empty")
-    lams = [float(v) for v in lam] if _is_batch(lam) else [DEFAULT_LAMBDA if lam is None else float(lam)]
+    lams = [check_lambda(v) for v in lam] if _is_batch(lam) else [DEFAULT_LAMBDA if lam is None else check_lambda(lam)]
+    if not lams:
+        raise ValueError("λ list is empty")
     n_items = max(len(objectives), len(images) or 1, len(lams))
     for what, count in (("images", len(images) or 1), ("targets", len(objectives)), ("λ values", len(lams))):
         if count not in (1, n_items):
@@ -92,9 +123,17 @@ def start_run(
     lams = lams * (n_items // len(lams))
     if image is None:
         return AccentuationRun(adapter, None, objectives, lams, cfg)
-    seeds = _canvas_seeds(images, cfg.canvas)
-    seed_index = list(range(n_items)) if len(images) == n_items else [0] * n_items
+    unique, index = _unique_images(images)
+    seeds = _canvas_seeds(unique, cfg.canvas)
+    seed_index = index if len(images) == n_items else [0] * n_items
     return AccentuationRun(adapter, seeds, objectives, lams, cfg, seed_index=seed_index)
+
+
+def run_to_end(run: AccentuationRun) -> list[Accentuation]:
+    """Advance ``run`` to its last step and return its results (one per item)."""
+    for _ in run:
+        pass
+    return run.result()
 
 
 def iter_accentuate(model: nn.Module | Model, image: Images, target: Targets, **settings: Any) -> Iterator[StepState]:
@@ -126,10 +165,7 @@ def accentuate(model, image, target, **settings):  # type: ignore[no-untyped-def
 
     A list of targets (e.g. the top-5 classes) or of images runs as one batch and returns a list.
     """
-    run = start_run(model, image, target, **settings)
-    for _ in run:
-        pass
-    results = run.result()
+    results = run_to_end(start_run(model, image, target, **settings))
     batched = _is_batch(target) or _is_batch(image) or _is_batch(settings.get("lam"))
     return results if batched else results[0]
 

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Sequence
 
 from .accentuate import accentuate
+from .core.config import PRESETS
 from .core.compositing import difference_image, panel
 from .images import load_image, sample_image, sample_image_names
-from .models import available_models, load_model
+from .zoo import available_models, load_model
 
 __all__ = ["main"]
 
@@ -28,7 +29,7 @@ def _parser() -> argparse.ArgumentParser:
                                             "default: chelsea")
     p.add_argument("--target", help="class label, class index or layer:unit (default: the 2nd most likely class)")
     p.add_argument("--lam", type=float, default=None, help="regularisation strength λ (balanced; default 1)")
-    p.add_argument("--preset", choices=["paper", "preview"], default=None,
+    p.add_argument("--preset", choices=list(PRESETS), default=None,
                    help="settings preset (default: paper on CUDA, preview on CPU)")
     p.add_argument("--steps", type=int, default=None, help="override the preset's step count")
     p.add_argument("--model", default="efficientnet_lite0", help=f"one of {', '.join(available_models())}")

@@ -1,4 +1,4 @@
-"""Image inputs: one loader for every common image form, and offline sample images.
+"""Image I/O: one loader for every common image form, encoders (PIL, PNG, JPEG), offline sample images.
 
 ``load_image`` turns a path, PIL image, numpy array or torch tensor into a float tensor of shape
 (3, H, W) in [0, 1]. ``sample_image`` / ``sample_images`` load pictures that ship inside installed
@@ -7,6 +7,7 @@ packages (scikit-image, matplotlib, scikit-learn); nothing is ever downloaded.
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any, Callable, Union
@@ -16,7 +17,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["ImageInput", "load_image", "resize_image", "sample_image", "sample_images", "sample_image_names"]
+__all__ = [
+    "ImageInput", "load_image", "resize_image", "sample_image", "sample_images", "sample_image_names", "to_pil",
+    "to_png_bytes", "to_jpeg_bytes",
+]
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 
@@ -172,6 +176,53 @@ def _to_rgb(chw: torch.Tensor) -> torch.Tensor:
         rgb, alpha = chw[:3], chw[3:4]
         return (rgb * alpha + (1 - alpha)).clamp_(0, 1)
     return chw.clamp(0, 1)
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+def _to_uint8(image: Any) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"))
+    t = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image).detach().to("cpu")
+    if t.dim() == 4:
+        if t.shape[0] != 1:
+            raise ValueError(f"expected one image, got a batch of shape {tuple(t.shape)}; index it first")
+        t = t[0]
+    if t.dtype == torch.uint8:
+        arr = t.numpy()
+    else:
+        arr = (t.float().clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
+        arr = arr.transpose(1, 2, 0)  # CHW -> HWC
+    if arr.ndim == 3 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"cannot convert an array of shape {tuple(t.shape)} to an image")
+    return np.ascontiguousarray(arr)
+
+
+def to_pil(image: Any) -> Image.Image:
+    """A PIL image from a (3, H, W) / (1, 3, H, W) / (H, W) float tensor in [0, 1] (clipped), a uint8
+    tensor, an (H, W, 3) array, or a PIL image. 2-D inputs give a grayscale ("L") image."""
+    arr = _to_uint8(image)
+    return Image.fromarray(arr)
+
+
+def to_png_bytes(image: Any) -> bytes:
+    """PNG bytes of :func:`to_pil` ``(image)``."""
+    buf = io.BytesIO()
+    to_pil(image).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def to_jpeg_bytes(image: Any, quality: int = 85) -> bytes:
+    """JPEG bytes of :func:`to_pil` ``(image)`` (RGB; ``quality`` 1–95)."""
+    if not 1 <= int(quality) <= 100:
+        raise ValueError(f"JPEG quality must be in 1…100, got {quality}")
+    buf = io.BytesIO()
+    to_pil(image).convert("RGB").save(buf, format="JPEG", quality=int(quality))
+    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- sample images

@@ -26,10 +26,8 @@ from faccent_widget.core.compositing import (
     heatmap_overlay,
     masked_accentuation,
     panel,
-    to_jpeg_bytes,
-    to_pil,
-    to_png_bytes,
 )
+from faccent_widget.images import to_jpeg_bytes, to_pil, to_png_bytes
 from faccent_widget.core.masks import (
     DEFAULT_P1,
     DEFAULT_P2,

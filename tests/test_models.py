@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import faccent_widget as fw
-from faccent_widget.models import Model
+from faccent_widget.core.model import Model
 
 
 def _names(preds):
@@ -205,7 +205,7 @@ def test_load_model_wraps_user_modules_and_rejects_unknown_names():
 
 
 def test_as_model_never_changes_a_given_adapter():
-    from faccent_widget.models import as_model
+    from faccent_widget.core.model import as_model
 
     base = Model(_Tiny(), labels=list("abcd"), input_size=32)
     relabelled = as_model(base, labels=list("wxyz"))

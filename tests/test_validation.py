@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import faccent_widget as fw
-from faccent_widget.core.validation.calibration import crossing
-from faccent_widget.core.validation.randomization import parameterized_layers
+from faccent_widget.validation.calibration import crossing
+from faccent_widget.validation.randomization import parameterized_layers
 from faccent_widget.validation import calibrate_lambda, path_similarity, randomization_check
 
 FAST = dict(steps=6, n_crops=2, input_size=96, canvas=96, seed=0)

@@ -1,5 +1,7 @@
-"""Pure-PyTorch core: parameterizations, transforms, objectives, engine, attribution, metrics.
+"""Pure-PyTorch core: the ``Model`` adapter, parameterizations, transforms, objectives, the engine,
+attribution, masks and compositing.
 
-Nothing here imports the widget or model-registry layers; functions take any object that behaves
-like :class:`faccent_widget.models.Model` (``features``, ``resolve_layer``, ``class_index``, …).
+Everything here is typed on :class:`faccent_widget.core.model.Model`. Core imports only torch,
+captum, numpy/PIL/matplotlib and :mod:`faccent_widget.images`: never the model zoo (timm, torchvision
+weights, the weights package), the widget, validation or the CLI.
 """

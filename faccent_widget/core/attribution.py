@@ -10,22 +10,22 @@ resolution, ready for :class:`~faccent_widget.core.masks.CollectiveNormalizer`:
 * :func:`gradient_attribution` — the accumulated ``|∂objective/∂image|`` map that the accentuation
   engine records while it runs.
 
-Everything works on any object that behaves like :class:`faccent_widget.models.Model`
-(``features``, ``module``, ``preserved``, ``spatial_layers``, ``execution_order``, …); this module
-does not import the model layer. The wrapped ``nn.Module`` is never changed: Captum runs inside
+Every function takes a :class:`~faccent_widget.Model` (or a bare ``nn.Module``, wrapped with
+:func:`~faccent_widget.core.model.as_model`). The wrapped ``nn.Module`` is never changed: Captum runs inside
 ``model.preserved()`` (eval mode, parameters frozen, both restored afterwards) and its hooks, like
 the adapter's, are removed when the call returns, also after an exception.
 """
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from ..images import load_image
+from torch import nn
+
+from .model import Model, as_model
 from .objectives import Objective, Target, resolve_objective
 
 __all__ = [
@@ -40,15 +40,12 @@ ATTRIBUTION_SOURCES = ("gradcam", "activation")
 # --------------------------------------------------------------------------- inputs
 
 
-def as_image_batch(model: Any, images: Any) -> torch.Tensor:
+def as_image_batch(model: Model, images: Any) -> torch.Tensor:
     """Turn ``images`` into a (N, 3, H, W) float batch in [0, 1] on the model's device.
 
     * a (N, 3, H, W) float tensor is used as it is (any H, W; values must lie in [0, 1]);
-    * a list/tuple of anything :func:`faccent_widget.load_image` accepts (paths, PIL images, numpy
-      arrays, (3, H, W) tensors) is loaded image by image, and each image is resized (bilinear,
-      antialiased, aspect *not* kept) to the model's square input, ``model.input_size`` pixels a side —
-      the same resize as ``Model.prepare``;
-    * a single image that is not a 4-D tensor is treated as a list of one.
+    * anything else (one image or a list of anything :func:`faccent_widget.load_image` accepts) goes
+      through the model view, :meth:`Model.view` (resized to the model's square input).
     """
     if isinstance(images, torch.Tensor) and images.dim() == 4:
         if images.shape[1] != 3 or images.shape[0] == 0:
@@ -60,68 +57,21 @@ def as_image_batch(model: Any, images: Any) -> torch.Tensor:
             raise ValueError(f"image batches must have values in [0, 1], got [{lo:.3g}, {hi:.3g}]")
         batch = images.detach()
     else:
-        items = list(images) if isinstance(images, (list, tuple)) else [images]
-        if not items:
-            raise ValueError("no images given: pass a (N, 3, H, W) tensor or a non-empty list of images")
-        size = int(model.input_size)
-        batch = torch.stack([load_image(item, size=(size, size)) for item in items])
+        batch = model.view(images)
     return batch.to(device=model.device, dtype=model.dtype)
 
 
 # --------------------------------------------------------------------------- layer choice
 
-_SHAPES: "weakref.WeakKeyDictionary[Any, dict[tuple[int, int], dict[str, tuple[int, ...]]]]" = weakref.WeakKeyDictionary()
 
-
-def _layer_shapes(model: Any, hw: tuple[int, int]) -> dict[str, tuple[int, ...]]:
-    """Output shape of every sub-module for one blank (1, 3, *hw) image: one forward pass with
-    temporary shape-recording hooks (removed afterwards), cached per model and size."""
-    try:
-        per_model = _SHAPES.setdefault(model, {})
-    except TypeError:  # not weak-referenceable
-        per_model = {}
-    key = (int(hw[0]), int(hw[1]))
-    if key not in per_model:
-        shapes: dict[str, tuple[int, ...]] = {}
-
-        def make_hook(name: str):
-            def hook(_m: Any, _a: Any, out: Any) -> None:
-                shapes[name] = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
-
-            return hook
-
-        handles = []
-        x = torch.zeros(1, 3, *key, device=model.device, dtype=model.dtype)
-        try:
-            for name, mod in model.module.named_modules():
-                if name:
-                    handles.append(mod.register_forward_hook(make_hook(name)))
-            with model.preserved(), torch.no_grad():
-                model.module(model.normalize(x))
-        finally:
-            for h in handles:
-                h.remove()
-        per_model[key] = shapes
-    return per_model[key]
-
-
-def _output_shape(model: Any, layer: str, hw: tuple[int, int]) -> tuple[int, ...]:
-    """Shape of ``layer``'s output for one blank image of size ``hw`` (() when it is not a tensor)."""
-    return _layer_shapes(model, hw).get(layer, ())
-
-
-def _is_map(shape: tuple[int, ...]) -> bool:
-    return len(shape) == 4 and shape[-1] * shape[-2] > 1
-
-
-def _deepest_target_layer(model: Any, objective: Objective) -> str | None:
+def _deepest_target_layer(model: Model, objective: Objective) -> str | None:
     """The objective's deepest hidden layer, or None when it reads the logits."""
     if objective.needs_logits or not objective.layers:
         return None
     return model.execution_order(objective.layers)[-1]
 
 
-def _spatial_candidates(model: Any, objective: Objective) -> list[str]:
+def _spatial_candidates(model: Model, objective: Objective) -> list[str]:
     """Spatial layers (in execution order) that produce their output no later than the target."""
     layers = list(model.spatial_layers)
     deepest = _deepest_target_layer(model, objective)
@@ -132,7 +82,7 @@ def _spatial_candidates(model: Any, objective: Objective) -> list[str]:
     return [n for n in order[: order.index(deepest) + 1] if n in spatial]
 
 
-def default_gradcam_layer(model: Any, target: Target, hw: tuple[int, int] | None = None) -> str:
+def default_gradcam_layer(model: nn.Module | Model, target: Target, hw: tuple[int, int] | None = None) -> str:
     """The layer Grad-CAM uses when none is given.
 
     The last layer, in execution order, whose output is a (N, C, h, w) map with more than one
@@ -141,33 +91,34 @@ def default_gradcam_layer(model: Any, target: Target, hw: tuple[int, int] | None
     target's own layer when it is spatial (Grad-CAM there is the channel's activation map, scaled),
     else the last spatial layer before it.
     """
+    model = as_model(model)
     objective = resolve_objective(model, target)
     hw = hw or (int(model.input_size), int(model.input_size))
     candidates = _spatial_candidates(model, objective)
     for name in reversed(candidates):
-        if _is_map(_output_shape(model, name, hw)):
+        if model.is_spatial_map(name, hw):
             return name
     where = "" if objective.needs_logits else f" before {objective.description}"
-    raise ValueError(f"{getattr(model, 'name', 'the model')} has no layer with a spatial (N, C, H, W) output{where}; "
+    raise ValueError(f"{model.name} has no layer with a spatial (N, C, H, W) output{where}; "
                      "Grad-CAM needs a convolutional layer")
 
 
-def _check_gradcam_layer(model: Any, objective: Objective, layer: str, hw: tuple[int, int]) -> str:
+def _check_gradcam_layer(model: Model, objective: Objective, layer: str, hw: tuple[int, int]) -> str:
     layer = model.resolve_layer(layer)
     spatial = list(model.spatial_layers)
-    if layer not in spatial or not _is_map(_output_shape(model, layer, hw)):
+    if layer not in spatial or not model.is_spatial_map(layer, hw):
         options: list[str] = []
         for name in reversed(_spatial_candidates(model, objective)):
-            if _is_map(_output_shape(model, name, hw)):
+            if model.is_spatial_map(name, hw):
                 options.append(name)
             if len(options) == 6:
                 break
         tail = ", ".join(repr(n) for n in options) or "none"
-        got = _output_shape(model, layer, hw) if layer in spatial else None
+        got = model.output_shape(layer, hw) if layer in spatial else None
         why = f"its output is {got[-2]}×{got[-1]}" if got else "its output is not a (N, C, H, W) map"
         raise ValueError(
             f"Grad-CAM needs a layer with a spatial output, but {layer!r} has none ({why}). "
-            f"Spatial layers of {getattr(model, 'name', 'the model')} you can use, deepest first: {tail}"
+            f"Spatial layers of {model.name} you can use, deepest first: {tail}"
         )
     deepest = _deepest_target_layer(model, objective)
     if deepest is not None and layer != deepest:
@@ -183,7 +134,7 @@ def _check_gradcam_layer(model: Any, objective: Objective, layer: str, hw: tuple
 # --------------------------------------------------------------------------- Grad-CAM
 
 
-def _objective_forward(model: Any, objective: Objective):
+def _objective_forward(model: Model, objective: Objective):
     layers = tuple(objective.layers)
     logits = bool(objective.needs_logits)
 
@@ -198,7 +149,7 @@ def _objective_forward(model: Any, objective: Objective):
 
 
 def gradcam(
-    model: Any,
+    model: nn.Module | Model,
     images: Any,
     target: Target,
     layer: str | None = None,
@@ -231,6 +182,7 @@ def gradcam(
     """
     from captum.attr import LayerGradCam
 
+    model = as_model(model)
     objective = resolve_objective(model, target)
     x = as_image_batch(model, images)
     hw = (int(x.shape[-2]), int(x.shape[-1]))
@@ -261,7 +213,7 @@ def gradcam(
 # --------------------------------------------------------------------------- other sources
 
 
-def activation_attribution(model: Any, images: Any, target: Target) -> torch.Tensor:
+def activation_attribution(model: nn.Module | Model, images: Any, target: Target) -> torch.Tensor:
     """The target's own activation map as attribution (figure 10): a (N, H, W) float32 CPU tensor.
 
     For channel, neuron and direction targets of a convolutional layer: the channel's activations
@@ -269,6 +221,7 @@ def activation_attribution(model: Any, images: Any, target: Target) -> torch.Ten
     bilinearly to the image size. Raw values, no ReLU or normalisation. ``images`` as in
     :func:`gradcam`. Logit targets have no activation map; use :func:`gradcam`.
     """
+    model = as_model(model)
     objective = resolve_objective(model, target)
     if objective.spatial_layer is None:
         raise ValueError(
@@ -338,7 +291,7 @@ def _gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def attribution_maps(
-    model: Any,
+    model: nn.Module | Model,
     images: Any,
     target: Target,
     source: str = "gradcam",
@@ -346,6 +299,7 @@ def attribution_maps(
 ) -> torch.Tensor:
     """Raw (N, H, W) attribution maps from ``source``: ``"gradcam"`` (:func:`gradcam`, with
     ``layer``) or ``"activation"`` (:func:`activation_attribution`)."""
+    model = as_model(model)
     if source == "gradcam":
         return gradcam(model, images, target, layer)
     if source == "activation":
@@ -355,6 +309,6 @@ def attribution_maps(
     raise ValueError(f"unknown attribution source {source!r}; choose one of {', '.join(ATTRIBUTION_SOURCES)}")
 
 
-def describe_target(model: Any, target: Target) -> str:
+def describe_target(model: Model, target: Target) -> str:
     """A short, stable description of ``target`` (e.g. ``"logit 967 (espresso)"``)."""
     return resolve_objective(model, target).description

@@ -1,14 +1,12 @@
-"""Compositing helpers: masked accentuations, heatmap overlays, difference images, encoders.
+"""Compositing helpers: masked accentuations, heatmap overlays, difference images, labelled strips.
 
 Pure functions, no plotting side effects (no pyplot). Images are float tensors in [0, 1], (3, H, W)
-or (N, 3, H, W); masks and heatmaps are (H, W), (N, H, W) or (N, 1, H, W) in [0, 1]. The encoders
-(:func:`to_pil`, :func:`to_png_bytes`, :func:`to_jpeg_bytes`) turn any of these into PIL images or
-bytes for display.
+or (N, 3, H, W); masks and heatmaps are (H, W), (N, H, W) or (N, 1, H, W) in [0, 1]. Encoders to
+PIL/PNG/JPEG live with the rest of image I/O in :mod:`faccent_widget.images`.
 """
 
 from __future__ import annotations
 
-import io
 from typing import Any, Sequence
 
 import numpy as np
@@ -16,12 +14,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from ..images import load_image
+from ..images import load_image, to_pil
 
-__all__ = [
-    "masked_accentuation", "heatmap_overlay", "difference_image", "to_pil", "to_png_bytes",
-    "to_jpeg_bytes", "panel",
-]
+__all__ = ["masked_accentuation", "heatmap_overlay", "difference_image", "panel"]
 
 
 def _image(x: Any) -> torch.Tensor:
@@ -122,53 +117,6 @@ def difference_image(seed: Any, accent: Any, gain: float = 4.0) -> torch.Tensor:
     a = _image(accent)
     s = _resize(_image(seed), tuple(a.shape[-2:]))
     return (0.5 + float(gain) * (a - s)).clamp(0, 1)
-
-
-# --------------------------------------------------------------------------- encoders
-
-
-def _to_uint8(image: Any) -> np.ndarray:
-    if isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
-    t = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image).detach().to("cpu")
-    if t.dim() == 4:
-        if t.shape[0] != 1:
-            raise ValueError(f"expected one image, got a batch of shape {tuple(t.shape)}; index it first")
-        t = t[0]
-    if t.dtype == torch.uint8:
-        arr = t.numpy()
-    else:
-        arr = (t.float().clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
-    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
-        arr = arr.transpose(1, 2, 0)  # CHW -> HWC
-    if arr.ndim == 3 and arr.shape[-1] == 1:
-        arr = arr[..., 0]
-    if arr.ndim not in (2, 3):
-        raise ValueError(f"cannot convert an array of shape {tuple(t.shape)} to an image")
-    return np.ascontiguousarray(arr)
-
-
-def to_pil(image: Any) -> Image.Image:
-    """A PIL image from a (3, H, W) / (1, 3, H, W) / (H, W) float tensor in [0, 1] (clipped), a uint8
-    tensor, an (H, W, 3) array, or a PIL image. 2-D inputs give a grayscale ("L") image."""
-    arr = _to_uint8(image)
-    return Image.fromarray(arr)
-
-
-def to_png_bytes(image: Any) -> bytes:
-    """PNG bytes of :func:`to_pil` ``(image)``."""
-    buf = io.BytesIO()
-    to_pil(image).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def to_jpeg_bytes(image: Any, quality: int = 85) -> bytes:
-    """JPEG bytes of :func:`to_pil` ``(image)`` (RGB; ``quality`` 1–95)."""
-    if not 1 <= int(quality) <= 100:
-        raise ValueError(f"JPEG quality must be in 1…100, got {quality}")
-    buf = io.BytesIO()
-    to_pil(image).convert("RGB").save(buf, format="JPEG", quality=int(quality))
-    return buf.getvalue()
 
 
 def panel(

@@ -1,25 +1,39 @@
-"""Engine settings and presets ("paper" for GPUs, "preview" for CPUs)."""
+"""Engine settings, presets and λ bounds: the one place each of them is defined.
+
+``PRESETS`` holds ready :class:`EngineConfig` instances; :func:`resolve_config` applies a user's
+overrides to one of them (``dataclasses.replace``) and validates the result once.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 
 from .parameterizations import PARAMETERIZATIONS
 from .transforms import check_crop_range
 
-__all__ = ["EngineConfig", "PRESETS", "DEFAULT_LAMBDA", "default_preset", "resolve_config"]
+__all__ = [
+    "EngineConfig", "PRESETS", "DEFAULT_LAMBDA", "LAMBDA_MAX", "LAMBDA_SLIDER", "ENGINE_SETTINGS",
+    "default_preset", "resolve_config", "check_lambda", "check_setting_names",
+]
 
-#: Default λ (balanced; see ``balance``). Chosen from the λ sweep on the default model (README).
+#: Default λ (balanced; see ``EngineConfig.balance``): the middle of the default model's sensitive
+#: region (README, "λ sensitive region").
 DEFAULT_LAMBDA = 1.0
+#: Largest λ accepted anywhere (far past saturation: at λ ≈ 10² the image stops changing).
+LAMBDA_MAX = 1e6
+#: The widget slider's range (log scale); the calibration grid in ``faccent_widget.validation``
+#: reaches past it on purpose, to saturate both ends.
+LAMBDA_SLIDER = (1e-2, 1e2)
 
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Resolved settings of one accentuation run."""
+    """Resolved settings of one accentuation run (λ is per item and passed separately)."""
 
     steps: int = 100
     n_crops: int = 16
@@ -29,9 +43,8 @@ class EngineConfig:
     lr: float = 0.05
     param: str = "fourier"
     noise: float = 0.0
-    lam: float = DEFAULT_LAMBDA
     balance: bool = True
-    reg_layer: str = ""
+    reg_layer: str | None = None  # None: the model's default regularisation layer
     snapshot_every: int = 5
     seed: int | None = None
     preset: str = "paper"
@@ -41,11 +54,14 @@ class EngineConfig:
         return dataclasses.asdict(self)
 
 
-#: The paper's recipe (appendix A) and a CPU-friendly preview, measured on a 2-core CPU.
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": dict(steps=100, n_crops=16, input_size=224, canvas=512, snapshot_every=5),
-    "preview": dict(steps=40, n_crops=4, input_size=160, canvas=256, snapshot_every=2),
+#: The paper's recipe (appendix A) and a CPU-friendly preview.
+PRESETS: dict[str, EngineConfig] = {
+    "paper": EngineConfig(preset="paper"),
+    "preview": EngineConfig(steps=40, n_crops=4, input_size=160, canvas=256, snapshot_every=2, preset="preview"),
 }
+
+#: Names of the settings a user may override (every field but the preset's own name).
+ENGINE_SETTINGS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EngineConfig) if f.name != "preset")
 
 
 def default_preset(device: torch.device | str) -> str:
@@ -54,20 +70,29 @@ def default_preset(device: torch.device | str) -> str:
 
 
 def resolve_config(preset: str | None, device: torch.device | str, **overrides: Any) -> EngineConfig:
-    """Merge a preset (by device when None) with explicit overrides (``None`` values are ignored)."""
+    """A preset (by device when None) with explicit overrides applied (``None`` values are ignored)."""
     name = preset or default_preset(device)
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    values: dict[str, Any] = {**PRESETS[name], "preset": name}
-    fields = {f.name for f in dataclasses.fields(EngineConfig)}
-    for key, value in overrides.items():
-        if key not in fields:
-            raise TypeError(f"unknown engine setting {key!r}; known: {', '.join(sorted(fields))}")
-        if value is not None:
-            values[key] = value
-    cfg = EngineConfig(**values)
+    check_setting_names(overrides)
+    cfg = dataclasses.replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
     _validate(cfg)
     return cfg
+
+
+def check_setting_names(names: Iterable[str]) -> None:
+    """Raise ``TypeError`` naming any unknown engine setting and listing the known ones."""
+    unknown = sorted(set(names) - set(ENGINE_SETTINGS))
+    if unknown:
+        raise TypeError(f"unknown engine setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(ENGINE_SETTINGS)}")
+
+
+def check_lambda(value: Any) -> float:
+    """``value`` as a float λ, or a ``ValueError`` saying what is accepted."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not 0 <= value <= LAMBDA_MAX:
+        raise ValueError(f"λ must be a finite number in [0, {LAMBDA_MAX:g}], got {value!r}")
+    return float(value)
 
 
 def _validate(cfg: EngineConfig) -> None:

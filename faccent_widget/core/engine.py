@@ -24,36 +24,20 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import EngineConfig
+from .config import EngineConfig, check_lambda
+from .model import Model
 from .objectives import Logit, Objective
 from .optim import Adam
 from .parameterizations import Fourier, Parameterization, make_parameterization
 from .transforms import add_noise, crop_boxes, sample_boxes, sample_noise
 
-__all__ = ["AccentuationRun", "Accentuation", "StepState", "Score", "channel_distance", "FeatureModel"]
-
-
-class FeatureModel(Protocol):
-    """What the engine needs from a model (implemented by ``faccent_widget.Model``)."""
-
-    input_size: int
-
-    @property
-    def device(self) -> torch.device: ...
-
-    @property
-    def default_reg_layer(self) -> str: ...
-
-    def resolve_layer(self, name: str) -> str: ...
-
-    def features(self, x: torch.Tensor, layers: Sequence[str] = (), *, logits: bool = False,
-                 normalize: bool = True) -> dict[str, torch.Tensor]: ...
+__all__ = ["AccentuationRun", "Accentuation", "StepState", "Score", "channel_distance"]
 
 
 @dataclass(frozen=True)
@@ -117,7 +101,7 @@ class Accentuation:
         return self.snapshots[i].float() / 255.0
 
 
-def _use_autocast(model: FeatureModel, device: torch.device) -> bool:
+def _use_autocast(model: Model, device: torch.device) -> bool:
     """Auto rule for bf16 autocast: on CPUs with native bf16 (AMX/AVX512-BF16) for models without
     depthwise convolutions (3–4× faster for GoogLeNet/ResNet/VGG there; EfficientNet's depthwise
     backward gets slower), never elsewhere by default. Override with ``autocast=True/False``."""
@@ -138,7 +122,7 @@ class AccentuationRun:
     """A batch of accentuations advanced one step at a time (the widget drives it in chunks).
 
     Args:
-        model: a :class:`FeatureModel` (``faccent_widget.Model``).
+        model: the :class:`~faccent_widget.Model` to accentuate with.
         seeds: (S, 3, H, W) seed images in [0, 1] (already at canvas size), or None for noise seeds.
         objectives: one objective per item.
         lams: one λ per item.
@@ -149,7 +133,7 @@ class AccentuationRun:
 
     def __init__(
         self,
-        model: FeatureModel,
+        model: Model,
         seeds: torch.Tensor | None,
         objectives: Sequence[Objective],
         lams: Sequence[float],
@@ -166,8 +150,7 @@ class AccentuationRun:
             raise ValueError("no targets given")
         if len(lams) != b:
             raise ValueError(f"got {len(lams)} λ values for {b} targets")
-        if any(l < 0 for l in lams):
-            raise ValueError(f"λ must be >= 0, got {list(lams)}")
+        lams = [check_lambda(v) for v in lams]
         self.reg_layer = model.resolve_layer(config.reg_layer) if config.reg_layer else model.default_reg_layer
         seed_value = config.seed if config.seed is not None else random.randrange(2**31)
         self.generator = torch.Generator(device=self.device).manual_seed(int(seed_value))
@@ -224,8 +207,7 @@ class AccentuationRun:
 
     def evaluate(self, images: torch.Tensor) -> list[Score]:
         """Scores of (B, 3, H, W) images on the full, un-augmented view (resized to the model input)."""
-        size = self.model.input_size
-        x = F.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        x = self.model.view(images)
         layers = [l for o in self.objectives for l in o.layers]
         with torch.no_grad():
             feats = self.model.features(x, layers, logits=True)

@@ -24,6 +24,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from .model import Model
+
 __all__ = [
     "CollectiveNormalizer", "per_image_normalize", "piecewise_normalize", "DEFAULT_P1", "DEFAULT_P2",
     "save_normalizers", "load_normalizers",
@@ -130,23 +132,9 @@ class CollectiveNormalizer:
         p1: lower percentile; values of a map at or below ``P(v, p1)`` are fully masked (0).
         p2: upper percentile; values at or above ``P(v, p2)`` are fully shown (1).
 
-    Defaults ``p1 = 50``, ``p2 = 98``, chosen by measurement (``benchmarks/attribution_report.py``):
-    raw Grad-CAM maps of the default model (EfficientNet-Lite0, layer ``bn2``) for 6 class targets
-    (espresso, Egyptian cat, tripod, daisy, drilling platform, military uniform), each over the 8
-    sample images, one of which shows that class (its top-1 class). On a grid p1 ∈ {0, 25, 50, 60,
-    75, 90} × p2 ∈ {95, 97, 98, 99, 99.5, 100} we kept the pairs where (i) unrelated images stay
-    masked — the largest mean mask among the 7 other images, averaged over targets, is ≤ 0.10 — and
-    (ii) the class image keeps its localisation — at most 1/6 of it saturated at 1 — and took the
-    one that best separates the class image from the others (mean mask of the class image minus the
-    mean over the others):
-
-    * ``(50, 98)``: class image 0.47, others 0.035 (largest 0.08), 16 % of the class image saturated,
-      separation 0.44 — the best; ``(60, 98)`` 0.435 and ``(75, 98)`` 0.42 come close.
-    * ``p1 = 0`` shows unrelated features (others 0.29 at p2 = 98); ``p1 = 25`` fails (i) below
-      p2 = 99.5. ``p1 = 50`` is also the reference implementation's lower percentile; for raw Grad-CAM
-      it sits near 0, so negative evidence is masked.
-    * ``p2 ≤ 97`` saturates a quarter or more of the class image; ``p2 = 100`` lets one extreme value
-      set the scale (class image 0.34).
+    Defaults ``p1 = 50``, ``p2 = 98``: the pair that best separates a class's own image from unrelated
+    images in ``benchmarks/attribution_report.py`` (selection rule and numbers in the README and the
+    benchmark's output).
 
     ``100 − p2`` is a share of *all* reference values, so it should shrink with the share of reference
     images that show the feature: with many more reference images than 8, most without the feature,
@@ -198,7 +186,7 @@ class CollectiveNormalizer:
 
     def fit_images(
         self,
-        model: Any,
+        model: Model,
         images: Any,
         target: Any,
         source: str = "gradcam",

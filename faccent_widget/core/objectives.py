@@ -12,9 +12,11 @@ The shorthand ``"layer:unit"`` means a channel, and a class label string means i
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Protocol, Sequence, Union
+from typing import Any, Callable, Mapping, Sequence, Union
 
 import torch
+
+from .model import Model
 
 __all__ = [
     "Objective", "Logit", "Channel", "Neuron", "Direction", "logit", "channel", "neuron", "direction",
@@ -22,14 +24,6 @@ __all__ = [
 ]
 
 Features = Mapping[str, torch.Tensor]
-
-
-class _ResolvesTargets(Protocol):
-    def class_index(self, target: int | str) -> int: ...
-    def resolve_layer(self, name: str) -> str: ...
-
-    @property
-    def layer_names(self) -> list[str]: ...
 
 
 class Objective:
@@ -226,7 +220,7 @@ def direction(layer: str, vector: torch.Tensor | Sequence[float], *, cosine: boo
 Target = Union[int, str, Objective]
 
 
-def resolve_objective(model: _ResolvesTargets, target: Target) -> Objective:
+def resolve_objective(model: Model, target: Target) -> Objective:
     """Turn ``target`` into an :class:`Objective` for ``model``.
 
     * an int → the logit of that class index (range-checked);

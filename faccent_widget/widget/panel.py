@@ -8,6 +8,7 @@ kernel stays free between chunks. ``run()`` does the same from Python, headless.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -18,13 +19,13 @@ import torch
 import traitlets
 from torch import nn
 
-from ..core.compositing import panel, to_jpeg_bytes, to_png_bytes
-from ..core.config import DEFAULT_LAMBDA, PRESETS, default_preset
+from ..core.compositing import panel
+from ..core.config import DEFAULT_LAMBDA, LAMBDA_SLIDER, PRESETS, EngineConfig, check_lambda, resolve_config
 from ..core.engine import Accentuation
 from ..core.masks import DEFAULT_P1, DEFAULT_P2
 from ..core.objectives import Channel, Logit, Objective, resolve_objective
-from ..images import ImageInput
-from ..models import Model, as_model
+from ..images import ImageInput, to_jpeg_bytes, to_png_bytes
+from ..core.model import Model, as_model
 from .session import VIEWS, Frame, Session
 
 __all__ = ["FaccentWidget"]
@@ -57,8 +58,8 @@ class FaccentWidget(anywidget.AnyWidget):
     inhibited = traitlets.List([]).tag(sync=True)
     target = traitlets.Dict({}).tag(sync=True)
     lam = traitlets.Float(DEFAULT_LAMBDA).tag(sync=True)
-    lam_min = traitlets.Float(1e-2).tag(sync=True)
-    lam_max = traitlets.Float(1e2).tag(sync=True)
+    lam_min = traitlets.Float(LAMBDA_SLIDER[0]).tag(sync=True)
+    lam_max = traitlets.Float(LAMBDA_SLIDER[1]).tag(sync=True)
     lam_recommended = traitlets.Float(None, allow_none=True).tag(sync=True)
     reg_layer = traitlets.Unicode("").tag(sync=True)
     reg_layers = traitlets.List([]).tag(sync=True)
@@ -98,24 +99,22 @@ class FaccentWidget(anywidget.AnyWidget):
         **engine_overrides: Any,
     ) -> None:
         adapter = as_model(model, labels=labels, device=device)
+        lam = check_lambda(engine_overrides.pop("lam", DEFAULT_LAMBDA))
+        config = resolve_config(preset, adapter.device, **engine_overrides)  # bad settings fail here, not later
+        reg_layer = adapter.resolve_layer(config.reg_layer) if config.reg_layer else adapter.default_reg_layer
         session = Session(adapter, img, reference=reference)
-        preset_name = preset or default_preset(adapter.device)
-        if preset_name not in PRESETS:
-            raise ValueError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
-        steps = int(engine_overrides.pop("steps", PRESETS[preset_name]["steps"]))
-        lam = float(engine_overrides.pop("lam", DEFAULT_LAMBDA))
-        reg_layer = engine_overrides.pop("reg_layer", None) or adapter.default_reg_layer
-        adapter.resolve_layer(reg_layer)
         top = session.top(5)
         super().__init__(
-            top=top, inhibited=session.inhibited(5), preset=preset_name, steps=steps, lam=lam,
-            reg_layer=reg_layer, default_reg_layer=adapter.default_reg_layer,
-            reg_layers=_reg_layer_choices(adapter), latent_layers=adapter.block_layers or adapter.spatial_layers,
+            top=top, inhibited=session.inhibited(5), preset=config.preset, presets=list(PRESETS), steps=config.steps,
+            lam=lam, reg_layer=reg_layer, default_reg_layer=adapter.default_reg_layer,
+            reg_layers=adapter.reg_layer_candidates, latent_layers=adapter.block_layers or adapter.spatial_layers,
             device=str(adapter.device),
         )
         self._model = adapter
         self._session = session
-        self._overrides = engine_overrides
+        self._overrides = {k: v for k, v in engine_overrides.items() if k not in ("steps", "reg_layer")}
+        #: The one resolved engine configuration; trait changes replace fields of it.
+        self.engine_config: EngineConfig = dataclasses.replace(config, reg_layer=reg_layer)
         self._objective: Objective = resolve_objective(adapter, top[0]["index"])
         self._mask = torch.ones(1, 1)
         self._ready = False
@@ -218,7 +217,7 @@ class FaccentWidget(anywidget.AnyWidget):
     def start(self) -> None:
         """Start a fresh run for the current target and settings (replacing any run in progress)."""
         self._gallery_mode = None
-        self._session.start([self._objective], **self._run_settings())
+        self._session.start([self._objective], lam=self.lam, config=self.engine_config)
         self.result = None
         self.error = ""
         self.step = 0
@@ -237,7 +236,7 @@ class FaccentWidget(anywidget.AnyWidget):
             targets = [self.top[0]["index"], self.true_index]
         else:
             raise ValueError(f"unknown gallery mode {mode!r}; use 'topk', 'inhibited' or 'triage'")
-        self._session.start(targets, **self._run_settings())
+        self._session.start(targets, lam=self.lam, config=self.engine_config)
         self._gallery_mode = mode
         self.gallery = []
         self.error = ""
@@ -334,6 +333,11 @@ class FaccentWidget(anywidget.AnyWidget):
                 self._reverting = False
             return
         self.error = ""  # an accepted value clears the message about an earlier refused one
+        if name == "preset":
+            self.engine_config = resolve_config(new, self._model.device, **self._overrides, reg_layer=self.reg_layer)
+            self.steps = self.engine_config.steps  # the new preset's steps (re-enters here as a "steps" change)
+        elif name in ("steps", "reg_layer"):
+            self.engine_config = dataclasses.replace(self.engine_config, **{name: new})
         if name in ("p1", "p2"):
             self._refresh_tiles()
         elif name == "view":
@@ -343,8 +347,11 @@ class FaccentWidget(anywidget.AnyWidget):
             self.start()  # λ, layer, preset or steps changed mid-run: restart cleanly
 
     def _invalid(self, name: str, value: Any) -> str:
-        if name == "lam" and not (isinstance(value, (int, float)) and 0 <= value <= 1e6 and math.isfinite(value)):
-            return f"λ must be a number in [0, 1e6], got {value!r}"
+        if name == "lam":
+            try:
+                check_lambda(value)
+            except ValueError as exc:
+                return str(exc)
         if name == "reg_layer" and value not in self._model.layer_names:
             return f"unknown regularisation layer {value!r}; pick one from the list"
         if name == "preset" and value not in PRESETS:
@@ -360,10 +367,6 @@ class FaccentWidget(anywidget.AnyWidget):
         return ""
 
     # ------------------------------------------------------------------ helpers
-    def _run_settings(self) -> dict[str, Any]:
-        return {"lam": self.lam, "reg_layer": self.reg_layer, "preset": self.preset, "steps": self.steps,
-                "overrides": self._overrides}
-
     def _refresh_tiles(self) -> None:
         if not self._ready:
             return
@@ -418,9 +421,3 @@ class FaccentWidget(anywidget.AnyWidget):
             accents.append(to_png_bytes(self._session.view(res.image, mask, "masked")))
             masks.append(to_png_bytes(mask))
         self.send({"type": "gallery", "mode": self._gallery_mode, "items": items}, accents + masks)
-
-
-def _reg_layer_choices(model: Model) -> list[str]:
-    layers = model.activation_layers or model.block_layers
-    spatial = set(model.spatial_layers)
-    return [n for n in layers if n in spatial] or model.spatial_layers

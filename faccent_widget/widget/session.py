@@ -1,7 +1,9 @@
-"""Widget-independent state of one FaccentWidget: the seed, its attribution tiles and the current run.
+"""Widget-independent state of one FaccentWidget: the seed, its predictions, its attribution tiles
+and the run in progress.
 
-Everything the panel shows is computed here; :mod:`faccent_widget.widget.panel` only moves bytes and
-messages. Keeping this apart makes it testable without a kernel or a browser.
+The images and numbers the panel shows are computed here; :mod:`faccent_widget.widget.panel` holds
+the settings, turns browser messages into calls of this class and chooses what to send back. Keeping
+this apart makes it testable without a kernel or a browser.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ import torch
 from ..accentuate import start_run
 from ..core.attribution import attribution_maps
 from ..core.compositing import difference_image, heatmap_overlay, masked_accentuation
+from ..core.config import EngineConfig
 from ..core.engine import AccentuationRun, Accentuation, StepState
 from ..core.masks import CollectiveNormalizer
 from ..core.objectives import Logit, Objective, resolve_objective
 from ..images import ImageInput, load_image, resize_image, sample_images
-from ..models import Model
+from ..core.model import Model
 
 __all__ = ["Session", "Frame", "VIEWS"]
 
@@ -81,14 +84,13 @@ class Session:
     # ------------------------------------------------------------------ attribution tiles
     def reference(self) -> torch.Tensor:
         if self._reference is None:
-            size = self.model.input_size
             if self._reference_inputs is None:
                 images = list(sample_images().values())
             else:
                 images = list(self._reference_inputs)
             if not images:
                 raise ValueError("the reference set for collective normalisation is empty")
-            self._reference = torch.stack([load_image(img, size=(size, size)) for img in images])
+            self._reference = self.model.view(images)
         return self._reference
 
     def _source(self, objective: Objective) -> str:
@@ -99,9 +101,7 @@ class Session:
         key = objective.description
         if key not in self._seed_maps:
             source = self._source(objective)
-            size = self.model.input_size
-            seed = load_image(self.seed, size=(size, size))[None]
-            self._seed_maps[key] = attribution_maps(self.model, seed, objective, source=source)[0]
+            self._seed_maps[key] = attribution_maps(self.model, self.model.view(self.seed), objective, source=source)[0]
             self._ref_maps[key] = attribution_maps(self.model, self.reference(), objective, source=source)
         return self._seed_maps[key], self._ref_maps[key]
 
@@ -115,13 +115,11 @@ class Session:
         return heat, torch.as_tensor(mask).float()
 
     # ------------------------------------------------------------------ runs
-    def start(self, targets: Sequence[Any], *, lam: float, reg_layer: str, preset: str, steps: int,
-              overrides: dict[str, Any]) -> AccentuationRun:
+    def start(self, targets: Sequence[Any], *, lam: float, config: EngineConfig) -> AccentuationRun:
         """Start a new run (replacing any other): one target, or a batch for the gallery."""
         self.run = None
         self.results = []
-        settings = {**overrides, "lam": lam, "reg_layer": reg_layer or None, "preset": preset, "steps": steps}
-        self.run = start_run(self.model, self.seed, list(targets), **settings)
+        self.run = start_run(self.model, self.seed, list(targets), lam=lam, config=config)
         self.gallery_targets = list(self.run.objectives) if len(targets) > 1 else []
         return self.run
 
@@ -155,11 +153,3 @@ class Session:
         if view == "masked":
             return masked_accentuation(seed, accent, mask)
         return accent
-
-
-def objective_label(model: Model, target: Any) -> str:
-    """A short human label for a target."""
-    objective = resolve_objective(model, target)
-    if isinstance(objective, Logit):
-        return model.labels[objective.index]
-    return objective.description

@@ -13,7 +13,10 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-from ._common import ValidationModel, model_batch
+from torch import nn
+
+from ..core.model import Model, as_model
+from ._common import as_image_list
 
 __all__ = ["PathSimilarity", "path_similarity", "LOGITS"]
 
@@ -64,7 +67,7 @@ class PathSimilarity:
         return f"PathSimilarity({len(self.layers)} layers, mean={self.mean:.4f}, mode={self.mode!r})"
 
 
-def default_layers(model: ValidationModel, probe: torch.Tensor) -> list[str]:
+def default_layers(model: Model, probe: torch.Tensor) -> list[str]:
     """Every module whose output is a tensor in a forward pass (probed on ``probe``), in execution
     order, plus ``"logits"``."""
     with torch.no_grad():
@@ -73,7 +76,7 @@ def default_layers(model: ValidationModel, probe: torch.Tensor) -> list[str]:
     return [*model.execution_order(names), LOGITS]
 
 
-def _resolve_layers(model: ValidationModel, layers: Iterable[str] | str) -> list[str]:
+def _resolve_layers(model: Model, layers: Iterable[str] | str) -> list[str]:
     if isinstance(layers, str):
         layers = [layers]
     names = list(dict.fromkeys(layers))
@@ -84,7 +87,7 @@ def _resolve_layers(model: ValidationModel, layers: Iterable[str] | str) -> list
     return [*ordered, LOGITS] if LOGITS in names else ordered
 
 
-def _unit_vectors(model: ValidationModel, x: torch.Tensor, layers: Sequence[str], batch_size: int) -> dict[str, torch.Tensor]:
+def _unit_vectors(model: Model, x: torch.Tensor, layers: Sequence[str], batch_size: int) -> dict[str, torch.Tensor]:
     """layer → (N, D) centred, unit-norm flattened activations (so dot products are Pearson ρ).
     A constant activation (zero variance) gives a zero row, marked NaN later."""
     hidden = [n for n in layers if n != LOGITS]
@@ -105,7 +108,7 @@ def _unit_vectors(model: ValidationModel, x: torch.Tensor, layers: Sequence[str]
 
 
 def path_similarity(
-    model: ValidationModel,
+    model: nn.Module | Model,
     images_a: Any,
     images_b: Any = None,
     layers: Iterable[str] | str | None = None,
@@ -113,11 +116,12 @@ def path_similarity(
     exclude_diagonal: bool = False,
     paired: bool = False,
     batch_size: int = 16,
+    device: str | torch.device | None = None,
 ) -> PathSimilarity:
     """Per-layer Pearson correlation of hidden activations, averaged over image pairs.
 
     Args:
-        model: a Model-like object (``features``, ``layer_names``, ``execution_order``, …).
+        model: a :class:`~faccent_widget.Model` or a bare ``nn.Module``.
         images_a, images_b: (N, 3, H, W) tensors, lists of anything ``load_image`` accepts (or
             :class:`Accentuation` objects), or dicts of images. Each image is resized to the
             model's square input (bilinear, antialiased), the un-augmented view the engine scores on.
@@ -128,6 +132,7 @@ def path_similarity(
         paired: compare ``a[i]`` with ``b[i]`` only (equal lengths), e.g. accentuations with their
             own seeds (figure 8C).
         batch_size: images per forward pass.
+        device: run on this device (a private copy of the model if it lives elsewhere).
 
     Constant activations (zero variance) have no correlation; such pairs are NaN and left out of the
     mean (a layer where every pair is NaN reports NaN).
@@ -136,10 +141,10 @@ def path_similarity(
         raise ValueError("exclude_diagonal and paired are exclusive: paired compares only the diagonal")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    model = as_model(model, device=device)
     same = images_b is None or images_b is images_a
-    size = model.input_size
-    xa = model_batch(images_a, size, "images_a")
-    xb = xa if same else model_batch(images_b, size, "images_b")
+    xa = model.view(as_image_list(images_a, "images_a"))
+    xb = xa if same else model.view(as_image_list(images_b, "images_b"))
     na, nb = xa.shape[0], xb.shape[0]
     if (exclude_diagonal or paired) and na != nb:
         raise ValueError(f"{'paired' if paired else 'exclude_diagonal'} needs sets of equal size, got {na} and {nb}")

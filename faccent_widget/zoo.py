@@ -8,9 +8,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from .adapter import Model
+from .core.model import Model
 
-__all__ = ["load_model", "as_model", "available_models", "DEFAULT_MODEL", "WeightsUnavailableError"]
+__all__ = ["load_model", "available_models", "DEFAULT_MODEL", "WeightsUnavailableError"]
 
 DEFAULT_MODEL = "efficientnet_lite0"
 
@@ -127,23 +127,3 @@ def load_model(
     settings: dict[str, Any] = {**meta, "name": key if pretrained else f"{key} (random weights)"}
     settings.update(adapter_kwargs)
     return Model(module, **settings)
-
-
-def as_model(model: nn.Module | Model, *, labels: Sequence[str] | None = None, device: Any = None) -> Model:
-    """Return ``model`` as a :class:`Model`, wrapping a bare ``nn.Module`` (with ``labels``).
-
-    A :class:`Model` is returned as is, unless other ``labels`` or another ``device`` are asked for:
-    then a new adapter with the same preprocessing is made (the given one is left unchanged).
-    """
-    if isinstance(model, Model):
-        other_device = device is not None and torch.device(device) != model.device
-        if not other_device and labels is None:
-            return model
-        return Model(
-            model.user_module, mean=model.mean, std=model.std, input_size=model.input_size,
-            labels=labels if labels is not None else model._labels, device=device or model.device,
-            name=model.name, reg_layer=model._reg_layer_override,
-        )
-    if isinstance(model, nn.Module):
-        return Model(model, labels=labels, device=device)
-    raise TypeError(f"expected an nn.Module or faccent_widget.Model, got {type(model).__name__}")

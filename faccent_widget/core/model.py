@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..images import ImageInput, load_image
+from ..images import ImageInput, load_image, resize_image
 
-__all__ = ["Model", "Prediction", "LayerNotFoundError", "ACTIVATION_TYPES", "imagenet_labels"]
+__all__ = ["Model", "Prediction", "LayerNotFoundError", "ACTIVATION_TYPES", "imagenet_labels", "as_model"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -110,6 +110,7 @@ class Model:
         self._labels = list(labels) if labels is not None else meta.get("labels")
         self._reg_layer_override = reg_layer
         self._trace_cache: _Trace | None = None
+        self._shape_cache: dict[tuple[int, int], dict[str, tuple[int, ...]]] = {}
         self._modules = dict(self.module.named_modules())
         if reg_layer is not None:
             self.resolve_layer(reg_layer)
@@ -191,6 +192,15 @@ class Model:
         return [n for n in trace.order if trace.spatial.get(n, False)]
 
     @property
+    def reg_layer_candidates(self) -> list[str]:
+        """Layers offered for regularisation, in execution order: the activation modules with a
+        spatial output; for models whose activations are functional (no activation modules, e.g.
+        torchvision's GoogLeNet), the block outputs (``block_layers``); else every spatial layer."""
+        trace = self._trace()
+        return [n for n in self.activation_layers if trace.spatial.get(n, False)] or self.block_layers \
+            or self.spatial_layers
+
+    @property
     def default_reg_layer(self) -> str:
         """The default regularisation layer (appendix H of the paper).
 
@@ -203,9 +213,7 @@ class Model:
         if self._reg_layer_override is not None:
             return self._reg_layer_override
         trace = self._trace()
-        candidates = [n for n in self.activation_layers if trace.spatial.get(n, False)] or self.block_layers
-        if not candidates:
-            candidates = self.spatial_layers
+        candidates = self.reg_layer_candidates
         if not candidates:
             raise ValueError(f"{self.name} has no layer with a spatial (N, C, H, W) output to regularise at")
         target = 0.25 * trace.n_leaf_calls
@@ -224,6 +232,26 @@ class Model:
         if missing:
             raise ValueError(f"layers {missing} are never called in a forward pass of {self.name}")
         return sorted(resolved, key=lambda n: trace.last_call[n])
+
+    def output_shape(self, name: str, hw: tuple[int, int] | None = None) -> tuple[int, ...]:
+        """Shape of layer ``name``'s output for one blank image of size ``hw`` (default: the model
+        input); ``()`` when the output is not a tensor. One traced forward per size, cached."""
+        layer = self.resolve_layer(name)
+        key = (int(hw[0]), int(hw[1])) if hw is not None else (self.input_size, self.input_size)
+        if key not in self._shape_cache:
+            self._shape_cache[key] = _layer_shapes(self, key)
+        return self._shape_cache[key].get(layer, ())
+
+    def is_spatial_map(self, name: str, hw: tuple[int, int] | None = None) -> bool:
+        """Whether ``name`` outputs an (N, C, h, w) map with more than one position at image size ``hw``."""
+        shape = self.output_shape(name, hw)
+        return len(shape) == 4 and shape[-1] * shape[-2] > 1
+
+    def with_module(self, module: nn.Module, *, name: str | None = None) -> "Model":
+        """A new adapter for ``module`` with this one's preprocessing, labels and reg-layer override
+        (e.g. for a randomised copy of the network)."""
+        return Model(module, mean=self.mean, std=self.std, input_size=self.input_size, labels=self._labels,
+                     reg_layer=self._reg_layer_override, name=name or self.name)
 
     # ------------------------------------------------------------------ state guarding
     @contextlib.contextmanager
@@ -310,13 +338,25 @@ class Model:
         """(N, C) logits for a [0, 1] batch."""
         return self.features(x, logits=True)["logits"]
 
+    def view(self, images: ImageInput | Sequence[ImageInput] | torch.Tensor) -> torch.Tensor:
+        """The model view: images resized (bilinear, antialiased, aspect not kept) to the model's
+        square input, as a (N, 3, S, S) float batch in [0, 1].
+
+        A (N, 3, H, W) float tensor stays on its device; anything else ``load_image`` accepts (or a
+        list of such images) is loaded on the CPU. The engine's scores, Grad-CAM and the validation
+        tools all see images through this one resize.
+        """
+        size = (self.input_size, self.input_size)
+        if isinstance(images, torch.Tensor) and images.dim() == 4:
+            return resize_image(images.detach().float(), size)
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        if not items:
+            raise ValueError("no images given: pass an image, a (N, 3, H, W) tensor or a non-empty list")
+        return torch.stack([load_image(img, size=size) for img in items])
+
     def prepare(self, image: ImageInput) -> torch.Tensor:
-        """Load ``image`` and resize it to the model input: a (1, 3, S, S) batch in [0, 1]."""
-        img = load_image(image)
-        return F.interpolate(
-            img[None], size=(self.input_size, self.input_size), mode="bilinear", antialias=True,
-            align_corners=False,
-        ).clamp_(0, 1)
+        """One image in the model view: a (1, 3, S, S) batch in [0, 1] (see :meth:`view`)."""
+        return self.view(image if not isinstance(image, (list, tuple)) else [image])[:1]
 
     def probabilities(self, image: ImageInput | torch.Tensor) -> torch.Tensor:
         """Softmax probabilities (C,) for one image (anything ``load_image`` accepts)."""
@@ -453,3 +493,48 @@ def _on_device(module: nn.Module, device: str | torch.device | None) -> nn.Modul
     import copy
 
     return copy.deepcopy(module).to(target)
+
+
+def _layer_shapes(model: Model, hw: tuple[int, int]) -> dict[str, tuple[int, ...]]:
+    """Output shape of every sub-module for one blank (1, 3, *hw) image: one forward pass with
+    temporary shape-recording hooks, removed afterwards."""
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def make_hook(name: str) -> Any:
+        def hook(_m: nn.Module, _a: Any, out: Any) -> None:
+            shapes[name] = tuple(out.shape) if isinstance(out, torch.Tensor) else ()
+
+        return hook
+
+    handles = []
+    x = torch.zeros(1, 3, *hw, device=model.device, dtype=model.dtype)
+    try:
+        for name, mod in model.module.named_modules():
+            if name:
+                handles.append(mod.register_forward_hook(make_hook(name)))
+        with model.preserved(), torch.no_grad():
+            model.module(model.normalize(x))
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def as_model(model: nn.Module | Model, *, labels: Sequence[str] | None = None, device: Any = None) -> Model:
+    """Return ``model`` as a :class:`Model`, wrapping a bare ``nn.Module`` (with ``labels``).
+
+    A :class:`Model` is returned as is, unless other ``labels`` or another ``device`` are asked for:
+    then a new adapter with the same preprocessing is made (the given one is left unchanged).
+    """
+    if isinstance(model, Model):
+        other_device = device is not None and torch.device(device) != model.device
+        if not other_device and labels is None:
+            return model
+        return Model(
+            model.user_module, mean=model.mean, std=model.std, input_size=model.input_size,
+            labels=labels if labels is not None else model._labels, device=device or model.device,
+            name=model.name, reg_layer=model._reg_layer_override,
+        )
+    if isinstance(model, nn.Module):
+        return Model(model, labels=labels, device=device)
+    raise TypeError(f"expected an nn.Module or faccent_widget.Model, got {type(model).__name__}")

@@ -26,35 +26,32 @@ Scores (per depth and target; 1 = identical to the intact model's accentuation):
 ``baseline`` holds the same scores for the intact model rerun with another random seed: the noise
 floor of each measure (crop sampling alone). Read the scores against it.
 
-How to read them (measured: default model, chelsea, its top-4 classes, λ = 1, preview preset with
-30 steps): accentuations of one image share a large generic, target-independent component (ρ(diff)
-≈ 0.3–0.4 between accentuations toward "Egyptian cat" and toward "espresso" or "balloon"), so
-``ssim_diff``/``corr_diff`` drop from 1 to about the baseline (≈ 0.3 / ≈ 0.4 vs 0.36 / 0.48) at
-every depth, and near 0 change once every layer is randomised (the regulariser then dominates and
-the image stops changing, as the paper's appendix D observes). ``corr_specific`` separates the intact
-rerun (≈ 0.1–0.2) from every randomised depth (|ρ| < 0.08): use it, with ≥ 2 targets, to decide
-whether the target-specific part of the explanation depends on the weights.
+How to read them: accentuations of one image share a large generic, target-independent component,
+so ``ssim_diff``/``corr_diff`` fall to about the baseline at every depth, and near 0 once every layer
+is randomised (the regulariser then dominates and the image stops changing, as appendix D observes).
+``corr_specific`` separates the intact rerun from the randomised depths: use it, with ≥ 2 targets,
+to decide whether the target-specific part of the explanation depends on the weights (numbers in the
+README's validation section).
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import random
 import time
 import zlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from ...images import load_image
-from ..config import DEFAULT_LAMBDA
-from ..engine import Accentuation
-from ..objectives import Objective, Target, resolve_objective
-from ._common import ValidationModel, engine_config, model_batch, run_engine
+from ..accentuate import run_to_end, start_run
+from ..core.config import DEFAULT_LAMBDA, check_setting_names
+from ..core.engine import Accentuation
+from ..core.model import Model, as_model
+from ..core.objectives import Objective, Target, resolve_objective
 from .paths import path_similarity
 
 __all__ = ["RandomizationCheck", "randomization_check", "parameterized_layers", "randomize_", "default_depths",
@@ -117,7 +114,7 @@ class RandomizationCheck:
         return "\n".join(lines)
 
 
-def parameterized_layers(model: ValidationModel) -> list[str]:
+def parameterized_layers(model: Model) -> list[str]:
     """Modules that own parameters (convolutions, linears, norms, …) or running statistics (norms
     without affine parameters), in execution order. Modules that never run in a forward pass are
     left out."""
@@ -159,7 +156,7 @@ def randomize_(module: nn.Module, names: Sequence[str], seed: int) -> None:
             _reinit(named[n])
 
 
-def default_depths(model: ValidationModel, layers: Sequence[str], n_levels: int = 4) -> list[int]:
+def default_depths(model: Model, layers: Sequence[str], n_levels: int = 4) -> list[int]:
     """A cascade of depths snapped to block boundaries: the last layer only, then about 1/4, 1/2,
     3/4 and all of the parameterised modules, each rounded to where a top-level block starts."""
     n = len(layers)
@@ -176,7 +173,7 @@ def default_depths(model: ValidationModel, layers: Sequence[str], n_levels: int 
     return sorted(d for d in depths if 0 < d <= n)
 
 
-def _resolve_depths(depths: Sequence[int | str] | None, model: ValidationModel, layers: list[str]) -> list[int]:
+def _resolve_depths(depths: Sequence[int | str] | None, model: Model, layers: list[str]) -> list[int]:
     if depths is None:
         return default_depths(model, layers)
     n, out = len(layers), set()
@@ -241,7 +238,7 @@ def _image_ssim(reference: torch.Tensor, other: torch.Tensor) -> float:
     return float(structural_similarity(_hwc(reference), _hwc(other), channel_axis=2, data_range=1.0))
 
 
-def _scores(model: ValidationModel, reference: list[Accentuation], results: list[Accentuation]) -> dict[str, np.ndarray]:
+def _scores(model: Model, reference: list[Accentuation], results: list[Accentuation]) -> dict[str, np.ndarray]:
     ssim_d = np.array([difference_ssim(r.seed, r.image, a.image) for r, a in zip(reference, results)])
     corr_d = np.array([difference_correlation(r.seed, r.image, a.image) for r, a in zip(reference, results)])
     corr_s = specific_correlation(reference, results)
@@ -254,47 +251,48 @@ def _scores(model: ValidationModel, reference: list[Accentuation], results: list
 
 
 def randomization_check(
-    model: ValidationModel,
+    model: nn.Module | Model,
     image: Any,
     targets: Target | Sequence[Target] | None = None,
     *,
-    rebuild: Callable[[nn.Module], ValidationModel],
     depths: Sequence[int | str] | None = None,
     lam: float | None = None,
     reg_layer: str | None = None,
     baseline: bool = True,
+    device: str | torch.device | None = None,
     **engine_settings: Any,
 ) -> RandomizationCheck:
     """Cascading randomization: accentuate ``image`` toward ``targets`` with more and more of the
     top of the network re-initialised, and score how much the accentuation changes.
 
     Args:
-        model: a Model-like object; it is never modified (a deep copy of ``model.module`` is
-            randomised).
+        model: a :class:`~faccent_widget.Model` or a bare ``nn.Module``; it is never modified (a
+            deep copy of its network is randomised).
         image: one image (anything ``load_image`` accepts).
         targets: one or several targets (one batch per depth); ``None`` = the intact model's top 4
             classes for the image (as in the paper's figure 15).
-        rebuild: turns the randomised copy of ``model.module`` into a Model-like object with the
-            same preprocessing (the top-level wrapper passes ``faccent_widget.Model``).
         depths: numbers k of parameterised modules to re-initialise, from the top (execution order),
             or layer names meaning "from this layer up"; default :func:`default_depths`.
         lam: λ (default ``DEFAULT_LAMBDA``; the paper uses 0.1).
         reg_layer: regularisation layer (default: the model's default), the same at every depth.
         baseline: also run the intact model with another random seed (noise floor of the scores).
+        device: run on this device (a private copy of the model if it lives elsewhere).
         **engine_settings: as for ``accentuate`` (``steps``, ``n_crops``, ``preset``, ``seed``, …).
     """
     start = time.perf_counter()
     if isinstance(image, (list, tuple)) or (isinstance(image, torch.Tensor) and image.dim() == 4 and image.shape[0] != 1):
         raise ValueError("randomization_check takes ONE image (use several targets to batch)")
+    model = as_model(model, device=device)
+    check_setting_names(engine_settings)
     settings = dict(engine_settings)
     if settings.get("seed") is None:
         settings["seed"] = random.randrange(2**31 - 1)
-    cfg = engine_config(model, settings, reg_layer=reg_layer)
-    layer = model.resolve_layer(cfg.reg_layer) if cfg.reg_layer else model.default_reg_layer
-    cfg = dataclasses.replace(cfg, reg_layer=layer)
+    if settings.get("snapshot_every") is None:  # only the final image is looked at
+        settings["snapshot_every"] = 10**9
+    layer = model.resolve_layer(reg_layer) if reg_layer else model.default_reg_layer
     if targets is None:
         with torch.no_grad():
-            logits = model.features(model_batch([image], model.input_size), logits=True)["logits"][0]
+            logits = model.features(model.view(image), logits=True)["logits"][0]
         targets = [int(i) for i in logits.float().topk(min(4, logits.numel())).indices]
     target_list = list(targets) if isinstance(targets, (list, tuple)) else [targets]
     if not target_list:
@@ -305,29 +303,29 @@ def randomization_check(
         raise ValueError("the model has no parameterised module to randomise")
     depth_list = _resolve_depths(depths, model, layers)
     lam_value = DEFAULT_LAMBDA if lam is None else float(lam)
-    seeds = load_image(image, size=cfg.canvas)[None]
-    b = len(objectives)
 
-    def run(m: ValidationModel, config: Any = cfg) -> list[Accentuation]:
-        return run_engine(m, seeds, objectives, [lam_value] * b, config, [0] * b)
+    seed = int(settings.pop("seed"))
+
+    def run(m: Model, rng_seed: int = seed) -> list[Accentuation]:
+        return run_to_end(start_run(m, image, objectives, lam=lam_value, reg_layer=layer, seed=rng_seed, **settings))
 
     reference = run(model)
     accents = {0: reference}
     scores = {0: _scores(model, reference, reference)}
     base, other = None, None
     if baseline:
-        other = run(model, dataclasses.replace(cfg, seed=(int(cfg.seed) + 1) % (2**31)))
+        other = run(model, (seed + 1) % (2**31))
         base = _scores(model, reference, other)
     net = copy.deepcopy(model.module)
     done = 0
     for k in depth_list:
         n = len(layers)
-        randomize_(net, layers[n - k:n - done], int(cfg.seed))
+        randomize_(net, layers[n - k:n - done], seed)
         done = k
-        accents[k] = run(rebuild(net))
+        accents[k] = run(model.with_module(net, name=f"{model.name} (randomised)"))
         scores[k] = _scores(model, reference, accents[k])
     all_depths = [0, *depth_list]
-    config = {**cfg.as_dict(), "lam": lam_value}
+    config = {k: v for k, v in reference[0].config.items() if k != "noise_seeded"}
     return RandomizationCheck(
         depths=all_depths, layers=layers, targets=[o.description for o in objectives], accentuations=accents,
         ssim_diff={k: scores[k]["ssim_diff"] for k in all_depths},

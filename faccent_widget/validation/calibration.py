@@ -20,18 +20,20 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from torch import nn
 
-from ..engine import Accentuation, channel_distance
-from ..objectives import Objective, Target, resolve_objective
-from ._common import ValidationModel, as_image_list, engine_config, load_seeds, model_batch, run_engine
+from ..accentuate import run_to_end, start_run
+from ..core.config import check_setting_names
+from ..core.engine import Accentuation, channel_distance
+from ..core.model import Model, as_model
+from ..core.objectives import Objective, Target, resolve_objective
+from ._common import as_image_list
 
 __all__ = ["DEFAULT_LAMBDA_GRID", "LambdaCurve", "LambdaCalibration", "calibrate_lambda", "crossing", "full_view_distance"]
 
 #: The default λ grid: 0 (no regulariser) plus half-decades through the sensitive region and whole
-#: decades out to the extremes. Measured on the default model (EfficientNet-Lite0) and a random
-#: ResNet18 with the preview preset: the normalised distance is flat (within noise) below λ ≈ 10⁻²
-#: and above λ ≈ 10², so 10⁻³ and 10³ are safely saturated extremes.
+#: decades out to the extremes, which must be saturated (flat normalised distance; check with
+#: ``benchmarks/lambda_curve.py`` for a new model).
 DEFAULT_LAMBDA_GRID: tuple[float, ...] = (0.0, 1e-3, 1e-2, 0.1, 10 ** -0.5, 1.0, 10 ** 0.5, 10.0, 100.0, 1000.0)
 
 _RANKS = {"first": 0, "top1": 0, "second": 1, "top2": 1, "third": 2, "top3": 2}
@@ -166,26 +168,21 @@ def crossing(lambdas: Sequence[float], values: Sequence[float], level: float = 0
     return float(10 ** (x[i] + t * (x[i + 1] - x[i]))), True
 
 
-def full_view_distance(model: ValidationModel, images: torch.Tensor, seeds: torch.Tensor, layer: str) -> torch.Tensor:
+def full_view_distance(model: Model, images: torch.Tensor, seeds: torch.Tensor, layer: str) -> torch.Tensor:
     """(N,) mean per-position channel distance ‖f_ℓ(x) − f_ℓ(x₀)‖ at ``layer`` on the full,
-    un-augmented images resized to the model input (the view the engine scores on)."""
-    size = model.input_size
-
-    def view(t: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 1)
-
+    un-augmented images in the model view (the view the engine scores on)."""
     with torch.no_grad():
-        a = model.features(view(images), [layer])[layer]
-        b = model.features(view(seeds), [layer])[layer]
+        a = model.features(model.view(images), [layer])[layer]
+        b = model.features(model.view(seeds), [layer])[layer]
         return channel_distance(a, b).mean(1).cpu()
 
 
-def _targets(model: ValidationModel, images: list[Any], targets: Any) -> list[Objective]:
+def _targets(model: Model, images: list[Any], targets: Any) -> list[Objective]:
     n = len(images)
     if isinstance(targets, str) and targets.lower() in _RANKS:
         rank = _RANKS[targets.lower()]
         with torch.no_grad():
-            logits = model.features(model_batch(images, model.input_size), logits=True)["logits"]
+            logits = model.features(model.view(images), logits=True)["logits"]
         order = logits.float().argsort(dim=1, descending=True)[:, rank].tolist()
         return [resolve_objective(model, int(i)) for i in order]
     if isinstance(targets, (list, tuple)):
@@ -206,7 +203,7 @@ def _grid(lambdas: Sequence[float] | None) -> np.ndarray:
 
 
 def calibrate_lambda(
-    model: ValidationModel,
+    model: nn.Module | Model,
     images: Any,
     *,
     reg_layer: str | None = None,
@@ -214,12 +211,13 @@ def calibrate_lambda(
     lambdas: Sequence[float] | None = None,
     batch_images: bool = False,
     return_accentuations: bool = False,
+    device: str | torch.device | None = None,
     **engine_settings: Any,
 ) -> LambdaCalibration:
     """Measure the λ curve of figure 16 and recommend the λ in the middle of the sensitive region.
 
     Args:
-        model: a Model-like object.
+        model: a :class:`~faccent_widget.Model` or a bare ``nn.Module``.
         images: a (N, 3, H, W) tensor, a list of images (anything ``load_image`` accepts) or a dict
             such as ``sample_images()``.
         reg_layer: the regularisation layer (default: the model's default).
@@ -234,6 +232,7 @@ def calibrate_lambda(
             ``input_size``, ``canvas``, ``lr``, ``param``, ``noise``, ``balance``, ``preset``,
             ``seed``, ``snapshot_every``, ``autocast``. One random seed (``seed``) is shared by every
             run, so every λ and image sees the same crops.
+        device: run on this device (a private copy of the model if it lives elsewhere).
 
     The distance is measured on the full final image and the seed, resized to the model input, at
     the regularisation layer (mean over positions of the channel L2 norm — the regulariser itself
@@ -242,26 +241,31 @@ def calibrate_lambda(
     two extremes give the same distance are left out of the mean (NaN row).
     """
     start = time.perf_counter()
+    model = as_model(model, device=device)
     items = as_image_list(images)
     grid = _grid(lambdas)
+    check_setting_names(engine_settings)
     settings = dict(engine_settings)
     if settings.get("seed") is None:
         settings["seed"] = random.randrange(2**31)
-    cfg = engine_config(model, settings, reg_layer=reg_layer)
-    layer = model.resolve_layer(cfg.reg_layer) if cfg.reg_layer else model.default_reg_layer
+    if settings.get("snapshot_every") is None:  # only the final image is looked at
+        settings["snapshot_every"] = 10**9
     objectives = _targets(model, items, targets)
+    layer = model.resolve_layer(reg_layer) if reg_layer else model.default_reg_layer
     n, L = len(items), grid.size
 
     dist = np.full((n, L), np.nan)
     crop = np.full((n, L), np.nan)
     kept: list[list[Accentuation]] = []
     groups = [list(range(n))] if batch_images else [[i] for i in range(n)]
+    cfg = None
     for group in groups:
-        seeds = load_seeds([items[i] for i in group], cfg.canvas)
+        seeds = [items[i] for i in group for _ in range(L)]  # one seed per image: start_run dedupes
         objs = [objectives[i] for i in group for _ in range(L)]
         lams = [float(v) for _ in group for v in grid]
-        seed_index = [k for k in range(len(group)) for _ in range(L)]
-        results = run_engine(model, seeds, objs, lams, cfg, seed_index)
+        run = start_run(model, seeds, objs, lam=lams, reg_layer=layer, **settings)
+        cfg = run.config
+        results = run_to_end(run)
         finals = torch.stack([r.image for r in results])
         seed_views = torch.stack([r.seed for r in results])
         d = full_view_distance(model, finals, seed_views, layer).numpy().reshape(len(group), L)
@@ -284,6 +288,7 @@ def calibrate_lambda(
     upper, ok_hi = crossing(grid, mean, 0.9)
     lower, ok_lo = crossing(grid, mean, 0.1)
     region = (upper if ok_hi else float("nan"), lower if ok_lo else float("nan"))
+    assert cfg is not None
     config = {**cfg.as_dict(), "reg_layer": layer, "lambdas": grid.tolist(), "batch_images": bool(batch_images)}
     return LambdaCalibration(
         recommended=recommended, bracketed=bracketed, sensitive_region=region,

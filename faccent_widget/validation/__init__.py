@@ -1,6 +1,9 @@
-"""Validation tools: λ calibration (appendix E), path similarity (section 3, figure 8) and the
-cascading-randomization sanity check (appendix D). Model-agnostic: they take any Model-like object;
-``faccent_widget.validation`` wraps them for bare modules and model names."""
+"""Validation tools from the paper, for any model: λ calibration (appendix E), path similarity
+(section 3, figure 8) and the cascading-randomization sanity check (appendix D).
+
+They run the engine through :func:`faccent_widget.start_run`, like every other user of it, and take a
+:class:`~faccent_widget.Model` or a bare ``nn.Module`` (plus ``device=``).
+"""
 
 from .calibration import DEFAULT_LAMBDA_GRID, LambdaCalibration, LambdaCurve, calibrate_lambda
 from .paths import PathSimilarity, path_similarity
