@@ -10,6 +10,9 @@ const STATUS_THROTTLE_MS = 500;
 const SEARCH_DEBOUNCE_MS = 250;
 const DOWNLOAD_REVOKE_MS = 1000;
 const SVG_NS = "http://www.w3.org/2000/svg";
+/** λ slider bounds when the traits are missing or bad: the defaults of Python's `lam_min` / `lam_max`. */
+const LAM_MIN = 1e-2;
+const LAM_MAX = 1e2;
 
 const TILES = [
   { key: "seed", trait: "seed_png", caption: "Seed" },
@@ -50,8 +53,8 @@ function finite(x, fallback) {
 
 /** Log-slider bounds [log10(lam_min), log10(lam_max)], robust against bad values. */
 export function lamBounds(lamMin, lamMax) {
-  let lo = Math.log10(finite(lamMin, 1e-3) > 0 ? finite(lamMin, 1e-3) : 1e-3);
-  let hi = Math.log10(finite(lamMax, 1e3) > 0 ? finite(lamMax, 1e3) : 1e3);
+  let lo = Math.log10(finite(lamMin, LAM_MIN) > 0 ? finite(lamMin, LAM_MIN) : LAM_MIN);
+  let hi = Math.log10(finite(lamMax, LAM_MAX) > 0 ? finite(lamMax, LAM_MAX) : LAM_MAX);
   if (!(hi > lo)) hi = lo + 1;
   return [lo, hi];
 }
@@ -652,8 +655,8 @@ class Panel {
   }
 
   renderLam() {
-    const lamMin = this.get("lam_min", 1e-3);
-    const lamMax = this.get("lam_max", 1e3);
+    const lamMin = this.get("lam_min", LAM_MIN);
+    const lamMax = this.get("lam_max", LAM_MAX);
     const [lo, hi] = lamBounds(lamMin, lamMax);
     this.lamInput.min = String(lo);
     this.lamInput.max = String(hi);
@@ -788,8 +791,6 @@ class Panel {
     switch (msg.type) {
       case "frame":
         return this.onFrame(msg, buffers || []);
-      case "history":
-        return this.onHistory(msg);
       case "search_results":
         return this.onSearchResults(msg);
       case "gallery":
@@ -833,13 +834,6 @@ class Panel {
     if (Array.isArray(msg.distance_history)) this.history.distance = msg.distance_history.slice();
     else if (msg.distance != null) this.history.distance.push(Number(msg.distance));
     this.renderHistory(msg.objective, msg.distance);
-  }
-
-  onHistory(msg) {
-    const o = Array.isArray(msg.objective) ? msg.objective.slice() : this.history.objective;
-    const dd = Array.isArray(msg.distance) ? msg.distance.slice() : this.history.distance;
-    this.history = { objective: o, distance: dd };
-    this.renderHistory(o[o.length - 1], dd[dd.length - 1]);
   }
 
   onSearchResults(msg) {
