@@ -1,3 +1,4 @@
+// @ts-check
 // faccent-widget front end: vanilla ESM for anywidget, no build step, no runtime dependencies.
 // Protocol: docs/widget-protocol.md. The browser drives the optimisation loop: it asks Python for a
 // time-budgeted chunk of steps, paints the frame that comes back, and asks again while running.
@@ -11,12 +12,125 @@ const SEARCH_DEBOUNCE_MS = 250;
 const DOWNLOAD_REVOKE_MS = 1000;
 const SVG_NS = "http://www.w3.org/2000/svg";
 
+/** λ slider bounds when the traits are missing or bad: the defaults of Python's `lam_min` / `lam_max`. */
+const LAM_MIN = 1e-2;
+const LAM_MAX = 1e2;
+
+// ---------------------------------------------------------------------------------------------
+// Types (JSDoc, checked by `npm run typecheck`; the protocol itself is docs/widget-protocol.md)
+
+/**
+ * Image bytes as a kernel sends them: DataView (JupyterLab), Uint8Array (Colab), ArrayBuffer or numbers.
+ * @typedef {ArrayBufferView | ArrayBuffer | number[]} BytesLike
+ */
+
+/**
+ * A class in `top`, `inhibited`, `search_results` and `gallery` items.
+ * @typedef {{ index: number, label: string, prob?: number }} ClassItem
+ */
+
+/**
+ * @typedef {{ kind: "class", index: number, label: string }} ClassTarget
+ * @typedef {{ kind: "latent", layer: string, channel: number, label: string }} LatentTarget
+ * @typedef {{ kind?: undefined, label?: undefined }} NoTarget  `{}` before a target is set
+ */
+
+/** @typedef {"masked" | "unmasked" | "diff"} View */
+/** @typedef {"topk" | "inhibited" | "triage"} GalleryMode */
+
+/**
+ * The synced traits of `FaccentWidget` (faccent_widget/widget/panel.py).
+ * @typedef {object} Traits
+ * @property {ClassItem[]} top
+ * @property {ClassItem[]} inhibited
+ * @property {ClassTarget | LatentTarget | NoTarget} target
+ * @property {number} lam
+ * @property {number} lam_min
+ * @property {number} lam_max
+ * @property {number | null} lam_recommended
+ * @property {string} reg_layer
+ * @property {string[]} reg_layers
+ * @property {string} default_reg_layer
+ * @property {string[]} latent_layers
+ * @property {string} preset
+ * @property {string[]} presets
+ * @property {number} steps
+ * @property {number} p1
+ * @property {number} p2
+ * @property {View} view
+ * @property {BytesLike | null} seed_png
+ * @property {BytesLike | null} gradcam_png
+ * @property {BytesLike | null} mask_png
+ * @property {BytesLike | null} accent_png
+ * @property {boolean} running
+ * @property {number} step
+ * @property {number | null} seed_prob
+ * @property {number | null} prob
+ * @property {string} status
+ * @property {string} error
+ * @property {string} triage
+ * @property {string} device
+ */
+
+/**
+ * Custom messages JS → Python.
+ * @typedef {{ type: "ready" } | { type: "start" } | { type: "chunk", budget_ms: number } | { type: "stop" }
+ *   | { type: "reset" } | { type: "set_target", index: number }
+ *   | { type: "set_latent", layer: string, channel: number } | { type: "search", query: string }
+ *   | { type: "gallery", mode: GalleryMode } | { type: "download" }} Request
+ */
+
+/**
+ * One chunk's reply. Every field but `done` may be null or absent.
+ * @typedef {object} FrameMessage
+ * @property {"frame"} type
+ * @property {number | null} [step]
+ * @property {number | null} [steps]
+ * @property {number | null} [objective]
+ * @property {number | null} [distance]
+ * @property {number | null} [prob]
+ * @property {boolean} done
+ * @property {boolean} [gallery]
+ * @property {number[]} [objective_history]
+ * @property {number[]} [distance_history]
+ */
+
+/**
+ * @typedef {{ type: "search_results", query: string, items: ClassItem[] }} SearchResultsMessage
+ * @typedef {{ label: string, index: number, prob_before: number | null, prob_after: number | null }}
+ *   GalleryItem
+ * @typedef {{ type: "gallery", mode?: GalleryMode, items: GalleryItem[] }} GalleryMessage
+ * @typedef {{ type: "download", filename?: string }} DownloadMessage
+ * @typedef {{ type: "error", message: string }} ErrorMessage
+ */
+
+/**
+ * Custom messages Python → JS (with `buffers`).
+ * @typedef {FrameMessage | SearchResultsMessage | GalleryMessage | DownloadMessage | ErrorMessage} Message
+ */
+
+/**
+ * The part of anywidget's model that the panel uses, typed by the traits.
+ * @typedef {object} Model
+ * @property {<K extends keyof Traits>(name: K) => Traits[K] | undefined} get
+ * @property {<K extends keyof Traits>(name: K, value: Traits[K]) => void} set
+ * @property {() => void} save_changes
+ * @property {(msg: Request) => void} send
+ * @property {(event: string, fn: (...args: any[]) => void) => void} on
+ * @property {(event: string, fn: (...args: any[]) => void) => void} off
+ */
+
+/** @typedef {"seed" | "gradcam" | "mask" | "accent"} TileKey */
+/** @typedef {"seed_png" | "gradcam_png" | "mask_png" | "accent_png"} TileTrait */
+
+/** @type {{ key: TileKey, trait: TileTrait, caption: string }[]} */
 const TILES = [
   { key: "seed", trait: "seed_png", caption: "Seed" },
   { key: "gradcam", trait: "gradcam_png", caption: "Grad-CAM" },
   { key: "mask", trait: "mask_png", caption: "Mask (collective)" },
   { key: "accent", trait: "accent_png", caption: "Accentuation" },
 ];
+/** @type {[View, string][]} */
 const VIEWS = [
   ["masked", "masked"],
   ["unmasked", "unmasked"],
@@ -26,16 +140,28 @@ const VIEWS = [
 // ---------------------------------------------------------------------------------------------
 // Pure helpers (exported for the tests)
 
-/** Bytes from a DataView (JupyterLab), Uint8Array (Colab), ArrayBuffer or number array; else null. */
+/**
+ * Bytes from a DataView (JupyterLab), Uint8Array (Colab), ArrayBuffer or number array; else null.
+ * @param {unknown} b
+ * @returns {Uint8Array<ArrayBuffer> | null}
+ */
 export function toBytes(b) {
   if (b == null) return null;
-  if (ArrayBuffer.isView(b)) return new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
-  if (Object.prototype.toString.call(b) === "[object ArrayBuffer]") return new Uint8Array(b);
+  // Kernel buffers are plain ArrayBuffers (never shared), which is what a Blob takes.
+  if (ArrayBuffer.isView(b)) {
+    return new Uint8Array(/** @type {ArrayBuffer} */ (b.buffer), b.byteOffset, b.byteLength);
+  }
+  if (Object.prototype.toString.call(b) === "[object ArrayBuffer]") {
+    return new Uint8Array(/** @type {ArrayBuffer} */ (b));
+  }
   if (Array.isArray(b)) return Uint8Array.from(b);
   return null;
 }
 
-/** MIME type from the magic bytes; PNG when unsure. */
+/**
+ * MIME type from the magic bytes; PNG when unsure.
+ * @param {Uint8Array} bytes
+ */
 export function sniffType(bytes) {
   if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) {
     return "image/jpeg";
@@ -43,31 +169,49 @@ export function sniffType(bytes) {
   return "image/png";
 }
 
+/**
+ * @param {unknown} x
+ * @param {number} fallback
+ */
 function finite(x, fallback) {
   const v = Number(x);
   return Number.isFinite(v) ? v : fallback;
 }
 
-/** Log-slider bounds [log10(lam_min), log10(lam_max)], robust against bad values. */
+/**
+ * Log-slider bounds [log10(lam_min), log10(lam_max)], robust against bad values.
+ * @param {unknown} lamMin
+ * @param {unknown} lamMax
+ * @returns {[number, number]}
+ */
 export function lamBounds(lamMin, lamMax) {
-  let lo = Math.log10(finite(lamMin, 1e-3) > 0 ? finite(lamMin, 1e-3) : 1e-3);
-  let hi = Math.log10(finite(lamMax, 1e3) > 0 ? finite(lamMax, 1e3) : 1e3);
+  let lo = Math.log10(finite(lamMin, LAM_MIN) > 0 ? finite(lamMin, LAM_MIN) : LAM_MIN);
+  let hi = Math.log10(finite(lamMax, LAM_MAX) > 0 ? finite(lamMax, LAM_MAX) : LAM_MAX);
   if (!(hi > lo)) hi = lo + 1;
   return [lo, hi];
 }
 
-/** λ → slider position (log10, clamped to the bounds). */
+/**
+ * λ → slider position (log10, clamped to the bounds).
+ * @param {unknown} lam
+ * @param {unknown} lamMin
+ * @param {unknown} lamMax
+ */
 export function lamToSlider(lam, lamMin, lamMax) {
   const [lo, hi] = lamBounds(lamMin, lamMax);
-  const v = finite(lam, 0) > 0 ? Math.log10(lam) : lo;
+  const v = finite(lam, 0) > 0 ? Math.log10(Number(lam)) : lo;
   return Math.min(hi, Math.max(lo, v));
 }
 
-/** Slider position → λ. */
+/**
+ * Slider position → λ.
+ * @param {unknown} x
+ */
 export function sliderToLam(x) {
   return Math.pow(10, Number(x));
 }
 
+/** @param {unknown} lam */
 export function formatLam(lam) {
   const v = Number(lam);
   if (!Number.isFinite(v)) return "–";
@@ -75,12 +219,14 @@ export function formatLam(lam) {
   return String(Number(v.toPrecision(3)));
 }
 
+/** @param {unknown} p */
 export function formatProb(p) {
   const v = Number(p);
   if (p == null || !Number.isFinite(v)) return "–";
   return v.toFixed(3);
 }
 
+/** @param {unknown} x */
 function formatNum(x) {
   const v = Number(x);
   if (x == null || !Number.isFinite(v)) return "–";
@@ -88,7 +234,12 @@ function formatNum(x) {
   return String(Number(v.toPrecision(4)));
 }
 
-/** SVG polyline points for values scaled into a w×h box (y up). */
+/**
+ * SVG polyline points for values scaled into a w×h box (y up).
+ * @param {readonly unknown[] | null | undefined} values
+ * @param {number} w
+ * @param {number} h
+ */
 export function sparklinePoints(values, w, h) {
   const vs = (values || []).map(Number).filter(Number.isFinite);
   if (vs.length === 0) return "";
@@ -104,7 +255,15 @@ export function sparklinePoints(values, w, h) {
 // ---------------------------------------------------------------------------------------------
 // DOM helpers
 
-/** Create an element; props are attributes except `text` (textContent); children are nodes or text. */
+/**
+ * Create an element; props are attributes except `text` (textContent); children are nodes or text.
+ * @template {keyof HTMLElementTagNameMap} K
+ * @param {Document} doc
+ * @param {K} tag
+ * @param {Record<string, unknown>} [props]
+ * @param {...(Node | string | null | undefined)} children
+ * @returns {HTMLElementTagNameMap[K]}
+ */
 function h(doc, tag, props = {}, ...children) {
   const node = doc.createElement(tag);
   for (const [k, v] of Object.entries(props)) {
@@ -119,8 +278,19 @@ function h(doc, tag, props = {}, ...children) {
   return node;
 }
 
-/** An <img> fed from bytes through object URLs; revokes the URL it replaces. */
+/**
+ * @typedef {object} ImageSlot
+ * @property {(data: unknown) => boolean} show  paint the bytes (or clear on none); true when painted
+ * @property {() => void} dispose
+ */
+
+/**
+ * An <img> fed from bytes through object URLs; revokes the URL it replaces.
+ * @param {HTMLImageElement} img
+ * @returns {ImageSlot}
+ */
 function imageSlot(img) {
+  /** @type {string | null} */
   let url = null;
   return {
     show(data) {
@@ -143,10 +313,18 @@ function imageSlot(img) {
   };
 }
 
-/** Calls fn at most every `ms`, always delivering the latest value. */
+/**
+ * Calls fn at most every `ms`, always delivering the latest value.
+ * @template T
+ * @param {(value: T) => void} fn
+ * @param {number} ms
+ * @returns {{ push: (value: T) => void, cancel: () => void }}
+ */
 function throttle(fn, ms) {
   let last = -Infinity;
+  /** @type {ReturnType<typeof setTimeout> | null} */
   let timer = null;
+  /** @type {T} */
   let pending;
   return {
     push(value) {
@@ -171,6 +349,13 @@ function throttle(fn, ms) {
   };
 }
 
+/**
+ * Replace a <select>'s options by `values` (keeping `current` as an option) and select `current`.
+ * @param {HTMLSelectElement} select
+ * @param {unknown} values
+ * @param {unknown} current
+ * @param {(value: string) => string} [decorate]  the option's text
+ */
 function fillSelect(select, values, current, decorate = (v) => v) {
   const doc = select.ownerDocument;
   const list = Array.isArray(values) ? values.map(String) : [];
@@ -189,56 +374,147 @@ function fillSelect(select, values, current, decorate = (v) => v) {
 // ---------------------------------------------------------------------------------------------
 // The panel
 
+/**
+ * @typedef {object} Loop  the browser-driven chunk loop
+ * @property {boolean} active  asking for chunks
+ * @property {"accent" | "gallery" | null} mode
+ * @property {number} inFlight  chunks asked for and not yet answered (kept at most 1)
+ * @property {number | null} clickAt  performance.now() of the last Accentuate click
+ * @property {boolean} awaitingFirst  no frame painted since that click
+ */
+
 class Panel {
+  /** Counter for unique element ids (labels point at their controls by id). */
+  static counter = 0;
+
+  // The DOM parts, created by build() (render() calls it right after the constructor).
+  /** @type {HTMLDivElement} */ root;
+  /** @type {HTMLParagraphElement} */ triageEl;
+  /** @type {HTMLOListElement} */ topList;
+  /** @type {HTMLButtonElement[]} */ viewButtons;
+  /** @type {HTMLSpanElement} */ stepEl;
+  /** @type {HTMLProgressElement} */ progressEl;
+  /** @type {HTMLSpanElement} */ probEl;
+  /** @type {HTMLSpanElement} */ objEl;
+  /** @type {SVGSVGElement} */ spark;
+  /** @type {SVGPolylineElement[]} */ sparkLines;
+  /** @type {HTMLSpanElement} */ deviceEl;
+  /** @type {HTMLSpanElement} */ targetEl;
+  /** @type {HTMLDivElement} */ chipsEl;
+  /** @type {HTMLInputElement} */ searchInput;
+  /** @type {HTMLDivElement} */ resultsEl;
+  /** @type {HTMLSelectElement} */ latentSelect;
+  /** @type {HTMLInputElement} */ channelInput;
+  /** @type {HTMLInputElement} */ lamInput;
+  /** @type {HTMLOutputElement} */ lamValue;
+  /** @type {HTMLSpanElement} */ lamMark;
+  /** @type {HTMLButtonElement} */ lamRec;
+  /** @type {HTMLSelectElement} */ regSelect;
+  /** @type {HTMLSelectElement} */ presetSelect;
+  /** @type {HTMLInputElement} */ stepsInput;
+  /** @type {HTMLInputElement} */ p1Input;
+  /** @type {HTMLInputElement} */ p2Input;
+  /** @type {HTMLButtonElement} */ accentBtn;
+  /** @type {HTMLButtonElement} */ stopBtn;
+  /** @type {HTMLButtonElement} */ resetBtn;
+  /** @type {HTMLButtonElement} */ downloadBtn;
+  /** @type {HTMLButtonElement} */ triageBtn;
+  /** @type {HTMLDivElement} */ galleryEl;
+  /** @type {HTMLSpanElement} */ errorText;
+  /** @type {HTMLDivElement} */ errorBox;
+  /** @type {HTMLDivElement} */ statusEl;
+
+  /**
+   * @param {Model} model
+   * @param {HTMLElement} el
+   */
   constructor(model, el) {
     this.model = model;
     this.el = el;
     this.doc = el.ownerDocument;
+    /** @type {[EventTarget, string, EventListener][]} */
     this.domListeners = [];
+    /** @type {[string, (...args: any[]) => void][]} */
     this.modelHandlers = [];
+    /** @type {Set<ReturnType<typeof setTimeout>>} */
     this.timers = new Set();
-    this.slots = {};
+    this.slots = /** @type {Record<TileKey, ImageSlot>} */ ({});
+    /** @type {string[]} */
     this.galleryUrls = [];
+    /** @type {Set<string>} */
     this.downloadUrls = new Set();
+    /** @type {Loop} */
     this.loop = { active: false, mode: null, inFlight: 0, clickAt: null, awaitingFirst: false };
     this.frames = 0;
+    /** @type {{ objective: number[], distance: number[] }} */
     this.history = { objective: [], distance: [] };
-    this.status = throttle((text) => {
+    this.status = throttle((/** @type {string} */ text) => {
       this.statusEl.textContent = text;
     }, STATUS_THROTTLE_MS);
   }
 
   // -- small utilities ------------------------------------------------------------------------
+  /**
+   * A trait's value, or `fallback` while the model has none.
+   * @template {keyof Traits} K
+   * @template F
+   * @param {K} name
+   * @param {F} fallback
+   * @returns {Traits[K] | F}
+   */
   get(name, fallback) {
     const v = this.model.get(name);
     return v === undefined ? fallback : v;
   }
 
+  /**
+   * @template {keyof Traits} K
+   * @param {K} name
+   * @param {Traits[K]} value
+   */
   setTrait(name, value) {
     this.model.set(name, value);
     this.model.save_changes();
   }
 
+  /** @param {Request} msg */
   send(msg) {
     this.model.send(msg);
   }
 
+  /**
+   * @param {EventTarget} node
+   * @param {string} type
+   * @param {EventListener} fn
+   */
   listen(node, type, fn) {
     node.addEventListener(type, fn);
     this.domListeners.push([node, type, fn]);
   }
 
+  /**
+   * @param {string} event
+   * @param {(...args: any[]) => void} fn
+   */
   onModel(event, fn) {
     this.model.on(event, fn);
     this.modelHandlers.push([event, fn]);
   }
 
-  /** Run `fn` now and whenever any of the traits changes. */
+  /**
+   * Run `fn` now and whenever any of the traits changes.
+   * @param {(keyof Traits)[]} traits
+   * @param {() => void} fn
+   */
   bind(traits, fn) {
     for (const t of traits) this.onModel(`change:${t}`, () => fn());
     fn();
   }
 
+  /**
+   * @param {() => void} fn
+   * @param {number} ms
+   */
   later(fn, ms) {
     const id = setTimeout(() => {
       this.timers.delete(id);
@@ -248,6 +524,11 @@ class Panel {
     return id;
   }
 
+  /**
+   * @param {string} text
+   * @param {Record<string, unknown>} [props]
+   * @param {(() => void) | null} [onClick]
+   */
   button(text, props = {}, onClick = null) {
     const b = h(this.doc, "button", { type: "button", class: "faccent-btn", ...props, text });
     if (onClick) this.listen(b, "click", onClick);
@@ -269,7 +550,9 @@ class Panel {
     );
     this.el.append(this.root);
     this.bindTraits();
-    this.onModel("msg:custom", (msg, buffers) => this.onMessage(msg, buffers));
+    this.onModel("msg:custom", (/** @type {Message} */ msg, /** @type {unknown[]} */ buffers) =>
+      this.onMessage(msg, buffers),
+    );
     this.send({ type: "ready" });
   }
 
@@ -379,6 +662,7 @@ class Panel {
       "aria-label": "Search results",
       "data-testid": "search-results",
     });
+    /** @type {ReturnType<typeof setTimeout> | null} */
     let debounce = null;
     this.listen(this.searchInput, "input", () => {
       if (debounce) {
@@ -470,11 +754,19 @@ class Panel {
     return row;
   }
 
-  /** A label and its control(s) that wrap as one unit, so a label never ends a line without its input. */
+  /**
+   * A label and its control(s) that wrap as one unit, so a label never ends a line without its input.
+   * @param {...Node} children
+   */
   field(...children) {
     return h(this.doc, "span", { class: "faccent-field" }, ...children);
   }
 
+  /**
+   * @param {HTMLElement} row
+   * @param {string} text
+   * @param {"reg_layer" | "preset"} trait
+   */
   selectControl(row, text, trait) {
     const select = h(this.doc, "select", { id: this.uid(trait), "data-testid": trait });
     this.listen(select, "change", () => this.setTrait(trait, select.value));
@@ -482,6 +774,13 @@ class Panel {
     return select;
   }
 
+  /**
+   * @param {HTMLElement} row
+   * @param {string} text
+   * @param {"steps" | "p1" | "p2"} trait
+   * @param {Record<string, unknown>} attrs
+   * @param {boolean} [integer]
+   */
   numberControl(row, text, trait, attrs, integer = false) {
     const input = h(this.doc, "input", {
       type: "number",
@@ -563,8 +862,9 @@ class Panel {
     return h(d, "div", { class: "faccent-messages" }, this.errorBox, this.statusEl);
   }
 
+  /** @param {string} name */
   uid(name) {
-    Panel.counter = (Panel.counter || 0) + 1;
+    Panel.counter += 1;
     return `faccent-${name}-${Panel.counter}`;
   }
 
@@ -631,6 +931,7 @@ class Panel {
   }
 
   renderChips() {
+    /** @type {Traits["target"]} */
     const target = this.get("target", null) || {};
     this.targetEl.textContent = target.label != null ? String(target.label) : "–";
     const items = this.get("top", []) || [];
@@ -652,8 +953,8 @@ class Panel {
   }
 
   renderLam() {
-    const lamMin = this.get("lam_min", 1e-3);
-    const lamMax = this.get("lam_max", 1e3);
+    const lamMin = this.get("lam_min", LAM_MIN);
+    const lamMax = this.get("lam_max", LAM_MAX);
     const [lo, hi] = lamBounds(lamMin, lamMax);
     this.lamInput.min = String(lo);
     this.lamInput.max = String(hi);
@@ -673,11 +974,16 @@ class Panel {
     }
   }
 
+  /** @param {number} lam */
   showLam(lam) {
     this.lamValue.textContent = formatLam(lam);
     this.lamInput.setAttribute("aria-valuetext", `λ = ${formatLam(lam)}`);
   }
 
+  /**
+   * @param {number} step
+   * @param {number} steps
+   */
   renderStep(step, steps) {
     const k = Math.max(0, finite(step, 0));
     const n = Math.max(0, finite(steps, 0));
@@ -686,6 +992,7 @@ class Panel {
     this.progressEl.value = Math.min(k, Math.max(1, n));
   }
 
+  /** @param {number | null} [now] */
   renderProb(now = this.get("prob", null)) {
     this.probEl.textContent = `seed ${formatProb(this.get("seed_prob", null))} → now ${formatProb(now)}`;
   }
@@ -696,12 +1003,17 @@ class Panel {
     this.root.classList.toggle("faccent-running", running);
   }
 
+  /**
+   * @param {number | null | undefined} objective
+   * @param {number | null | undefined} distance
+   */
   renderHistory(objective, distance) {
     this.objEl.textContent = `objective ${formatNum(objective)} · distance ${formatNum(distance)}`;
     this.sparkLines[0].setAttribute("points", sparklinePoints(this.history.objective, 80, 20));
     this.sparkLines[1].setAttribute("points", sparklinePoints(this.history.distance, 80, 20));
   }
 
+  /** @param {string} text */
   showError(text) {
     this.errorText.textContent = text;
     this.errorBox.hidden = !text;
@@ -709,6 +1021,7 @@ class Panel {
   }
 
   // -- actions --------------------------------------------------------------------------------
+  /** @param {number} index */
   setTarget(index) {
     this.send({ type: "set_target", index: Number(index) });
   }
@@ -740,6 +1053,7 @@ class Panel {
     this.startLoop("accent");
   }
 
+  /** @param {GalleryMode} mode */
   runGallery(mode) {
     this.loop.awaitingFirst = false;
     this.clearGallery();
@@ -749,6 +1063,7 @@ class Panel {
     this.startLoop("gallery");
   }
 
+  /** @param {"accent" | "gallery"} mode */
   startLoop(mode) {
     // Restarting mid-run: the outstanding chunk will be answered, so keep counting it (one in flight).
     // Starting after a stop/done/error: forget replies that may never come, so a lost one cannot stall us.
@@ -783,13 +1098,15 @@ class Panel {
   }
 
   // -- messages from Python -------------------------------------------------------------------
+  /**
+   * @param {Message} msg
+   * @param {unknown[]} [buffers]
+   */
   onMessage(msg, buffers = []) {
     if (!msg || typeof msg !== "object") return;
     switch (msg.type) {
       case "frame":
         return this.onFrame(msg, buffers || []);
-      case "history":
-        return this.onHistory(msg);
       case "search_results":
         return this.onSearchResults(msg);
       case "gallery":
@@ -803,6 +1120,10 @@ class Panel {
     }
   }
 
+  /**
+   * @param {FrameMessage} msg
+   * @param {unknown[]} buffers
+   */
   onFrame(msg, buffers) {
     this.loop.inFlight = Math.max(0, this.loop.inFlight - 1);
     if (buffers.length > 0 && this.slots.accent.show(buffers[0])) this.countFrame();
@@ -827,6 +1148,7 @@ class Panel {
     }
   }
 
+  /** @param {FrameMessage} msg */
   recordHistory(msg) {
     if (Array.isArray(msg.objective_history)) this.history.objective = msg.objective_history.slice();
     else if (msg.objective != null) this.history.objective.push(Number(msg.objective));
@@ -835,13 +1157,7 @@ class Panel {
     this.renderHistory(msg.objective, msg.distance);
   }
 
-  onHistory(msg) {
-    const o = Array.isArray(msg.objective) ? msg.objective.slice() : this.history.objective;
-    const dd = Array.isArray(msg.distance) ? msg.distance.slice() : this.history.distance;
-    this.history = { objective: o, distance: dd };
-    this.renderHistory(o[o.length - 1], dd[dd.length - 1]);
-  }
-
+  /** @param {SearchResultsMessage} msg */
   onSearchResults(msg) {
     if (String(msg.query ?? "").trim() !== this.searchInput.value.trim()) return; // stale answer
     const items = Array.isArray(msg.items) ? msg.items : [];
@@ -864,6 +1180,10 @@ class Panel {
     this.galleryEl.replaceChildren();
   }
 
+  /**
+   * @param {unknown} data
+   * @param {string} alt
+   */
   galleryImage(data, alt) {
     const img = h(this.doc, "img", { class: "faccent-gallery-img", alt });
     const bytes = toBytes(data);
@@ -875,6 +1195,10 @@ class Panel {
     return img;
   }
 
+  /**
+   * @param {GalleryMessage} msg
+   * @param {unknown[]} buffers
+   */
   onGallery(msg, buffers) {
     const d = this.doc;
     const items = Array.isArray(msg.items) ? msg.items : [];
@@ -909,6 +1233,10 @@ class Panel {
     if (this.loop.mode === "gallery") this.endLoop();
   }
 
+  /**
+   * @param {DownloadMessage} msg
+   * @param {unknown[]} buffers
+   */
   onDownload(msg, buffers) {
     const bytes = toBytes(buffers[0]);
     if (!bytes || bytes.byteLength === 0) {
@@ -927,6 +1255,7 @@ class Panel {
     }, DOWNLOAD_REVOKE_MS);
   }
 
+  /** @param {ErrorMessage} msg */
   onErrorMsg(msg) {
     this.showError(String(msg.message ?? "error"));
     // A chunk answered with an error gets no frame: stop asking, the user can start again.
@@ -956,6 +1285,7 @@ class Panel {
 }
 
 export default {
+  /** @param {{ model: Model, el: HTMLElement }} props */
   render({ model, el }) {
     const panel = new Panel(model, el);
     panel.build();

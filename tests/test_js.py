@@ -1,14 +1,20 @@
-"""Runs the front end's unit tests (``npm test`` in js/: node's test runner + jsdom)."""
+"""The front end: ``npm test`` in js/ (``tsc`` type-checks widget.js from its JSDoc, then node's test
+runner + jsdom run the unit tests), and the JS types and fallbacks agree with the Python widget."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
+import anywidget
 import pytest
 
+from faccent_widget import FaccentWidget
+
 JS = Path(__file__).resolve().parent.parent / "js"
+WIDGET_JS = (JS / "widget.js").read_text(encoding="utf-8")
 
 
 def test_js_unit_tests() -> None:
@@ -23,5 +29,29 @@ def test_js_unit_tests() -> None:
         [npm, "test", "--silent"], cwd=JS, capture_output=True, text=True, timeout=300,
     )
     output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f"`npm test` in js/ failed (exit {proc.returncode}):\n{output[-8000:]}"
+    assert proc.returncode == 0, (
+        f"`npm test` in js/ (type check, then unit tests) failed (exit {proc.returncode}):\n{output[-8000:]}"
+    )
     assert "# fail 0" in output, output[-4000:]
+
+
+def _jsdoc_typedef(name: str) -> str:
+    match = re.search(r"/\*\*((?:(?!\*/).)*?@typedef \{object\} " + name + r"\b.*?)\*/", WIDGET_JS, re.S)
+    assert match, f"no `@typedef {{object}} {name}` in js/widget.js"
+    return match.group(1)
+
+
+def test_js_traits_type_lists_the_python_widgets_synced_traits() -> None:
+    """The JSDoc ``Traits`` typedef names exactly the traits FaccentWidget syncs (anywidget's own aside)."""
+    js_traits = set(re.findall(r"@property \{[^}]*\} (\w+)", _jsdoc_typedef("Traits")))
+    py_traits = set(FaccentWidget.class_traits(sync=True)) - set(anywidget.AnyWidget.class_traits(sync=True))
+    only_js, only_py = sorted(js_traits - py_traits), sorted(py_traits - js_traits)
+    assert js_traits == py_traits, f"only in js/widget.js: {only_js}; only in Python: {only_py}"
+
+
+def test_js_lambda_fallbacks_are_the_python_defaults() -> None:
+    """While ``lam_min`` / ``lam_max`` are unknown, the λ slider uses the Python traits' defaults."""
+    for const, trait in (("LAM_MIN", "lam_min"), ("LAM_MAX", "lam_max")):
+        match = re.search(rf"^const {const} = ([0-9.eE+-]+);$", WIDGET_JS, re.M)
+        assert match, f"no `const {const} = <number>;` in js/widget.js"
+        assert float(match.group(1)) == FaccentWidget.class_traits()[trait].default_value, const

@@ -3,7 +3,7 @@ import { describe, it, beforeEach, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { JSDOM, VirtualConsole } from "jsdom";
 
-import widget, { lamToSlider, sliderToLam, toBytes, sniffType, sparklinePoints } from "../widget.js";
+import widget, { lamBounds, lamToSlider, sliderToLam, toBytes, sniffType, sparklinePoints } from "../widget.js";
 
 const PNG = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 1, 2, 3];
 const JPEG = [0xff, 0xd8, 0xff, 0xe0, 4, 5, 6];
@@ -172,6 +172,14 @@ describe("pure helpers", () => {
     assert.equal(lamToSlider(1e-9, 0.001, 1000), -3);
     assert.ok(Math.abs(sliderToLam(-1) - 0.1) < 1e-12);
     assert.ok(Math.abs(sliderToLam(lamToSlider(0.37, 0.001, 1000)) - 0.37) < 1e-12);
+  });
+
+  it("lamBounds falls back to Python's trait defaults (1e-2 .. 1e2) for missing or bad bounds", () => {
+    assert.deepEqual(lamBounds(undefined, undefined), [-2, 2]);
+    assert.deepEqual(lamBounds(0, -5), [-2, 2]);
+    assert.deepEqual(lamBounds("x", 10), [-2, 1]);
+    assert.deepEqual(lamBounds(0.001, 1000), [-3, 3]);
+    assert.deepEqual(lamBounds(10, 10), [1, 2]); // an empty range still gives the slider one decade
   });
 
   it("sparklinePoints scales values into the box", () => {
@@ -484,6 +492,16 @@ describe("controls", () => {
     assert.equal(Number(slider.value), 2);
     assert.equal(q("lam-value").textContent, "100");
     assert.equal(slider.getAttribute("aria-valuetext"), "λ = 100");
+  });
+
+  it("the λ slider range falls back to Python's defaults while lam_min / lam_max are missing", () => {
+    mount({ lam_min: undefined, lam_max: undefined, lam: 1e6 });
+    const slider = q("lam");
+    assert.equal(slider.min, "-2");
+    assert.equal(slider.max, "2");
+    assert.equal(Number(slider.value), 2); // clamped to lam_max = 1e2
+    model.change("lam_min", 0.001);
+    assert.equal(slider.min, "-3");
   });
 
   it("shows a mark at lam_recommended when it is known", () => {
