@@ -99,17 +99,18 @@ def start_run(
         cfg = resolve_config(config.preset, adapter.device, **{**_settings(config), **given})
     else:
         cfg = resolve_config(preset, adapter.device, **overrides)
-    targets = list(target) if _is_batch(target) else [target]
+    targets: list[Target] = list(target) if isinstance(target, (list, tuple)) else [target]  # type: ignore[list-item]
     if not targets:
         raise ValueError("target list is empty")
     objectives = [resolve_objective(adapter, t) for t in targets]
     if image is None:
         images: list[ImageInput] = []
     else:
-        images = list(image) if _is_batch(image) else [image]
+        images = list(image) if isinstance(image, (list, tuple)) else [image]  # type: ignore[list-item]
         if not images:
             raise ValueError("image list is empty")
-    lams = [check_lambda(v) for v in lam] if _is_batch(lam) else [DEFAULT_LAMBDA if lam is None else check_lambda(lam)]
+    lams = [check_lambda(v) for v in lam] if isinstance(lam, (list, tuple)) else [
+        DEFAULT_LAMBDA if lam is None else check_lambda(lam)]
     if not lams:
         raise ValueError("λ list is empty")
     n_items = max(len(objectives), len(images) or 1, len(lams))
@@ -152,7 +153,7 @@ def accentuate(model: nn.Module | Model, image: ImageInput, target: Target, **se
 def accentuate(model: nn.Module | Model, image: Images, target: Targets, **settings: Any) -> list[Accentuation]: ...
 
 
-def accentuate(model, image, target, **settings):  # type: ignore[no-untyped-def]
+def accentuate(model, image, target, **settings):
     """Accentuate ``image`` toward ``target`` with ``model``; returns an :class:`Accentuation`.
 
     Settings (``None`` = the preset's value; the preset is picked by device: CUDA → "paper",

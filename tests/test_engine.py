@@ -147,6 +147,8 @@ def test_iter_accentuate_yields_states_and_result(model, chelsea):
 
 
 class _NoHostSync(TorchDispatchMode):
+    """Fails on any scalar read-back (``.item()``, ``float(t)``, ``if t``): on a GPU each is a sync."""
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.aten._local_scalar_dense.default:
             raise AssertionError("host-device synchronisation inside the optimisation step")
@@ -190,21 +192,6 @@ def test_channel_distance_is_per_position_l2():
     a = torch.zeros(1, 2, 1, 2)
     b = torch.tensor([[[[3.0, 0.0]], [[4.0, 1.0]]]])
     torch.testing.assert_close(channel_distance(a, b), torch.tensor([[5.0, 1.0]]), atol=1e-5, rtol=0)
-
-
-def test_adam_matches_torch():
-    from faccent_widget.core.optim import Adam
-
-    torch.manual_seed(0)
-    a = torch.randn(5, 7, requires_grad=True)
-    b = a.detach().clone().requires_grad_(True)
-    ours, ref = Adam([a], lr=0.05), torch.optim.Adam([b], lr=0.05)
-    for _ in range(10):
-        g = torch.randn(5, 7)
-        a.grad, b.grad = g.clone(), g.clone()
-        ours.step()
-        ref.step()
-    torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
 
 
 def test_bf16_autocast_runs_and_scores_in_fp32(model, chelsea):

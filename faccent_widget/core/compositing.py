@@ -34,6 +34,10 @@ def _image(x: Any) -> torch.Tensor:
     return load_image(x)
 
 
+def _hw(x: torch.Tensor) -> tuple[int, int]:
+    return int(x.shape[-2]), int(x.shape[-1])
+
+
 def _resize(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(hw):
         return x
@@ -68,8 +72,8 @@ def masked_accentuation(seed: Any, accent: Any, mask: Any) -> torch.Tensor:
     shaped like ``accent`` (batched when any input is batched).
     """
     a = _image(accent)
-    s = _resize(_image(seed), tuple(a.shape[-2:]))
-    m = _mask(mask, tuple(a.shape[-2:]))
+    s = _resize(_image(seed), _hw(a))
+    m = _mask(mask, _hw(a))
     return (m * a + (1 - m) * s).clamp(0, 1)
 
 
@@ -104,7 +108,7 @@ def heatmap_overlay(
         flat = h.reshape(-1, h.shape[-2] * h.shape[-1]) if h.dim() == 3 else h.reshape(1, -1)
         lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
         h = ((flat - lo) / (hi - lo).clamp_min(1e-12)).reshape(h.shape)
-    h = _mask(h, tuple(img.shape[-2:]))  # (1|N, 1, H, W) or (1, H, W)
+    h = _mask(h, _hw(img))  # (1|N, 1, H, W) or (1, H, W)
     rgba = colormap(h.squeeze(-3).numpy())  # (..., H, W, 4)
     colour = torch.from_numpy(np.ascontiguousarray(rgba[..., :3])).float().movedim(-1, -3)
     return ((1 - float(alpha)) * img + float(alpha) * colour).clamp(0, 1)
@@ -115,7 +119,7 @@ def difference_image(seed: Any, accent: Any, gain: float = 4.0) -> torch.Tensor:
     where nothing changed, brighter/darker where the accentuation added/removed colour. The seed is
     resized to the accentuation if needed."""
     a = _image(accent)
-    s = _resize(_image(seed), tuple(a.shape[-2:]))
+    s = _resize(_image(seed), _hw(a))
     return (0.5 + float(gain) * (a - s)).clamp(0, 1)
 
 
@@ -135,7 +139,7 @@ def panel(
         raise ValueError(f"got {len(images)} images but {len(labels)} labels")
     pils = [to_pil(im).convert("RGB") for im in images]
     h = int(height or pils[0].height)
-    pils = [p if p.height == h else p.resize((max(1, round(p.width * h / p.height)), h), Image.BILINEAR) for p in pils]
+    pils = [p if p.height == h else p.resize((max(1, round(p.width * h / p.height)), h), Image.Resampling.BILINEAR) for p in pils]
     text_h = 14 if labels is not None else 0
     width = sum(p.width for p in pils) + pad * (len(pils) + 1)
     canvas = Image.new("RGB", (width, h + 2 * pad + text_h), background)

@@ -33,7 +33,6 @@ import torch.nn.functional as F
 from .config import EngineConfig, check_lambda
 from .model import Model
 from .objectives import Logit, Objective
-from .optim import Adam
 from .parameterizations import Fourier, Parameterization, make_parameterization
 from .transforms import add_noise, crop_boxes, sample_boxes, sample_noise
 
@@ -174,7 +173,8 @@ class AccentuationRun:
         self.b = b
         self.h, self.w = self.seeds.shape[-2:]
         self.autocast = _use_autocast(model, self.device) if config.autocast is None else bool(config.autocast)
-        self.optimizer = Adam(self.param.params, lr=config.lr)
+        # fused Adam keeps its step count on the parameters' device: no scalar read-back per step
+        self.optimizer = torch.optim.Adam(self.param.params, lr=config.lr, fused=self.device.type in ("cpu", "cuda"))
         self.lam_values = [float(v) for v in lams]
         self.lams = torch.tensor(self.lam_values, device=self.device)
         self.balance = torch.ones(b, device=self.device)
@@ -182,7 +182,7 @@ class AccentuationRun:
         self.layers = tuple(dict.fromkeys([l for o in self.objectives for l in o.layers] + [self.reg_layer]))
         self.needs_logits = any(o.needs_logits for o in self.objectives)
         self._logit_index = (
-            torch.tensor([o.index for o in self.objectives], device=self.device)
+            torch.tensor([o.index for o in self.objectives if isinstance(o, Logit)], device=self.device)
             if all(isinstance(o, Logit) for o in self.objectives) else None
         )
         self.attribution = torch.zeros(b, self.h, self.w, device=self.device)
@@ -278,8 +278,8 @@ class AccentuationRun:
         params = self.param.params
         p_obj = torch.autograd.grad(x, params, g_obj, retain_graph=True)
         p_reg = torch.autograd.grad(x, params, g_reg, retain_graph=True)
-        s_obj = sum(g.abs().flatten(1).sum(1) for g in p_obj)
-        s_reg = sum(g.abs().flatten(1).sum(1) for g in p_reg)
+        s_obj = torch.stack([g.abs().flatten(1).sum(1) for g in p_obj]).sum(0)
+        s_reg = torch.stack([g.abs().flatten(1).sum(1) for g in p_reg]).sum(0)
         return torch.where(s_reg > 1e-20, s_obj / s_reg.clamp_min(1e-20), torch.ones_like(s_obj))
 
     def __iter__(self) -> Iterator[StepState]:

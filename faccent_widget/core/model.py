@@ -40,7 +40,7 @@ class LayerNotFoundError(KeyError):
 class Prediction(NamedTuple):
     """One entry of ``Model.predict``."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose: the class index
     label: str
     prob: float
 
@@ -122,10 +122,10 @@ class Model:
     @property
     def device(self) -> torch.device:
         """Device the model runs on (of its first parameter or buffer; CPU if it has none)."""
-        for t in self.module.parameters():
-            return t.device
-        for t in self.module.buffers():
-            return t.device
+        for p in self.module.parameters():
+            return p.device
+        for b in self.module.buffers():
+            return b.device
         return torch.device("cpu")
 
     @property
@@ -349,7 +349,7 @@ class Model:
         size = (self.input_size, self.input_size)
         if isinstance(images, torch.Tensor) and images.dim() == 4:
             return resize_image(images.detach().float(), size)
-        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        items: list[Any] = list(images) if isinstance(images, (list, tuple)) else [images]
         if not items:
             raise ValueError("no images given: pass an image, a (N, 3, H, W) tensor or a non-empty list")
         return torch.stack([load_image(img, size=size) for img in items])

@@ -87,7 +87,7 @@ class _Combined(Objective):
 def _combine(a: Any, b: Any, fn: Callable[[Any, Any], Any], op: str) -> Objective:
     for side in (a, b):
         if not isinstance(side, (Objective, int, float)):
-            return NotImplemented  # type: ignore[return-value]
+            return NotImplemented
     da = a.description if isinstance(a, Objective) else repr(a)
     db = b.description if isinstance(b, Objective) else repr(b)
     return _Combined([a, b], fn, f"({da} {op} {db})")

@@ -142,7 +142,7 @@ def _plot_positions(lambdas: np.ndarray) -> tuple[np.ndarray, list[float], list[
     return x, ticks, labels
 
 
-def crossing(lambdas: Sequence[float], values: Sequence[float], level: float = 0.5) -> tuple[float, bool]:
+def crossing(lambdas: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray, level: float = 0.5) -> tuple[float, bool]:
     """λ where a decreasing curve crosses ``level``, interpolated linearly in log₁₀ λ.
 
     Only positive λ are interpolated. Among several bracketing segments (a noisy curve) the steepest

@@ -297,7 +297,7 @@ def randomization_check(
     target_list = list(targets) if isinstance(targets, (list, tuple)) else [targets]
     if not target_list:
         raise ValueError("targets is empty")
-    objectives: list[Objective] = [resolve_objective(model, t) for t in target_list]
+    objectives: list[Objective] = [resolve_objective(model, t) for t in target_list]  # type: ignore[arg-type]
     layers = parameterized_layers(model)
     if not layers:
         raise ValueError("the model has no parameterised module to randomise")

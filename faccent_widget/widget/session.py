@@ -87,7 +87,7 @@ class Session:
             if self._reference_inputs is None:
                 images = list(sample_images().values())
             else:
-                images = list(self._reference_inputs)
+                images = list(self._reference_inputs)  # type: ignore[arg-type]
             if not images:
                 raise ValueError("the reference set for collective normalisation is empty")
             self._reference = self.model.view(images)
@@ -147,7 +147,7 @@ class Session:
 
     def view(self, accent: torch.Tensor, mask: torch.Tensor, view: str) -> torch.Tensor:
         """The accentuation tile in ``view``: masked over the seed, unmasked, or the difference."""
-        seed = resize_image(self.seed, tuple(accent.shape[-2:]))
+        seed = resize_image(self.seed, (int(accent.shape[-2]), int(accent.shape[-1])))
         if view == "diff":
             return difference_image(seed, accent, gain=4.0)
         if view == "masked":
