@@ -268,13 +268,7 @@ _SAMPLES: dict[str, Callable[[], Any]] = {
 
 
 def _available() -> list[str]:
-    try:
-        import sklearn.datasets  # noqa: F401
-
-        has_sklearn = True
-    except ImportError:
-        has_sklearn = False
-    return [name for name in _SAMPLES if has_sklearn or name not in ("china", "flower")]
+    return list(_SAMPLES)
 
 
 def sample_image_names() -> list[str]:
