@@ -71,7 +71,7 @@ def start_run(
     noise: float | None = None,
     balance: bool | None = None,
     snapshot_every: int | None = None,
-    autocast: bool | None = None,
+    autocast: bool | str | None = None,
     preset: str | None = None,
     seed: int | None = None,
     device: str | torch.device | None = None,
@@ -160,9 +160,10 @@ def accentuate(model, image, target, **settings):
     CPU → "preview"): ``lam`` (λ, balanced so 1 means objective and regulariser pull equally),
     ``reg_layer``, ``steps``, ``n_crops``, ``crop_range``, ``input_size`` (crop size fed to the
     model), ``canvas`` (shorter side of the optimised image), ``lr``, ``param`` ("fourier", "pixel",
-    "maco"), ``noise`` (σ), ``balance``, ``snapshot_every``, ``autocast`` (bf16 model passes; default:
-    on for CPUs with native bf16 and models without depthwise convolutions), ``preset``, ``seed``,
-    ``device``.
+    "maco"), ``noise`` (σ), ``balance``, ``snapshot_every``, ``autocast`` (low-precision model passes;
+    default: by device — bf16 on CUDA sm80+ and on CPUs with native bf16 for models without depthwise
+    convolutions, fp16 on T4/V100, fp32 elsewhere; ``False`` = fp32, ``"fp16"``/``"bf16"`` to force),
+    ``preset``, ``seed``, ``device``.
 
     A list of targets (e.g. the top-5 classes) or of images runs as one batch and returns a list.
     """

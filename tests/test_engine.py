@@ -152,14 +152,20 @@ class _NoHostSync(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.aten._local_scalar_dense.default:
             raise AssertionError("host-device synchronisation inside the optimisation step")
+        if func is torch.ops.aten.lift_fresh.default:  # torch.tensor(host data): a synchronising copy on CUDA
+            raise AssertionError("a tensor built from host data inside the optimisation step")
         return func(*args, **(kwargs or {}))
 
 
-def test_step_never_synchronises_with_the_host(model, chelsea):
-    run = fw.start_run(model, chelsea, ["tabby", "blocks.4:3"], seed=0, noise=0.02, **FAST)
+@pytest.mark.parametrize("autocast", [None, "fp16"])
+def test_step_never_synchronises_with_the_host(model, chelsea, autocast):
+    targets = ["tabby", "blocks.4:3", fw.direction("blocks.4", torch.ones(112))]
+    run = fw.start_run(model, chelsea, targets, seed=0, noise=0.02, autocast=autocast, **FAST)
     with _NoHostSync():
         for _ in range(3):  # includes the balance step
             run.step()
+    if autocast == "fp16":  # the scaled path: unscaled on the device, all gradients finite here
+        assert run.policy.grad_scale > 1 and int(run.nonfinite_steps.sum()) == 0
 
 
 def test_noise_seeded_visualization(model):
@@ -202,6 +208,17 @@ def test_bf16_autocast_runs_and_scores_in_fp32(model, chelsea):
     run = fw.start_run(googlenet, chelsea, 5, seed=0, **FAST)
     assert run.autocast == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # auto rule: no depthwise convs
     assert fw.start_run(model, chelsea, 5, seed=0, **FAST).autocast is False  # EfficientNet: depthwise
+
+
+def test_forced_fp16_autocast_follows_fp32(model, chelsea):
+    """The T4 path (fp16 autocast + gradient scale), forced on the CPU: same course as fp32."""
+    fp32 = fw.accentuate(model, chelsea, "tabby", autocast=False, seed=0, **FAST)
+    fp16 = fw.accentuate(model, chelsea, "tabby", autocast="fp16", seed=0, **FAST)
+    assert fp16.config["autocast"] == "fp16"
+    np.testing.assert_allclose(fp16.history["objective"], fp32.history["objective"], rtol=0.05)
+    assert fp16.score.value == pytest.approx(fp32.score.value, abs=0.3)
+    with pytest.raises(ValueError, match="autocast must be"):
+        fw.start_run(model, chelsea, "tabby", autocast="fp8", **FAST)
 
 
 def test_lambda_list_sweeps_one_target(model, chelsea):

@@ -48,7 +48,9 @@ class EngineConfig:
     snapshot_every: int = 5
     seed: int | None = None
     preset: str = "paper"
-    autocast: bool | None = None  # bf16 autocast of the model passes; None = auto (see engine)
+    # autocast of the model passes: None = the device's rule (core/device_policy.py), False = fp32,
+    # True = the device's low-precision dtype, "fp16" / "bf16" = force that dtype
+    autocast: bool | str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -109,5 +111,7 @@ def _validate(cfg: EngineConfig) -> None:
         raise ValueError(f"noise must be >= 0, got {cfg.noise}")
     if cfg.param.lower() not in PARAMETERIZATIONS:
         raise ValueError(f"unknown parameterization {cfg.param!r}; choose one of {', '.join(PARAMETERIZATIONS)}")
+    if not (cfg.autocast is None or isinstance(cfg.autocast, bool) or cfg.autocast in ("fp16", "bf16")):
+        raise ValueError(f"autocast must be None, True, False, 'fp16' or 'bf16', got {cfg.autocast!r}")
     if cfg.snapshot_every < 1:
         raise ValueError(f"snapshot_every must be >= 1, got {cfg.snapshot_every}")

@@ -10,7 +10,9 @@ One step:
 * gradients of the objective and of the distance are taken at the image, so the objective's
   gradient doubles as the attribution map without a second full backward pass; then
   ``−g_obj + λ·b·g_reg`` is back-propagated once through the parameterization;
-* nothing is synchronised with the host: losses and snapshots stay on the device until asked for.
+* nothing is synchronised with the host: losses and snapshots stay on the device until asked for;
+* the model passes run under the device's autocast dtype (:mod:`.device_policy`); with fp16 the
+  objective and the distance are scaled before their gradients are taken and unscaled after.
 
 λ balance (as in the reference library): ``b`` is fixed at the first step where the regulariser has
 a gradient (step 1; at step 0 the candidate equals the seed, so the regulariser is skipped) to
@@ -31,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import EngineConfig, check_lambda
+from .device_policy import DevicePolicy, device_policy
 from .model import Model
 from .objectives import Logit, Objective
 from .parameterizations import Fourier, Parameterization, make_parameterization
@@ -100,21 +103,9 @@ class Accentuation:
         return self.snapshots[i].float() / 255.0
 
 
-def _use_autocast(model: Model, device: torch.device) -> bool:
-    """Auto rule for bf16 autocast: on CPUs with native bf16 (AMX/AVX512-BF16) for models without
-    depthwise convolutions (3–4× faster for GoogLeNet/ResNet/VGG there; EfficientNet's depthwise
-    backward gets slower), never elsewhere by default. Override with ``autocast=True/False``."""
-    if device.type != "cpu":
-        return False
-    try:
-        supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+def _has_depthwise(model: Model) -> bool:
     module = getattr(model, "module", None)
-    if not supported or module is None:
-        return False
-    grouped = any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in module.modules())
-    return not grouped
+    return module is not None and any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in module.modules())
 
 
 class AccentuationRun:
@@ -152,6 +143,8 @@ class AccentuationRun:
         lams = [check_lambda(v) for v in lams]
         self.reg_layer = model.resolve_layer(config.reg_layer) if config.reg_layer else model.default_reg_layer
         seed_value = config.seed if config.seed is not None else random.randrange(2**31)
+        #: draws the augmentations (on the model's device). A CPU generator here draws the same crops and
+        #: noise on any device (to compare devices; costs a synchronising host→device copy per step).
         self.generator = torch.Generator(device=self.device).manual_seed(int(seed_value))
         self.seed_value = int(seed_value)
 
@@ -172,7 +165,15 @@ class AccentuationRun:
             self.noise_seeded = False
         self.b = b
         self.h, self.w = self.seeds.shape[-2:]
-        self.autocast = _use_autocast(model, self.device) if config.autocast is None else bool(config.autocast)
+        #: autocast dtype, memory format and fp16 gradient scale (see ``device_policy``); ``config.autocast``
+        #: None = the device's rule, True/False, or "fp16"/"bf16" to force a dtype.
+        self.policy: DevicePolicy = device_policy(
+            self.device, model_dtype=getattr(model, "dtype", torch.float32), has_depthwise=_has_depthwise(model),
+            autocast=config.autocast,
+        )
+        self.autocast = self.policy.autocast
+        #: (B,) fp16 image gradients (objective or regulariser) that were not finite and were dropped
+        self.nonfinite_steps = torch.zeros(b, dtype=torch.int32, device=self.device)
         # fused Adam keeps its step count on the parameters' device: no scalar read-back per step
         self.optimizer = torch.optim.Adam(self.param.params, lr=config.lr, fused=self.device.type in ("cpu", "cuda"))
         self.lam_values = [float(v) for v in lams]
@@ -233,12 +234,14 @@ class AccentuationRun:
         if self.done:
             raise RuntimeError(f"the run is finished ({self.config.steps} steps); start a new one")
         cfg, n, size = self.config, self.config.n_crops, self.config.input_size
-        boxes = sample_boxes(n, self.h, self.w, cfg.crop_range, self.generator)
+        boxes = sample_boxes(n, self.h, self.w, cfg.crop_range, self.generator).to(self.device)
         noise = sample_noise(n, size, cfg.noise, self.generator)
+        noise = noise.to(self.device) if noise is not None else None
 
         x = self.param.image()
         crops = self._layout(add_noise(crop_boxes(x, boxes, size), noise))
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        dtype = self.policy.autocast_dtype
+        with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             feats = self.model.features(crops, self.layers, logits=self.needs_logits)
             with torch.no_grad():
                 seed_crops = self._layout(add_noise(crop_boxes(self.seeds, boxes, size), noise))
@@ -250,11 +253,14 @@ class AccentuationRun:
         # At step 0 the candidate *is* the seed: the distance is 0 up to round-off, and the gradient
         # of a norm at 0 is only noise (a unit vector of round-off), so the regulariser starts at step 1.
         regularise = self.use_reg and self.step_count > 0
-        (g_obj,) = torch.autograd.grad(objective.sum(), x, retain_graph=regularise)
+        scale = self.policy.grad_scale
+        (g_obj,) = torch.autograd.grad(objective.sum() * scale, x, retain_graph=regularise)
+        g_obj = self._unscale(g_obj, scale)
         self.attribution += g_obj.detach().abs().sum(1)
         direction = -g_obj
         if regularise:
-            (g_reg,) = torch.autograd.grad(distance.sum(), x)
+            (g_reg,) = torch.autograd.grad(distance.sum() * scale, x)
+            g_reg = self._unscale(g_reg, scale)
             if cfg.balance and self.step_count == 1:
                 self.balance = self._balance(x, g_obj, g_reg)
             direction = direction + (self.lams * self.balance).view(-1, 1, 1, 1) * g_reg
@@ -271,8 +277,18 @@ class AccentuationRun:
         return StepState(self.step_count, cfg.steps, image, objective.detach(), distance.detach(), self)
 
     def _layout(self, crops: torch.Tensor) -> torch.Tensor:
-        """channels_last under bf16 autocast (oneDNN's fast path: ~2.4× more for GoogLeNet on CPU)."""
-        return crops.contiguous(memory_format=torch.channels_last) if self.autocast else crops
+        """channels_last when the policy says so (with bf16 on CPU, oneDNN's fast path: ~2.4× for GoogLeNet)."""
+        return crops.contiguous(memory_format=torch.channels_last) if self.policy.channels_last else crops
+
+    def _unscale(self, g: torch.Tensor, scale: float) -> torch.Tensor:
+        """Undo the fp16 gradient scale; an item whose gradient is not finite gets a zero gradient this
+        step (counted in ``nonfinite_steps``). On the device, without a host sync."""
+        if scale == 1.0:
+            return g
+        g = g / scale
+        finite = torch.isfinite(g).flatten(1).all(1)
+        self.nonfinite_steps += (~finite).int()
+        return torch.where(finite.view(-1, 1, 1, 1), g, torch.zeros_like(g))
 
     def _balance(self, x: torch.Tensor, g_obj: torch.Tensor, g_reg: torch.Tensor) -> torch.Tensor:
         params = self.param.params

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 import torch
@@ -275,8 +276,7 @@ class Model:
     # ------------------------------------------------------------------ running
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Map a [0, 1] batch to the model's input normalisation."""
-        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+        mean, std = _norm_constants(self.mean, self.std, x.device, x.dtype)
         return (x - mean) / std
 
     def features(
@@ -449,6 +449,16 @@ def _trace_module(model: Model) -> _Trace:
         last_call[n] = i
     order = sorted(last_call, key=last_call.__getitem__)
     return _Trace(order, calls, last_call, leaf_at_return, leaf_count[0], spatial, int(logits.shape[1]))
+
+
+@functools.lru_cache(maxsize=32)
+def _norm_constants(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device,
+                    dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, 3, 1, 1) mean and std on ``device``, made once: building them from Python floats every
+    call is a host→device copy, which synchronises a CUDA optimisation step with the host."""
+    with torch.inference_mode(False):
+        return (torch.tensor(mean, device=device, dtype=dtype).view(1, 3, 1, 1),
+                torch.tensor(std, device=device, dtype=dtype).view(1, 3, 1, 1))
 
 
 def _check_logits(result: Any, name: str) -> torch.Tensor:

@@ -7,6 +7,7 @@ the seed exactly (up to float error): ``Fourier`` (default, 1/f-scaled spectrum,
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -20,9 +21,17 @@ DESATURATION = 5.0
 _EPS = 1e-5
 
 
+@functools.lru_cache(maxsize=16)
+def _color_matrix(device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The colour matrix on ``device``, copied there once: a host→device copy every step would
+    synchronise a CUDA step with the host."""
+    with torch.inference_mode(False):
+        return COLOR_CORRELATION.to(device, dtype)
+
+
 def _recorrelate(x: torch.Tensor) -> torch.Tensor:
     """Decorrelated → RGB logits (channel mix by the colour matrix)."""
-    return torch.einsum("dc,bchw->bdhw", COLOR_CORRELATION.to(x.device, x.dtype), x)
+    return torch.einsum("dc,bchw->bdhw", _color_matrix(x.device, x.dtype), x)
 
 
 def _decorrelate(x: torch.Tensor) -> torch.Tensor:

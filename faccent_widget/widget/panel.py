@@ -1,6 +1,7 @@
 """``FaccentWidget``: one anywidget panel with seed, Grad-CAM, collective mask and live accentuation.
 
-The browser drives the loop (see ``docs/widget-protocol.md``): it asks for a ~200 ms chunk of steps,
+The browser drives the loop (see ``docs/widget-protocol.md``): it asks for a chunk of steps (its
+``budget_ms`` is an upper bound; the device policy sets the length: 200 ms on CPUs, 60 ms on GPUs),
 Python runs them and answers with one frame (JPEG bytes in a message buffer), the browser paints it and
 asks again. No threads, so it behaves the same in JupyterLab, Notebook 7, VS Code and Colab, and the
 kernel stays free between chunks. ``run()`` does the same from Python, headless.
@@ -21,6 +22,7 @@ from torch import nn
 
 from ..core.compositing import panel
 from ..core.config import DEFAULT_LAMBDA, LAMBDA_SLIDER, PRESETS, EngineConfig, check_lambda, resolve_config
+from ..core.device_policy import device_policy
 from ..core.engine import Accentuation
 from ..core.masks import DEFAULT_P1, DEFAULT_P2
 from ..core.objectives import Channel, Logit, Objective, resolve_objective
@@ -112,6 +114,7 @@ class FaccentWidget(anywidget.AnyWidget):
         )
         self._model = adapter
         self._session = session
+        self._chunk_budget_s = device_policy(adapter.device, model_dtype=adapter.dtype).chunk_budget_s
         self._overrides = {k: v for k, v in engine_overrides.items() if k not in ("steps", "reg_layer")}
         #: The one resolved engine configuration; trait changes replace fields of it.
         self.engine_config: EngineConfig = dataclasses.replace(config, reg_layer=reg_layer)
@@ -164,8 +167,8 @@ class FaccentWidget(anywidget.AnyWidget):
         self.start()
 
     def _handle_chunk(self, msg: dict[str, Any]) -> None:
-        budget = float(msg.get("budget_ms", 200)) / 1000.0
-        frame = self.advance(max(0.02, min(budget, 5.0)))
+        requested = float(msg.get("budget_ms", 1000 * self._chunk_budget_s)) / 1000.0
+        frame = self.advance(max(0.02, min(requested, self._chunk_budget_s, 5.0)))
         if frame is None:
             self.send({"type": "frame", "step": self.step, "steps": self.steps, "done": True})
             return
@@ -259,12 +262,13 @@ class FaccentWidget(anywidget.AnyWidget):
         self.accent_png = to_png_bytes(self._session.display_seed)
         self.status = "reset"
 
-    def advance(self, budget_s: float = 0.2) -> Frame | None:
-        """Run about ``budget_s`` seconds of steps and return the frame to show (None if idle)."""
+    def advance(self, budget_s: float | None = None) -> Frame | None:
+        """Run about ``budget_s`` seconds of steps (default: the device's chunk budget) and return the
+        frame to show (None if idle)."""
         session = self._session
         if not self.running or session.run is None:
             return None
-        states = session.advance(budget_s)
+        states = session.advance(self._chunk_budget_s if budget_s is None else budget_s)
         run = session.run
         last = states[-1] if states else None
         done = run.done
