@@ -71,6 +71,7 @@ def start_run(
     noise: float | None = None,
     balance: bool | None = None,
     snapshot_every: int | None = None,
+    attribution_every: int | None = None,
     autocast: bool | str | None = None,
     preset: str | None = None,
     seed: int | None = None,
@@ -89,7 +90,7 @@ def start_run(
     adapter = as_model(model, device=device)
     overrides = dict(
         steps=steps, n_crops=n_crops, crop_range=crop_range, input_size=input_size, canvas=canvas, lr=lr,
-        param=param, noise=noise, balance=balance, snapshot_every=snapshot_every, autocast=autocast, seed=seed,
+        param=param, noise=noise, balance=balance, snapshot_every=snapshot_every, attribution_every=attribution_every, autocast=autocast, seed=seed,
         reg_layer=reg_layer,
     )
     if config is not None:
@@ -160,7 +161,8 @@ def accentuate(model, image, target, **settings):
     CPU → "preview"): ``lam`` (λ, balanced so 1 means objective and regulariser pull equally),
     ``reg_layer``, ``steps``, ``n_crops``, ``crop_range``, ``input_size`` (crop size fed to the
     model), ``canvas`` (shorter side of the optimised image), ``lr``, ``param`` ("fourier", "pixel",
-    "maco"), ``noise`` (σ), ``balance``, ``snapshot_every``, ``autocast`` (low-precision model passes;
+    "maco"), ``noise`` (σ), ``balance``, ``snapshot_every``, ``attribution_every`` (sample the gradient
+    attribution every k regularised steps; 1 = exact, at the cost of a second backward per step), ``autocast`` (low-precision model passes;
     default: by device — bf16 on CUDA sm80+ and on CPUs with native bf16 for models without depthwise
     convolutions, fp16 on T4/V100, fp32 elsewhere; ``False`` = fp32, ``"fp16"``/``"bf16"`` to force),
     ``preset``, ``seed``, ``device``.

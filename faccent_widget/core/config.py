@@ -46,6 +46,7 @@ class EngineConfig:
     balance: bool = True
     reg_layer: str | None = None  # None: the model's default regularisation layer
     snapshot_every: int = 5
+    attribution_every: int = 10  # sample Σ|∂objective/∂image| every k regularised steps (1 = exact)
     seed: int | None = None
     preset: str = "paper"
     # autocast of the model passes: None = the device's rule (core/device_policy.py), False = fp32,
@@ -115,3 +116,5 @@ def _validate(cfg: EngineConfig) -> None:
         raise ValueError(f"autocast must be None, True, False, 'fp16' or 'bf16', got {cfg.autocast!r}")
     if cfg.snapshot_every < 1:
         raise ValueError(f"snapshot_every must be >= 1, got {cfg.snapshot_every}")
+    if int(cfg.attribution_every) != cfg.attribution_every or cfg.attribution_every < 1:
+        raise ValueError(f"attribution_every must be an int >= 1, got {cfg.attribution_every!r}")

@@ -7,9 +7,11 @@ One step:
 
 * the seed branch runs under ``no_grad`` and stops at the regularisation layer ℓ;
 * the candidate branch stops at the deepest layer the objective needs;
-* gradients of the objective and of the distance are taken at the image, so the objective's
-  gradient doubles as the attribution map without a second full backward pass; then
-  ``−g_obj + λ·b·g_reg`` is back-propagated once through the parameterization;
+* ONE backward pass of the combined loss ``−objective + λ·b·distance`` per step. The objective's
+  gradient is taken apart from the distance's only where it is needed: at the balance step (step 1)
+  and, for the gradient attribution ``Σ_steps |∂objective/∂image|``, every ``attribution_every``
+  steps (each sample standing for the steps up to the next; exact when ``attribution_every=1`` or
+  λ = 0, where every step's single backward *is* the objective's gradient);
 * nothing is synchronised with the host: losses and snapshots stay on the device until asked for;
 * the model passes run under the device's autocast dtype (:mod:`.device_policy`); with fp16 the
   objective and the distance are scaled before their gradients are taken and unscaled after.
@@ -253,19 +255,28 @@ class AccentuationRun:
         # At step 0 the candidate *is* the seed: the distance is 0 up to round-off, and the gradient
         # of a norm at 0 is only noise (a unit vector of round-off), so the regulariser starts at step 1.
         regularise = self.use_reg and self.step_count > 0
+        balance_step = regularise and cfg.balance and self.step_count == 1
+        weight = self._attribution_weight(regularise)
         scale = self.policy.grad_scale
-        (g_obj,) = torch.autograd.grad(objective.sum() * scale, x, retain_graph=regularise)
-        g_obj = self._unscale(g_obj, scale)
-        self.attribution += g_obj.detach().abs().sum(1)
-        direction = -g_obj
-        if regularise:
-            (g_reg,) = torch.autograd.grad(distance.sum() * scale, x)
-            g_reg = self._unscale(g_reg, scale)
-            if cfg.balance and self.step_count == 1:
-                self.balance = self._balance(x, g_obj, g_reg)
-            direction = direction + (self.lams * self.balance).view(-1, 1, 1, 1) * g_reg
         self.optimizer.zero_grad()
-        x.backward(direction)
+        if regularise and not balance_step and weight == 0:
+            # the common step: one backward of the combined loss, through the model and the crops once
+            loss = (self.lams * self.balance * distance - objective).sum() * scale
+            (g,) = torch.autograd.grad(loss, x)
+            x.backward(self._unscale(g, scale))
+        else:
+            (g_obj,) = torch.autograd.grad(objective.sum() * scale, x, retain_graph=regularise)
+            g_obj = self._unscale(g_obj, scale)
+            if weight:
+                self.attribution += weight * g_obj.detach().abs().sum(1)
+            direction = -g_obj
+            if regularise:
+                (g_reg,) = torch.autograd.grad(distance.sum() * scale, x)
+                g_reg = self._unscale(g_reg, scale)
+                if balance_step:
+                    self.balance = self._balance(x, g_obj, g_reg)
+                direction = direction + (self.lams * self.balance).view(-1, 1, 1, 1) * g_reg
+            x.backward(direction)
         self.optimizer.step()
 
         self.step_count += 1
@@ -275,6 +286,17 @@ class AccentuationRun:
             self.snapshots.append((image.clamp(0, 1) * 255).round().to(torch.uint8))
             self.snapshot_steps.append(self.step_count)
         return StepState(self.step_count, cfg.steps, image, objective.detach(), distance.detach(), self)
+
+    def _attribution_weight(self, regularise: bool) -> int:
+        """How many steps this step's |∂objective/∂image| stands for in the attribution (0: not sampled).
+
+        Unregularised steps are exact (their one backward is the objective's gradient). Regularised
+        steps 1, 1 + k, 1 + 2k, … (k = ``attribution_every``) are sampled, each for the k steps from it.
+        """
+        if not regularise:
+            return 1
+        k, s = self.config.attribution_every, self.step_count
+        return min(k, self.config.steps - s) if (s - 1) % k == 0 else 0
 
     def _layout(self, crops: torch.Tensor) -> torch.Tensor:
         """channels_last when the policy says so (with bf16 on CPU, oneDNN's fast path: ~2.4× for GoogLeNet)."""
