@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import ipywidgets as widgets
 import numpy as np
 import pytest
 import torch
@@ -254,11 +255,19 @@ def test_html_report_escapes_labels_and_is_self_contained(evil_report: TriageRep
 def test_browser_grid_detail_and_faccent_widget(evil_report: TriageReport) -> None:
     browser = evil_report.show(page_size=1)  # the triage's own model (with the markup label)
     assert browser.page_label.value == "page 1 / 1" and len(browser.cards) == 1
-    assert browser.cards[0].description == f"#1 {EVIL} → drilling platform"  # a Button shows text, not HTML
+    cell = browser.grid.children[0]
+    assert cell.children[1].value == f"true: {EVIL}"  # a Label: shown as text
+    assert cell.children[2].value.startswith("predicted: drilling platform (")
+    assert browser.cards[0].description == "#1  open"
     header = browser.children[0].value
     assert EVIL not in header and "&lt;b&gt;efficientnet&lt;/b&gt;" in header
     browser.cards[0].click()
     assert browser.selected is evil_report[0] and browser.detail.layout.display == "flex"
+    html_captions = [w.value for box in browser.detail.children if isinstance(box, widgets.HBox)
+                     for tile in box.children if isinstance(tile, widgets.VBox)
+                     for w in tile.children if isinstance(w, widgets.HTML)]
+    assert len(html_captions) == 5 and any("where: &lt;img src=x" in c for c in html_captions)
+    assert not any(EVIL in c for c in html_captions)
     widget = browser.open_faccent()
     assert isinstance(widget, fw.FaccentWidget) and widget in browser.detail.children
     assert "drilling platform" in widget.triage and EVIL in widget.triage

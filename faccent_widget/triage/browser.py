@@ -2,9 +2,9 @@
 
 Plain ipywidgets (works wherever ipywidgets do): a grid of the ranked mistakes, a page at a time;
 clicking one shows it large (seed, masks and masked accentuations, probabilities), and a button
-opens it in a live :class:`~faccent_widget.FaccentWidget` for that image with its true label. Every
-label is shown through text-only widgets (``Label``, ``Button`` descriptions); the only ``HTML``
-widget gets escaped text.
+opens it in a live :class:`~faccent_widget.FaccentWidget` for that image with its true label. Labels
+are shown through text-only widgets (``Label``, ``Button`` descriptions); ``HTML`` widgets only ever
+get text passed through ``html.escape``.
 """
 
 from __future__ import annotations
@@ -82,12 +82,17 @@ class TriageBrowser(widgets.VBox):
         for item in items:
             image = widgets.Image(value=_jpeg(item.seed, 176), format="jpeg",
                                   layout=widgets.Layout(width="188px", height="auto"))
-            button = widgets.Button(description=f"#{item.rank} {item.true_label} → {item.predicted_label}",
-                                    tooltip=f"{item.key}: true {item.true_label}, predicted {item.predicted_label}",
+            button = widgets.Button(description=f"#{item.rank}  open", tooltip=f"{item.key}: open it large",
                                     layout=widgets.Layout(width="188px"))
             button.on_click(lambda _, it=item: self.select(it))
             self.cards.append(button)
-            cells.append(widgets.VBox([image, button]))
+            cells.append(widgets.VBox([
+                image,
+                widgets.Label(f"true: {item.true_label}", tooltip=item.key, layout=widgets.Layout(width="188px")),
+                widgets.Label(f"predicted: {item.predicted_label} ({100 * item.p_predicted:.0f}%)",
+                              layout=widgets.Layout(width="188px")),
+                button,
+            ]))
         if not cells:
             cells = [widgets.Label("No mistakes.")]
         self.grid.children = cells
@@ -105,7 +110,8 @@ class TriageBrowser(widgets.VBox):
         for caption, image in item.tiles():
             tiles.append(widgets.VBox([
                 widgets.Image(value=_jpeg(image, 320), format="jpeg", layout=widgets.Layout(height="240px", width="auto")),
-                widgets.Label(caption),
+                widgets.HTML(f'<div style="white-space:normal;line-height:1.3;max-width:240px">'
+                             f"{html.escape(caption)}</div>"),
             ]))
         lines = [
             widgets.Label(f"#{item.rank}  {item.key}"),
