@@ -283,7 +283,7 @@ def _from_dataset(dataset: Any, labels: Sequence[str]) -> TriageData:
             label = int(label)
         idx = own[int(label)] if own is not None else _resolve_label(label, labels, f"dataset item {i}")
         path = None
-        if hasattr(dataset, "samples") and isinstance(getattr(dataset, "samples"), list):
+        if isinstance(getattr(dataset, "samples", None), list):
             entry = dataset.samples[i]
             path = entry[0] if isinstance(entry, (tuple, list)) else None
         samples.append(TriageSample(i, str(path) if path is not None else f"item-{i:06d}", idx, loader))

@@ -104,7 +104,6 @@ def context(device: str | torch.device | None = None) -> DistContext:
         return DistContext(device=torch.device(device) if device is not None else None)
     import torch.distributed as dist
 
-    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device is not None:
         dev = torch.device(device)

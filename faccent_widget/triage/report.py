@@ -357,7 +357,7 @@ def _card(item: TriageItem, tile: int) -> str:
     lines = []
     for t in item.targets:
         s = item.scores[t]
-        lines.append(f'<span>→ {_e(s["label"])} ({_e(t)}): {_pct(s["seed_prob"])} → {_pct(s["prob"])}</span>')
+        lines.append(f'<span>toward {_e(s["label"])}: p {_pct(s["seed_prob"])} → {_pct(s["prob"])}</span>')
     return (
         f'<article class="card" data-index="{item.index}"><header>'
         f'<span class="rank">#{item.rank}</span><span class="key">{_e(item.key)}</span>'

@@ -28,9 +28,9 @@ import os
 import tempfile
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -168,6 +168,18 @@ def _predict(adapter: Any, samples: Sequence[TriageSample], store: TriageStore, 
     return done
 
 
+def _prefetch(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Iterable[Any], ahead: int) -> Iterator[Any]:
+    """``map(fn, items)`` in the pool's threads, in order, with at most ``ahead`` results pending
+    (``Executor.map`` would submit everything at once and hold every loaded image in memory)."""
+    pending: deque[Future[Any]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
 def _round_map(m: torch.Tensor) -> list[list[float]]:
     return [[float(f"{v:.6g}") for v in row] for row in m.tolist()]
 
@@ -221,7 +233,7 @@ def _accentuate(adapter: Any, rows: Sequence[dict[str, Any]], samples: Mapping[i
         if progress is not None:
             progress("accentuate", done, len(rows))
 
-    loaded = pool.map(lambda r: (r, canvas_seed(samples[int(r["index"])].load(), canvas)), rows)
+    loaded = _prefetch(pool, lambda r: (r, canvas_seed(samples[int(r["index"])].load(), canvas)), rows, 2 * batch)
     for row, seed in loaded:
         shape = (int(seed.shape[-2]), int(seed.shape[-1]))
         buckets.setdefault(shape, []).append((row, seed))
@@ -286,8 +298,6 @@ def triage(
     Under ``torchrun`` (``WORLD_SIZE`` > 1) each process takes a deterministic share and rank 0 merges
     the index once all are done; ``out`` is then required and must be a folder all processes share.
     """
-    import faccent_widget as fw
-
     if rank_by not in RANKINGS:
         raise ValueError(f"rank_by must be one of {', '.join(RANKINGS)}, got {rank_by!r}")
     names = _check_targets(targets)
@@ -340,8 +350,8 @@ def triage(
             mistakes = [preds[s.index] for s in selected if preds[s.index]["predicted"] != preds[s.index]["true"]]
             done = store.done()
             todo = [r for r in distributed.shard(mistakes, ctx.rank, ctx.world_size) if int(r["index"]) not in done]
-            engine_kwargs = {k: engine[k] for k in _SETTING_NAMES if k in engine and k in settings}
-            engine_kwargs.update(preset=engine["preset"], seed=seed, lam=engine["lam"], reg_layer=engine["reg_layer"])
+            engine_kwargs = {**settings, "preset": engine["preset"], "seed": seed, "lam": engine["lam"],
+                             "reg_layer": engine["reg_layer"]}
             accentuated = _accentuate(adapter, todo, by_index, names, engine_kwargs, int(engine["canvas"]), abs_,
                                       gradcam_layer, store, run_id, ctx.rank, pool, progress)
         counts = ctx.gather({"predicted": predicted, "accentuated": accentuated})
