@@ -14,6 +14,7 @@ from .validation import (
     LambdaCalibration, PathSimilarity, RandomizationCheck, calibrate_lambda, path_similarity, randomization_check,
 )
 from .widget import FaccentWidget
+from .triage import TriageReport, triage
 
 __version__ = "0.1.0"
 
@@ -26,4 +27,5 @@ __all__ = [
     "Objective", "PRESETS", "Prediction", "Score", "StepState", "WeightsUnavailableError", "accentuate",
     "available_models", "channel", "direction", "iter_accentuate", "load_image", "load_model", "logit",
     "neuron", "sample_image", "sample_image_names", "sample_images", "start_run", "visualize",
+    "TriageReport", "triage",
 ]

@@ -1,5 +1,8 @@
 """The main job: ``python -m faccent_widget [IMAGE] [--target …] [--lam …] [--preset …] [--out FILE]``.
 
+``python -m faccent_widget triage DIR --out OUT …`` triages a labelled folder instead (see
+``faccent_widget.triage.cli``).
+
 Prints the default model's top-5 for the image (default: the sample ``chelsea``), accentuates the
 2nd most likely class (or ``--target``), prints the target probability before → after and the time
 taken, and writes a PNG panel: seed | accentuation | amplified difference.
@@ -39,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "triage" and not Path("triage").is_file():
+        from .triage.cli import main as triage_main
+
+        return triage_main(argv[1:])
     args = _parser().parse_args(argv)
     model = load_model(args.model)
     name = args.image or "chelsea"

@@ -1,0 +1,408 @@
+"""``TriageReport``: the ranked mistakes of a triage, their images and masks, and an offline HTML page.
+
+Ranking (``rank_by``; ties always go by dataset order):
+
+* ``"margin"`` (default): p(predicted) − p(true), largest first — the model preferred the wrong class
+  by the widest margin, so the most telling mistakes come first;
+* ``"confidence"``: p(predicted), largest first;
+* ``"true_rank"``: the true class's rank among all classes (1 = top), worst first;
+* ``"index"``: dataset order.
+
+Masks: one :class:`~faccent_widget.CollectiveNormalizer` is fitted on every stored raw Grad-CAM map of
+the report (both targets, all mistakes), so a mask means the same in every card (equation 1 of the
+paper with the normaliser's default percentiles). Maps are stored at the Grad-CAM layer's resolution
+and normalised there; the masks are upsampled bilinearly when they are blended.
+
+The HTML page is one file: every image is embedded as a ``data:`` URI, a Content-Security-Policy
+forbids any network access, and every label, file name and setting is escaped with ``html.escape``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+import torch
+
+from .store import FORMAT, TriageStore
+
+__all__ = ["RANKINGS", "TriageItem", "TriageReport", "build_index", "rank_rows"]
+
+RANKINGS: dict[str, Callable[[Mapping[str, Any]], tuple]] = {
+    "margin": lambda r: (-(r["p_predicted"] - r["p_true"]), r["index"]),
+    "confidence": lambda r: (-r["p_predicted"], r["index"]),
+    "true_rank": lambda r: (-r["true_rank"], -(r["p_predicted"] - r["p_true"]), r["index"]),
+    "index": lambda r: (r["index"],),
+}
+
+
+def rank_rows(rows: Sequence[Mapping[str, Any]], by: str) -> list[Mapping[str, Any]]:
+    """``rows`` sorted by the ranking ``by`` (see the module docstring)."""
+    if by not in RANKINGS:
+        raise ValueError(f"rank_by must be one of {', '.join(RANKINGS)}, got {by!r}")
+    return sorted(rows, key=RANKINGS[by])
+
+
+def _normalizer(rows: Sequence[Mapping[str, Any]]) -> Any:
+    import faccent_widget as fw
+
+    maps = [torch.tensor(r["gradcam"][t], dtype=torch.float32) for r in rows for t in r["targets"]]
+    if not maps:
+        return None
+    norm = fw.CollectiveNormalizer(target="triage: predicted and true class of every mistake", source="gradcam")
+    return norm.fit(maps)
+
+
+def build_index(store: TriageStore, selected: Sequence[int], predictions: Mapping[int, Mapping[str, Any]],
+                rank_by: str, fingerprint: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+    """The merged index of a store: summary, every prediction, the ranked finished mistakes, the
+    normaliser, and the history of runs that filled the store."""
+    preds = [dict(predictions[i]) for i in selected]
+    mistakes = [p["index"] for p in preds if p["predicted"] != p["true"]]
+    done = store.done()
+    rows = store.rows(i for i in mistakes if i in done)
+    norm = _normalizer(rows)
+    n = len(preds)
+    runs = []
+    if store.index_path.is_file():
+        runs = list(store.read_index().get("runs", []))
+    runs.append(dict(run))
+    return {
+        "format": FORMAT + "/index", "version": 1,
+        "summary": {
+            "items": n, "correct": n - len(mistakes), "accuracy": (n - len(mistakes)) / n if n else 0.0,
+            "mistakes": len(mistakes), "accentuated": len(rows), "missing": len(mistakes) - len(rows),
+        },
+        "rank_by": rank_by,
+        "fingerprint": dict(fingerprint),
+        "normalizer": norm.to_dict() if norm is not None else None,
+        "runs": runs,
+        "predictions": preds,
+        "items": [dict(r) for r in rank_rows(rows, rank_by)],
+    }
+
+
+# --------------------------------------------------------------------------- items
+
+
+@dataclass
+class TriageItem:
+    """One mistake: labels, probabilities, scores, and (loaded on access) its images and masks.
+
+    ``rank`` is the 1-based position in the report; ``scores[target]`` holds ``class``, ``label``,
+    ``seed_prob``/``prob`` (the target's probability before/after accentuation), ``seed_logit``/``logit``,
+    ``distance`` and ``lam_effective``.
+    """
+
+    row: dict[str, Any] = field(repr=False)
+    rank: int
+    directory: Path = field(repr=False)
+    normalizer: Any = field(repr=False, default=None)
+
+    index: int = field(init=False)
+    key: str = field(init=False)
+    true_index: int = field(init=False)
+    true_label: str = field(init=False)
+    predicted_index: int = field(init=False)
+    predicted_label: str = field(init=False)
+    p_true: float = field(init=False)
+    p_predicted: float = field(init=False)
+    true_rank: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        r = self.row
+        self.index, self.key = int(r["index"]), str(r["key"])
+        self.true_index, self.true_label = int(r["true"]), str(r["true_label"])
+        self.predicted_index, self.predicted_label = int(r["predicted"]), str(r["predicted_label"])
+        self.p_true, self.p_predicted, self.true_rank = float(r["p_true"]), float(r["p_predicted"]), int(r["true_rank"])
+
+    @property
+    def targets(self) -> list[str]:
+        return list(self.row["targets"])
+
+    @property
+    def scores(self) -> dict[str, dict[str, Any]]:
+        return self.row["scores"]
+
+    @property
+    def top5(self) -> list[tuple[int, str, float]]:
+        return [(int(i), str(lab), float(p)) for i, lab, p in self.row["top5"]]
+
+    def _png(self, name: str) -> torch.Tensor:
+        import faccent_widget as fw
+
+        return fw.load_image(self.directory / name)
+
+    @property
+    def seed(self) -> torch.Tensor:
+        """The seed (3, H, W) in [0, 1] at the canvas size."""
+        return self._png("seed.png")
+
+    @property
+    def accentuations(self) -> dict[str, torch.Tensor]:
+        """Target ("predicted"/"true") → accentuation (3, H, W)."""
+        return {t: self._png(f"{t}.png") for t in self.targets}
+
+    @property
+    def gradcam(self) -> dict[str, torch.Tensor]:
+        """Target → raw Grad-CAM map at the Grad-CAM layer's resolution (h, w)."""
+        return {t: torch.tensor(self.row["gradcam"][t], dtype=torch.float32) for t in self.targets}
+
+    @property
+    def masks(self) -> dict[str, torch.Tensor]:
+        """Target → collectively normalised mask (h, w) in [0, 1] (see the module docstring)."""
+        if self.normalizer is None:
+            raise RuntimeError("this report has no fitted normaliser (no finished mistakes)")
+        return {t: self.normalizer(m) for t, m in self.gradcam.items()}
+
+    def masked(self, target: str) -> torch.Tensor:
+        """The accentuation toward ``target`` blended over the seed through its mask (3, H, W)."""
+        import faccent_widget as fw
+
+        if target not in self.targets:
+            raise KeyError(f"no accentuation toward {target!r}; this item has {', '.join(self.targets)}")
+        return fw.masked_accentuation(self.seed, self.accentuations[target], self.masks[target])
+
+    def tiles(self) -> list[tuple[str, torch.Tensor]]:
+        """(caption, image) pairs of the report's card: seed, then per target its mask over the seed
+        and the masked accentuation."""
+        import faccent_widget as fw
+
+        seed = self.seed
+        accents, masks = self.accentuations, self.masks
+        out = [("seed", seed)]
+        for t in self.targets:
+            label = self.scores[t]["label"]
+            out.append((f"where: {label} ({t})", fw.heatmap_overlay(seed, masks[t], alpha=0.5)))
+            out.append((f"→ {label} ({t})", fw.masked_accentuation(seed, accents[t], masks[t])))
+        return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+class TriageReport:
+    """The result of :func:`~faccent_widget.triage`: the ranked mistakes (iterate, index, ``len``), the
+    ``summary``, every prediction, ``to_html(path)`` and ``show()``.
+
+    Load a finished store with ``TriageReport.load(out)``.
+    """
+
+    def __init__(self, root: str | os.PathLike, index: Mapping[str, Any], model: Any = None,
+                 rank_by: str | None = None) -> None:
+        self.root = Path(root)
+        self.index = dict(index)
+        self.model = model
+        self.rank_by = rank_by or self.index.get("rank_by", "margin")
+        self.normalizer = self._load_normalizer()
+        rows = rank_rows(self.index["items"], self.rank_by)
+        store = TriageStore(self.root)
+        self.items: list[TriageItem] = [
+            TriageItem(dict(r), k + 1, store.item_dir(int(r["index"])), self.normalizer) for k, r in enumerate(rows)
+        ]
+        self._tmp: Any = None  # keeps a temporary output folder alive as long as the report
+
+    @classmethod
+    def load(cls, out: str | os.PathLike, model: Any = None, rank_by: str | None = None) -> "TriageReport":
+        """The report of a finished triage folder."""
+        store = TriageStore(out)
+        index = store.read_index()
+        if index.get("format") != FORMAT + "/index":
+            raise ValueError(f"{store.index_path} is not a faccent-widget triage index")
+        return cls(out, index, model=model, rank_by=rank_by)
+
+    def _load_normalizer(self) -> Any:
+        import faccent_widget as fw
+
+        data = self.index.get("normalizer")
+        return fw.CollectiveNormalizer.from_dict(data) if data else None
+
+    def ranked(self, by: str) -> "TriageReport":
+        """The same report ordered by another ranking (see the module docstring)."""
+        other = TriageReport(self.root, self.index, model=self.model, rank_by=by)
+        other._tmp = self._tmp
+        return other
+
+    # ------------------------------------------------------------------ container
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[TriageItem]:
+        return iter(self.items)
+
+    def __getitem__(self, i: int) -> TriageItem:
+        return self.items[i]
+
+    def __repr__(self) -> str:
+        s = self.summary
+        return (f"TriageReport({s['items']} images, accuracy {s['accuracy']:.1%}, {s['mistakes']} mistakes, "
+                f"{s['accentuated']} accentuated, ranked by {self.rank_by}, in {self.root})")
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """Counts: ``items``, ``correct``, ``accuracy``, ``mistakes``, ``accentuated``, ``missing``."""
+        return dict(self.index["summary"])
+
+    @property
+    def predictions(self) -> list[dict[str, Any]]:
+        """Every triaged item's prediction row (index, key, true/predicted class and label, p_true,
+        p_predicted, true_rank, top5), in dataset order."""
+        return [dict(p) for p in self.index["predictions"]]
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The fingerprint the store was made with (model, engine settings, targets, data digest)."""
+        return dict(self.index["fingerprint"])
+
+    @property
+    def runs(self) -> list[dict[str, Any]]:
+        """One entry per run that filled the store: run id, seconds, world size, items predicted and
+        accentuated by that run."""
+        return [dict(r) for r in self.index.get("runs", [])]
+
+    def confusions(self, k: int = 10) -> list[tuple[str, str, int]]:
+        """The ``k`` most frequent (true label, predicted label, count) pairs among the mistakes."""
+        c = Counter((p["true_label"], p["predicted_label"]) for p in self.index["predictions"]
+                    if p["predicted"] != p["true"])
+        return [(t, p, n) for (t, p), n in c.most_common(k)]
+
+    # ------------------------------------------------------------------ views
+    def html(self, *, max_items: int | None = None, tile: int = 224) -> str:
+        """The self-contained HTML page as a string (see :meth:`to_html`)."""
+        return _render_html(self, max_items=max_items, tile=tile)
+
+    def to_html(self, path: str | os.PathLike, *, max_items: int | None = None, tile: int = 224) -> Path:
+        """Write one offline HTML file: summary, settings and a card per mistake (in rank order, the
+        first ``max_items``), images embedded as JPEG ``data:`` URIs with the shorter side at most
+        ``tile`` pixels. Returns the path."""
+        p = Path(path)
+        p.write_text(self.html(max_items=max_items, tile=tile), encoding="utf-8")
+        return p
+
+    def show(self, model: Any = None, *, page_size: int = 12) -> Any:
+        """A browsable widget: a grid of the mistakes; click one to see it large, and open it in a
+        ``FaccentWidget`` (``model`` defaults to the triage's model, or loads it by name)."""
+        from .browser import TriageBrowser
+
+        return TriageBrowser(self, model=model if model is not None else self.model, page_size=page_size)
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+def _data_uri(image: torch.Tensor, tile: int) -> str:
+    import faccent_widget as fw
+
+    pil = fw.to_pil(image).convert("RGB")
+    short = min(pil.size)
+    if tile and short > tile:
+        scale = tile / short
+        pil = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))), resample=2)
+    buf = io.BytesIO()
+    pil.save(buf, format="JPEG", quality=88)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _pct(p: Any) -> str:
+    return "–" if p is None else f"{100 * float(p):.1f}%"
+
+
+_CSS = """
+:root { color-scheme: light dark; --bg:#fff; --fg:#1d1d1f; --muted:#5f6368; --card:#f6f7f9; --line:#d9dce1;
+        --bad:#b3261e; --good:#1e6b34; }
+@media (prefers-color-scheme: dark) { :root { --bg:#16181c; --fg:#e8eaed; --muted:#9aa0a6; --card:#202329;
+        --line:#3a3f47; --bad:#f28b82; --good:#81c995; } }
+* { box-sizing: border-box; }
+body { margin: 0; padding: 24px; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif;
+       background: var(--bg); color: var(--fg); }
+h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 15px; margin: 20px 0 8px; }
+.muted { color: var(--muted); } .bad { color: var(--bad); } .good { color: var(--good); }
+.stats { display: flex; flex-wrap: wrap; gap: 8px 24px; margin: 12px 0; }
+.stats b { font-size: 18px; display: block; }
+table { border-collapse: collapse; } td, th { padding: 2px 10px 2px 0; text-align: left; vertical-align: top; }
+.cards { display: grid; grid-template-columns: 1fr; gap: 14px; }
+.card { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 10px 12px; }
+.card header { display: flex; flex-wrap: wrap; gap: 4px 18px; align-items: baseline; margin-bottom: 8px; }
+.card .rank { font-weight: 700; } .card .key { font-family: ui-monospace, monospace; font-size: 12px; }
+.tiles { display: flex; gap: 8px; overflow-x: auto; }
+figure { margin: 0; flex: 0 0 auto; } figcaption { font-size: 12px; color: var(--muted); max-width: 240px; }
+figure img { height: 150px; width: auto; border-radius: 4px; cursor: zoom-in; display: block; }
+.card.zoom figure img { height: 300px; cursor: zoom-out; }
+"""
+
+_SCRIPT = """
+document.querySelectorAll('.card').forEach(function (card) {
+  card.addEventListener('click', function (ev) {
+    if (ev.target && ev.target.tagName === 'IMG') { card.classList.toggle('zoom'); }
+  });
+});
+"""
+
+
+def _card(item: TriageItem, tile: int) -> str:
+    figures = "".join(
+        f'<figure><img alt="{_e(cap)}" src="{_data_uri(img, tile)}"><figcaption>{_e(cap)}</figcaption></figure>'
+        for cap, img in item.tiles()
+    )
+    lines = []
+    for t in item.targets:
+        s = item.scores[t]
+        lines.append(f'<span>toward {_e(s["label"])}: p {_pct(s["seed_prob"])} → {_pct(s["prob"])}</span>')
+    return (
+        f'<article class="card" data-index="{item.index}"><header>'
+        f'<span class="rank">#{item.rank}</span><span class="key">{_e(item.key)}</span>'
+        f'<span>true: <b class="good">{_e(item.true_label)}</b> ({_pct(item.p_true)}, rank {item.true_rank})</span>'
+        f'<span>predicted: <b class="bad">{_e(item.predicted_label)}</b> ({_pct(item.p_predicted)})</span>'
+        f'{"".join(lines)}</header><div class="tiles">{figures}</div></article>'
+    )
+
+
+def _render_html(report: TriageReport, *, max_items: int | None, tile: int) -> str:
+    s = report.summary
+    fp = report.settings
+    engine = fp.get("engine", {})
+    model = fp.get("model", {}).get("name", "?")
+    items = report.items if max_items is None else report.items[: max(0, int(max_items))]
+    rule = {
+        "margin": "p(predicted) − p(true), largest first",
+        "confidence": "p(predicted), largest first",
+        "true_rank": "rank of the true class, worst first",
+        "index": "dataset order",
+    }[report.rank_by]
+    setting_keys = ("preset", "steps", "n_crops", "input_size", "canvas", "lam", "reg_layer", "param", "seed")
+    settings = ", ".join(f"{_e(k)} {_e(engine[k])}" for k in setting_keys if k in engine)
+    confusions = "".join(
+        f"<tr><td>{_e(t)}</td><td>→ {_e(p)}</td><td>{n}</td></tr>" for t, p, n in report.confusions(10)
+    )
+    shown = f"showing the first {len(items)}" if len(items) < len(report.items) else ""
+    cards = "".join(_card(item, tile) for item in items) or '<p class="muted">No mistakes.</p>'
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Triage: {_e(model)}</title><style>{_CSS}</style></head>
+<body>
+<h1>Dataset triage: {_e(model)}</h1>
+<div class="muted">Feature accentuation of every mistake toward the predicted and the true class (faccent-widget).</div>
+<div class="stats">
+<div><b>{s['items']}</b>images</div><div><b>{100 * s['accuracy']:.1f}%</b>accuracy</div>
+<div><b class="bad">{s['mistakes']}</b>mistakes</div><div><b>{s['accentuated']}</b>accentuated</div>
+</div>
+<div>Ranked by {_e(rule)}{'; ' + _e(shown) if shown else ''}. Masks: one collective normalisation over the
+Grad-CAM maps of all mistakes. Settings: {settings}.</div>
+<h2>Most frequent confusions</h2><table><tr><th>true</th><th>predicted</th><th>count</th></tr>{confusions}</table>
+<h2>Mistakes</h2>
+<div class="cards">{cards}</div>
+<script>{_SCRIPT}</script>
+</body></html>
+"""

@@ -1,0 +1,374 @@
+"""``triage``: predict a labelled dataset, accentuate every mistake toward its predicted and true class.
+
+The run, per process (one process, or one per device under ``torchrun``):
+
+1. **Predict** this process's share of the items (item ``i`` → rank ``i % world_size``) in batches:
+   each image resized to the model's square input, as ``Model.predict`` does, so the numbers match
+   what ``FaccentWidget`` shows for the same image. One JSON file per batch.
+2. **Accentuate** the mistakes (predicted class ≠ true class). After a barrier every process reads all
+   predictions; the mistakes, in dataset order, are dealt out the same way (mistake ``j`` → rank
+   ``j % world_size``), so the work is balanced even when mistakes cluster. Each seed is resized so
+   its shorter side is the canvas and centre-cropped so its longer side is a multiple of canvas/8
+   (at most 2 × canvas); seeds of the same shape are accentuated together, toward the predicted and
+   the true class, in ONE batched run of up to ``batch_size`` images (2 × ``batch_size`` items). Raw
+   Grad-CAM maps (at the Grad-CAM layer's resolution) of both targets are stored with each item.
+3. **Merge**: after a barrier, rank 0 fits one collective normaliser on all stored Grad-CAM maps (the
+   masks are comparable across the whole report), ranks the mistakes and writes ``index.json``.
+
+Everything goes through the resumable store (:mod:`faccent_widget.triage.store`): a rerun after an
+interruption predicts and accentuates only what is missing. The random seed defaults to 0, so a
+rerun computes the same crops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tempfile
+import time
+import uuid
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import torch
+
+from . import distributed
+from .data import TriageData, TriageSample, as_triage_data
+from .report import RANKINGS, TriageReport, build_index
+from .store import TriageSettingsMismatch, TriageStore
+
+__all__ = ["TARGETS", "ProgressCallback", "canvas_seed", "triage"]
+
+#: The accentuation targets a triage can ask for, per mistake.
+TARGETS = ("predicted", "true")
+
+#: ``progress(stage, done, total)``; ``stage`` is "predict", "accentuate" or "merge" (this process's share).
+ProgressCallback = Callable[[str, int, int], None]
+
+_SETTING_NAMES = ("lam", "reg_layer", "steps", "n_crops", "crop_range", "input_size", "canvas", "lr", "param",
+                  "noise", "balance", "autocast")
+
+
+def canvas_seed(image: torch.Tensor, canvas: int) -> torch.Tensor:
+    """The seed a triage accentuates: shorter side resized to ``canvas``, longer side centre-cropped to
+    a multiple of ``max(8, canvas // 8)`` pixels and at most ``2 · canvas`` (so seeds of similar aspect
+    ratio share a shape and can be batched, with at most a sliver cropped)."""
+    import faccent_widget as fw
+
+    img = fw.load_image(image, size=int(canvas))
+    h, w = img.shape[-2:]
+    q = max(8, int(canvas) // 8)
+    th = h if h <= w else max(int(canvas), min(h // q * q, 2 * int(canvas)))
+    tw = w if w <= h else max(int(canvas), min(w // q * q, 2 * int(canvas)))
+    top, left = (h - th) // 2, (w - tw) // 2
+    return img[:, top:top + th, left:left + tw].contiguous()
+
+
+def _check_targets(targets: Sequence[str] | str) -> tuple[str, ...]:
+    names = (targets,) if isinstance(targets, str) else tuple(targets)
+    bad = [t for t in names if t not in TARGETS]
+    if not names or bad or len(set(names)) != len(names):
+        raise ValueError(f"targets must be a non-empty subset of {TARGETS} without repeats, got {targets!r}")
+    return tuple(t for t in TARGETS if t in names)
+
+
+def _adapter(model: Any, device: torch.device | None) -> Any:
+    """A ``fw.Model`` on ``device`` (a private copy when the given model lives elsewhere; never moved)."""
+    import faccent_widget as fw
+
+    if isinstance(model, str):
+        return fw.load_model(model, device=device)
+    if not isinstance(model, fw.Model):
+        if not isinstance(model, torch.nn.Module):
+            raise TypeError(f"model must be a faccent_widget.Model, an nn.Module or a model name, got {type(model).__name__}")
+        return fw.load_model(model, device=device)
+    if device is None or torch.device(device) == model.device:
+        return model
+    return fw.Model(model.module, mean=model.mean, std=model.std, input_size=model.input_size, labels=model.labels,
+                    name=model.name, reg_layer=model.default_reg_layer, device=device)
+
+
+def _weights_digest(module: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, t in module.state_dict().items():
+        h.update(name.encode())
+        if isinstance(t, torch.Tensor):
+            data = t.detach().to("cpu").contiguous()
+            h.update(str(data.dtype).encode() + str(tuple(data.shape)).encode())
+            if data.numel():
+                h.update(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def _resolved_settings(adapter: Any, preset: str | None, seed: int, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The engine settings a run will use (resolved through ``fw.start_run`` on a tiny probe image)."""
+    import faccent_widget as fw
+
+    probe = torch.full((3, 32, 32), 0.5)
+    run = fw.start_run(adapter, probe, 0, preset=preset, seed=seed, **settings)
+    cfg = run.config
+    values = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+    values.pop("snapshot_every", None)  # snapshots do not change the result
+    values["reg_layer"] = run.reg_layer
+    values["lam"] = float(settings["lam"]) if settings.get("lam") is not None else float(fw.DEFAULT_LAMBDA)
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
+
+
+def _fingerprint(adapter: Any, data: TriageData, engine: Mapping[str, Any], targets: Sequence[str],
+                 gradcam_layer: str | None) -> dict[str, Any]:
+    return {
+        "model": {
+            "name": adapter.name,
+            "weights_sha256": _weights_digest(adapter.module),
+            "labels_sha256": hashlib.sha256("\n".join(adapter.labels).encode()).hexdigest(),
+            "mean": list(adapter.mean), "std": list(adapter.std), "input_size": int(adapter.input_size),
+        },
+        "engine": dict(engine),
+        "targets": list(targets),
+        "gradcam_layer": gradcam_layer or "default",
+        "data": {"items": len(data), "sha256": data.digest()},
+    }
+
+
+def _chunks(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), n):
+        yield items[start:start + n]
+
+
+def _prediction_row(sample: TriageSample, probs: torch.Tensor, labels: Sequence[str]) -> dict[str, Any]:
+    top_p, top_i = probs.topk(min(5, probs.numel()))
+    pred = int(top_i[0])
+    p_true = float(probs[sample.label])
+    return {
+        "index": sample.index, "key": sample.key,
+        "true": sample.label, "true_label": labels[sample.label],
+        "predicted": pred, "predicted_label": labels[pred],
+        "p_true": p_true, "p_predicted": float(top_p[0]),
+        "true_rank": int((probs > p_true).sum()) + 1,
+        "top5": [[int(i), labels[int(i)], float(p)] for p, i in zip(top_p, top_i)],
+    }
+
+
+def _predict(adapter: Any, samples: Sequence[TriageSample], store: TriageStore, rank: int, batch: int,
+             pool: ThreadPoolExecutor, progress: ProgressCallback | None) -> int:
+    import faccent_widget as fw
+
+    size = (int(adapter.input_size), int(adapter.input_size))
+    done = 0
+    for chunk in _chunks(samples, batch):
+        images = list(pool.map(lambda s: fw.load_image(s.load(), size=size), chunk))
+        with torch.no_grad():
+            probs = adapter.logits(torch.stack(images)).float().softmax(-1).cpu()
+        store.write_predictions(rank, [_prediction_row(s, probs[i], adapter.labels) for i, s in enumerate(chunk)])
+        done += len(chunk)
+        if progress is not None:
+            progress("predict", done, len(samples))
+    return done
+
+
+def _prefetch(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Iterable[Any], ahead: int) -> Iterator[Any]:
+    """``map(fn, items)`` in the pool's threads, in order, with at most ``ahead`` results pending
+    (``Executor.map`` would submit everything at once and hold every loaded image in memory)."""
+    pending: deque[Future[Any]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _round_map(m: torch.Tensor) -> list[list[float]]:
+    return [[float(f"{v:.6g}") for v in row] for row in m.tolist()]
+
+
+def _accentuate_group(adapter: Any, group: list[tuple[dict[str, Any], torch.Tensor]], targets: Sequence[str],
+                      engine_kwargs: Mapping[str, Any], gradcam_layer: str | None, store: TriageStore,
+                      run_id: str, rank: int) -> int:
+    import faccent_widget as fw
+
+    t0 = time.perf_counter()
+    seeds = [seed for _, seed in group for _ in targets]
+    classes = [int(row[t]) for row, _ in group for t in targets]
+    results = fw.accentuate(adapter, seeds, classes, **engine_kwargs)
+    seconds = (time.perf_counter() - t0) / len(group)
+    written = 0
+    for g, (row, seed) in enumerate(group):
+        files = {"seed.png": fw.to_png_bytes(seed)}
+        scores: dict[str, Any] = {}
+        maps: dict[str, Any] = {}
+        for k, t in enumerate(targets):
+            res = results[g * len(targets) + k]
+            files[f"{t}.png"] = fw.to_png_bytes(res.image)
+            scores[t] = {
+                "class": int(row[t]), "label": adapter.labels[int(row[t])],
+                "seed_prob": res.seed_score.prob, "prob": res.score.prob,
+                "seed_logit": res.seed_score.value, "logit": res.score.value,
+                "distance": res.distance, "lam_effective": res.lam_effective,
+            }
+            cam = fw.gradcam(adapter, [seed], int(row[t]), layer=gradcam_layer, upsample=False)[0]
+            maps[t] = _round_map(cam)
+        item = {**row, "targets": list(targets), "scores": scores, "gradcam": maps,
+                "canvas": [int(seed.shape[-2]), int(seed.shape[-1])], "run_id": run_id, "rank": rank,
+                "finished": time.time(), "seconds": seconds}
+        written += int(store.write_item(int(row["index"]), item, files))
+    return written
+
+
+def _accentuate(adapter: Any, rows: Sequence[dict[str, Any]], samples: Mapping[int, TriageSample],
+                targets: Sequence[str], engine_kwargs: Mapping[str, Any], canvas: int, batch: int,
+                gradcam_layer: str | None, store: TriageStore, run_id: str, rank: int,
+                pool: ThreadPoolExecutor, progress: ProgressCallback | None) -> int:
+    """Accentuate ``rows`` (mistakes) in groups of equal seed shape; flush a group when it is full."""
+    buckets: dict[tuple[int, int], list[tuple[dict[str, Any], torch.Tensor]]] = {}
+    done = 0
+
+    def flush(shape: tuple[int, int]) -> None:
+        nonlocal done
+        group = buckets.pop(shape)
+        _accentuate_group(adapter, group, targets, engine_kwargs, gradcam_layer, store, run_id, rank)
+        done += len(group)
+        if progress is not None:
+            progress("accentuate", done, len(rows))
+
+    loaded = _prefetch(pool, lambda r: (r, canvas_seed(samples[int(r["index"])].load(), canvas)), rows, 2 * batch)
+    for row, seed in loaded:
+        shape = (int(seed.shape[-2]), int(seed.shape[-1]))
+        buckets.setdefault(shape, []).append((row, seed))
+        if len(buckets[shape]) >= batch:
+            flush(shape)
+    for shape in sorted(buckets):
+        flush(shape)
+    return done
+
+
+def triage(
+    model: Any,
+    data: Any,
+    *,
+    out: str | os.PathLike | None = None,
+    limit: int | None = None,
+    targets: Sequence[str] | str = TARGETS,
+    preset: str | None = None,
+    batch_size: int | None = None,
+    predict_batch_size: int | None = None,
+    class_map: Mapping[str, Any] | str | os.PathLike | None = None,
+    rank_by: str = "margin",
+    gradcam_layer: str | None = None,
+    seed: int = 0,
+    device: str | torch.device | None = None,
+    workers: int | None = None,
+    progress: ProgressCallback | None = None,
+    **settings: Any,
+) -> TriageReport:
+    """Find a model's mistakes in labelled images and accentuate each toward its predicted and true class.
+
+    Args:
+        model: a :class:`faccent_widget.Model`, a bare classifier ``nn.Module``, or a model name for
+            ``load_model``. It is never modified (another device gets a private copy).
+        data: an ``ImageFolder``-style folder (``root/<class>/<image>``; class folders mapped to the
+            model's labels by name, ImageNet WordNet id, or ``class_map``), a list of
+            ``(image, label)`` pairs, or a ``Dataset`` returning ``(image, label)``.
+        out: the output folder (the resumable store; see :mod:`faccent_widget.triage.store`). A rerun
+            with the same settings resumes; other settings are refused. ``None``: a temporary folder
+            that lives as long as the report (single process only).
+        limit: triage only this many items, spread evenly over the dataset (``None``: all).
+        targets: which classes to accentuate each mistake toward: ``("predicted", "true")`` or one of them.
+        preset: engine preset ("paper", "preview"; default by device); other engine settings
+            (``lam``, ``steps``, ``n_crops``, ``input_size``, ``canvas``, ``reg_layer``, ``lr``,
+            ``param``, ``noise``, ``balance``, ``crop_range``, ``autocast``) as keyword arguments.
+        batch_size: mistakes accentuated together (each toward every target, so 2 × as many batch
+            items); default 4 on a CPU, 16 on a GPU.
+        predict_batch_size: images per prediction batch (default 32 on a CPU, 128 on a GPU).
+        class_map: folder name → model label/index (a mapping or a file), for folders only.
+        rank_by: order of the report's mistakes: "margin" (default: p(predicted) − p(true), largest
+            first), "confidence" (p(predicted), largest first), "true_rank" (rank of the true class
+            among all classes, worst first) or "index" (dataset order); ties go by dataset order.
+        gradcam_layer: layer for Grad-CAM (default: the model's last spatial layer).
+        seed: random seed of the crops (fixed, so reruns and resumes are reproducible).
+        device: run here (default: the model's device; under ``torchrun`` ``cuda:LOCAL_RANK`` or the CPU).
+        workers: threads that load images (default ``min(4, cpu_count)``).
+        progress: ``progress(stage, done, total)`` after every batch (stage "predict" or "accentuate").
+
+    Returns:
+        A :class:`TriageReport` of the mistakes, ranked by ``rank_by`` (on every process under torchrun).
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) each process takes a deterministic share and rank 0 merges
+    the index once all are done; ``out`` is then required and must be a folder all processes share.
+    """
+    if rank_by not in RANKINGS:
+        raise ValueError(f"rank_by must be one of {', '.join(RANKINGS)}, got {rank_by!r}")
+    names = _check_targets(targets)
+    unknown = sorted(set(settings) - set(_SETTING_NAMES))
+    if unknown:
+        raise TypeError(f"unknown triage setting(s) {', '.join(unknown)}; engine settings are {', '.join(_SETTING_NAMES)}")
+    for what, value in (("batch_size", batch_size), ("predict_batch_size", predict_batch_size), ("workers", workers)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{what} must be a positive int or None, got {value!r}")
+    t_start = time.perf_counter()
+    ctx = distributed.context(device)
+    try:
+        if ctx.distributed and out is None:
+            raise ValueError("under torchrun, pass out= (a folder every process can reach)")
+        adapter = _adapter(model, ctx.device)
+        data_ = as_triage_data(data, adapter.labels, class_map)
+        selected = data_.select(limit)
+        engine = _resolved_settings(adapter, preset, seed, settings)
+        fingerprint = _fingerprint(adapter, data_, engine, names, gradcam_layer)
+        tmp = tempfile.TemporaryDirectory(prefix="faccent-triage-") if out is None else None
+        store = TriageStore(tmp.name if tmp is not None else out)
+        error = None
+        if ctx.is_main:
+            try:
+                store.open(fingerprint)
+                store.remove_temporaries()
+            except (TriageSettingsMismatch, FileExistsError) as exc:
+                if not ctx.distributed:
+                    raise
+                error = f"{type(exc).__name__}: {exc}"
+        ctx.agree(error)
+        if not ctx.is_main:
+            store.check(fingerprint)
+
+        cuda = adapter.device.type == "cuda"
+        pbs = predict_batch_size or (128 if cuda else 32)
+        abs_ = batch_size or (16 if cuda else 4)
+        run_id = uuid.uuid4().hex[:12]
+        n_workers = workers or max(1, min(4, os.cpu_count() or 1))
+        by_index = {s.index: s for s in selected}
+        with ThreadPoolExecutor(max_workers=n_workers) as pool:
+            have = store.predictions()
+            mine = [s for s in distributed.shard(selected, ctx.rank, ctx.world_size) if s.index not in have]
+            predicted = _predict(adapter, mine, store, ctx.rank, pbs, pool, progress)
+            ctx.barrier()
+            preds = store.predictions()
+            missing = [s.key for s in selected if s.index not in preds]
+            if missing:
+                raise RuntimeError(f"{len(missing)} item(s) have no prediction after the prediction pass, e.g. {missing[0]!r}")
+            mistakes = [preds[s.index] for s in selected if preds[s.index]["predicted"] != preds[s.index]["true"]]
+            done = store.done()
+            todo = [r for r in distributed.shard(mistakes, ctx.rank, ctx.world_size) if int(r["index"]) not in done]
+            engine_kwargs = {**settings, "preset": engine["preset"], "seed": seed, "lam": engine["lam"],
+                             "reg_layer": engine["reg_layer"]}
+            accentuated = _accentuate(adapter, todo, by_index, names, engine_kwargs, int(engine["canvas"]), abs_,
+                                      gradcam_layer, store, run_id, ctx.rank, pool, progress)
+        counts = ctx.gather({"predicted": predicted, "accentuated": accentuated})
+        ctx.barrier()
+        if ctx.is_main:
+            if progress is not None:
+                progress("merge", 0, 1)
+            seconds = time.perf_counter() - t_start
+            run = {"run_id": run_id, "seconds": seconds, "world_size": ctx.world_size,
+                   "predicted": sum(c["predicted"] for c in counts),
+                   "accentuated": sum(c["accentuated"] for c in counts)}
+            store.write_index(build_index(store, [s.index for s in selected], preds, rank_by, fingerprint, run))
+            if progress is not None:
+                progress("merge", 1, 1)
+        ctx.barrier()
+        report = TriageReport.load(store.root, model=adapter)
+        report._tmp = tmp
+        return report
+    finally:
+        ctx.close()
