@@ -19,7 +19,7 @@ __all__ = ["TriageBrowser"]
 
 
 def _jpeg(image: Any, short: int) -> bytes:
-    import faccent_widget as fw
+    from . import _lib as fw
 
     pil = fw.to_pil(image).convert("RGB")
     scale = short / min(pil.size)
@@ -141,7 +141,7 @@ class TriageBrowser(widgets.VBox):
         self.detail.layout.display = "none"
 
     def _model(self) -> Any:
-        import faccent_widget as fw
+        from . import _lib as fw
 
         if self.model is None:
             name = self.report.settings.get("model", {}).get("name")
@@ -152,7 +152,7 @@ class TriageBrowser(widgets.VBox):
 
     def open_faccent(self) -> Any:
         """Open the selected mistake in a ``FaccentWidget`` (with its true label) below the large view."""
-        import faccent_widget as fw
+        from . import _lib as fw
 
         if self.selected is None:
             raise RuntimeError("select a mistake first")

@@ -102,7 +102,8 @@ def _summary(report: Any, seconds: float, html_path: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the triage command line; returns the exit status (2 on a user error)."""
-    import faccent_widget as fw
+    from . import _lib as fw
+    from .run import triage
 
     from .data import TriageInputError
     from .demo import build_demo_folder
@@ -126,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not folder.is_dir():
                 raise TriageInputError(f"image folder not found: {folder}")
             model = fw.load_model(args.model)
-            report = fw.triage(
+            report = triage(
                 model, folder, out=out, limit=args.limit, class_map=args.class_map, targets=targets,
                 batch_size=args.batch_size, rank_by=args.rank_by, seed=args.seed, device=args.device,
                 progress=_Progress(is_main and not args.quiet), **_settings(args),

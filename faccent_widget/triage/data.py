@@ -46,7 +46,7 @@ class TriageSample:
 
     def load(self) -> torch.Tensor:
         """The image as a (3, H, W) float tensor in [0, 1]."""
-        import faccent_widget as fw
+        from . import _lib as fw
 
         return fw.load_image(self.loader())
 
@@ -239,7 +239,7 @@ def _tensor_key(value: Any) -> str | None:
     if isinstance(value, (str, os.PathLike)):
         return None
     try:
-        import faccent_widget as fw
+        from . import _lib as fw
 
         t = fw.load_image(value)
     except Exception:  # noqa: BLE001 - the real error is raised when the item is loaded

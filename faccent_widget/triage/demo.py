@@ -45,7 +45,7 @@ AUGMENTATIONS: dict[str, Callable[[Image.Image], Image.Image]] = {
     "crop_center": _crop(0.5, 0.5, 0.8),
     "crop_topleft": _crop(0.0, 0.0, 0.85),
     "crop_bottomright": _crop(1.0, 1.0, 0.85),
-    "rotate": lambda img: img.rotate(8, resample=Image.BILINEAR, expand=False, fillcolor=(127, 127, 127)),
+    "rotate": lambda img: img.rotate(8, resample=Image.Resampling.BILINEAR, expand=False, fillcolor=(127, 127, 127)),
     "darker": lambda img: ImageEnhance.Brightness(img).enhance(0.75),
     "desaturated": lambda img: ImageEnhance.Color(img).enhance(0.4),
 }
@@ -56,7 +56,7 @@ def build_demo_folder(path: str | os.PathLike, *, variants: int = 2, size: int =
     :data:`DEMO_CLASSES` and the first ``variants`` of :data:`AUGMENTATIONS` (1…8; the default 2 gives
     14 images, 8 gives 56), each resized so its shorter side is ``size``. Returns ``path``.
     Existing files are rewritten with the same content."""
-    import faccent_widget as fw
+    from . import _lib as fw
 
     if isinstance(variants, bool) or not isinstance(variants, int) or not 1 <= variants <= len(AUGMENTATIONS):
         raise ValueError(f"variants must be an int in 1…{len(AUGMENTATIONS)}, got {variants!r}")

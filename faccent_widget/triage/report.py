@@ -50,7 +50,7 @@ def rank_rows(rows: Sequence[Mapping[str, Any]], by: str) -> list[Mapping[str, A
 
 
 def _normalizer(rows: Sequence[Mapping[str, Any]]) -> Any:
-    import faccent_widget as fw
+    from . import _lib as fw
 
     maps = [torch.tensor(r["gradcam"][t], dtype=torch.float32) for r in rows for t in r["targets"]]
     if not maps:
@@ -135,7 +135,7 @@ class TriageItem:
         return [(int(i), str(lab), float(p)) for i, lab, p in self.row["top5"]]
 
     def _png(self, name: str) -> torch.Tensor:
-        import faccent_widget as fw
+        from . import _lib as fw
 
         return fw.load_image(self.directory / name)
 
@@ -163,7 +163,7 @@ class TriageItem:
 
     def masked(self, target: str) -> torch.Tensor:
         """The accentuation toward ``target`` blended over the seed through its mask (3, H, W)."""
-        import faccent_widget as fw
+        from . import _lib as fw
 
         if target not in self.targets:
             raise KeyError(f"no accentuation toward {target!r}; this item has {', '.join(self.targets)}")
@@ -172,7 +172,7 @@ class TriageItem:
     def tiles(self) -> list[tuple[str, torch.Tensor]]:
         """(caption, image) pairs of the report's card: seed, then per target its mask over the seed
         and the masked accentuation."""
-        import faccent_widget as fw
+        from . import _lib as fw
 
         seed = self.seed
         accents, masks = self.accentuations, self.masks
@@ -218,7 +218,7 @@ class TriageReport:
         return cls(out, index, model=model, rank_by=rank_by)
 
     def _load_normalizer(self) -> Any:
-        import faccent_widget as fw
+        from . import _lib as fw
 
         data = self.index.get("normalizer")
         return fw.CollectiveNormalizer.from_dict(data) if data else None
@@ -297,7 +297,7 @@ class TriageReport:
 
 
 def _data_uri(image: torch.Tensor, tile: int) -> str:
-    import faccent_widget as fw
+    from . import _lib as fw
 
     pil = fw.to_pil(image).convert("RGB")
     short = min(pil.size)

@@ -55,7 +55,7 @@ def canvas_seed(image: torch.Tensor, canvas: int) -> torch.Tensor:
     """The seed a triage accentuates: shorter side resized to ``canvas``, longer side centre-cropped to
     a multiple of ``max(8, canvas // 8)`` pixels and at most ``2 · canvas`` (so seeds of similar aspect
     ratio share a shape and can be batched, with at most a sliver cropped)."""
-    import faccent_widget as fw
+    from . import _lib as fw
 
     img = fw.load_image(image, size=int(canvas))
     h, w = img.shape[-2:]
@@ -76,7 +76,7 @@ def _check_targets(targets: Sequence[str] | str) -> tuple[str, ...]:
 
 def _adapter(model: Any, device: torch.device | None) -> Any:
     """A ``fw.Model`` on ``device`` (a private copy when the given model lives elsewhere; never moved)."""
-    import faccent_widget as fw
+    from . import _lib as fw
 
     if isinstance(model, str):
         return fw.load_model(model, device=device)
@@ -104,7 +104,7 @@ def _weights_digest(module: torch.nn.Module) -> str:
 
 def _resolved_settings(adapter: Any, preset: str | None, seed: int, settings: Mapping[str, Any]) -> dict[str, Any]:
     """The engine settings a run will use (resolved through ``fw.start_run`` on a tiny probe image)."""
-    import faccent_widget as fw
+    from . import _lib as fw
 
     probe = torch.full((3, 32, 32), 0.5)
     run = fw.start_run(adapter, probe, 0, preset=preset, seed=seed, **settings)
@@ -153,7 +153,7 @@ def _prediction_row(sample: TriageSample, probs: torch.Tensor, labels: Sequence[
 
 def _predict(adapter: Any, samples: Sequence[TriageSample], store: TriageStore, rank: int, batch: int,
              pool: ThreadPoolExecutor, progress: ProgressCallback | None) -> int:
-    import faccent_widget as fw
+    from . import _lib as fw
 
     size = (int(adapter.input_size), int(adapter.input_size))
     done = 0
@@ -187,7 +187,7 @@ def _round_map(m: torch.Tensor) -> list[list[float]]:
 def _accentuate_group(adapter: Any, group: list[tuple[dict[str, Any], torch.Tensor]], targets: Sequence[str],
                       engine_kwargs: Mapping[str, Any], gradcam_layer: str | None, store: TriageStore,
                       run_id: str, rank: int) -> int:
-    import faccent_widget as fw
+    from . import _lib as fw
 
     t0 = time.perf_counter()
     seeds = [seed for _, seed in group for _ in targets]
@@ -318,7 +318,7 @@ def triage(
         engine = _resolved_settings(adapter, preset, seed, settings)
         fingerprint = _fingerprint(adapter, data_, engine, names, gradcam_layer)
         tmp = tempfile.TemporaryDirectory(prefix="faccent-triage-") if out is None else None
-        store = TriageStore(tmp.name if tmp is not None else out)
+        store = TriageStore(tmp.name if tmp is not None else out)  # type: ignore[arg-type]  # out is set when tmp is None
         error = None
         if ctx.is_main:
             try:
