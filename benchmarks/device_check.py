@@ -206,7 +206,9 @@ class DeviceCheck:
     def sync(self) -> dict[str, Any]:
         model, dev = self.model(), self.device
         target = second_class(model, self.image)
-        targets = [target, f"{model.default_reg_layer}:3"]
+        layer = model.default_reg_layer
+        channels = model.features(torch.rand(1, 3, 64, 64, device=dev), [layer])[layer].shape[1]
+        targets = [target, f"{layer}:3", fw.direction(layer, torch.ones(channels))]  # logit, channel, direction
         out: dict[str, Any] = {"mode": "cuda sync debug 'error'" if dev.type == "cuda" else "dispatch mode (CPU)"}
         all_ok = True
         variants = (("auto", None),) if self.quick else (("auto", None), ("fp16", "fp16"))  # CPU fp16 is slow
