@@ -216,7 +216,7 @@ class DeviceCheck:
             steps = 2 if self.quick else 4  # includes step 1, where λ's balance is computed
             settings = self.settings(gpu_preset(), noise=0.02, autocast=autocast, steps=100)
             run = fw.start_run(model, self.image, targets, **settings)
-            ok, error, locations = True, "", []
+            ok, error, locations, stack = True, "", [], []
             try:
                 synchronize(dev)
                 with self._no_sync():
@@ -225,9 +225,13 @@ class DeviceCheck:
                 synchronize(dev)
             except Exception as exc:  # noqa: BLE001 - "error" mode raises RuntimeError; report any failure
                 ok, error = False, f"{type(exc).__name__}: {exc}"
+                frames = traceback.extract_tb(exc.__traceback__)
+                stack = [f"{f.filename}:{f.lineno} {f.name}" for f in frames if "faccent_widget" in f.filename]
+                stack += [f"{f.filename}:{f.lineno} {f.name}" for f in frames[-3:] if "faccent_widget" not in f.filename]
             if not ok and dev.type == "cuda":
                 locations = self._sync_locations(model, targets, settings, steps)
-            out[variant] = {"ok": ok, "error": error, "sync_locations": locations, "policy": run.policy.reason}
+            out[variant] = {"ok": ok, "error": error, "stack": stack, "sync_locations": locations,
+                            "policy": run.policy.reason}
             all_ok &= ok
         out["ok"] = all_ok
         return out
@@ -474,6 +478,8 @@ class DeviceCheck:
                 continue
             v = r[variant]
             print(f"   {variant:5s} {'pass' if v['ok'] else 'FAIL'}  {v['error'][:300]}")
+            for frame in v.get("stack", []):
+                print(f"         in {frame}")
             for loc in v["sync_locations"]:
                 print(f"         syncs at {loc}")
 
