@@ -163,7 +163,7 @@ class Direction(Objective):
     def __init__(self, layer: str, vector: torch.Tensor | Sequence[float], *, cosine: bool = False) -> None:
         self.layer = layer
         self.vector = torch.as_tensor(vector, dtype=torch.float32).flatten()
-        self._on_device: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        self._on_device: dict[torch.device, torch.Tensor] = {}
         self.cosine = bool(cosine)
         self.layers = (layer,)
         self.description = f"{'cosine' if cosine else 'dot'} direction at {layer}"
@@ -173,10 +173,9 @@ class Direction(Objective):
             raise ValueError(
                 f"direction has {self.vector.numel()} values but {self.layer} has {a.shape[1]} channels"
             )
-        key = (a.device, a.dtype)
-        if key not in self._on_device:  # copy once per device: a per-step copy syncs a CUDA step
-            self._on_device[key] = self.vector.to(a.device, a.dtype)
-        v = self._on_device[key].view(1, -1, *([1] * (a.dim() - 2)))
+        if a.device not in self._on_device:  # copied once per device: a host→device copy syncs a CUDA step
+            self._on_device[a.device] = self.vector.to(a.device)
+        v = self._on_device[a.device].to(a.dtype).view(1, -1, *([1] * (a.dim() - 2)))
         dot = (a * v).sum(1)
         if self.cosine:
             dot = dot / (a.norm(dim=1) * v.norm() + 1e-8)

@@ -54,6 +54,7 @@ class Parameterization:
         if seed.dim() != 4 or seed.shape[1] != 3:
             raise ValueError(f"seed must be a (B, 3, H, W) batch in [0, 1], got {tuple(seed.shape)}")
         self.shape = tuple(seed.shape)
+        _color_matrix(seed.device, torch.float32)  # copied to the device now, not inside the first step
 
     def image(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

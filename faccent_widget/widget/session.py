@@ -124,14 +124,24 @@ class Session:
         return self.run
 
     def advance(self, budget_s: float) -> list[StepState]:
-        """Run steps for about ``budget_s`` seconds (at least one)."""
+        """Run steps for about ``budget_s`` seconds (at least one).
+
+        On a GPU the steps are queued asynchronously, so the clock alone would let the host queue many
+        steps ahead of the device and the frame would come long after the budget. Here at most one step
+        is in flight: before the clock is read, the step before the last one is waited for (outside the
+        step itself, which stays free of host syncs).
+        """
         run = self.run
         if run is None or run.done:
             return []
         states = []
+        in_flight: Any = None
         t0 = time.perf_counter()
         while not run.done:
             states.append(run.step())
+            if in_flight is not None:
+                in_flight.synchronize()
+            in_flight = _step_marker(run.device)
             if time.perf_counter() - t0 >= budget_s:
                 break
         if run.done:
@@ -153,3 +163,14 @@ class Session:
         if view == "masked":
             return masked_accentuation(seed, accent, mask)
         return accent
+
+
+def _step_marker(device: torch.device) -> Any:
+    """Something whose ``synchronize()`` waits until the work queued so far on ``device`` is done."""
+    if device.type == "cuda":
+        event = torch.cuda.Event()
+        event.record(torch.cuda.current_stream(device))
+        return event
+    if device.type == "mps":
+        return torch.mps  # no per-step events there: wait for everything queued
+    return None  # CPU: steps run synchronously
