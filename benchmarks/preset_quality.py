@@ -86,7 +86,7 @@ def parse_candidate(spec: str) -> tuple[str, dict[str, Any]]:
 
 def resolved(settings: dict[str, Any]) -> dict[str, Any]:
     """The preset's values with the candidate's overrides (for the table and the JSON)."""
-    return {**fw.PRESETS[settings["preset"]], **settings}
+    return {**fw.PRESETS[settings["preset"]].as_dict(), **settings}
 
 
 # ---------------------------------------------------------------------------------------------- measuring

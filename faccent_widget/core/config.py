@@ -57,10 +57,13 @@ class EngineConfig:
         return dataclasses.asdict(self)
 
 
-#: The paper's recipe (appendix A) and a CPU-friendly preview.
+#: ``preview`` (the CPU default), ``gpu`` (the CUDA default: the preview's canvas with the paper's
+#: crops) and ``paper`` (appendix A exactly: 100 steps, 16 crops of 224 px on a 512 px canvas, Gaussian
+#: σ = 0.02 plus uniform ±0.01 noise). Quality and speed of each: README, "Presets".
 PRESETS: dict[str, EngineConfig] = {
-    "paper": EngineConfig(preset="paper"),
     "preview": EngineConfig(steps=40, n_crops=4, input_size=160, canvas=256, snapshot_every=2, preset="preview"),
+    "gpu": EngineConfig(steps=100, n_crops=16, input_size=224, canvas=256, noise=0.02, preset="gpu"),
+    "paper": EngineConfig(noise=0.02, preset="paper"),
 }
 
 #: Names of the settings a user may override (every field but the preset's own name).
@@ -68,8 +71,8 @@ ENGINE_SETTINGS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Engi
 
 
 def default_preset(device: torch.device | str) -> str:
-    """CUDA → "paper", anything else → "preview"."""
-    return "paper" if torch.device(device).type == "cuda" else "preview"
+    """CUDA → "gpu", anything else → "preview"."""
+    return "gpu" if torch.device(device).type == "cuda" else "preview"
 
 
 def resolve_config(preset: str | None, device: torch.device | str, **overrides: Any) -> EngineConfig:
