@@ -14,7 +14,7 @@ Sections (each one is wrapped: a failure is recorded in the JSON and the table, 
                 TF32 off: objective histories compared step by step (tolerance justified below);
 * speed       — ms/step (median, synchronised, after warm-up; and pipelined), seconds per full
                 accentuation, peak memory, per preset and model (default model and GoogLeNet), and ms/step
-                of the GPU preset under fp32 / bf16 / fp16;
+                of the GPU preset under fp32 / bf16 / fp16, with and without channels_last;
 * fp16        — the T4 path forced on this card: gradients finite? objective gain vs bf16 and fp32;
                 gradient fidelity at the seed vs fp32 with and without the gradient scale;
 * widget      — ``FaccentWidget`` headless, driven by chunk messages as the browser does: chunks per
@@ -348,17 +348,23 @@ class DeviceCheck:
                              "peak_mb": peak_mb(self.device), "log_prob_gain": log_prob_gain(result)})
         out: dict[str, Any] = {"rows": rows}
         if not self.quick and self.device.type == "cuda":  # does the policy's precision pay, per model?
-            precision = []
-            for name in self.models:
-                model = self.model(name)
-                entry: dict[str, Any] = {"model": model.name, "preset": gpu_preset()}
-                for label, autocast in (("fp32", False), ("bf16", "bf16"), ("fp16", "fp16")):
-                    run = fw.start_run(model, self.image, 0, **self.settings(gpu_preset(), steps=10_000,
-                                                                             autocast=autocast))
-                    entry[label] = self._time_steps(run, 2, 6)[1]
-                precision.append(entry)
-            out["precision_ms_per_step_pipelined"] = precision
+            out["precision_ms_per_step_pipelined"] = self.precision()
         return out
+
+    def precision(self) -> list[dict[str, Any]]:
+        """Pipelined ms/step of the GPU preset per model under fp32 / bf16 / fp16, ± channels_last."""
+        precision = []
+        for name in self.models:
+            model = self.model(name)
+            entry: dict[str, Any] = {"model": model.name, "preset": gpu_preset()}
+            variants = (("fp32", False, False), ("fp32_channels_last", False, True), ("bf16", "bf16", True),
+                        ("bf16_nchw", "bf16", False), ("fp16", "fp16", True))
+            for label, autocast, channels_last in variants:
+                run = fw.start_run(model, self.image, 0, **self.settings(gpu_preset(), steps=10_000, autocast=autocast))
+                run.policy = dataclasses.replace(run.policy, channels_last=channels_last)
+                entry[label] = self._time_steps(run, 2, 6)[1]
+            precision.append(entry)
+        return precision
 
     def fp16(self) -> dict[str, Any]:
         model = self.model()
@@ -498,8 +504,8 @@ class DeviceCheck:
                   f"{row['ms_per_step_pipelined']:9.1f} {row['steps']:5d} {row['seconds_per_accentuation']:8.2f} "
                   f"{fmt(row['peak_mb'], '.0f'):>8s} {fmt(row['log_prob_gain'], '+.2f'):>7s}")
         for e in r.get("precision_ms_per_step_pipelined", []):
-            print(f"   {e['model']:<34s} {e['preset']:<8s} ms/step pipelined: fp32 {e['fp32']:.1f}  bf16 {e['bf16']:.1f}"
-                  f"  fp16 {e['fp16']:.1f}")
+            print(f"   {e['model']:<34s} {e['preset']:<8s} ms/step pipelined: "
+                  + "  ".join(f"{k} {v:.1f}" for k, v in e.items() if k not in ("model", "preset")))
 
     def _print_fp16(self, r: dict[str, Any]) -> None:
         for label, v in r["runs"].items():
