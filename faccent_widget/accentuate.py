@@ -157,7 +157,7 @@ def accentuate(model: nn.Module | Model, image: Images, target: Targets, **setti
 def accentuate(model, image, target, **settings):
     """Accentuate ``image`` toward ``target`` with ``model``; returns an :class:`Accentuation`.
 
-    Settings (``None`` = the preset's value; the preset is picked by device: CUDA → "paper",
+    Settings (``None`` = the preset's value; the preset is picked by device: CUDA → "gpu",
     CPU → "preview"): ``lam`` (λ, balanced so 1 means objective and regulariser pull equally),
     ``reg_layer``, ``steps``, ``n_crops``, ``crop_range``, ``input_size`` (crop size fed to the
     model), ``canvas`` (shorter side of the optimised image), ``lr``, ``param`` ("fourier", "pixel",

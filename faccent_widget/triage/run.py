@@ -276,7 +276,7 @@ def triage(
             that lives as long as the report (single process only).
         limit: triage only this many items, spread evenly over the dataset (``None``: all).
         targets: which classes to accentuate each mistake toward: ``("predicted", "true")`` or one of them.
-        preset: engine preset ("paper", "preview"; default by device); other engine settings
+        preset: engine preset (a name from ``fw.PRESETS``; default by device); other engine settings
             (``lam``, ``steps``, ``n_crops``, ``input_size``, ``canvas``, ``reg_layer``, ``lr``,
             ``param``, ``noise``, ``balance``, ``crop_range``, ``autocast``) as keyword arguments.
         batch_size: mistakes accentuated together (each toward every target, so 2 × as many batch

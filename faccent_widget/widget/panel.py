@@ -48,7 +48,7 @@ class FaccentWidget(anywidget.AnyWidget):
         labels: class names for a bare module.
         true_label: the image's true class (index or label) — enables the triage view.
         reference: images for collective mask normalisation (default: the bundled sample images).
-        preset: "paper" or "preview" (default by device).
+        preset: a name from ``fw.PRESETS`` ("preview", "gpu", "paper"; default by device).
         device: run on this device (a private copy of the model if it lives elsewhere).
         **engine_overrides: any :func:`~faccent_widget.accentuate` setting (``n_crops``, ``lr``, …).
     """
