@@ -149,3 +149,29 @@ if rows:
 #
 # **Exercise.** Mask out the towers (paint them with the sky colour) and predict again. Does the
 # prediction flip, as the accentuation suggests? Then do the same triage for the `china` image.
+
+# %% [markdown]
+# ## A whole labelled folder: `fw.triage`
+#
+# One image at a time needs you to know which image is wrong. `fw.triage` takes a folder in the
+# `ImageFolder` layout (one subfolder per class, named by the class label or its WordNet id), predicts
+# every image, and accentuates each mistake toward the predicted and the true class, with Grad-CAM and
+# collectively normalized masks, most telling mistakes first (largest p(predicted) − p(true)). Results go
+# to an on-disk store that a rerun resumes; `torchrun --nproc_per_node N -m faccent_widget triage DIR
+# --out OUT` spreads a big folder over GPUs. Here: a small demo folder built from the sample images.
+
+# %%
+import tempfile
+from pathlib import Path
+
+import faccent_widget as fw
+from faccent_widget.triage import build_demo_folder
+
+work = Path(tempfile.mkdtemp(prefix="faccent-triage-"))
+demo_dir = build_demo_folder(work / "images")  # 14 labelled sample images (ImageFolder layout)
+TRI = dict(steps=3, n_crops=2, canvas=96, input_size=96) if FAST else dict(
+    preset="preview", steps=12, n_crops=2, canvas=160, input_size=128)
+report = fw.triage(model, demo_dir, out=work / "store", **TRI)  # a rerun resumes from this store
+print(report)
+report.to_html(work / "report.html")  # one self-contained, offline HTML file
+report.show()
