@@ -65,6 +65,7 @@ def start_run(
     n_crops: int | None = None,
     crop_range: tuple[float, float] | None = None,
     input_size: int | None = None,
+    input_scale: float | None = None,
     canvas: int | None = None,
     lr: float | None = None,
     param: str | None = None,
@@ -88,7 +89,8 @@ def start_run(
     """
     adapter = as_model(model, device=device)
     overrides = dict(
-        steps=steps, n_crops=n_crops, crop_range=crop_range, input_size=input_size, canvas=canvas, lr=lr,
+        steps=steps, n_crops=n_crops, crop_range=crop_range, input_size=input_size, input_scale=input_scale,
+        canvas=canvas, lr=lr,
         param=param, noise=noise, balance=balance, snapshot_every=snapshot_every, autocast=autocast, seed=seed,
         reg_layer=reg_layer,
     )
@@ -158,7 +160,8 @@ def accentuate(model, image, target, **settings):  # type: ignore[no-untyped-def
     Settings (``None`` = the preset's value; the preset is picked by device: CUDA → "paper",
     CPU → "preview"): ``lam`` (λ, balanced so 1 means objective and regulariser pull equally),
     ``reg_layer``, ``steps``, ``n_crops``, ``crop_range``, ``input_size`` (crop size fed to the
-    model), ``canvas`` (shorter side of the optimised image), ``lr``, ``param`` ("fourier", "pixel",
+    model; default: the model's native size × the preset's ``input_scale``, exactly the native size
+    for fixed-size models such as ViTs), ``input_scale``, ``canvas`` (shorter side of the optimised image), ``lr``, ``param`` ("fourier", "pixel",
     "maco"), ``noise`` (σ), ``balance``, ``snapshot_every``, ``autocast`` (bf16 model passes; default:
     on for CPUs with native bf16 and models without depthwise convolutions), ``preset``, ``seed``,
     ``device``.

@@ -245,6 +245,19 @@ class Model:
         return [n for n in trace.order if n in parents
                 and self.layout(n).kind in ("tokens", "channels_last") and self.layout(n).is_map]
 
+    def attention_input_layer(self, block: str) -> str | None:
+        """The pre-attention norm of transformer block ``block``: the last map layer inside it that
+        returns before its attention module starts (timm ``norm1``, torchvision ``ln_1``, Hugging Face
+        ``layernorm_before``); None when there is none."""
+        block = self.resolve_layer(block)
+        trace = self._trace()
+        starts = [trace.first_call[a] for a in self._attention_modules()
+                  if a.startswith(block + ".") and a in trace.first_call]
+        if not starts:
+            return None
+        before = [n for n in self.map_layers if n.startswith(block + ".") and trace.last_call[n] < min(starts)]
+        return before[-1] if before else None
+
     @property
     def map_layers(self) -> list[str]:
         """Layers whose output has a 2-D grid of image positions (spatial, channels-last, or tokens
