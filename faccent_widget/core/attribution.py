@@ -148,16 +148,20 @@ def _why_not_a_map(model: Model, layer: str, hw: tuple[int, int]) -> str:
 def _check_gradcam_layer(model: Model, objective: Objective, layer: str, hw: tuple[int, int]) -> str:
     layer = model.resolve_layer(layer)
     if not model.is_spatial_map(layer, hw):
-        options: list[str] = []
+        try:
+            options = [default_gradcam_layer(model, objective, hw)]
+        except ValueError:
+            options = []
         for name in reversed(_map_candidates(model, objective)):
-            if model.is_spatial_map(name, hw):
-                options.append(name)
-            if len(options) == 6:
+            if len(options) >= 6:
                 break
+            if name not in options and model.is_spatial_map(name, hw):
+                options.append(name)
         tail = ", ".join(repr(n) for n in options) or "none"
         raise ValueError(
             f"Grad-CAM needs a layer with a spatial output, but {layer!r} has none "
-            f"({_why_not_a_map(model, layer, hw)}). Spatial layers of {model.name} you can use, deepest first: {tail}"
+            f"({_why_not_a_map(model, layer, hw)}). Spatial layers of {model.name} you can use "
+            f"(the default first, then deepest first): {tail}"
         )
     deepest = _deepest_target_layer(model, objective)
     if deepest is not None and layer != deepest:

@@ -187,7 +187,7 @@ class Channel(_LayerObjective):
 
     def __call__(self, feats: Features) -> torch.Tensor:
         a = _channel_slice(self._channels_first(feats[self.layer]), self.unit, self.layer)
-        return a.flatten(1).mean(1)
+        return a.reshape(a.shape[0], -1).mean(1)
 
     def activation_map(self, feats: Features) -> torch.Tensor:
         a = _channel_slice(self._map(feats[self.layer]), self.unit, self.layer)
@@ -256,7 +256,8 @@ class Direction(_LayerObjective):
         return dot
 
     def __call__(self, feats: Features) -> torch.Tensor:
-        return self._per_position(self._channels_first(feats[self.layer])).flatten(1).mean(1)
+        p = self._per_position(self._channels_first(feats[self.layer]))
+        return p.reshape(p.shape[0], -1).mean(1)
 
     def activation_map(self, feats: Features) -> torch.Tensor:
         p = self._per_position(self._map(feats[self.layer]))
