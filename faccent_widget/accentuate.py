@@ -65,6 +65,7 @@ def start_run(
     n_crops: int | None = None,
     crop_range: tuple[float, float] | None = None,
     input_size: int | None = None,
+    input_scale: float | None = None,
     canvas: int | None = None,
     lr: float | None = None,
     param: str | None = None,
@@ -89,8 +90,9 @@ def start_run(
     """
     adapter = as_model(model, device=device)
     overrides = dict(
-        steps=steps, n_crops=n_crops, crop_range=crop_range, input_size=input_size, canvas=canvas, lr=lr,
-        param=param, noise=noise, balance=balance, snapshot_every=snapshot_every, attribution_every=attribution_every, autocast=autocast, seed=seed,
+        steps=steps, n_crops=n_crops, crop_range=crop_range, input_size=input_size, input_scale=input_scale,
+        canvas=canvas, lr=lr, param=param, noise=noise, balance=balance, snapshot_every=snapshot_every,
+        attribution_every=attribution_every, autocast=autocast, seed=seed,
         reg_layer=reg_layer,
     )
     if config is not None:
@@ -160,12 +162,14 @@ def accentuate(model, image, target, **settings):
     Settings (``None`` = the preset's value; the preset is picked by device: CUDA → "gpu",
     CPU → "preview"): ``lam`` (λ, balanced so 1 means objective and regulariser pull equally),
     ``reg_layer``, ``steps``, ``n_crops``, ``crop_range``, ``input_size`` (crop size fed to the
-    model), ``canvas`` (shorter side of the optimised image), ``lr``, ``param`` ("fourier", "pixel",
-    "maco"), ``noise`` (σ), ``balance``, ``snapshot_every``, ``attribution_every`` (sample the gradient
-    attribution every k regularised steps; 1 = exact, at the cost of a second backward per step), ``autocast`` (low-precision model passes;
-    default: by device — bf16 on CUDA sm80+ and on CPUs with native bf16 for models without depthwise
-    convolutions, fp16 on T4/V100, fp32 elsewhere; ``False`` = fp32, ``"fp16"``/``"bf16"`` to force),
-    ``preset``, ``seed``, ``device``.
+    model; default: the model's native size × the preset's ``input_scale``, exactly the native size
+    for fixed-size models such as ViTs), ``input_scale``, ``canvas`` (shorter side of the optimised
+    image), ``lr``, ``param`` ("fourier", "pixel", "maco"), ``noise`` (σ), ``balance``,
+    ``snapshot_every``, ``attribution_every`` (sample the gradient attribution every k regularised
+    steps; 1 = exact, at the cost of a second backward per step), ``autocast`` (low-precision model
+    passes; default: by device — bf16 on CUDA sm80+ and on CPUs with native bf16 for models without
+    depthwise convolutions, fp16 on T4/V100, fp32 elsewhere and for fp16/bf16 models; ``False`` = fp32,
+    ``"fp16"``/``"bf16"`` to force), ``preset``, ``seed``, ``device``.
 
     A list of targets (e.g. the top-5 classes) or of images runs as one batch and returns a list.
     """

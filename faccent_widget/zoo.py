@@ -42,17 +42,17 @@ def _efficientnet_lite0(pretrained: bool) -> tuple[nn.Module, dict[str, Any]]:
     return module, {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "input_size": 224}
 
 
-def _torchvision(name: str) -> Callable[[bool], tuple[nn.Module, dict[str, Any]]]:
+def _torchvision(name: str) -> Callable[[bool, bool], tuple[nn.Module, dict[str, Any]]]:
     def build(pretrained: bool, download: bool = False) -> tuple[nn.Module, dict[str, Any]]:
         import torchvision
 
         weights = torchvision.models.get_model_weights(name).DEFAULT
         kwargs: dict[str, Any] = {}
-        if name == "googlenet":
+        if name in ("googlenet", "inception_v3"):
             kwargs = {"aux_logits": False, "init_weights": not pretrained}
         if not pretrained:
             module = torchvision.models.get_model(name, weights=None, **kwargs)
-            if name == "googlenet":  # pretrained GoogLeNet expects ImageNet-normalised input too
+            if name in ("googlenet", "inception_v3"):  # pretrained ones expect ImageNet-normalised input too
                 module.transform_input = False
         else:
             cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
@@ -70,24 +70,115 @@ def _torchvision(name: str) -> Callable[[bool], tuple[nn.Module, dict[str, Any]]
     return build
 
 
-_BUILDERS: dict[str, Callable[..., tuple[nn.Module, dict[str, Any]]]] = {
-    "efficientnet_lite0": _efficientnet_lite0,
-    "googlenet": _torchvision("googlenet"),
-    "resnet18": _torchvision("resnet18"),
-    "vgg11": _torchvision("vgg11"),
-    "alexnet": _torchvision("alexnet"),
-    "squeezenet1_1": _torchvision("squeezenet1_1"),
-}
+def _hf_cache_dir() -> str | None:
+    """The Hugging Face hub cache to look for timm weights in (None: huggingface_hub's default)."""
+    return None
+
+
+def _timm_cached_weights(name: str) -> Path | None:
+    """The weights file of timm model ``name`` if it is already on disk: in the Hugging Face hub cache
+    (``model.safetensors`` / ``pytorch_model.bin`` of its ``hf_hub_id``) or, for older timm weights,
+    in torch hub's checkpoint folder. Never downloads."""
+    from timm.models import get_pretrained_cfg
+
+    cfg = get_pretrained_cfg(name)
+    if cfg is None:
+        return None
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+        for filename in names:
+            found = try_to_load_from_cache(cfg.hf_hub_id, filename, cache_dir=_hf_cache_dir())
+            if isinstance(found, str):
+                return Path(found)
+    url = cfg.url if isinstance(cfg.url, str) else None
+    if url and Path(url).suffix in (".pth", ".pt", ".bin", ".safetensors"):
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
+        if cached.exists():
+            return cached
+    return None
+
+
+def _timm(name: str) -> Callable[[bool, bool], tuple[nn.Module, dict[str, Any]]]:
+    def build(pretrained: bool, download: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+        import timm
+
+        if not pretrained:
+            module = timm.create_model(name, pretrained=False)
+        elif download:
+            module = timm.create_model(name, pretrained=True)
+        else:
+            path = _timm_cached_weights(name)
+            if path is None:
+                raise WeightsUnavailableError(
+                    f"pretrained weights for timm model {name!r} are not in the Hugging Face or torch hub cache "
+                    f"and downloading is off (no network here). Options: load_model({name!r}, pretrained=False) "
+                    f"for random weights, load_model({name!r}, download=True) where the network is reachable, "
+                    "or the offline default load_model()."
+                )
+            module = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)})
+        module.eval()
+        return module, {}
+
+    return build
+
+
+#: The paper's models (torchvision) and other common classifiers, by library. ``available_models``
+#: lists these; any other torchvision classification model or timm model name works too.
+_COMMON_TORCHVISION = (
+    "googlenet", "resnet18", "vgg11", "alexnet", "squeezenet1_1",
+    "resnet50", "vit_b_16", "convnext_tiny", "swin_t", "inception_v3", "regnet_y_400mf", "efficientnet_b0",
+    "mobilenet_v3_large", "densenet121",
+)
+_COMMON_TIMM = (
+    "vit_small_patch16_224", "vit_base_patch16_224", "deit_tiny_patch16_224", "deit_small_patch16_224",
+    "swin_tiny_patch4_window7_224", "convnext_atto", "resnet10t",
+)
 _ALIASES = {"inceptionv1": "googlenet", "inception_v1": "googlenet", "default": DEFAULT_MODEL}
+_PREFIXES = {"timm": "timm", "torchvision": "torchvision", "tv": "torchvision"}
 
 
 def available_models() -> list[str]:
-    """Names accepted by ``load_model``."""
-    return list(_BUILDERS)
+    """Common names accepted by ``load_model``: the offline default, the paper's torchvision models and
+    frequent torchvision and timm classifiers. Any torchvision classification model name and any timm
+    model name (``timm.list_models()``) work too; ``"timm/<name>"`` or ``"torchvision/<name>"`` picks
+    the library when both have the name (torchvision is used otherwise)."""
+    return [DEFAULT_MODEL, *_COMMON_TORCHVISION, *_COMMON_TIMM]
+
+
+def _builder(name: str) -> tuple[str, Callable[..., tuple[nn.Module, dict[str, Any]]]]:
+    """(registry key, builder) for a model name, or a ``ValueError`` listing the common names."""
+    key = _ALIASES.get(name.strip().lower(), name.strip())
+    if key == DEFAULT_MODEL:
+        return key, _efficientnet_lite0
+    library = None
+    for sep in ("/", ":"):
+        head, found, rest = key.partition(sep)
+        if found and head.lower() in _PREFIXES:
+            library, key = _PREFIXES[head.lower()], rest
+            break
+    if library in (None, "torchvision"):
+        import torchvision
+
+        if key.lower() in torchvision.models.list_models(module=torchvision.models):
+            return key.lower(), _torchvision(key.lower())
+    if library in (None, "timm"):
+        import timm
+
+        if timm.is_model(key):
+            return key, _timm(key)
+    where = {"timm": "a timm model", "torchvision": "a torchvision classification model"}.get(
+        library or "", "a torchvision classification model or timm model")
+    raise ValueError(
+        f"unknown model {name!r}: not {where}. Common names: {', '.join(available_models())}; "
+        "or pass your own nn.Module"
+    )
 
 
 def load_model(
-    name: str | nn.Module | Model = DEFAULT_MODEL,
+    model: str | nn.Module | Model = DEFAULT_MODEL,
+    /,
     *,
     pretrained: bool = True,
     download: bool = False,
@@ -98,26 +189,30 @@ def load_model(
 
     * ``load_model()`` — EfficientNet-Lite0, ImageNet-pretrained, from an installed package (offline).
     * ``load_model("googlenet" | "resnet18" | "vgg11" | "alexnet" | "squeezenet1_1")`` — the paper's
-      torchvision models with their weights' preprocessing. Pretrained weights must be in the torch hub
-      cache (or pass ``download=True``); otherwise a ``WeightsUnavailableError`` is raised at once.
-      ``pretrained=False`` gives random weights (handy for timing and sanity checks).
-    * ``load_model(module, mean=..., std=..., labels=...)`` — wrap any classifier ``nn.Module``.
+      torchvision models with their weights' preprocessing and input size.
+    * ``load_model("resnet50" | "vit_b_16" | "convnext_tiny" | "swin_t" | "inception_v3" | …)`` — any
+      torchvision classification model; ``load_model("vit_small_patch16_224" | "deit_tiny_patch16_224"
+      | …)`` — any timm model (``"timm/<name>"`` / ``"torchvision/<name>"`` when both libraries have
+      the name). See :func:`available_models`.
+    * ``load_model(module, mean=..., std=..., labels=..., name=...)`` — wrap any classifier ``nn.Module``.
+
+    Pretrained weights are never downloaded unless ``download=True``: they must already be on disk
+    (torch hub's checkpoint folder for torchvision; the Hugging Face hub cache or torch hub's folder for
+    timm), else a ``WeightsUnavailableError`` is raised at once. ``pretrained=False`` gives random
+    weights (handy for timing and sanity checks).
 
     Extra keyword arguments go to :class:`Model` (``mean``, ``std``, ``input_range``, ``input_size``,
-    ``labels``, ``reg_layer``, ``name``).
+    ``accepts_any_size``, ``labels``, ``reg_layer``, ``name``).
     """
-    if isinstance(name, Model):
+    if isinstance(model, Model):
         if adapter_kwargs or device is not None:
             raise ValueError("a Model is already configured; pass the bare nn.Module to change its settings")
-        return name
-    if isinstance(name, nn.Module):
-        return Model(name, device=device, **adapter_kwargs)
-    if not isinstance(name, str):
-        raise TypeError(f"load_model expects a model name or an nn.Module, got {type(name).__name__}")
-    key = _ALIASES.get(name.lower(), name.lower())
-    if key not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(available_models())}, or pass an nn.Module")
-    builder = _BUILDERS[key]
+        return model
+    if isinstance(model, nn.Module):
+        return Model(model, device=device, **adapter_kwargs)
+    if not isinstance(model, str):
+        raise TypeError(f"load_model expects a model name or an nn.Module, got {type(model).__name__}")
+    key, builder = _builder(model)
     if key == DEFAULT_MODEL:
         module, meta = builder(pretrained)
     else:

@@ -87,14 +87,15 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(np.corrcoef(a.flatten().double().numpy(), b.flatten().double().numpy())[0, 1])
 
 
-def _reference_gradcam(model: fw.Model, x: torch.Tensor, layer: str, classes: list[int]) -> torch.Tensor:
+def _reference_gradcam(model: fw.Model, x: torch.Tensor, layer: str, classes: list[int],
+                       reshape_transform=None) -> torch.Tensor:
     """pytorch-grad-cam on a private, frozen copy (it calls .eval() and adds hooks)."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
     net = copy.deepcopy(model.module).requires_grad_(False)
     inp = model.normalize(x).detach().requires_grad_(True)
-    with GradCAM(model=net, target_layers=[net.get_submodule(layer)]) as cam:
+    with GradCAM(model=net, target_layers=[net.get_submodule(layer)], reshape_transform=reshape_transform) as cam:
         out = cam(input_tensor=inp, targets=[ClassifierOutputTarget(c) for c in classes])
     return torch.from_numpy(out)
 
@@ -314,6 +315,32 @@ def test_agreement_with_pytorch_grad_cam_resnet18_random() -> None:
     up = F.interpolate(_relu_minmax(low)[:, None], size=(224, 224), mode="bilinear", align_corners=False)[:, 0]
     for i in range(2):
         assert _pearson(up[i], ref[i]) >= 0.999
+
+
+def test_agreement_with_pytorch_grad_cam_vit_random() -> None:
+    """A small random timm ViT: Grad-CAM at the last block's pre-attention norm, tokens reshaped to the
+    patch grid without the class token — pytorch-grad-cam's ViT recipe (its ``reshape_transform``)."""
+    import timm
+
+    torch.manual_seed(0)
+    net = fw.Model(timm.create_model("vit_tiny_patch16_224", img_size=96, depth=3), name="vit")
+    x = torch.stack([net.prepare(fw.sample_image(n))[0] for n in ("coffee", "chelsea")])
+    with torch.no_grad():
+        top = net.logits(x).argmax(1).tolist()
+    layer = default_gradcam_layer(net, top[0])
+    assert layer == "blocks.2.norm1"
+
+    def reshape_transform(t: torch.Tensor) -> torch.Tensor:  # from pytorch-grad-cam's ViT tutorial
+        return t[:, 1:, :].reshape(t.size(0), 6, 6, t.size(2)).permute(0, 3, 1, 2)
+
+    # random-weight maps are of mixed sign, so compare with pytorch-grad-cam's order of operations:
+    # at the 6×6 patch grid, ReLU, min-max, then resize
+    low = torch.cat([gradcam(net, x[i : i + 1], c, upsample=False) for i, c in enumerate(top)])
+    assert low.shape == (2, 6, 6) and (low.abs().amax((1, 2)) > 0).all()
+    ref = _reference_gradcam(net, x, layer, top, reshape_transform)
+    up = F.interpolate(_relu_minmax(low)[:, None], size=(96, 96), mode="bilinear", align_corners=False)[:, 0]
+    for i in range(2):
+        assert _pearson(up[i], ref[i]) >= 0.99
 
 
 # --------------------------------------------------------------------------- (e) bad input

@@ -3,15 +3,15 @@
 Three sources of attribution maps, all returned as raw (N, H, W) float32 CPU tensors at the image
 resolution, ready for :class:`~faccent_widget.core.masks.CollectiveNormalizer`:
 
-* :func:`gradcam` — Grad-CAM (Captum's ``LayerGradCam``) of any target: logits, channels, neurons,
-  directions, or combinations (figure 9 of the paper);
+* :func:`gradcam` — Grad-CAM of any target: logits, channels, neurons, directions, or combinations
+  (figure 9 of the paper), at spatial, channels-last or token layers;
 * :func:`activation_attribution` — the target's own activation map, for channel / neuron / direction
   targets of convolutional layers, which are already spatial (figure 10);
 * :func:`gradient_attribution` — the accumulated ``|∂objective/∂image|`` map that the accentuation
   engine records while it runs.
 
 Every function takes a :class:`~faccent_widget.Model` (or a bare ``nn.Module``, wrapped with
-:func:`~faccent_widget.core.model.as_model`). The wrapped ``nn.Module`` is never changed: Captum runs inside
+:func:`~faccent_widget.core.model.as_model`). The wrapped ``nn.Module`` is never changed: Grad-CAM runs inside
 ``model.preserved()`` (eval mode, parameters frozen, both restored afterwards) and its hooks, like
 the adapter's, are removed when the call returns, also after an exception.
 """
@@ -71,54 +71,97 @@ def _deepest_target_layer(model: Model, objective: Objective) -> str | None:
     return model.execution_order(objective.layers)[-1]
 
 
-def _spatial_candidates(model: Model, objective: Objective) -> list[str]:
-    """Spatial layers (in execution order) that produce their output no later than the target."""
-    layers = list(model.spatial_layers)
+def _map_candidates(model: Model, objective: Objective) -> list[str]:
+    """Map layers (spatial, channels-last, tokens with a patch grid; in execution order) that produce
+    their output no later than the target."""
+    layers = list(model.map_layers)
     deepest = _deepest_target_layer(model, objective)
     if deepest is None:
         return layers
-    spatial = set(layers)
+    maps = set(layers)
     order = model.execution_order(list(dict.fromkeys(layers + [deepest])))
-    return [n for n in order[: order.index(deepest) + 1] if n in spatial]
+    return [n for n in order[: order.index(deepest) + 1] if n in maps]
+
+
+def _transformer_layer(model: Model) -> str | None:
+    """The Grad-CAM layer of a transformer's output: for token models with prefix tokens (ViT, DeiT)
+    the last block's pre-attention norm — the patch tokens after the last attention never reach a
+    class-token head, so Grad-CAM there is zero (pytorch-grad-cam's ViT recipe uses
+    ``blocks[-1].norm1``); for models without prefix tokens (Swin) the last block's output, i.e. the
+    last stage. None for models without transformer blocks."""
+    blocks = model.transformer_blocks
+    if not blocks:
+        return None
+    last = blocks[-1]
+    lay = model.layout(last)
+    if lay.kind == "tokens" and lay.prefix_tokens > 0:
+        return model.attention_input_layer(last)
+    return last
 
 
 def default_gradcam_layer(model: nn.Module | Model, target: Target, hw: tuple[int, int] | None = None) -> str:
     """The layer Grad-CAM uses when none is given.
 
-    The last layer, in execution order, whose output is a (N, C, h, w) map with more than one
-    position and that is produced no later than the target: for logit targets the model's last
-    spatial layer (global-pooling outputs of size 1×1 are skipped); for hidden-layer targets the
-    target's own layer when it is spatial (Grad-CAM there is the channel's activation map, scaled),
-    else the last spatial layer before it.
+    Candidates are the map layers (spatial (N, C, h, w), channels-last (N, h, w, C), or tokens with
+    a patch grid; never attention internals or pooled vectors) with more than one position, produced
+    no later than the target:
+
+    * hidden-layer targets at a map layer: that layer (Grad-CAM there is the channel's activation
+      map, scaled);
+    * logits (and targets at pooled layers) of a vision transformer: the last block's pre-attention
+      norm for models with class/distillation tokens (timm ``blocks[-1].norm1``, torchvision
+      ``encoder_layer_N.ln_1``, Hugging Face ``layernorm_before``), the last block / stage output for
+      hierarchical ones without (Swin);
+    * otherwise (CNNs): the last candidate — the model's last spatial layer for logits (global-pooling
+      outputs of size 1×1 are skipped).
     """
     model = as_model(model)
     objective = resolve_objective(model, target)
     hw = hw or (int(model.input_size), int(model.input_size))
-    candidates = _spatial_candidates(model, objective)
-    for name in reversed(candidates):
-        if model.is_spatial_map(name, hw):
-            return name
+    candidates = [n for n in _map_candidates(model, objective) if model.is_spatial_map(n, hw)]
+    deepest = _deepest_target_layer(model, objective)
+    if deepest is not None and deepest in candidates:
+        return deepest
+    preferred = _transformer_layer(model)
+    if preferred is not None and preferred in candidates:
+        return preferred
+    if candidates:
+        return candidates[-1]
     where = "" if objective.needs_logits else f" before {objective.description}"
-    raise ValueError(f"{model.name} has no layer with a spatial (N, C, H, W) output{where}; "
-                     "Grad-CAM needs a convolutional layer")
+    raise ValueError(f"{model.name} has no layer with a spatial map (pixels or patch tokens){where}; "
+                     "Grad-CAM needs one")
+
+
+def _why_not_a_map(model: Model, layer: str, hw: tuple[int, int]) -> str:
+    lay = model.layout(layer)
+    if not lay.is_activation:
+        return f"it is internal to the model, not an activation of the image: {lay.describe()}"
+    if lay.kind == "tokens":
+        return f"its {lay.describe()} form no patch grid"
+    shape = model.output_shape(layer, hw)
+    if len(shape) == 4:
+        h, w = (shape[-2], shape[-1]) if lay.kind in ("spatial", "pooled") else (shape[1], shape[2])
+        return f"its output is {h}×{w}"
+    return f"its output is {lay.describe()}, not a (N, C, H, W) map"
 
 
 def _check_gradcam_layer(model: Model, objective: Objective, layer: str, hw: tuple[int, int]) -> str:
     layer = model.resolve_layer(layer)
-    spatial = list(model.spatial_layers)
-    if layer not in spatial or not model.is_spatial_map(layer, hw):
-        options: list[str] = []
-        for name in reversed(_spatial_candidates(model, objective)):
-            if model.is_spatial_map(name, hw):
-                options.append(name)
-            if len(options) == 6:
+    if not model.is_spatial_map(layer, hw):
+        try:
+            options = [default_gradcam_layer(model, objective, hw)]
+        except ValueError:
+            options = []
+        for name in reversed(_map_candidates(model, objective)):
+            if len(options) >= 6:
                 break
+            if name not in options and model.is_spatial_map(name, hw):
+                options.append(name)
         tail = ", ".join(repr(n) for n in options) or "none"
-        got = model.output_shape(layer, hw) if layer in spatial else None
-        why = f"its output is {got[-2]}×{got[-1]}" if got else "its output is not a (N, C, H, W) map"
         raise ValueError(
-            f"Grad-CAM needs a layer with a spatial output, but {layer!r} has none ({why}). "
-            f"Spatial layers of {model.name} you can use, deepest first: {tail}"
+            f"Grad-CAM needs a layer with a spatial output, but {layer!r} has none "
+            f"({_why_not_a_map(model, layer, hw)}). Spatial layers of {model.name} you can use "
+            f"(the default first, then deepest first): {tail}"
         )
     deepest = _deepest_target_layer(model, objective)
     if deepest is not None and layer != deepest:
@@ -148,6 +191,40 @@ def _objective_forward(model: Model, objective: Objective):
     return forward
 
 
+def _gradcam_maps(model: Model, objective: Objective, layer: str, x: torch.Tensor) -> torch.Tensor:
+    """Raw Grad-CAM (N, 1, h, w) of ``objective`` at ``layer`` for one batch, any layout.
+
+    A temporary forward hook replaces the layer's (last) output by a leaf tensor, so the gradient of
+    the objective is taken at exactly that output; both are brought to (N, C, h, w) by the layer's
+    layout (tokens: prefix tokens dropped, patches reshaped to their grid; channels-last: permuted),
+    then ``Σ_c mean_hw(∂target/∂A_c) · A_c``.
+    """
+    module = model.module.get_submodule(layer)
+    layout = model.layout(layer)
+    captured: list[torch.Tensor] = []
+
+    def hook(_m: nn.Module, _args: Any, output: Any) -> torch.Tensor:
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"layer {layer!r} returns {type(output).__name__}, not a tensor")
+        leaf = output.detach().requires_grad_(True)
+        captured.append(leaf)
+        return leaf.clone()  # a non-leaf copy: in-place operations downstream stay legal
+
+    handle = module.register_forward_hook(hook)
+    try:
+        value = _objective_forward(model, objective)(x)
+    finally:
+        handle.remove()
+    if not captured:
+        raise ValueError(f"layer {layer!r} does not run before {objective.description}; pick a layer on its path")
+    (grad,) = torch.autograd.grad(value.sum(), captured[-1], allow_unused=True)
+    if grad is None:
+        raise ValueError(f"{objective.description} does not depend on layer {layer!r}; pick a layer on its path")
+    acts = layout.to_map(captured[-1].detach()).float()
+    weights = layout.to_map(grad).float().mean(dim=(2, 3), keepdim=True)
+    return (weights * acts).sum(1, keepdim=True)
+
+
 def gradcam(
     model: nn.Module | Model,
     images: Any,
@@ -166,44 +243,33 @@ def gradcam(
             :func:`as_image_batch`).
         target: a class index, a class label, ``"layer:unit"``, or an :class:`Objective` (logit,
             channel, neuron, direction, or a combination).
-        layer: the convolutional layer to take Grad-CAM at; by default
-            :func:`default_gradcam_layer` (the model's last spatial layer for logits). It must have a
-            spatial output and, for hidden-layer targets, run no later than the target's layer.
+        layer: the layer to take Grad-CAM at; by default :func:`default_gradcam_layer` (the model's
+            last spatial layer for CNN logits, the last block's pre-attention norm for ViTs). It must
+            have a map output — spatial (N, C, h, w), channels-last (N, h, w, C), or tokens with a
+            patch grid (prefix tokens are dropped and the patches reshaped to (N, C, h, w), as
+            pytorch-grad-cam's ``reshape_transform`` for ViTs does) — and, for hidden-layer targets,
+            run no later than the target's layer.
         upsample: False returns the maps at the layer's own resolution (N, h, w).
         batch_size: images per forward/backward pass.
 
     Returns:
-        The *raw* map: ``Σ_c mean_hw(∂target/∂A_c) · A_c`` at ``layer`` (Captum ``LayerGradCam`` with
-        ``relu_attributions=False``), i.e. before any ReLU and before any normalisation, so negative
-        values (evidence against the target) are kept, and upsampled bilinearly
+        The *raw* map: ``Σ_c mean_hw(∂target/∂A_c) · A_c`` at ``layer`` (as Captum's ``LayerGradCam``
+        with ``relu_attributions=False``), i.e. before any ReLU and before any normalisation, so
+        negative values (evidence against the target) are kept, and upsampled bilinearly
         (``align_corners=False``) from the layer's h×w to the image's H×W. Apply
         ``.clamp(min=0)`` for the classic ReLU'd Grad-CAM, and a
         :class:`~faccent_widget.core.masks.CollectiveNormalizer` to turn maps into masks.
     """
-    from captum.attr import LayerGradCam
-
     model = as_model(model)
     objective = resolve_objective(model, target)
     x = as_image_batch(model, images)
     hw = (int(x.shape[-2]), int(x.shape[-1]))
     layer = default_gradcam_layer(model, objective, hw) if layer is None else _check_gradcam_layer(model, objective, layer, hw)
-    module = model.module.get_submodule(layer)
-    cam = LayerGradCam(_objective_forward(model, objective), module)
     out = []
+    step = max(1, int(batch_size))
     with model.preserved(), torch.enable_grad():
-        for start in range(0, x.shape[0], max(1, int(batch_size))):
-            chunk = x[start : start + max(1, int(batch_size))].clone()
-            try:
-                attr = cam.attribute(chunk, relu_attributions=False)
-            except RuntimeError as exc:
-                if "not have been used in the graph" in str(exc):
-                    raise ValueError(
-                        f"{objective.description} does not depend on layer {layer!r}; pick a layer on its path"
-                    ) from exc
-                raise
-            attr = attr.detach().float()
-            if attr.dim() != 4:
-                raise ValueError(f"Grad-CAM at {layer!r} gave shape {tuple(attr.shape)}; expected (N, 1, h, w)")
+        for start in range(0, x.shape[0], step):
+            attr = _gradcam_maps(model, objective, layer, x[start : start + step]).detach().float()
             if upsample:
                 attr = F.interpolate(attr, size=hw, mode="bilinear", align_corners=False)
             out.append(attr[:, 0].cpu())

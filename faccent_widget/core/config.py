@@ -38,7 +38,8 @@ class EngineConfig:
 
     steps: int = 100
     n_crops: int = 16
-    input_size: int = 224
+    input_size: int | None = None  # crop side fed to the model; None: from the model (see input_scale)
+    input_scale: float = 1.0  # input_size None: this × the model's native size (fixed-size models: 1)
     canvas: int = 512
     crop_range: tuple[float, float] = (0.05, 0.99)
     lr: float = 0.05
@@ -59,11 +60,14 @@ class EngineConfig:
 
 
 #: ``preview`` (the CPU default), ``gpu`` (the CUDA default: the preview's canvas with the paper's
-#: crops) and ``paper`` (appendix A exactly: 100 steps, 16 crops of 224 px on a 512 px canvas, Gaussian
-#: σ = 0.02 plus uniform ±0.01 noise). Quality and speed of each: README, "Presets".
+#: crops) and ``paper`` (appendix A exactly: 100 steps, 16 crops on a 512 px canvas, Gaussian σ = 0.02
+#: plus uniform ±0.01 noise). Crop sizes follow the model: ``gpu`` and ``paper`` feed crops at the
+#: model's native input size (224 for most, 299 for Inception-v3, …), ``preview`` at 0.7× of it (native
+#: for fixed-size models such as ViTs). Quality and speed of each: README, "Presets".
 PRESETS: dict[str, EngineConfig] = {
-    "preview": EngineConfig(steps=40, n_crops=4, input_size=160, canvas=256, noise=0.0, snapshot_every=2, preset="preview"),
-    "gpu": EngineConfig(steps=100, n_crops=16, input_size=224, canvas=256, noise=0.02, preset="gpu"),
+    "preview": EngineConfig(steps=40, n_crops=4, input_scale=0.7, canvas=256, noise=0.0, snapshot_every=2,
+                            preset="preview"),
+    "gpu": EngineConfig(steps=100, n_crops=16, canvas=256, noise=0.02, preset="gpu"),
     "paper": EngineConfig(preset="paper"),  # the dataclass defaults are appendix A
 }
 
@@ -107,8 +111,10 @@ def _validate(cfg: EngineConfig) -> None:
         raise ValueError(f"steps must be an int >= 1, got {cfg.steps!r}")
     if int(cfg.n_crops) != cfg.n_crops or cfg.n_crops < 1:
         raise ValueError(f"n_crops must be an int >= 1, got {cfg.n_crops!r}")
-    if cfg.input_size < 16 or cfg.canvas < 16:
+    if (cfg.input_size is not None and cfg.input_size < 16) or cfg.canvas < 16:
         raise ValueError(f"input_size and canvas must be >= 16 pixels, got {cfg.input_size} and {cfg.canvas}")
+    if not 0.1 <= cfg.input_scale <= 4:
+        raise ValueError(f"input_scale must be in [0.1, 4] (a fraction of the model's input size), got {cfg.input_scale}")
     check_crop_range(cfg.crop_range)
     if not cfg.lr > 0:
         raise ValueError(f"lr must be > 0, got {cfg.lr}")

@@ -26,6 +26,7 @@ The engine is a generator of step states; it never plots or prints.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
@@ -36,6 +37,7 @@ import torch.nn.functional as F
 
 from .config import EngineConfig, check_lambda
 from .device_policy import DevicePolicy, device_policy
+from .layouts import LayerLayout
 from .model import Model
 from .objectives import Logit, Objective
 from .parameterizations import Fourier, Parameterization, make_parameterization
@@ -52,8 +54,16 @@ class Score:
     prob: float | None = None
 
 
-def channel_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-position channel L2 norm ‖a − b‖ of (N, C, h, w) (or (N, C)) activations → (N, h·w) values."""
+def channel_distance(a: torch.Tensor, b: torch.Tensor, layout: LayerLayout | None = None) -> torch.Tensor:
+    """Per-position channel L2 norms ‖a_p − b_p‖ → (N, P) values, P = positions of the layer.
+
+    The engine's distance is their mean over positions (Definition 2.1), the same for every layout:
+    ``layout`` (the layer's :class:`~faccent_widget.core.layouts.LayerLayout`) says where the channels
+    are — pixels of (N, C, H, W) and (N, H, W, C) maps, every token of (N, L, C) (prefix tokens
+    included), one position for pooled (N, C). Without ``layout`` channels are taken at dim 1.
+    """
+    if layout is not None:
+        a, b = layout.channels_first(a), layout.channels_first(b)
     diff = (a - b).float().flatten(2) if a.dim() > 2 else (a - b).float()[:, :, None]
     return torch.sqrt(diff.pow(2).sum(1) + 1e-12)
 
@@ -134,6 +144,10 @@ class AccentuationRun:
         canvas_hw: tuple[int, int] | None = None,
     ) -> None:
         self.model = model
+        # input_size None = from the model (its native size × the preset's input_scale; always the
+        # native size for fixed-size models); recorded resolved
+        self.crop_size: int = model.crop_size(config.input_size, config.input_scale)
+        config = dataclasses.replace(config, input_size=self.crop_size)
         self.config = config
         self.device = model.device
         self.objectives = list(objectives)
@@ -143,7 +157,8 @@ class AccentuationRun:
         if len(lams) != b:
             raise ValueError(f"got {len(lams)} λ values for {b} targets")
         lams = [check_lambda(v) for v in lams]
-        self.reg_layer = model.resolve_layer(config.reg_layer) if config.reg_layer else model.default_reg_layer
+        self.reg_layer = model.check_reg_layer(config.reg_layer)
+        self.reg_layout = model.layout(self.reg_layer)
         seed_value = config.seed if config.seed is not None else random.randrange(2**31)
         #: draws the augmentations (on the model's device). A CPU generator here draws the same crops and
         #: noise on any device (to compare devices; costs a synchronising host→device copy per step).
@@ -235,7 +250,7 @@ class AccentuationRun:
         """Run one optimisation step and return its state."""
         if self.done:
             raise RuntimeError(f"the run is finished ({self.config.steps} steps); start a new one")
-        cfg, n, size = self.config, self.config.n_crops, self.config.input_size
+        cfg, n, size = self.config, self.config.n_crops, self.crop_size
         boxes = sample_boxes(n, self.h, self.w, cfg.crop_range, self.generator).to(self.device)
         noise = sample_noise(n, size, cfg.noise, self.generator)
         noise = noise.to(self.device) if noise is not None else None
@@ -249,7 +264,7 @@ class AccentuationRun:
                 seed_crops = self._layout(add_noise(crop_boxes(self.seeds, boxes, size), noise))
                 ref = self.model.features(seed_crops, [self.reg_layer])[self.reg_layer]
             ref = ref.reshape(-1, n, *ref.shape[1:])[self.seed_index].reshape(-1, *ref.shape[1:])
-        distance = channel_distance(feats[self.reg_layer], ref).view(self.b, -1).mean(1)
+        distance = channel_distance(feats[self.reg_layer], ref, self.reg_layout).view(self.b, -1).mean(1)
         objective = self.objective_values(feats, n)
 
         # At step 0 the candidate *is* the seed: the distance is 0 up to round-off, and the gradient

@@ -8,14 +8,22 @@ An objective declares the hidden layers it needs (``layers``) and whether it nee
 
 The shorthand ``"layer:unit"`` means a channel, and a class label string means its logit (see
 :func:`resolve_objective`).
+
+Hidden-layer objectives pick the channel axis by the layer's layout (see
+:class:`~faccent_widget.core.layouts.LayerLayout`): dim 1 of spatial (N, C, H, W) maps and pooled
+(N, C) vectors, the last axis of channels-last (N, H, W, C) maps and (N, L, C) tokens.
+:func:`resolve_objective` returns a copy bound to the model's layouts; an unbound objective assumes
+channels at dim 1.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Callable, Mapping, Sequence, Union
 
 import torch
 
+from .layouts import LayerLayout
 from .model import Model
 
 __all__ = [
@@ -44,6 +52,13 @@ class Objective:
     def activation_map(self, feats: Features) -> torch.Tensor:
         """(N, h, w) map of this objective's spatial contribution at ``spatial_layer``."""
         raise TypeError(f"{self.description} has no activation map; use Grad-CAM or gradients instead")
+
+    def bind(self, model: Model) -> "Objective":
+        """A copy of this objective that knows the layouts of its layers in ``model`` (checked: the
+        layers exist, are activations of the image, and the units are in range)."""
+        for layer in self.layers:
+            model.resolve_layer(layer)
+        return self
 
     def __repr__(self) -> str:
         return f"<Objective {self.description}>"
@@ -83,6 +98,11 @@ class _Combined(Objective):
         a, b = (p(feats) if isinstance(p, Objective) else p for p in self.parts)
         return self.fn(a, b)
 
+    def bind(self, model: Model) -> "Objective":
+        out = copy.copy(self)
+        out.parts = [p.bind(model) if isinstance(p, Objective) else p for p in self.parts]
+        return out
+
 
 def _combine(a: Any, b: Any, fn: Callable[[Any, Any], Any], op: str) -> Objective:
     for side in (a, b):
@@ -107,8 +127,58 @@ class Logit(Objective):
         return feats["logits"][:, self.index]
 
 
-class Channel(Objective):
-    """Mean activation of channel ``unit`` of ``layer`` (spatial mean for conv layers)."""
+class _LayerObjective(Objective):
+    """An objective on one hidden layer, aware of that layer's layout once bound."""
+
+    layer: str
+    layout: LayerLayout | None = None
+    needs_positions = False  # True: refuses pooled layers
+
+    @property
+    def spatial_layer(self) -> str | None:
+        if self.layout is not None and not self.layout.is_map:
+            return None
+        return self.layer
+
+    def bind(self, model: Model) -> "Objective":
+        layer = model.resolve_layer(self.layer)
+        lay = model.layout(layer)
+        if not lay.is_activation:
+            raise ValueError(
+                f"{self.description}: layer {layer!r} is not an activation of the image ({lay.describe()}); "
+                "pick a block output or activation layer (see Model.block_layers)"
+            )
+        if self.needs_positions and lay.kind == "pooled":
+            raise ValueError(
+                f"{self.description}: layer {layer!r} is pooled ({lay.describe()}) and has no positions; "
+                f"use channel({layer!r}, unit) instead"
+            )
+        self._check_channels(lay)
+        out = copy.copy(self)
+        out.layout = lay
+        return out
+
+    def _check_channels(self, lay: LayerLayout) -> None:
+        unit = getattr(self, "unit", None)
+        if unit is not None and lay.channels is not None and not 0 <= unit < lay.channels:
+            raise IndexError(f"unit {unit} is out of range for {self.layer}: it has channels 0…{lay.channels - 1}")
+
+    def _channels_first(self, a: torch.Tensor) -> torch.Tensor:
+        """(N, C, *positions); unbound objectives take dim 1 as channels."""
+        return a if self.layout is None else self.layout.channels_first(a)
+
+    def _map(self, a: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w); unbound objectives expect a channels-first map already."""
+        if self.layout is None:
+            return a
+        if not self.layout.is_map:
+            raise TypeError(f"layer {self.layer} has no spatial output ({self.layout.describe()}); it has no map")
+        return self.layout.to_map(a)
+
+
+class Channel(_LayerObjective):
+    """Mean activation of channel ``unit`` of ``layer`` over its positions (pixels or tokens; for a
+    pooled (N, C) layer, the unit's value)."""
 
     def __init__(self, layer: str, unit: int) -> None:
         self.layer, self.unit = layer, int(unit)
@@ -116,18 +186,21 @@ class Channel(Objective):
         self.description = f"{layer}:{self.unit}"
 
     def __call__(self, feats: Features) -> torch.Tensor:
-        a = _channel_slice(feats[self.layer], self.unit, self.layer)
-        return a.flatten(1).mean(1)
+        a = _channel_slice(self._channels_first(feats[self.layer]), self.unit, self.layer)
+        return a.reshape(a.shape[0], -1).mean(1)
 
     def activation_map(self, feats: Features) -> torch.Tensor:
-        a = _channel_slice(feats[self.layer], self.unit, self.layer)
+        a = _channel_slice(self._map(feats[self.layer]), self.unit, self.layer)
         if a.dim() != 3:
             raise TypeError(f"layer {self.layer} has no spatial output; its channels have no activation map")
         return a
 
 
-class Neuron(Objective):
-    """Activation of channel ``unit`` at one position (default: the centre) of a conv layer."""
+class Neuron(_LayerObjective):
+    """Activation of channel ``unit`` at one position (default: the centre) of a layer with a map
+    (spatial, channels-last, or the patch grid of tokens)."""
+
+    needs_positions = True
 
     def __init__(self, layer: str, unit: int, y: int | None = None, x: int | None = None) -> None:
         self.layer, self.unit, self.y, self.x = layer, int(unit), y, x
@@ -144,17 +217,17 @@ class Neuron(Objective):
         return y, x
 
     def __call__(self, feats: Features) -> torch.Tensor:
-        a = _channel_slice(feats[self.layer], self.unit, self.layer)
+        a = _channel_slice(self._map(feats[self.layer]), self.unit, self.layer)
         if a.dim() != 3:
             raise TypeError(f"neuron objectives need a spatial layer; {self.layer} has shape {tuple(a.shape)}")
         y, x = self._position(a)
         return a[:, y, x]
 
     def activation_map(self, feats: Features) -> torch.Tensor:
-        return _channel_slice(feats[self.layer], self.unit, self.layer)
+        return _channel_slice(self._map(feats[self.layer]), self.unit, self.layer)
 
 
-class Direction(Objective):
+class Direction(_LayerObjective):
     """Projection of ``layer``'s activation vectors on direction ``vector`` (per position, averaged).
 
     ``cosine=False``: the dot product ``a · v``; ``cosine=True``: the cosine similarity.
@@ -167,6 +240,10 @@ class Direction(Objective):
         self.cosine = bool(cosine)
         self.layers = (layer,)
         self.description = f"{'cosine' if cosine else 'dot'} direction at {layer}"
+
+    def _check_channels(self, lay: LayerLayout) -> None:
+        if lay.channels is not None and lay.channels != self.vector.numel():
+            raise ValueError(f"direction has {self.vector.numel()} values but {self.layer} has {lay.channels} channels")
 
     def _per_position(self, a: torch.Tensor) -> torch.Tensor:
         if a.shape[1] != self.vector.numel():
@@ -182,10 +259,11 @@ class Direction(Objective):
         return dot
 
     def __call__(self, feats: Features) -> torch.Tensor:
-        return self._per_position(feats[self.layer]).flatten(1).mean(1)
+        p = self._per_position(self._channels_first(feats[self.layer]))
+        return p.reshape(p.shape[0], -1).mean(1)
 
     def activation_map(self, feats: Features) -> torch.Tensor:
-        p = self._per_position(feats[self.layer])
+        p = self._per_position(self._map(feats[self.layer]))
         if p.dim() != 3:
             raise TypeError(f"layer {self.layer} has no spatial output; the direction has no activation map")
         return p
@@ -229,18 +307,17 @@ def resolve_objective(model: Model, target: Target) -> Objective:
     * an int → the logit of that class index (range-checked);
     * ``"layer:unit"`` → the channel ``unit`` of ``layer``;
     * any other string → the logit of the class with that label;
-    * an :class:`Objective` → itself, after checking its layers exist.
+    * an :class:`Objective` → a copy bound to ``model``'s layer layouts (:meth:`Objective.bind`),
+      after checking its layers exist and are activations of the image.
     """
     if isinstance(target, Objective):
-        for layer in target.layers:
-            model.resolve_layer(layer)
         if isinstance(target, Logit):
             model.class_index(target.index)
-        return target
+        return target.bind(model)
     if isinstance(target, str) and ":" in target:
         layer, _, unit = target.rpartition(":")
         if unit.strip().lstrip("-").isdigit() and layer:
-            return Channel(model.resolve_layer(layer.strip()), int(unit))
+            return Channel(model.resolve_layer(layer.strip()), int(unit)).bind(model)
     if isinstance(target, (int, str)) and not isinstance(target, bool):
         idx = model.class_index(target)
         labels = getattr(model, "labels", None)

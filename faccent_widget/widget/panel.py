@@ -103,13 +103,13 @@ class FaccentWidget(anywidget.AnyWidget):
         adapter = as_model(model, labels=labels, device=device)
         lam = check_lambda(engine_overrides.pop("lam", DEFAULT_LAMBDA))
         config = resolve_config(preset, adapter.device, **engine_overrides)  # bad settings fail here, not later
-        reg_layer = adapter.resolve_layer(config.reg_layer) if config.reg_layer else adapter.default_reg_layer
+        reg_layer = adapter.check_reg_layer(config.reg_layer)
         session = Session(adapter, img, reference=reference)
         top = session.top(5)
         super().__init__(
             top=top, inhibited=session.inhibited(5), preset=config.preset, presets=list(PRESETS), steps=config.steps,
             lam=lam, reg_layer=reg_layer, default_reg_layer=adapter.default_reg_layer,
-            reg_layers=adapter.reg_layer_candidates, latent_layers=adapter.block_layers or adapter.spatial_layers,
+            reg_layers=adapter.reg_layer_candidates, latent_layers=adapter.block_layers or adapter.map_layers,
             device=str(adapter.device),
         )
         self._model = adapter
@@ -356,7 +356,8 @@ class FaccentWidget(anywidget.AnyWidget):
                 check_lambda(value)
             except ValueError as exc:
                 return str(exc)
-        if name == "reg_layer" and value not in self._model.layer_names:
+        if name == "reg_layer" and (value not in self._model.layer_names
+                                    or not self._model.layout(value).is_activation):
             return f"unknown regularisation layer {value!r}; pick one from the list"
         if name == "preset" and value not in PRESETS:
             return f"unknown preset {value!r}; choose one of {', '.join(PRESETS)}"
