@@ -22,7 +22,7 @@ The engine is a generator of step states; it never plots or prints.
 
 from __future__ import annotations
 
-import random
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
@@ -152,7 +152,8 @@ class AccentuationRun:
             raise ValueError(f"got {len(lams)} λ values for {b} targets")
         lams = [check_lambda(v) for v in lams]
         self.reg_layer = model.resolve_layer(config.reg_layer) if config.reg_layer else model.default_reg_layer
-        seed_value = config.seed if config.seed is not None else random.randrange(2**31)
+        # seed=None: a fresh seed from the OS, leaving Python's global `random` state alone
+        seed_value = config.seed if config.seed is not None else secrets.randbelow(2**31)
         self.generator = torch.Generator(device=self.device).manual_seed(int(seed_value))
         self.seed_value = int(seed_value)
 
