@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import random
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -157,7 +158,10 @@ def _pil_mode_i() -> Image.Image:
 
 
 def _script(ctx: Ctx) -> Any:
-    return fw.accentuate(torch.jit.script(_tiny_net()), ctx["image"], 0, **FAST)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated, not gone
+        scripted = torch.jit.script(_tiny_net())
+    return fw.accentuate(scripted, ctx["image"], 0, **FAST)
 
 
 BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], type[BaseException], str]] = [

@@ -205,7 +205,7 @@ def _optional(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
 #: (min, max) of the integer settings. ``steps`` tops out at 10 000 (the widget's slider too).
 SETTING_LIMITS: dict[str, tuple[int, int]] = {
     "steps": (1, 10_000), "n_crops": (1, 1024), "input_size": (16, 2048), "canvas": (16, 4096),
-    "snapshot_every": (1, 10_000),
+    "snapshot_every": (1, 10**9),
 }
 #: Largest random seed (seeds are ints in [0, SEED_MAX]).
 SEED_MAX = 2**63 - 1
