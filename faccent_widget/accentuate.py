@@ -14,7 +14,7 @@ from torch import nn
 from .core.config import DEFAULT_LAMBDA, ENGINE_SETTINGS, EngineConfig, check_lambda, resolve_config
 from .core.engine import Accentuation, AccentuationRun, StepState
 from .core.objectives import Target, resolve_objective
-from .images import ImageInput, load_image
+from .images import ImageInput, canvas_size, load_image, resize_image
 from .core.model import Model, as_model
 
 __all__ = ["accentuate", "iter_accentuate", "start_run", "run_to_end", "visualize"]
@@ -28,11 +28,27 @@ def _is_batch(value: Any) -> bool:
 
 
 def _canvas_seeds(images: Sequence[ImageInput], canvas: int) -> torch.Tensor:
-    """Load seeds; the first sets the canvas (shorter side = ``canvas``), the others are resized to it."""
-    first = load_image(images[0], size=canvas)
-    h, w = first.shape[-2:]
+    """Load seeds; the first sets the canvas (shorter side = ``canvas``, longer side at most
+    ``MAX_ASPECT · canvas``: see :func:`~faccent_widget.images.canvas_size`), the others are resized to it."""
+    loaded = load_image(images[0])
+    h, w = canvas_size((int(loaded.shape[-2]), int(loaded.shape[-1])), canvas)
+    first = resize_image(loaded, (h, w))
     rest = [load_image(img, size=(h, w)) for img in images[1:]]
     return torch.stack([first, *rest])
+
+
+#: Keyword arguments of ``accentuate`` / ``iter_accentuate`` besides the engine settings.
+_RUN_ARGUMENTS = ("lam", "config", "preset", "device")
+
+
+def _check_keywords(settings: dict[str, Any]) -> None:
+    """A ``TypeError`` naming unknown keyword arguments and listing the known ones."""
+    unknown = sorted(set(settings) - set(ENGINE_SETTINGS) - set(_RUN_ARGUMENTS))
+    if unknown:
+        raise TypeError(
+            f"unknown engine setting(s) {', '.join(map(repr, unknown))}; known: "
+            f"{', '.join((*ENGINE_SETTINGS, *_RUN_ARGUMENTS))}"
+        )
 
 
 def _settings(config: EngineConfig) -> dict[str, Any]:
@@ -88,6 +104,8 @@ def start_run(
     (classic feature visualisation). ``config`` is a resolved :class:`EngineConfig` to start from
     (e.g. the widget's); the other settings override the preset's (or ``config``'s) values.
     """
+    if config is not None and not isinstance(config, EngineConfig):
+        raise TypeError(f"config must be an EngineConfig (see resolve_config), got {type(config).__name__}")
     adapter = as_model(model, device=device)
     overrides = dict(
         steps=steps, n_crops=n_crops, crop_range=crop_range, input_size=input_size, input_scale=input_scale,
@@ -146,6 +164,7 @@ def iter_accentuate(model: nn.Module | Model, image: Images, target: Targets, **
     Closing the generator (``gen.close()``, or leaving the loop) stops the run cleanly; the model
     is left exactly as it was. Settings as for :func:`accentuate`.
     """
+    _check_keywords(settings)
     run = start_run(model, image, target, **settings)
     yield from run
 
@@ -164,7 +183,8 @@ def accentuate(model, image, target, **settings):
     ``reg_layer``, ``steps``, ``n_crops``, ``crop_range``, ``input_size`` (crop size fed to the
     model; default: the model's native size × the preset's ``input_scale``, exactly the native size
     for fixed-size models such as ViTs), ``input_scale``, ``canvas`` (shorter side of the optimised
-    image), ``lr``, ``param`` ("fourier", "pixel", "maco"), ``noise`` (σ), ``balance``,
+    image; its longer side is capped at ``4 × canvas``, so images thinner than 1 : 4 get a shorter short
+    side), ``lr``, ``param`` ("fourier", "pixel", "maco"), ``noise`` (σ), ``balance``,
     ``snapshot_every``, ``attribution_every`` (sample the gradient attribution every k regularised
     steps; 1 = exact, at the cost of a second backward per step), ``autocast`` (low-precision model
     passes; default: by device — bf16 on CUDA sm80+ and on CPUs with native bf16 for models without
@@ -173,6 +193,7 @@ def accentuate(model, image, target, **settings):
 
     A list of targets (e.g. the top-5 classes) or of images runs as one batch and returns a list.
     """
+    _check_keywords(settings)
     results = run_to_end(start_run(model, image, target, **settings))
     batched = _is_batch(target) or _is_batch(image) or _is_batch(settings.get("lam"))
     return results if batched else results[0]

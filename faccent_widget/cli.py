@@ -6,23 +6,32 @@
 Prints the default model's top-5 for the image (default: the sample ``chelsea``), accentuates the
 2nd most likely class (or ``--target``), prints the target probability before → after and the time
 taken, and writes a PNG panel: seed | accentuation | amplified difference.
+
+User errors (a bad setting, an unknown class or layer, an unreadable image, an unwritable ``--out``)
+print one line on stderr and exit with status 2, before any long work where they can be checked first.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
+from PIL import Image
+
 from .accentuate import accentuate
-from .core.config import PRESETS
+from .core.config import PRESETS, check_lambda, check_setting
 from .core.compositing import difference_image, panel
 from .images import load_image, sample_image, sample_image_names
-from .zoo import available_models, load_model
+from .zoo import WeightsUnavailableError, available_models, load_model
 
-__all__ = ["main"]
+__all__ = ["main", "USER_ERRORS"]
+
+#: Exceptions that mean "the input was wrong" (reported in one line, exit status 2), not a bug.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, LookupError, OSError, WeightsUnavailableError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,13 +50,46 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_out(path: str) -> Path:
+    """The ``--out`` path, checked before the run: an image extension PIL can write, an existing,
+    writable folder, and not a folder itself. ``ValueError`` / ``FileNotFoundError`` otherwise."""
+    out = Path(path)
+    if out.is_dir():
+        raise ValueError(f"--out {path!r} is a folder; give a file name such as {out / 'panel.png'}")
+    ext = out.suffix.lower()
+    if ext not in Image.registered_extensions():
+        raise ValueError(f"--out {path!r}: unknown image extension {ext or '(none)'!r}; use e.g. panel.png")
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"--out {path!r}: the folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise PermissionError(f"--out {path!r}: not writable")
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the main job; returns the exit status (0, or 2 after a user error printed on stderr)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "triage" and not Path("triage").is_file():
         from .triage.cli import main as triage_main
 
         return triage_main(argv[1:])
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except USER_ERRORS as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"python -m faccent_widget: error: {message}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    out = check_out(args.out)
+    if args.lam is not None:
+        check_lambda(args.lam)  # e.g. --lam nan: refused before the model loads
+    for name in ("steps", "seed"):
+        if getattr(args, name) is not None:
+            check_setting(name, getattr(args, name))
     model = load_model(args.model)
     name = args.image or "chelsea"
     image = sample_image(name) if name in sample_image_names() and not Path(name).exists() else load_image(name)
@@ -72,7 +114,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"time: {elapsed:.1f} s ({1000 * elapsed / cfg['steps']:.0f} ms/step)")
     strip = panel([result.seed, result.image, difference_image(result.seed, result.image, gain=4.0)],
                   ["seed", f"accentuation: {result.target}", "difference x4"])
-    out = Path(args.out)
     strip.save(out)
     print(f"panel written to {out.resolve()}")
     return 0

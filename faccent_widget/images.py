@@ -8,7 +8,9 @@ packages (scikit-image, matplotlib, scikit-learn); nothing is ever downloaded.
 from __future__ import annotations
 
 import io
+import operator
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Union
 
@@ -18,7 +20,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
-    "ImageInput", "load_image", "resize_image", "sample_image", "sample_images", "sample_image_names", "to_pil",
+    "ImageInput", "load_image", "resize_image", "canvas_size", "MAX_ASPECT", "sample_image", "sample_images", "sample_image_names", "to_pil",
     "to_png_bytes", "to_jpeg_bytes",
 ]
 
@@ -28,17 +30,40 @@ _ACCEPTED = (
     "a file path, a PIL image, a numpy array (H, W) or (H, W, C) with C in {1, 3, 4} "
     "(uint8, uint16, bool or float in [0, 1]), or a torch tensor (C, H, W) or (1, C, H, W)"
 )
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^data:", re.ASCII)
+
+#: A canvas's longer side is at most ``MAX_ASPECT`` × its shorter side's target (see :func:`canvas_size`).
+MAX_ASPECT = 4
+
+
+def canvas_size(hw: tuple[int, int], short: int, max_aspect: float = MAX_ASPECT) -> tuple[int, int]:
+    """(h, w) for an image of size ``hw`` resized so its shorter side is ``short``, aspect kept —
+    except that the longer side is capped at ``max_aspect · short``: images thinner than
+    1 : ``max_aspect`` (e.g. a 10 × 1000 strip) get a longer side of ``max_aspect · short`` and a
+    proportionally shorter short side (at least 1 px), so memory stays bounded."""
+    h, w = int(hw[0]), int(hw[1])
+    scale = min(short / min(h, w), max_aspect * short / max(h, w))
+    return max(1, round(h * scale)), max(1, round(w * scale))
 
 
 def load_image(src: ImageInput, size: int | tuple[int, int] | None = None) -> torch.Tensor:
     """Load ``src`` as a float32 tensor (3, H, W) with values in [0, 1].
 
     Accepts {accepted}. Grayscale is repeated to RGB, alpha is composited over white, 16-bit images
-    are scaled by 65535, and EXIF orientation is honoured for files and PIL images.
+    are scaled by 65535, and EXIF orientation is honoured for files and PIL images. PIL images of
+    mode "I" are read as 16-bit (0…65535, how Pillow stores 16-bit grayscale files), mode "F" as
+    floats in [0, 1]. URLs are not fetched (nothing is ever downloaded): download the file first.
 
     ``size``: an int resizes so that the shorter side has that length (aspect kept); a pair
     ``(h, w)`` resizes exactly. Resizing is bilinear with antialiasing.
     """
+    if size is not None:
+        size = _check_size(size)
+    if isinstance(src, str) and _URL.match(src.strip()):
+        raise ValueError(
+            f"{src[:80]!r} looks like a URL; URLs are not fetched (faccent-widget never uses the network). "
+            "Download the image and pass its file path, or pass a PIL image or array."
+        )
     if isinstance(src, (str, os.PathLike)):
         tensor = _from_path(Path(src))
     elif isinstance(src, Image.Image):
@@ -59,20 +84,39 @@ def load_image(src: ImageInput, size: int | tuple[int, int] | None = None) -> to
 load_image.__doc__ = (load_image.__doc__ or "").format(accepted=_ACCEPTED)
 
 
+def _check_size(size: Any) -> int | tuple[int, int]:
+    """A size as an int or an (h, w) pair of ints >= 1 (numpy/torch integer scalars accepted)."""
+    accepted = "a positive int (the shorter side) or an (h, w) pair of positive ints"
+
+    def one(v: Any) -> int:
+        if isinstance(v, (bool, np.bool_)):
+            raise TypeError(f"size must be {accepted}, got {size!r}")
+        try:
+            n = operator.index(v)
+        except TypeError:
+            raise TypeError(f"size must be {accepted}, got {size!r}") from None
+        if n < 1:
+            raise ValueError(f"size must be {accepted}, got {size!r}")
+        return int(n)
+
+    if isinstance(size, (tuple, list)):
+        if len(size) != 2:
+            raise ValueError(f"size must be {accepted}, got {size!r}")
+        return one(size[0]), one(size[1])
+    return one(size)
+
+
 def resize_image(image: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
     """Resize a (3, H, W) or (N, 3, H, W) image; an int sets the shorter side, a pair sets (h, w)."""
+    size = _check_size(size)
     batched = image.dim() == 4
     x = image if batched else image[None]
     h, w = x.shape[-2:]
     if isinstance(size, int):
-        if size < 1:
-            raise ValueError(f"size must be a positive int or an (h, w) pair, got {size}")
         scale = size / min(h, w)
         out = (max(1, round(h * scale)), max(1, round(w * scale)))
     else:
-        out = (int(size[0]), int(size[1]))
-        if min(out) < 1:
-            raise ValueError(f"size must be a positive int or an (h, w) pair, got {size}")
+        out = size
     if out != (h, w):
         x = F.interpolate(x, size=out, mode="bilinear", antialias=True, align_corners=False).clamp_(0, 1)
     return x if batched else x[0]
@@ -97,9 +141,15 @@ def _from_pil(img: Image.Image) -> torch.Tensor:
         arr = np.asarray(img)
         if img.mode.startswith("I;16"):
             return _from_numpy(arr.astype(np.uint16))
-        arr = arr.astype(np.float64)
-        top = 65535.0 if arr.max() > 255 else 255.0 if arr.max() > 1 else 1.0
-        return _from_numpy((arr / top).clip(0, 1).astype(np.float32))
+        if img.mode == "F":
+            return _from_numpy(arr.astype(np.float32))  # floats must lie in [0, 1], as for arrays
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > 65535:
+            raise ValueError(
+                f"PIL mode 'I' images are read as 16-bit (values 0…65535, scaled by 65535); this one has "
+                f"values in [{lo}, {hi}]. Convert it first, e.g. to a float array in [0, 1]."
+            )
+        return _from_numpy(arr.astype(np.uint16))
     if img.mode in ("P", "PA", "LA", "RGBA") or "transparency" in img.info:
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
@@ -141,6 +191,11 @@ def _from_tensor(t: torch.Tensor) -> torch.Tensor:
         if t.shape[0] != 1:
             raise ValueError(f"expected one image (1, C, H, W), got a batch of shape {tuple(t.shape)}")
         t = t[0]
+    if t.dim() == 3 and min(t.shape[0], t.shape[1]) > 4 and t.shape[-1] in (1, 3, 4):
+        raise ValueError(
+            f"torch images are channels-first (C, H, W); got shape {tuple(t.shape)}, which looks channels-last "
+            "(H, W, C). Transpose with t.permute(2, 0, 1)."
+        )
     if t.dim() != 3 or t.shape[0] not in (1, 3, 4):
         raise ValueError(f"unsupported image tensor shape {tuple(t.shape)}; accepted: {_ACCEPTED}")
     t = t.detach().to("cpu")

@@ -62,6 +62,8 @@ def test_seed_and_candidate_share_every_augmentation(model, chelsea):
 
 
 def test_logit_rises_within_20_preview_steps(model, chelsea, coffee):
+    """Measured over seeds 0–1 × {native, ATEN_CPU_CAPABILITY=default} kernels: rises of at least +1.7
+    (tiger cat) and +3.0 (cup) logits against the +1.0 asked for."""
     for image, target in ((chelsea, "tiger cat"), (coffee, "cup")):
         result = fw.accentuate(model, image, target, preset="preview", steps=20, seed=0)
         assert result.score.value > result.seed_score.value + 1.0
@@ -70,11 +72,13 @@ def test_logit_rises_within_20_preview_steps(model, chelsea, coffee):
 
 
 def test_stronger_regularisation_stays_closer(model, chelsea):
+    """Measured over seeds 0–2 × {native, ATEN_CPU_CAPABILITY=default} kernels: strong/weak ratios of
+    at most 0.76 (distance) and 0.68 (pixels), so the 0.9 below leaves a margin."""
     common = dict(preset="preview", steps=12, n_crops=2, seed=0)
     weak = fw.accentuate(model, chelsea, "tiger cat", lam=0.1, **common)
     strong = fw.accentuate(model, chelsea, "tiger cat", lam=10.0, **common)
-    assert strong.distance < weak.distance
-    assert (strong.image - strong.seed).abs().mean() < (weak.image - weak.seed).abs().mean()
+    assert strong.distance < 0.9 * weak.distance
+    assert (strong.image - strong.seed).abs().mean() < 0.9 * (weak.image - weak.seed).abs().mean()
 
 
 def test_batched_equals_sequential(model, chelsea):
@@ -113,13 +117,23 @@ def test_result_contents(model, chelsea):
 
 
 def test_latent_objectives_run(model, chelsea):
+    """Every latent objective kind runs; those whose full-image value is what the crops optimise (means
+    over positions) rise with a wide margin.
+
+    Margins measured over seeds 0–3 × {native, ATEN_CPU_CAPABILITY=default} kernels: the smallest
+    rises were channel +1.19, direction +19.1, cosine +0.027, channel 7 +1.06 — at least 2× the
+    thresholds below. The centre neuron and the combination are only checked to run: their
+    full-image value is not what 4 steps on random crops optimise (−1.8 … +5.5 over those seeds)."""
     layer = "blocks.4"
-    v = torch.randn(112)
-    objs = [fw.channel(layer, 3), fw.neuron(layer, 3), fw.direction(layer, v), fw.direction(layer, v, cosine=True),
-            f"{layer}:7", fw.logit(282) - 0.1 * fw.channel(layer, 3)]
+    v = torch.randn(112, generator=torch.Generator().manual_seed(0))
+    objs = [fw.channel(layer, 3), fw.direction(layer, v), fw.direction(layer, v, cosine=True), f"{layer}:7",
+            fw.neuron(layer, 3), fw.logit(282) - 0.1 * fw.channel(layer, 3)]
     results = fw.accentuate(model, chelsea, objs, seed=0, **FAST)
+    rises = [r.score.value - r.seed_score.value for r in results]
+    for rise, least in zip(rises, (0.5, 5.0, 0.01, 0.5)):
+        assert rise > least, rises
     for r in results:
-        assert r.score.value > r.seed_score.value
+        assert np.isfinite(r.history["objective"]).all() and np.isfinite(r.score.value)
         assert r.score.prob is None or r.score.prob > 0
 
 
@@ -169,8 +183,17 @@ def test_step_never_synchronises_with_the_host(model, chelsea, autocast):
 
 
 def test_noise_seeded_visualization(model):
-    r = fw.visualize(model, "tabby", seed=0, **FAST)
-    assert r.config["noise_seeded"] and r.score.value > r.seed_score.value
+    """From noise, the target rises on the full image and on the crops, by a wide margin.
+
+    Measured over seeds 0–7 × {native, ATEN_CPU_CAPABILITY=default} kernels (12 steps, batched with
+    tabby as in tests/test_validation.py): espresso's full-image logit rose by +4.4 … +10, its crop
+    objective (mean of the last 4 steps − the first 4) by +5.1 … +16. Four steps of "tabby" (this test
+    before) rose in 2 of 6 seeds only: too few steps for a view the crops do not optimise directly."""
+    r = fw.visualize(model, "espresso", seed=0, **{**FAST, "steps": 12})
+    assert r.config["noise_seeded"]
+    assert r.score.value > r.seed_score.value + 1.0
+    obj = r.history["objective"]
+    assert obj[-4:].mean() > obj[:4].mean() + 1.0
 
 
 @pytest.mark.parametrize(

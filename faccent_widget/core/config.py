@@ -2,23 +2,32 @@
 
 ``PRESETS`` holds ready :class:`EngineConfig` instances; :func:`resolve_config` applies a user's
 overrides to one of them (``dataclasses.replace``) and validates the result once.
+
+Types are checked, not coerced. The only conversions, all documented in :func:`check_setting`:
+numpy/torch integer scalars → ``int`` (for integer settings), any finite real (``int``, numpy
+float, …) → ``float`` (for float settings), numpy booleans → ``bool``, a 2-list → tuple
+(``crop_range``). ``bool`` is never accepted where a number is expected, and non-finite numbers are
+refused everywhere.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import operator
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
+import numpy as np
 import torch
 
 from .parameterizations import PARAMETERIZATIONS
-from .transforms import check_crop_range
 
 __all__ = [
     "EngineConfig", "PRESETS", "DEFAULT_LAMBDA", "LAMBDA_MAX", "LAMBDA_SLIDER", "ENGINE_SETTINGS",
-    "default_preset", "resolve_config", "check_lambda", "check_setting_names",
+    "default_preset", "resolve_config", "check_lambda", "check_setting_names", "check_setting", "check_int",
+    "check_real", "SETTING_LIMITS", "SEED_MAX",
 ]
 
 #: Default λ (balanced; see ``EngineConfig.balance``): the middle of the default model's sensitive
@@ -81,50 +90,189 @@ def default_preset(device: torch.device | str) -> str:
 
 
 def resolve_config(preset: str | None, device: torch.device | str, **overrides: Any) -> EngineConfig:
-    """A preset (by device when None) with explicit overrides applied (``None`` values are ignored)."""
-    name = preset or default_preset(device)
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    """A preset (by device when None) with explicit overrides applied (``None`` values are ignored).
+
+    Every override is checked with :func:`check_setting` (types and ranges; see there for the few
+    conversions), then the whole configuration is validated once.
+    """
+    name = _check_preset(preset, "preset") if preset is not None else default_preset(device)
     check_setting_names(overrides)
-    cfg = dataclasses.replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+    given = {k: check_setting(k, v) for k, v in overrides.items() if v is not None}
+    cfg = dataclasses.replace(PRESETS[name], **given)
     _validate(cfg)
     return cfg
 
 
 def check_setting_names(names: Iterable[str]) -> None:
     """Raise ``TypeError`` naming any unknown engine setting and listing the known ones."""
-    unknown = sorted(set(names) - set(ENGINE_SETTINGS))
+    unknown = sorted(set(names) - set(ENGINE_SETTINGS), key=str)
     if unknown:
         raise TypeError(f"unknown engine setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(ENGINE_SETTINGS)}")
 
 
 def check_lambda(value: Any) -> float:
-    """``value`` as a float λ, or a ``ValueError`` saying what is accepted."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not 0 <= value <= LAMBDA_MAX:
+    """``value`` as a float λ, or a ``ValueError`` saying what is accepted (a finite real number in
+    [0, ``LAMBDA_MAX``]; numpy scalars count, ``bool`` and strings do not)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
+            or not 0 <= float(value) <= LAMBDA_MAX:
         raise ValueError(f"λ must be a finite number in [0, {LAMBDA_MAX:g}], got {value!r}")
     return float(value)
 
 
+# --------------------------------------------------------------------------- typed checks
+
+
+def check_int(value: Any, name: str, lo: int | None = None, hi: int | None = None) -> int:
+    """``value`` as an ``int`` in [lo, hi], or a clear error.
+
+    Accepted: ``int`` and integer scalars that implement ``__index__`` (numpy integers, 0-d integer
+    torch tensors). Refused with ``TypeError``: ``bool`` (also numpy/torch booleans), floats (even
+    ``2.0``), strings. Out of range: ``ValueError``.
+    """
+    what = _range_text(lo, hi)
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        raise TypeError(f"{name} must be an int{what}, got the bool {value!r}")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int{what}, got {type(value).__name__} {value!r}") from None
+    if (lo is not None and number < lo) or (hi is not None and number > hi):
+        raise ValueError(f"{name} must be an int{what}, got {number}")
+    return int(number)
+
+
+def check_real(value: Any, name: str, lo: float | None = None, hi: float | None = None, *,
+               lo_open: bool = False) -> float:
+    """``value`` as a finite ``float`` in [lo, hi] (``(lo, hi]`` with ``lo_open``), or a clear error.
+
+    Accepted: any real number (``int``, ``float``, numpy scalars). Refused: ``bool`` and strings
+    (``TypeError``), NaN, ±inf and values out of range (``ValueError``).
+    """
+    what = _range_text(lo, hi, lo_open)
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a finite number{what}, got {type(value).__name__} {value!r}")
+    number = float(value)
+    if not math.isfinite(number) or (lo is not None and (number <= lo if lo_open else number < lo)) \
+            or (hi is not None and number > hi):
+        raise ValueError(f"{name} must be a finite number{what}, got {value!r}")
+    return number
+
+
+def _range_text(lo: float | None, hi: float | None, lo_open: bool = False) -> str:
+    def num(v: float) -> str:
+        return "2**63 - 1" if v == SEED_MAX else f"{v:g}" if isinstance(v, float) else str(v)
+
+    if lo is not None and hi is not None:
+        return f" in {'(' if lo_open else '['}{num(lo)}, {num(hi)}]"
+    if lo is not None:
+        return f" {'>' if lo_open else '>='} {num(lo)}"
+    return f" <= {num(hi)}" if hi is not None else ""
+
+
+def _check_bool(value: Any, name: str) -> bool:
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+
+
+def _check_crop_range(value: Any, name: str) -> tuple[float, float]:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{name} must be a (min, max) pair of fractions with 0 < min <= max <= 1, got {value!r}")
+    lo = check_real(value[0], f"{name}[0]", 0.0, 1.0, lo_open=True)
+    hi = check_real(value[1], f"{name}[1]", 0.0, 1.0, lo_open=True)
+    if lo > hi:
+        raise ValueError(f"{name} must satisfy 0 < min <= max <= 1 (fractions of the canvas), got {value!r}")
+    return lo, hi
+
+
+def _check_param(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {', '.join(PARAMETERIZATIONS)}; got {type(value).__name__}")
+    if value.lower() not in PARAMETERIZATIONS:
+        raise ValueError(f"unknown parameterization {value!r}; choose one of {', '.join(PARAMETERIZATIONS)}")
+    return value
+
+
+def _check_name(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a layer name (a string) or None, got {type(value).__name__} {value!r}")
+    if not value.strip():
+        raise ValueError(f"{name} must be a layer name or None, got the empty string {value!r}")
+    return value
+
+
+def _check_preset(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string ({', '.join(map(repr, PRESETS))}), got {type(value).__name__}")
+    if value not in PRESETS:
+        raise ValueError(f"unknown preset {value!r}; choose one of {', '.join(PRESETS)}")
+    return value
+
+
+def _check_autocast(value: Any, name: str) -> bool | str:
+    if isinstance(value, str) and value in ("fp16", "bf16"):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ValueError(f"{name} must be None, True, False, 'fp16' or 'bf16', got {value!r}")
+
+
+def _optional(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
+    return lambda value, name: None if value is None else check(value, name)
+
+
+#: (min, max) of the integer settings. ``steps`` tops out at 10 000 (the widget's slider too).
+SETTING_LIMITS: dict[str, tuple[int, int]] = {
+    "steps": (1, 10_000), "n_crops": (1, 1024), "input_size": (16, 2048), "canvas": (16, 4096),
+    "snapshot_every": (1, 10**9),
+}
+#: Largest random seed (seeds are ints in [0, SEED_MAX]).
+SEED_MAX = 2**63 - 1
+
+
+def _int_setting(name: str) -> Callable[[Any, str], int]:
+    lo, hi = SETTING_LIMITS[name]
+    return lambda value, label: check_int(value, label, lo, hi)
+
+
+_CHECKS: dict[str, Callable[[Any, str], Any]] = {
+    "steps": _int_setting("steps"),
+    "n_crops": _int_setting("n_crops"),
+    "input_size": _optional(_int_setting("input_size")),
+    "input_scale": lambda v, n: check_real(v, n, 0.1, 4.0),
+    "attribution_every": lambda v, n: check_int(v, n, 1, 10**9),
+    "canvas": _int_setting("canvas"),
+    "snapshot_every": _int_setting("snapshot_every"),
+    "crop_range": _check_crop_range,
+    "lr": lambda v, n: check_real(v, n, 0.0, 100.0, lo_open=True),
+    "param": _check_param,
+    "noise": lambda v, n: check_real(v, n, 0.0, 10.0),
+    "balance": _check_bool,
+    "reg_layer": _optional(_check_name),
+    "seed": _optional(lambda v, n: check_int(v, n, 0, SEED_MAX)),
+    "preset": lambda v, n: _check_preset(v, n),
+    "autocast": _optional(_check_autocast),
+}
+assert set(_CHECKS) == {f.name for f in dataclasses.fields(EngineConfig)}
+
+
+def check_setting(name: str, value: Any) -> Any:
+    """Check one engine setting and return it in its canonical type (``TypeError``/``ValueError``
+    naming the setting, the bad value and what is accepted).
+
+    ``steps``, ``n_crops``, ``input_size``, ``canvas``, ``snapshot_every``: ints in
+    ``SETTING_LIMITS``; ``seed``: an int in [0, 2⁶³ − 1] or None. ints may be numpy/torch integer
+    scalars (converted to ``int``); floats and bools are refused. ``lr`` (0, 100] and ``noise``
+    [0, 10]: finite real numbers (converted to ``float``). ``crop_range``: a (min, max) pair with
+    0 < min ≤ max ≤ 1 (converted to a tuple of floats). ``balance``: a bool; ``autocast``: a bool or
+    None. ``param``: "fourier", "pixel" or "maco". ``reg_layer``: a layer name or None.
+    """
+    if name not in _CHECKS:
+        check_setting_names([name])  # raises, listing the known settings
+    return _CHECKS[name](value, name)
+
+
 def _validate(cfg: EngineConfig) -> None:
-    if int(cfg.steps) != cfg.steps or cfg.steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {cfg.steps!r}")
-    if int(cfg.n_crops) != cfg.n_crops or cfg.n_crops < 1:
-        raise ValueError(f"n_crops must be an int >= 1, got {cfg.n_crops!r}")
-    if (cfg.input_size is not None and cfg.input_size < 16) or cfg.canvas < 16:
-        raise ValueError(f"input_size and canvas must be >= 16 pixels, got {cfg.input_size} and {cfg.canvas}")
-    if not 0.1 <= cfg.input_scale <= 4:
-        raise ValueError(f"input_scale must be in [0.1, 4] (a fraction of the model's input size), got {cfg.input_scale}")
-    check_crop_range(cfg.crop_range)
-    if not cfg.lr > 0:
-        raise ValueError(f"lr must be > 0, got {cfg.lr}")
-    if cfg.noise < 0:
-        raise ValueError(f"noise must be >= 0, got {cfg.noise}")
-    if cfg.param.lower() not in PARAMETERIZATIONS:
-        raise ValueError(f"unknown parameterization {cfg.param!r}; choose one of {', '.join(PARAMETERIZATIONS)}")
-    if not (cfg.autocast is None or isinstance(cfg.autocast, bool) or cfg.autocast in ("fp16", "bf16")):
-        raise ValueError(f"autocast must be None, True, False, 'fp16' or 'bf16', got {cfg.autocast!r}")
-    if cfg.snapshot_every < 1:
-        raise ValueError(f"snapshot_every must be >= 1, got {cfg.snapshot_every}")
-    if int(cfg.attribution_every) != cfg.attribution_every or cfg.attribution_every < 1:
-        raise ValueError(f"attribution_every must be an int >= 1, got {cfg.attribution_every!r}")
+    """Check every field of ``cfg`` (raises on the first bad one)."""
+    for f in dataclasses.fields(cfg):
+        _CHECKS[f.name](getattr(cfg, f.name), f.name)

@@ -27,7 +27,7 @@ The engine is a generator of step states; it never plots or prints.
 from __future__ import annotations
 
 import dataclasses
-import random
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
@@ -159,7 +159,8 @@ class AccentuationRun:
         lams = [check_lambda(v) for v in lams]
         self.reg_layer = model.check_reg_layer(config.reg_layer)
         self.reg_layout = model.layout(self.reg_layer)
-        seed_value = config.seed if config.seed is not None else random.randrange(2**31)
+        # seed=None: a fresh seed from the OS, leaving Python's global `random` state alone
+        seed_value = config.seed if config.seed is not None else secrets.randbelow(2**31)
         #: draws the augmentations (on the model's device). A CPU generator here draws the same crops and
         #: noise on any device (to compare devices; costs a synchronising host→device copy per step).
         self.generator = torch.Generator(device=self.device).manual_seed(int(seed_value))

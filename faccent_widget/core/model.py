@@ -12,6 +12,7 @@ import contextlib
 import difflib
 import functools
 import math
+import operator
 from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import torch
@@ -121,6 +122,13 @@ class Model:
             raise TypeError("module is already a faccent_widget.Model; pass it directly")
         if not isinstance(module, nn.Module):
             raise TypeError(f"expected a torch.nn.Module, got {type(module).__name__}")
+        if isinstance(module, torch.jit.ScriptModule):
+            raise TypeError(
+                f"{type(module).__name__} is a TorchScript module; faccent-widget needs forward hooks on its layers, "
+                "which TorchScript does not run. Pass the original (eager) nn.Module instead."
+            )
+        if isinstance(labels, (str, bytes)) or (labels is not None and not all(isinstance(x, str) for x in labels)):
+            raise TypeError("labels must be a list of strings, one per class (e.g. ['cat', 'dog'])")
         self.user_module = module
         self.module = _on_device(module, device)
         self.name = name or type(module).__name__
@@ -191,10 +199,19 @@ class Model:
 
     @property
     def labels(self) -> list[str]:
-        """Class names: the user's, the weights', ImageNet's for 1000-way models, else ``class i``."""
+        """Class names: the user's, the weights', ImageNet's for 1000-way models, else ``class i``.
+
+        Given labels are checked once against the number of logits (``ValueError`` on a mismatch)."""
         if self._labels is None:
             n = self.num_classes
             self._labels = imagenet_labels() if n == 1000 else [f"class {i}" for i in range(n)]
+        elif not getattr(self, "_labels_checked", False):
+            n = self.num_classes
+            if len(self._labels) != n:
+                raise ValueError(
+                    f"{len(self._labels)} labels were given but {self.name} outputs {n} logits; pass one label per class"
+                )
+            self._labels_checked = True
         return self._labels
 
     # ------------------------------------------------------------------ layers
@@ -485,6 +502,7 @@ class Model:
         out: dict[str, torch.Tensor] = {}
         handles = []
         calls: dict[str, int] = {}
+        stopped = []  # set when our hook ended the pass: any exception after that is the stop signal
 
         def make_hook(name: str, stop: bool):
             expected = trace.calls.get(name, 1)
@@ -494,6 +512,7 @@ class Model:
                 last = calls[name] >= expected
                 if stop and last:
                     out[name] = output
+                    stopped.append(True)
                     raise _StopForward
                 out[name] = output.clone() if isinstance(output, torch.Tensor) else output
 
@@ -505,7 +524,10 @@ class Model:
                     handles.append(self._modules[n].register_forward_hook(make_hook(n, n == stop_at)))
                 try:
                     result = self.module(inp)
-                except _StopForward:
+                except Exception:
+                    # our stop signal, also when a user's forward wraps it in another exception
+                    if not stopped:
+                        raise
                     result = None
             if logits:
                 out["logits"] = _check_logits(result, self.name)
@@ -554,10 +576,13 @@ class Model:
     def class_index(self, target: int | str) -> int:
         """Resolve a class index or label to an index, with a clear error when it does not exist."""
         n = len(self.labels)
-        if isinstance(target, bool):
+        if isinstance(target, bool) or type(target).__name__ == "bool_" or getattr(target, "dtype", None) == torch.bool:
             raise TypeError("a class target must be an int index or a label string, not a bool")
         if isinstance(target, int) or (hasattr(target, "__index__") and not isinstance(target, str)):
-            idx = int(target)
+            try:
+                idx = operator.index(target)
+            except TypeError:
+                raise TypeError(f"a class index must be an integer, got {target!r}") from None
             if not 0 <= idx < n:
                 raise IndexError(f"class index {idx} is out of range for {self.name}: valid are 0…{n - 1}")
             return idx

@@ -19,11 +19,14 @@ channels at dim 1.
 from __future__ import annotations
 
 import copy
+import operator
 from typing import Any, Callable, Mapping, Sequence, Union
 
+import numpy as np
 import torch
 
 from .layouts import LayerLayout
+from .config import check_int
 from .model import Model
 
 __all__ = [
@@ -119,7 +122,7 @@ class Logit(Objective):
     needs_logits = True
 
     def __init__(self, index: int, label: str | None = None) -> None:
-        self.index = int(index)
+        self.index = check_int(index, "a class index", 0)
         self.label = label
         self.description = f"logit {self.index}" + (f" ({label})" if label else "")
 
@@ -181,7 +184,7 @@ class Channel(_LayerObjective):
     pooled (N, C) layer, the unit's value)."""
 
     def __init__(self, layer: str, unit: int) -> None:
-        self.layer, self.unit = layer, int(unit)
+        self.layer, self.unit = _layer_name(layer), check_int(unit, "a channel (unit)", 0)
         self.layers = (layer,)
         self.description = f"{layer}:{self.unit}"
 
@@ -203,7 +206,9 @@ class Neuron(_LayerObjective):
     needs_positions = True
 
     def __init__(self, layer: str, unit: int, y: int | None = None, x: int | None = None) -> None:
-        self.layer, self.unit, self.y, self.x = layer, int(unit), y, x
+        self.layer, self.unit = _layer_name(layer), check_int(unit, "a channel (unit)", 0)
+        self.y = None if y is None else check_int(y, "the neuron's y", 0)
+        self.x = None if x is None else check_int(x, "the neuron's x", 0)
         self.layers = (layer,)
         pos = "" if y is None and x is None else f"@({y},{x})"
         self.description = f"{layer}:{self.unit} neuron{pos}"
@@ -234,8 +239,10 @@ class Direction(_LayerObjective):
     """
 
     def __init__(self, layer: str, vector: torch.Tensor | Sequence[float], *, cosine: bool = False) -> None:
-        self.layer = layer
+        self.layer = _layer_name(layer)
         self.vector = torch.as_tensor(vector, dtype=torch.float32).flatten()
+        if self.vector.numel() == 0 or not torch.isfinite(self.vector).all():
+            raise ValueError(f"a direction needs a non-empty vector of finite values, got {self.vector.numel()} values")
         self._on_device: dict[torch.device, torch.Tensor] = {}
         self.cosine = bool(cosine)
         self.layers = (layer,)
@@ -267,6 +274,12 @@ class Direction(_LayerObjective):
         if p.dim() != 3:
             raise TypeError(f"layer {self.layer} has no spatial output; the direction has no activation map")
         return p
+
+
+def _layer_name(layer: Any) -> str:
+    if not isinstance(layer, str) or not layer:
+        raise TypeError(f"a layer must be given by its name (see Model.layer_names), got {layer!r}")
+    return layer
 
 
 def _channel_slice(a: torch.Tensor, unit: int, layer: str) -> torch.Tensor:
@@ -301,27 +314,60 @@ def direction(layer: str, vector: torch.Tensor | Sequence[float], *, cosine: boo
 Target = Union[int, str, Objective]
 
 
+def _as_index(target: Any) -> int | None:
+    """``target`` as an int class index when it is an integer scalar (int, numpy integer, 0-d integer
+    tensor), else None. Bools are refused (``TypeError``)."""
+    if isinstance(target, (bool, np.bool_)) or (isinstance(target, torch.Tensor) and target.dtype == torch.bool):
+        raise TypeError(f"a target cannot be a bool ({target!r}); pass a class index, a label or 'layer:unit'")
+    if isinstance(target, (str, Objective)):
+        return None
+    if isinstance(target, torch.Tensor) and (target.numel() != 1 or target.dim() > 1 or target.is_floating_point()):
+        raise TypeError(
+            f"a tensor target must be one integer (e.g. probs.argmax()), got a {target.dtype} tensor of shape "
+            f"{tuple(target.shape)}"
+        )
+    try:
+        return operator.index(target)
+    except TypeError:
+        return None
+
+
 def resolve_objective(model: Model, target: Target) -> Objective:
     """Turn ``target`` into an :class:`Objective` for ``model``.
 
-    * an int → the logit of that class index (range-checked);
-    * ``"layer:unit"`` → the channel ``unit`` of ``layer``;
-    * any other string → the logit of the class with that label;
+    * an int (also a numpy integer or a 0-d integer tensor, e.g. ``probs.argmax()``) → the logit of
+      that class index (range-checked);
+    * a string equal to a class label (case-insensitive) → that class's logit, even if it contains ``:``;
+    * ``"layer:unit"`` → the channel ``unit`` of ``layer`` (range-checked by the layer's layout);
+    * any other string → the logit of the class with that label (close matches suggested);
     * an :class:`Objective` → a copy bound to ``model``'s layer layouts (:meth:`Objective.bind`),
       after checking its layers exist and are activations of the image.
     """
     if isinstance(target, Objective):
         if isinstance(target, Logit):
             model.class_index(target.index)
-        return target.bind(model)
-    if isinstance(target, str) and ":" in target:
-        layer, _, unit = target.rpartition(":")
-        if unit.strip().lstrip("-").isdigit() and layer:
-            return Channel(model.resolve_layer(layer.strip()), int(unit)).bind(model)
-    if isinstance(target, (int, str)) and not isinstance(target, bool):
+        return target.bind(model)  # layers exist, are activations, units in range (by layout)
+    index = _as_index(target)
+    if index is not None:
+        idx = model.class_index(index)
+        return Logit(idx, model.labels[idx])
+    if isinstance(target, str):
+        if ":" in target:
+            lowered = target.strip().lower()
+            if not any(lab.lower() == lowered for lab in model.labels):  # a label wins over layer:unit
+                layer, _, unit = target.rpartition(":")
+                if unit.strip().lstrip("-").isdigit() and layer:
+                    return Channel(model.resolve_layer(layer.strip()), _unit(unit, target)).bind(model)
         idx = model.class_index(target)
-        labels = getattr(model, "labels", None)
-        return Logit(idx, labels[idx] if labels else None)
+        return Logit(idx, model.labels[idx])
     raise TypeError(
-        f"a target must be a class index, a class label, 'layer:unit' or an Objective; got {type(target).__name__}"
+        f"a target must be a class index, a class label, 'layer:unit' or an Objective; got {type(target).__name__} "
+        f"{target!r}"[:300]
     )
+
+
+def _unit(text: str, target: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise IndexError(f"channel {value} in {target!r} is negative; channels count from 0")
+    return value

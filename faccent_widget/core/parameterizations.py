@@ -3,6 +3,17 @@
 All three work in logit space with Lucid's colour decorrelation, and their initialisation reproduces
 the seed exactly (up to float error): ``Fourier`` (default, 1/f-scaled spectrum, desaturation 5),
 ``Pixel`` and ``MACO`` (phase only; the magnitude stays the seed's spectrum).
+
+Saturated pixels: the logit of 0 or 1 is infinite and the sigmoid's slope there is 0, so a black or
+white pixel would never move. The seed is therefore clamped into ``[SATURATION_MARGIN,
+1 − SATURATION_MARGIN]`` before the logit (slope ≈ the margin instead of ≈ 0), and an additive offset
+image ``seed − image(params₀)``, fixed at initialisation, restores the exact seed at step 0::
+
+    image = sigmoid(recorrelate(params)) + (seed − sigmoid(recorrelate(params₀)))
+
+The offset is 0 except where the seed lies within the margin of 0 or 1 (there it is at most the
+margin in size). Such pixels could overshoot [0, 1] by up to the margin, so the image is clamped to
+[0, 1] with a straight-through gradient: the model sees exactly the image the user gets.
 """
 
 from __future__ import annotations
@@ -12,13 +23,17 @@ import math
 
 import torch
 
-__all__ = ["Parameterization", "Fourier", "Pixel", "Maco", "PARAMETERIZATIONS", "make_parameterization"]
+__all__ = [
+    "Parameterization", "Fourier", "Pixel", "Maco", "PARAMETERIZATIONS", "make_parameterization", "SATURATION_MARGIN",
+]
 
 # Lucid's colour_correlation_svd_sqrt, normalised by its largest column norm.
 _SVD_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=torch.float64)
 COLOR_CORRELATION = (_SVD_SQRT / _SVD_SQRT.norm(dim=0).max()).float()
 DESATURATION = 5.0
-_EPS = 1e-5
+#: Seeds are clamped into [margin, 1 − margin] before the logit, so that black and white pixels move
+#: (the sigmoid's slope there is ≈ margin); the offset image keeps the seed exact (module docstring).
+SATURATION_MARGIN = 0.1
 
 
 @functools.lru_cache(maxsize=16)
@@ -40,15 +55,20 @@ def _decorrelate(x: torch.Tensor) -> torch.Tensor:
 
 
 def _logit(x: torch.Tensor) -> torch.Tensor:
-    x = x.clamp(_EPS, 1 - _EPS)
+    x = x.clamp(SATURATION_MARGIN, 1 - SATURATION_MARGIN)
     return torch.log(x) - torch.log1p(-x)
 
 
 class Parameterization:
-    """Base: ``params`` (leaf tensors to optimise) and ``image()`` → (B, 3, H, W) in [0, 1]."""
+    """Base: ``params`` (leaf tensors to optimise) and ``image()`` → (B, 3, H, W), the seed at step 0.
+
+    Subclasses build ``params`` from the (margin-clamped) seed, implement ``_squashed()`` (the sigmoid
+    image of the parameters) and call ``_fix_offset(seed)`` at the end of ``__init__``.
+    """
 
     name = "base"
     params: list[torch.Tensor]
+    offset: torch.Tensor | None = None
 
     def __init__(self, seed: torch.Tensor) -> None:
         if seed.dim() != 4 or seed.shape[1] != 3:
@@ -56,8 +76,23 @@ class Parameterization:
         self.shape = tuple(seed.shape)
         _color_matrix(seed.device, torch.float32)  # copied to the device now, not inside the first step
 
-    def image(self) -> torch.Tensor:  # pragma: no cover - abstract
+    def _squashed(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _fix_offset(self, seed: torch.Tensor) -> None:
+        """Fix ``offset = seed − sigmoid image of the initial parameters`` (exact seed at step 0)."""
+        with torch.no_grad():
+            self.offset = (seed.float() - self._squashed()).contiguous()
+
+    def image(self) -> torch.Tensor:
+        """The current image (B, 3, H, W) in [0, 1] (the seed at step 0; see the module docstring)."""
+        x = self._squashed()
+        if self.offset is None:
+            return x
+        x = x + self.offset
+        # values are clamped to [0, 1], the gradient passes as if unclamped (straight through), so a
+        # pixel pushed past black or white can come back
+        return x + (x.detach().clamp(0, 1) - x.detach())
 
 
 def _spectrum_scale(h: int, w: int, decay_power: float, device: torch.device) -> torch.Tensor:
@@ -78,6 +113,7 @@ class Fourier(Parameterization):
         self.scale = _spectrum_scale(h, w, decay_power, seed.device)
         spectrum = torch.fft.rfft2(_decorrelate(_logit(seed.float())) * DESATURATION, norm="ortho")
         self.params = [(torch.view_as_real(spectrum) / self.scale).contiguous().requires_grad_(True)]
+        self._fix_offset(seed)
 
     @classmethod
     def random(cls, shape: tuple[int, int, int, int], *, sd: float = 0.01, generator: torch.Generator | None = None,
@@ -87,9 +123,10 @@ class Fourier(Parameterization):
         with torch.no_grad():
             noise = torch.randn(self.params[0].shape, generator=generator, device=device)
             self.params[0].copy_(noise * sd)
+        self.offset = None  # the noise image itself is the seed
         return self
 
-    def image(self) -> torch.Tensor:
+    def _squashed(self) -> torch.Tensor:
         _, _, h, w = self.shape
         spectrum = torch.view_as_complex(self.params[0] * self.scale)
         x = torch.fft.irfft2(spectrum, s=(h, w), norm="ortho") / DESATURATION
@@ -104,8 +141,9 @@ class Pixel(Parameterization):
     def __init__(self, seed: torch.Tensor) -> None:
         super().__init__(seed)
         self.params = [(_decorrelate(_logit(seed.float())) * DESATURATION).contiguous().requires_grad_(True)]
+        self._fix_offset(seed)
 
-    def image(self) -> torch.Tensor:
+    def _squashed(self) -> torch.Tensor:
         return torch.sigmoid(_recorrelate(self.params[0] / DESATURATION))
 
 
@@ -119,8 +157,9 @@ class Maco(Parameterization):
         spectrum = torch.fft.rfft2(_decorrelate(_logit(seed.float())) * DESATURATION, norm="ortho")
         self.magnitude = spectrum.abs()
         self.params = [torch.angle(spectrum).contiguous().requires_grad_(True)]
+        self._fix_offset(seed)
 
-    def image(self) -> torch.Tensor:
+    def _squashed(self) -> torch.Tensor:
         _, _, h, w = self.shape
         phase = self.params[0]
         spectrum = torch.polar(self.magnitude, phase)

@@ -13,7 +13,7 @@ so the extremes sit near 10⁻³ and 10³ rather than the paper's 10⁻⁶ and 1
 from __future__ import annotations
 
 import math
-import random
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -247,7 +247,7 @@ def calibrate_lambda(
     check_setting_names(engine_settings)
     settings = dict(engine_settings)
     if settings.get("seed") is None:
-        settings["seed"] = random.randrange(2**31)
+        settings["seed"] = secrets.randbelow(2**31)  # leaves Python's global random state alone
     if settings.get("snapshot_every") is None:  # only the final image is looked at
         settings["snapshot_every"] = 10**9
     objectives = _targets(model, items, targets)

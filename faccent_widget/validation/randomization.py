@@ -37,7 +37,7 @@ README's validation section).
 from __future__ import annotations
 
 import copy
-import random
+import secrets
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -286,7 +286,7 @@ def randomization_check(
     check_setting_names(engine_settings)
     settings = dict(engine_settings)
     if settings.get("seed") is None:
-        settings["seed"] = random.randrange(2**31 - 1)
+        settings["seed"] = secrets.randbelow(2**31 - 1)  # leaves Python's global random state alone
     if settings.get("snapshot_every") is None:  # only the final image is looked at
         settings["snapshot_every"] = 10**9
     layer = model.resolve_layer(reg_layer) if reg_layer else model.default_reg_layer

@@ -21,7 +21,10 @@ import traitlets
 from torch import nn
 
 from ..core.compositing import panel
-from ..core.config import DEFAULT_LAMBDA, LAMBDA_SLIDER, PRESETS, EngineConfig, check_lambda, resolve_config
+from ..core.config import (
+    DEFAULT_LAMBDA, LAMBDA_MAX, LAMBDA_SLIDER, PRESETS, EngineConfig, check_int, check_lambda, check_real,
+    check_setting, resolve_config,
+)
 from ..core.device_policy import device_policy
 from ..core.engine import Accentuation
 from ..core.masks import DEFAULT_P1, DEFAULT_P2
@@ -87,6 +90,10 @@ class FaccentWidget(anywidget.AnyWidget):
     device = traitlets.Unicode("cpu").tag(sync=True)
 
     _reverting = False
+    _setting_target = False
+
+    #: Traits the browser may set (the controls); the others are the kernel's to set (see ``set_state``).
+    BROWSER_SETTABLE = ("lam", "reg_layer", "preset", "steps", "p1", "p2", "view", "target")
 
     def __init__(
         self,
@@ -101,7 +108,8 @@ class FaccentWidget(anywidget.AnyWidget):
         **engine_overrides: Any,
     ) -> None:
         adapter = as_model(model, labels=labels, device=device)
-        lam = check_lambda(engine_overrides.pop("lam", DEFAULT_LAMBDA))
+        lam_given = engine_overrides.pop("lam", None)
+        lam = DEFAULT_LAMBDA if lam_given is None else check_lambda(lam_given)
         config = resolve_config(preset, adapter.device, **engine_overrides)  # bad settings fail here, not later
         reg_layer = adapter.check_reg_layer(config.reg_layer)
         session = Session(adapter, img, reference=reference)
@@ -115,7 +123,8 @@ class FaccentWidget(anywidget.AnyWidget):
         self._model = adapter
         self._session = session
         self._chunk_budget_s = device_policy(adapter.device, model_dtype=adapter.dtype).chunk_budget_s
-        self._overrides = {k: v for k, v in engine_overrides.items() if k not in ("steps", "reg_layer")}
+        self._overrides = {k: getattr(config, k) for k, v in engine_overrides.items()
+                           if k not in ("steps", "reg_layer") and v is not None}
         #: The one resolved engine configuration; trait changes replace fields of it.
         self.engine_config: EngineConfig = dataclasses.replace(config, reg_layer=reg_layer)
         self._objective: Objective = resolve_objective(adapter, top[0]["index"])
@@ -167,7 +176,7 @@ class FaccentWidget(anywidget.AnyWidget):
         self.start()
 
     def _handle_chunk(self, msg: dict[str, Any]) -> None:
-        requested = float(msg.get("budget_ms", 1000 * self._chunk_budget_s)) / 1000.0
+        requested = check_real(msg.get("budget_ms", 1000 * self._chunk_budget_s), "budget_ms", 0.0) / 1000.0
         frame = self.advance(max(0.02, min(requested, self._chunk_budget_s, 5.0)))
         if frame is None:
             self.send({"type": "frame", "step": self.step, "steps": self.steps, "done": True})
@@ -190,37 +199,53 @@ class FaccentWidget(anywidget.AnyWidget):
         self.reset()
 
     def _handle_set_target(self, msg: dict[str, Any]) -> None:
-        self.set_target(int(msg["index"]))
+        self.set_target(check_int(msg.get("index"), "index", 0))
 
     def _handle_set_latent(self, msg: dict[str, Any]) -> None:
-        self.set_target(f"{msg['layer']}:{int(msg['channel'])}")
+        layer, channel = msg.get("layer"), msg.get("channel")
+        if not isinstance(layer, str):
+            raise TypeError(f"layer must be a layer name (a string), got {layer!r}")
+        self.set_target(f"{layer}:{check_int(channel, 'channel', 0)}")
 
     def _handle_search(self, msg: dict[str, Any]) -> None:
-        query = str(msg.get("query", ""))
+        query = msg.get("query", "")
+        if not isinstance(query, str):
+            raise TypeError(f"query must be a string, got {query!r}")
         self.send({"type": "search_results", "query": query, "items": self._session.search(query)})
 
     def _handle_gallery(self, msg: dict[str, Any]) -> None:
-        self.start_gallery(str(msg.get("mode", "topk")))
+        mode = msg.get("mode", "topk")
+        if not isinstance(mode, str):
+            raise TypeError(f"mode must be 'topk', 'inhibited' or 'triage', got {mode!r}")
+        self.start_gallery(mode)
 
     def _handle_download(self, _msg: dict[str, Any]) -> None:
         self.send({"type": "download", "filename": "faccent_panel.png"}, [self.panel_png()])
 
     # ------------------------------------------------------------------ public Python API
     def set_target(self, target: int | str | Objective) -> None:
-        """Pick the target (class index/label, ``"layer:unit"`` or an objective); restarts a running run."""
+        """Pick the target (class index/label, ``"layer:unit"`` or an objective); restarts a running run.
+
+        A refused target (unknown class, layer or channel) raises and leaves the widget as it was."""
         objective = resolve_objective(self._model, target)
+        tiles = self._tiles(objective) if self._ready else None  # may fail: nothing is changed yet
         self._objective = objective
         self._set_target_trait()
         self.seed_prob = self._seed_prob()
         self.prob = None
-        self._refresh_tiles()
+        if tiles is not None:
+            self._show_tiles(*tiles)
         if self.running:
             self.start()
 
     def start(self) -> None:
         """Start a fresh run for the current target and settings (replacing any run in progress)."""
         self._gallery_mode = None
-        self._session.start([self._objective], lam=self.lam, config=self.engine_config)
+        try:
+            self._session.start([self._objective], lam=self.lam, config=self.engine_config)
+        except BaseException:
+            self.running = False
+            raise
         self.result = None
         self.error = ""
         self.step = 0
@@ -239,7 +264,11 @@ class FaccentWidget(anywidget.AnyWidget):
             targets = [self.top[0]["index"], self.true_index]
         else:
             raise ValueError(f"unknown gallery mode {mode!r}; use 'topk', 'inhibited' or 'triage'")
-        self._session.start(targets, lam=self.lam, config=self.engine_config)
+        try:
+            self._session.start(targets, lam=self.lam, config=self.engine_config)
+        except BaseException:
+            self.running = False
+            raise
         self._gallery_mode = mode
         self.gallery = []
         self.error = ""
@@ -300,16 +329,27 @@ class FaccentWidget(anywidget.AnyWidget):
                      distance[-1] if distance else math.nan, self.prob, done, objective, distance)
 
     def run(self, steps: int | None = None) -> Accentuation:
-        """Run an accentuation to completion from Python (scripts, CI); returns ``self.result``."""
+        """Run an accentuation to completion from Python (scripts, CI); returns ``self.result``.
+
+        On an error (or Ctrl-C) the run stops (``running`` False), ``status``/``error`` say why, and the
+        exception is raised; the widget stays usable."""
         if steps is not None:
-            problem = self._invalid("steps", int(steps))
-            if problem:
-                raise ValueError(problem)
-            self.steps = int(steps)
-        self.start()
-        while self.running:
-            self.advance(1.0)
-        assert self.result is not None
+            self.steps = check_setting("steps", steps)
+        try:
+            self.start()
+            while self.running:
+                self.advance(1.0)
+        except KeyboardInterrupt:
+            self.running = False
+            self.status = f"interrupted at step {self.step}"
+            raise
+        except Exception as exc:
+            self.running = False
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.status = "error: " + self.error
+            raise
+        if self.result is None:  # pragma: no cover - a run always ends with a result
+            raise RuntimeError("the run ended without a result")
         return self.result
 
     def panel_png(self) -> bytes:
@@ -322,7 +362,34 @@ class FaccentWidget(anywidget.AnyWidget):
         return to_png_bytes(strip)
 
     # ------------------------------------------------------------------ trait validation
-    @traitlets.observe("lam", "reg_layer", "preset", "steps", "p1", "p2", "view")
+    def set_state(self, sync_data: dict[str, Any]) -> None:
+        """State from the browser. Values of the wrong type (``lam: null``, ``steps: 3.5``) and traits
+        that are the kernel's to set (``top``, ``running``, the images, …) are refused: ``error`` says
+        why and the kernel's value is sent back, so browser and kernel stay in sync. The rest goes
+        through the usual validation (``_on_setting``, ``_on_target``)."""
+        accepted: dict[str, Any] = {}
+        refused: dict[str, str] = {}
+        own = FaccentWidget.class_own_traits(sync=True)
+        for name, value in sync_data.items():
+            if name in own and name not in self.BROWSER_SETTABLE:
+                refused[name] = f"{name} is set by the kernel, not by the browser"
+                continue
+            if name in own:
+                from_json = self.trait_metadata(name, "from_json", self._trait_from_json)
+                try:
+                    self.traits()[name]._validate(self, from_json(value, self))
+                except traitlets.TraitError as exc:
+                    refused[name] = f"refused {name}={value!r}: {exc}"
+                    continue
+            accepted[name] = value
+        if accepted:
+            super().set_state(accepted)
+        if refused:
+            self.error = "; ".join(refused.values())
+            self.send_state(list(refused))  # the browser gets the kernel's values back
+
+    @traitlets.observe("lam", "reg_layer", "preset", "steps", "p1", "p2", "view", "lam_min", "lam_max",
+                       "lam_recommended")
     def _on_setting(self, change: dict[str, Any]) -> None:
         if not hasattr(self, "_session") or self._reverting:
             return  # constructor defaults, or our own revert of a refused value
@@ -330,52 +397,92 @@ class FaccentWidget(anywidget.AnyWidget):
         problem = self._invalid(name, new)
         if problem:
             self.error = problem
-            self._reverting = True
-            try:
-                self.set_trait(name, old)
-            finally:
-                self._reverting = False
+            self._revert(name, old)
             return
         self.error = ""  # an accepted value clears the message about an earlier refused one
-        if name == "preset":
-            self.engine_config = resolve_config(new, self._model.device, **self._overrides, reg_layer=self.reg_layer)
-            self.steps = self.engine_config.steps  # the new preset's steps (re-enters here as a "steps" change)
-        elif name in ("steps", "reg_layer"):
-            self.engine_config = dataclasses.replace(self.engine_config, **{name: new})
-        if name in ("p1", "p2"):
-            self._refresh_tiles()
-        elif name == "view":
-            if self.result is not None:
-                self.accent_png = to_png_bytes(self._session.view(self.result.image, self._mask, new))
-        elif self.running:
-            self.start()  # λ, layer, preset or steps changed mid-run: restart cleanly
+        previous = self.engine_config
+        try:
+            if name == "preset":
+                self.engine_config = resolve_config(new, self._model.device, **self._overrides,
+                                                    reg_layer=self.reg_layer)
+                self.steps = self.engine_config.steps  # the new preset's steps (re-enters as a "steps" change)
+            elif name in ("steps", "reg_layer"):
+                self.engine_config = dataclasses.replace(self.engine_config, **{name: new})
+            if name in ("p1", "p2"):
+                self._refresh_tiles()
+            elif name == "view":
+                if self.result is not None:
+                    self.accent_png = to_png_bytes(self._session.view(self.result.image, self._mask, new))
+            elif name in ("lam", "reg_layer", "preset", "steps") and self.running:
+                self.start()  # λ, layer, preset or steps changed mid-run: restart cleanly
+        except Exception as exc:  # nothing half-applied: the old value and configuration come back
+            self.engine_config = previous
+            self._revert(name, old)
+            self.running = False
+            self._fail(f"{type(exc).__name__}: {exc}")
+
+    @traitlets.observe("target")
+    def _on_target(self, change: dict[str, Any]) -> None:
+        """``target`` set from outside (the browser, or ``w.target = …``): applied through
+        :meth:`set_target` when it names a class index or a layer channel, else refused."""
+        if not hasattr(self, "_session") or self._setting_target:
+            return
+        try:
+            self.set_target(_target_from_trait(change["new"]))
+        except Exception as exc:
+            self._setting_target = True
+            try:
+                self.target = change["old"]
+            finally:
+                self._setting_target = False
+            self.error = f"refused target {change['new']!r}: {exc}"
+
+    def _revert(self, name: str, old: Any) -> None:
+        self._reverting = True
+        try:
+            self.set_trait(name, old)
+        finally:
+            self._reverting = False
 
     def _invalid(self, name: str, value: Any) -> str:
-        if name == "lam":
-            try:
-                check_lambda(value)
-            except ValueError as exc:
-                return str(exc)
-        if name == "reg_layer" and (value not in self._model.layer_names
-                                    or not self._model.layout(value).is_activation):
-            return f"unknown regularisation layer {value!r}; pick one from the list"
-        if name == "preset" and value not in PRESETS:
-            return f"unknown preset {value!r}; choose one of {', '.join(PRESETS)}"
-        if name == "steps" and not (isinstance(value, int) and 1 <= value <= 10_000):
-            return f"steps must be an integer in 1…10000, got {value!r}"
-        if name in ("p1", "p2"):
-            p1, p2 = (value, self.p2) if name == "p1" else (self.p1, value)
-            if not (0 <= p1 < p2 <= 100):
-                return f"mask percentiles need 0 ≤ p1 < p2 ≤ 100, got p1={p1}, p2={p2}"
-        if name == "view" and value not in VIEWS:
-            return f"view must be one of {', '.join(VIEWS)}, got {value!r}"
+        """'' if ``value`` is acceptable for trait ``name``, else the message saying why not (the engine
+        settings are checked by :mod:`faccent_widget.core.config`, the one place they are defined)."""
+        try:
+            if name in ("lam", "lam_recommended"):
+                if value is not None or name == "lam":
+                    check_lambda(value)
+            elif name in ("lam_min", "lam_max"):
+                lo, hi = (value, self.lam_max) if name == "lam_min" else (self.lam_min, value)
+                check_real(value, name, 0.0, LAMBDA_MAX, lo_open=True)  # a log-scale slider: > 0
+                if not lo < hi:
+                    return f"the λ slider needs lam_min < lam_max, got lam_min={lo!r}, lam_max={hi!r}"
+            elif name == "reg_layer":
+                check_setting(name, value)
+                if value not in self._model.layer_names or not self._model.layout(value).is_activation:
+                    return f"unknown regularisation layer {value!r}; pick one from the list"
+            elif name in ("preset", "steps"):
+                check_setting(name, value)
+            elif name in ("p1", "p2"):
+                check_real(value, name, 0.0, 100.0)
+                p1, p2 = (value, self.p2) if name == "p1" else (self.p1, value)
+                if not p1 < p2:
+                    return f"mask percentiles need 0 ≤ p1 < p2 ≤ 100, got p1={p1}, p2={p2}"
+            elif name == "view" and value not in VIEWS:
+                return f"view must be one of {', '.join(VIEWS)}, got {value!r}"
+        except (TypeError, ValueError) as exc:
+            return str(exc)
         return ""
 
     # ------------------------------------------------------------------ helpers
     def _refresh_tiles(self) -> None:
         if not self._ready:
             return
-        heat, mask = self._session.heat_and_mask(self._objective, self.p1, self.p2)
+        self._show_tiles(*self._tiles(self._objective))
+
+    def _tiles(self, objective: Objective) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._session.heat_and_mask(objective, self.p1, self.p2)
+
+    def _show_tiles(self, heat: torch.Tensor, mask: torch.Tensor) -> None:
         self._mask = mask
         self.gradcam_png = to_png_bytes(heat)
         self.mask_png = to_png_bytes(mask)
@@ -383,11 +490,16 @@ class FaccentWidget(anywidget.AnyWidget):
     def _set_target_trait(self) -> None:
         obj = self._objective
         if isinstance(obj, Logit):
-            self.target = {"kind": "class", "index": obj.index, "label": self._model.labels[obj.index]}
+            value = {"kind": "class", "index": obj.index, "label": self._model.labels[obj.index]}
         elif isinstance(obj, Channel):
-            self.target = {"kind": "latent", "layer": obj.layer, "channel": obj.unit, "label": obj.description}
+            value = {"kind": "latent", "layer": obj.layer, "channel": obj.unit, "label": obj.description}
         else:
-            self.target = {"kind": "latent", "label": obj.description}
+            value = {"kind": "latent", "label": obj.description}
+        self._setting_target = True
+        try:
+            self.target = value
+        finally:
+            self._setting_target = False
 
     def _seed_prob(self) -> float | None:
         if isinstance(self._objective, Logit):
@@ -426,3 +538,19 @@ class FaccentWidget(anywidget.AnyWidget):
             accents.append(to_png_bytes(self._session.view(res.image, mask, "masked")))
             masks.append(to_png_bytes(mask))
         self.send({"type": "gallery", "mode": self._gallery_mode, "items": items}, accents + masks)
+
+
+def _target_from_trait(value: Any) -> int | str:
+    """A ``target`` trait value → what :meth:`FaccentWidget.set_target` takes (class index or
+    ``"layer:channel"``), or a clear error."""
+    if not isinstance(value, dict):
+        raise TypeError(f"target must be a dict like {{'kind': 'class', 'index': 3}}, got {type(value).__name__}")
+    kind = value.get("kind")
+    if kind == "class":
+        return check_int(value.get("index"), "target index", 0)
+    if kind == "latent" and "layer" in value:
+        layer = value.get("layer")
+        if not isinstance(layer, str):
+            raise TypeError(f"target layer must be a layer name, got {layer!r}")
+        return f"{layer}:{check_int(value.get('channel'), 'target channel', 0)}"
+    raise ValueError("target must be {'kind': 'class', 'index': i} or {'kind': 'latent', 'layer': name, 'channel': c}")

@@ -8,11 +8,15 @@ this apart makes it testable without a kernel or a browser.
 
 from __future__ import annotations
 
+import os
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
 import torch
+from PIL import Image
 
 from ..accentuate import start_run
 from ..core.attribution import attribution_maps
@@ -21,12 +25,15 @@ from ..core.config import EngineConfig
 from ..core.engine import AccentuationRun, Accentuation, StepState
 from ..core.masks import CollectiveNormalizer
 from ..core.objectives import Logit, Objective, resolve_objective
-from ..images import ImageInput, load_image, resize_image, sample_images
+from ..images import ImageInput, canvas_size, load_image, resize_image, sample_images
 from ..core.model import Model
 
-__all__ = ["Session", "Frame", "VIEWS"]
+__all__ = ["Session", "Frame", "VIEWS", "MAPS_CACHE_SIZE"]
 
 VIEWS = ("masked", "unmasked", "diff")
+#: Attribution maps (seed and reference set) are kept for this many targets, least recently used
+#: dropped first (one entry of the default model is about 1.5 MiB).
+MAPS_CACHE_SIZE = 16
 
 
 @dataclass
@@ -49,13 +56,24 @@ class Session:
 
     def __init__(self, model: Model, image: ImageInput, *, reference: Sequence[ImageInput] | None = None,
                  mask_size: int = 256) -> None:
+        if reference is not None:
+            single = isinstance(reference, (str, bytes, os.PathLike, Image.Image)) or (
+                isinstance(reference, (torch.Tensor, np.ndarray)) and reference.ndim < 4)
+            if single or not hasattr(reference, "__len__"):
+                raise TypeError(
+                    "reference must be a list of images (anything load_image accepts) or an (N, 3, H, W) batch, "
+                    f"got {type(reference).__name__}"
+                )
+            if len(reference) == 0:
+                raise ValueError("the reference set for collective normalisation is empty; pass images or None")
         self.model = model
         self.seed = load_image(image)
-        self.display_seed = resize_image(self.seed, mask_size)
+        # the shown tiles: shorter side mask_size, longer side capped (thin images stay bounded)
+        self.display_seed = resize_image(self.seed, canvas_size((int(self.seed.shape[-2]), int(self.seed.shape[-1])), mask_size))
         self._reference_inputs = reference
         self._reference: torch.Tensor | None = None
-        self._ref_maps: dict[str, torch.Tensor] = {}
-        self._seed_maps: dict[str, torch.Tensor] = {}
+        #: target description → (seed map (H, W), reference maps (N, h, w)); an LRU of MAPS_CACHE_SIZE
+        self._maps: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self.run: AccentuationRun | None = None
         self.gallery_targets: list[Objective] = []
         self.results: list[Accentuation] = []
@@ -63,11 +81,13 @@ class Session:
 
     # ------------------------------------------------------------------ predictions
     def top(self, k: int = 5) -> list[dict[str, Any]]:
-        values, idx = self.probs.topk(k)
+        """The ``k`` most likely classes (fewer when the model has fewer than ``k``)."""
+        values, idx = self.probs.topk(min(k, self.probs.numel()))
         return [self._entry(int(i), float(v)) for v, i in zip(values, idx)]
 
     def inhibited(self, k: int = 5) -> list[dict[str, Any]]:
-        values, idx = self.probs.topk(k, largest=False)
+        """The ``k`` least likely classes (fewer when the model has fewer than ``k``)."""
+        values, idx = self.probs.topk(min(k, self.probs.numel()), largest=False)
         return [self._entry(int(i), float(v)) for v, i in zip(values, idx)]
 
     def _entry(self, index: int, prob: float) -> dict[str, Any]:
@@ -97,13 +117,19 @@ class Session:
         return "gradcam" if isinstance(objective, Logit) or objective.spatial_layer is None else "activation"
 
     def maps(self, objective: Objective) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw attribution of the seed (H, W) and of the reference set (N, h, w), cached per target."""
+        """Raw attribution of the seed (H, W) and of the reference set (N, h, w), cached per target
+        (the ``MAPS_CACHE_SIZE`` most recently used targets)."""
         key = objective.description
-        if key not in self._seed_maps:
-            source = self._source(objective)
-            self._seed_maps[key] = attribution_maps(self.model, self.model.view(self.seed), objective, source=source)[0]
-            self._ref_maps[key] = attribution_maps(self.model, self.reference(), objective, source=source)
-        return self._seed_maps[key], self._ref_maps[key]
+        if key in self._maps:
+            self._maps.move_to_end(key)
+            return self._maps[key]
+        source = self._source(objective)
+        seed_map = attribution_maps(self.model, self.model.view(self.seed), objective, source=source)[0]
+        ref_maps = attribution_maps(self.model, self.reference(), objective, source=source)
+        self._maps[key] = (seed_map, ref_maps)
+        while len(self._maps) > MAPS_CACHE_SIZE:
+            self._maps.popitem(last=False)
+        return seed_map, ref_maps
 
     def heat_and_mask(self, objective: Objective, p1: float, p2: float) -> tuple[torch.Tensor, torch.Tensor]:
         """(heatmap overlay image, collective mask (H, W) in [0, 1]) at the display size."""
