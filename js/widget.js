@@ -13,6 +13,8 @@ const DOWNLOAD_REVOKE_MS = 1000;
 /** Wait this long after the tiles arrive before asking for the λ mark, so the first click wins. */
 const CALIBRATE_DELAY_MS = 1500;
 const CALIBRATE_BUDGET_MS = 150;
+/** Pause between calibration chunks: the kernel is idle for other messages (and looks idle) in between. */
+const CALIBRATE_GAP_MS = 400;
 /** Files larger than this are refused in the browser (Python has the same limit). */
 const MAX_UPLOAD_BYTES = 40 * 1024 * 1024;
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -1817,7 +1819,7 @@ class Panel {
     const pct = Math.round(100 * Math.min(1, Math.max(0, finite(msg.progress, 0))));
     this.lamNote.textContent = `finding the recommended λ… ${pct}%`;
     this.lamNote.title = "A short λ calibration on two sample images; it pauses while a run is going";
-    this.maybeCalibrate();
+    this.later(() => this.maybeCalibrate(), CALIBRATE_GAP_MS);
   }
 
   // -- teardown -------------------------------------------------------------------------------
