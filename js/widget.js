@@ -949,7 +949,7 @@ class Panel {
       this.runGallery("triage"),
     );
     row.append(
-      h(d, "span", { class: "faccent-group" }, this.accentBtn, this.stopBtn, this.resetBtn),
+      h(d, "span", { class: "faccent-group faccent-run-group" }, this.accentBtn, this.stopBtn, this.resetBtn),
       h(d, "span", { class: "faccent-group" }, topk, inhib, this.triageBtn),
     );
     return row;
@@ -1020,16 +1020,19 @@ class Panel {
       "How many optimisation steps one run takes",
       true,
     );
+    // the two mask percentiles wrap as one unit: "Mask ramps from percentile [50] to [98]"
+    const mask = h(d, "span", { class: "faccent-field" });
+    row.append(mask);
     this.p1Input = this.numberControl(
-      row,
-      "Mask starts at percentile",
+      mask,
+      "Mask ramps from percentile",
       "p1",
       { min: 0, max: 100, step: 0.5 },
       "Grad-CAM values below this percentile of the reference images get mask 0 (the seed shows)",
     );
     this.p2Input = this.numberControl(
-      row,
-      "full at percentile",
+      mask,
+      "to",
       "p2",
       { min: 0, max: 100, step: 0.5 },
       "Grad-CAM values above this percentile of the reference images get mask 1 (the accentuation shows)",
@@ -1284,6 +1287,13 @@ class Panel {
       }
     });
     this.bind(["top"], () => this.renderTop());
+    this.onModel("change:top", () => {
+      // a new seed: the gallery and the sparkline belong to the old one
+      this.clearGallery();
+      this.galleryEl.hidden = true;
+      this.history = { objective: [], distance: [] };
+      this.renderHistory(null, null);
+    });
     this.bind(["top", "target"], () => this.renderChips());
     this.bind(["view"], () => {
       const view = this.get("view", "masked");

@@ -286,3 +286,20 @@ def test_gif_export_from_the_button_and_from_python(ready, tmp_path):
         w.save(tmp_path / "x.jpg")
     with pytest.raises(ValueError, match="view"):
         w.gif(view="sideways")
+
+
+def test_scrub_to_the_right_end_after_stop_shows_the_latest_candidate_and_follows_view_changes(ready):
+    w, rec = ready
+    w.steps = 30
+    send(w, "start")
+    chunk(w, rec)
+    chunk(w, rec)
+    send(w, "stop")
+    last = len(w.snapshot_steps) - 1
+    send(w, "scrub", index=0)
+    send(w, "scrub", index=last)
+    assert w._scrub_index is None
+    rec.clear()
+    w.view = "diff"
+    (msg, bufs), = rec.of("image")
+    assert msg["index"] is None and w.accent_png == bufs[0]

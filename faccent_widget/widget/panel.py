@@ -444,9 +444,11 @@ class FaccentWidget(anywidget.AnyWidget):
         if not steps:
             raise ValueError("there are no snapshots to scrub through yet: press Accentuate first")
         index = max(0, min(int(msg["index"]), len(steps) - 1))
-        live = self.running and index == len(steps) - 1
-        self._scrub_index = None if live else index
-        image = self.snapshot_view(index)
+        # the right end is "the latest image": the current candidate (after a Stop it can be newer than the
+        # last snapshot), and a later view change redraws that, like an unscrubbed panel
+        self._scrub_index = None if index == len(steps) - 1 else index
+        current = self._current_accent() if self._scrub_index is None else None
+        image = self._session.view(current, self._mask, self.view) if current is not None else self.snapshot_view(index)
         assert image is not None
         self.send({"type": "scrub", "index": index, "step": steps[index], "count": len(steps)},
                   [to_png_bytes(image)])

@@ -822,6 +822,18 @@ describe("second pass: scrub", () => {
     assert.equal(q("scrub-value").textContent, "–");
   });
 
+  it("a new seed (new top-5) clears the old gallery", () => {
+    mount();
+    model.msg({ type: "gallery", items: [{ index: 1, label: "a", prob_before: 0, prob_after: 1 }] }, [
+      new Uint8Array(PNG),
+      new Uint8Array(PNG),
+    ]);
+    assert.equal(q("gallery").querySelectorAll("figure").length, 1);
+    model.change("top", [{ index: 967, label: "espresso", prob: 0.8 }]);
+    assert.equal(q("gallery").querySelectorAll("figure").length, 0);
+    assert.equal(q("gallery").hidden, true);
+  });
+
   it("Python's redraw (image message) paints the accentuation", () => {
     mount();
     model.msg({ type: "image", tile: "accent", index: null }, [new Uint8Array(PNG)]);
