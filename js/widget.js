@@ -1492,7 +1492,7 @@ class Panel {
   startLoop(mode) {
     // Restarting mid-run: the outstanding chunk will be answered, so keep counting it (one in flight).
     // Starting after a stop/done/error: forget replies that may never come, so a lost one cannot stall us.
-    if (!this.loop.active) this.loop.inFlight = 0;
+    if (!this.loop.active) this.setInFlight(0);
     this.loop.active = true;
     this.loop.mode = mode;
     this.requestChunk();
@@ -1500,8 +1500,18 @@ class Panel {
   }
 
   requestChunk() {
-    this.loop.inFlight += 1;
+    this.setInFlight(this.loop.inFlight + 1);
     this.send({ type: "chunk", budget_ms: CHUNK_BUDGET_MS });
+  }
+
+  /**
+   * Chunks asked for and not yet answered; `el.dataset.chunksInFlight` mirrors it (a test hook: after
+   * Stop, the last frame has landed when it reads 0).
+   * @param {number} n
+   */
+  setInFlight(n) {
+    this.loop.inFlight = Math.max(0, n);
+    this.el.dataset.chunksInFlight = String(this.loop.inFlight);
   }
 
   endLoop() {
@@ -1562,7 +1572,7 @@ class Panel {
    * @param {unknown[]} buffers
    */
   onFrame(msg, buffers) {
-    this.loop.inFlight = Math.max(0, this.loop.inFlight - 1);
+    this.setInFlight(this.loop.inFlight - 1);
     if (buffers.length > 0) {
       if (msg.gallery) {
         // the gallery batch never draws into the main tiles: its progress strip shows in the gallery
@@ -1711,7 +1721,7 @@ class Panel {
     this.scrub.pending = null;
     // A chunk answered with an error gets no frame: stop asking, the user can start again.
     if (this.loop.active) {
-      this.loop.inFlight = Math.max(0, this.loop.inFlight - 1);
+      this.setInFlight(this.loop.inFlight - 1);
       this.endLoop();
     }
   }

@@ -822,6 +822,17 @@ describe("second pass: scrub", () => {
     assert.equal(q("scrub-value").textContent, "–");
   });
 
+  it("el.dataset.chunksInFlight says when the last chunk after Stop has landed", () => {
+    mount();
+    click(q("accentuate"));
+    assert.equal(el.dataset.chunksInFlight, "1");
+    click(q("stop"));
+    assert.equal(el.dataset.chunksInFlight, "1");
+    model.msg({ type: "frame", step: 2, steps: 9, done: false }, [new Uint8Array(JPEG)]);
+    assert.equal(el.dataset.chunksInFlight, "0");
+    assert.equal(model.sentOfType("chunk").length, 1);
+  });
+
   it("a new seed (new top-5) clears the old gallery", () => {
     mount();
     model.msg({ type: "gallery", items: [{ index: 1, label: "a", prob_before: 0, prob_after: 1 }] }, [

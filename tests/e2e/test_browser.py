@@ -345,8 +345,10 @@ def _second_pass(app: str, page: Any, out: Path, tmp_path: Path, problems: list[
     return info
 
 
-def _drive(app: str, url: str, tmp_path: Path) -> dict[str, Any]:
+def _drive(app: str, url: str, tmp_path: Path, label: str | None = None) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
+
+    server_app, app = app, label or app  # `app` names the screenshots and metrics from here on
 
     out = OUT
     out.mkdir(parents=True, exist_ok=True)
@@ -361,7 +363,7 @@ def _drive(app: str, url: str, tmp_path: Path) -> dict[str, Any]:
             page.set_default_timeout(60_000)
             page.goto(url, wait_until="domcontentloaded")
             page.wait_for_function(JS_KERNEL_IDLE, timeout=120_000, polling=250)
-            if app == "jupyterlab":
+            if server_app == "jupyterlab":
                 page.locator("#jp-main-statusbar").get_by_text("Idle").first.wait_for(timeout=30_000)
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
             accent_btn = page.locator("[data-testid=accentuate]")
@@ -394,7 +396,11 @@ def _drive(app: str, url: str, tmp_path: Path) -> dict[str, Any]:
             assert _step_of(running["step"]) < STEPS, f"the run ended before Stop could be tested: {running}"
             page.screenshot(path=str(out / f"{app}-running.png"))
             page.locator("[data-testid=stop]").click()
-            page.wait_for_timeout(1000)  # a chunk that was in flight may still land
+            # the chunk that was in flight still lands (its frame is painted); after it, nothing more comes
+            page.wait_for_function(
+                "() => document.querySelector('[data-chunks-in-flight]').dataset.chunksInFlight === '0'",
+                timeout=60_000, polling=50,
+            )
             stopped = page.evaluate(JS_READ)
             page.wait_for_timeout(2000)
             later = page.evaluate(JS_READ)
@@ -449,9 +455,15 @@ def _require_chromium() -> None:
 
 
 def test_jupyterlab(tmp_path: Path) -> None:
+    """JupyterLab 4, or JupyterLab 3 + ipywidgets 7.7 (Colab's widget stack) when run from such an
+    environment: screenshots and metrics are then named ``jupyterlab3``."""
     _require_chromium()
+    import jupyterlab
+
+    major = int(jupyterlab.__version__.split(".")[0])
+    label = "jupyterlab" if major >= 4 else f"jupyterlab{major}"
     with jupyter_server("jupyterlab", tmp_path) as (base, token, _log):
-        _drive("jupyterlab", f"{base}/lab/tree/{NOTEBOOK}?token={token}", tmp_path)
+        _drive("jupyterlab", f"{base}/lab/tree/{NOTEBOOK}?token={token}", tmp_path, label)
 
 
 def test_notebook7(tmp_path: Path) -> None:
