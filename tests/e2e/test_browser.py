@@ -201,6 +201,21 @@ def _aspect(page: Any, testid: str) -> float:
     return page.locator(f"[data-testid={testid}]").evaluate("el => el.naturalWidth / el.naturalHeight")
 
 
+JS_DROP_PORTRAIT = """async (el) => {
+  const c = document.createElement('canvas');
+  c.width = 64; c.height = 96;
+  const g = c.getContext('2d');
+  g.fillStyle = '#3070c0'; g.fillRect(0, 0, 64, 96);
+  g.fillStyle = '#f0c020'; g.beginPath(); g.arc(32, 48, 20, 0, 7); g.fill();
+  const blob = await new Promise((resolve) => c.toBlob(resolve, 'image/png'));
+  const dt = new DataTransfer();
+  dt.items.add(new File([blob], 'drawn.png', {type: 'image/png'}));
+  for (const type of ['dragenter', 'dragover', 'drop']) {
+    el.dispatchEvent(new DragEvent(type, {dataTransfer: dt, bubbles: true, cancelable: true}));
+  }
+}"""
+
+
 def _second_pass(app: str, page: Any, out: Path, tmp_path: Path, problems: list[str]) -> dict[str, Any]:
     """After the timed run and Stop: redraw after Stop, scrub, compare, enlarged view, Advanced,
     gallery-then-main-tile, your own photo (and a bad file), the λ mark, a short run on the new photo,
@@ -291,7 +306,15 @@ def _second_pass(app: str, page: Any, out: Path, tmp_path: Path, problems: list[
     assert abs(_aspect(page, "accent-img") - main_aspect) < 1e-6 and main_aspect < 2.5, main_aspect
     page.screenshot(path=str(out / f"{app}-gallery.png"))
 
-    # --- your own photo: a good file swaps the seed; a bad one leaves it and says why
+    # --- drop a picture onto the panel (a portrait drawn on a canvas): new seed, tiles take its shape
+    seed_src = _src(page, "seed-img")
+    widget.evaluate(JS_DROP_PORTRAIT)
+    _wait_src_change(page, "seed-img", seed_src, timeout=120_000)
+    page.wait_for_function(
+        "() => { const r = document.querySelector('[data-testid=seed-img]').getBoundingClientRect();"
+        " return Math.abs(r.width / r.height - 64 / 96) < 0.05; }", timeout=30_000,
+    )
+    # --- pick a file: a good one swaps the seed; a bad one leaves it and says why
     photo = tmp_path / "coffee.jpg"
     arr = (fw.sample_image("coffee").permute(1, 2, 0).numpy() * 255).round().astype("uint8")
     Image.fromarray(arr).save(photo, "JPEG")
