@@ -8,10 +8,10 @@ import io
 import pytest
 import torch
 from PIL import Image
+from test_widget import JPEG, PNG, chunk, make, run_to_done, send
 
 import faccent_widget as fw
 from faccent_widget.widget import extras
-from test_widget import JPEG, PNG, chunk, make, run_to_done, send
 
 GIF = b"GIF89a"
 

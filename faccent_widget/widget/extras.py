@@ -10,7 +10,8 @@ import io
 import math
 import time
 import weakref
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +40,7 @@ AUTO_CALIBRATION: dict[str, Any] = {
 }
 
 # recommended λ per model (the nn.Module the widget runs, by identity) and regularisation layer
-_LAMBDA_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[str, float]]" = weakref.WeakKeyDictionary()
+_LAMBDA_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[str, float]] = weakref.WeakKeyDictionary()
 
 
 def cached_lambda(model: Model, reg_layer: str) -> float | None:

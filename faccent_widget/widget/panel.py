@@ -639,6 +639,7 @@ class FaccentWidget(anywidget.AnyWidget):
         elif suffix == ".png":
             data = self.panel_png()
         else:
-            raise ValueError(f"save() writes .png (the panel) or .gif (the animation), not {out.suffix or 'no suffix'!r}")
+            raise ValueError(
+                f"save() writes .png (the panel) or .gif (the animation), not {out.suffix or 'no suffix'!r}")
         out.write_bytes(data)
         return out
