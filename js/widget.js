@@ -1279,7 +1279,7 @@ class Panel {
       });
     }
     this.bind(["seed_png"], () => this.compareSlot.show(this.get("seed_png", null)));
-    this.bind(["snapshot_steps"], () => this.renderScrub());
+    this.bind(["snapshot_steps", "step"], () => this.renderScrub());
     this.onModel("change:lam_recommended", () => {
       if (this.get("lam_recommended", null) == null) {
         this.calib.done = false; // the regularisation layer changed: a new mark is needed
@@ -1756,7 +1756,9 @@ class Panel {
     this.scrubInput.disabled = count < 2;
     if (this.scrub.follow) this.scrubInput.value = String(Math.max(0, count - 1));
     const idx = clampIndex(this.scrubInput.value, count);
-    const text = idx < 0 ? "–" : idx === 0 ? "seed" : `step ${steps[idx]}`;
+    // the right end shows the latest image, which may be newer than the last snapshot
+    const step = idx === count - 1 ? Math.max(steps[idx], finite(this.get("step", 0), 0)) : steps[idx];
+    const text = idx < 0 ? "–" : idx === 0 ? "seed" : `step ${step}`;
     this.scrubValue.textContent = text;
     this.scrubInput.setAttribute("aria-valuetext", text);
   }

@@ -774,6 +774,8 @@ describe("second pass: scrub", () => {
     assert.equal(q("scrub-value").textContent, "step 4");
     model.change("snapshot_steps", [0, 2, 4, 6]);
     assert.equal(scrub.value, "3"); // still following
+    model.change("step", 7);
+    assert.equal(q("scrub-value").textContent, "step 7"); // the right end is the latest image
     setRange(scrub, 0);
     assert.deepEqual(model.sentOfType("scrub"), [{ type: "scrub", index: 0 }]);
     assert.equal(q("scrub-value").textContent, "seed");
