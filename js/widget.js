@@ -10,6 +10,13 @@ const CHUNK_BUDGET_MS = 200;
 const STATUS_THROTTLE_MS = 500;
 const SEARCH_DEBOUNCE_MS = 250;
 const DOWNLOAD_REVOKE_MS = 1000;
+/** Wait this long after the tiles arrive before asking for the λ mark, so the first click wins. */
+const CALIBRATE_DELAY_MS = 1500;
+const CALIBRATE_BUDGET_MS = 150;
+/** Pause between calibration chunks: the kernel is idle for other messages (and looks idle) in between. */
+const CALIBRATE_GAP_MS = 400;
+/** Files larger than this are refused in the browser (Python has the same limit). */
+const MAX_UPLOAD_BYTES = 40 * 1024 * 1024;
 const SVG_NS = "http://www.w3.org/2000/svg";
 
 /** λ slider bounds when the traits are missing or bad: the defaults of Python's `lam_min` / `lam_max`. */
@@ -70,6 +77,7 @@ const LAM_MAX = 1e2;
  * @property {string} error
  * @property {string} triage
  * @property {string} device
+ * @property {number[]} snapshot_steps
  */
 
 /**
@@ -77,7 +85,9 @@ const LAM_MAX = 1e2;
  * @typedef {{ type: "ready" } | { type: "start" } | { type: "chunk", budget_ms: number } | { type: "stop" }
  *   | { type: "reset" } | { type: "set_target", index: number }
  *   | { type: "set_latent", layer: string, channel: number } | { type: "search", query: string }
- *   | { type: "gallery", mode: GalleryMode } | { type: "download" }} Request
+ *   | { type: "gallery", mode: GalleryMode } | { type: "download" } | { type: "scrub", index: number }
+ *   | { type: "calibrate", budget_ms: number } | { type: "load_image", name: string }
+ *   | { type: "export_gif" }} Request
  */
 
 /**
@@ -102,11 +112,16 @@ const LAM_MAX = 1e2;
  * @typedef {{ type: "gallery", mode?: GalleryMode, items: GalleryItem[] }} GalleryMessage
  * @typedef {{ type: "download", filename?: string }} DownloadMessage
  * @typedef {{ type: "error", message: string }} ErrorMessage
+ * @typedef {{ type: "scrub", index: number, step: number, count: number }} ScrubMessage
+ * @typedef {{ type: "image", tile: "accent", index: number | null }} ImageMessage
+ * @typedef {{ type: "calibration", done: boolean, progress?: number, value: number | null, error?: string }}
+ *   CalibrationMessage
  */
 
 /**
  * Custom messages Python → JS (with `buffers`).
- * @typedef {FrameMessage | SearchResultsMessage | GalleryMessage | DownloadMessage | ErrorMessage} Message
+ * @typedef {FrameMessage | SearchResultsMessage | GalleryMessage | DownloadMessage | ErrorMessage
+ *   | ScrubMessage | ImageMessage | CalibrationMessage} Message
  */
 
 /**
@@ -115,7 +130,7 @@ const LAM_MAX = 1e2;
  * @property {<K extends keyof Traits>(name: K) => Traits[K] | undefined} get
  * @property {<K extends keyof Traits>(name: K, value: Traits[K]) => void} set
  * @property {() => void} save_changes
- * @property {(msg: Request) => void} send
+ * @property {(msg: Request, callbacks?: unknown, buffers?: ArrayBuffer[]) => void} send
  * @property {(event: string, fn: (...args: any[]) => void) => void} on
  * @property {(event: string, fn: (...args: any[]) => void) => void} off
  */
@@ -123,12 +138,27 @@ const LAM_MAX = 1e2;
 /** @typedef {"seed" | "gradcam" | "mask" | "accent"} TileKey */
 /** @typedef {"seed_png" | "gradcam_png" | "mask_png" | "accent_png"} TileTrait */
 
-/** @type {{ key: TileKey, trait: TileTrait, caption: string }[]} */
+/** @type {{ key: TileKey, trait: TileTrait, caption: string, title: string }[]} */
 const TILES = [
-  { key: "seed", trait: "seed_png", caption: "Seed" },
-  { key: "gradcam", trait: "gradcam_png", caption: "Grad-CAM" },
-  { key: "mask", trait: "mask_png", caption: "Mask (collective)" },
-  { key: "accent", trait: "accent_png", caption: "Accentuation" },
+  { key: "seed", trait: "seed_png", caption: "Seed", title: "The image the model sees" },
+  {
+    key: "gradcam",
+    trait: "gradcam_png",
+    caption: "Grad-CAM",
+    title: "Where the target's evidence is, according to Grad-CAM",
+  },
+  {
+    key: "mask",
+    trait: "mask_png",
+    caption: "Mask (collective)",
+    title: "Grad-CAM normalised against the reference images: where the accentuation is shown",
+  },
+  {
+    key: "accent",
+    trait: "accent_png",
+    caption: "Accentuation",
+    title: "The seed changed to raise the target, kept close to the seed inside the model",
+  },
 ];
 /** @type {[View, string][]} */
 const VIEWS = [
@@ -166,7 +196,51 @@ export function sniffType(bytes) {
   if (bytes.length >= 3 && bytes[0] === 0xff && bytes[1] === 0xd8 && bytes[2] === 0xff) {
     return "image/jpeg";
   }
+  if (bytes.length >= 4 && bytes[0] === 0x47 && bytes[1] === 0x49 && bytes[2] === 0x46 && bytes[3] === 0x38) {
+    return "image/gif";
+  }
   return "image/png";
+}
+
+/**
+ * The latent layer to offer first: the block that holds the default regularisation layer (the
+ * longest layer name that is `regLayer` or a dotted prefix of it), else the layer sharing the
+ * longest dotted prefix with it, else the first layer.
+ * @param {unknown} layers
+ * @param {unknown} regLayer
+ * @returns {string}
+ */
+export function defaultLatent(layers, regLayer) {
+  const list = Array.isArray(layers) ? layers.map(String) : [];
+  if (list.length === 0) return "";
+  const reg = String(regLayer ?? "");
+  if (!reg) return list[0];
+  const holders = list.filter((l) => reg === l || reg.startsWith(`${l}.`));
+  if (holders.length > 0) return holders.reduce((a, b) => (b.length > a.length ? b : a));
+  const parts = reg.split(".");
+  let best = list[0];
+  let bestShared = 0;
+  for (const l of list) {
+    const lp = l.split(".");
+    let k = 0;
+    while (k < lp.length && k < parts.length && lp[k] === parts[k]) k += 1;
+    if (k > bestShared) {
+      best = l;
+      bestShared = k;
+    }
+  }
+  return best;
+}
+
+/**
+ * Slider position (0..count-1) for a scrub over `count` positions, clamped; -1 when empty.
+ * @param {unknown} value
+ * @param {number} count
+ */
+export function clampIndex(value, count) {
+  if (!(count > 0)) return -1;
+  const v = Math.round(finite(value, count - 1));
+  return Math.min(count - 1, Math.max(0, v));
 }
 
 /**
@@ -281,6 +355,7 @@ function h(doc, tag, props = {}, ...children) {
 /**
  * @typedef {object} ImageSlot
  * @property {(data: unknown) => boolean} show  paint the bytes (or clear on none); true when painted
+ * @property {() => Uint8Array<ArrayBuffer> | null} bytes  what is painted now
  * @property {() => void} dispose
  */
 
@@ -292,6 +367,8 @@ function h(doc, tag, props = {}, ...children) {
 function imageSlot(img) {
   /** @type {string | null} */
   let url = null;
+  /** @type {Uint8Array<ArrayBuffer> | null} */
+  let current = null;
   return {
     show(data) {
       const bytes = toBytes(data);
@@ -299,16 +376,22 @@ function imageSlot(img) {
       if (bytes && bytes.byteLength > 0) {
         url = URL.createObjectURL(new Blob([bytes], { type: sniffType(bytes) }));
         img.src = url;
+        current = bytes;
       } else {
         url = null;
+        current = null;
         img.removeAttribute("src");
       }
       if (old) URL.revokeObjectURL(old);
       return url !== null;
     },
+    bytes() {
+      return current;
+    },
     dispose() {
       if (url) URL.revokeObjectURL(url);
       url = null;
+      current = null;
     },
   };
 }
@@ -423,6 +506,22 @@ class Panel {
   /** @type {HTMLSpanElement} */ errorText;
   /** @type {HTMLDivElement} */ errorBox;
   /** @type {HTMLDivElement} */ statusEl;
+  /** @type {HTMLDivElement} */ dropHint;
+  /** @type {HTMLImageElement} */ compareImg;
+  /** @type {ImageSlot} */ compareSlot;
+  /** @type {HTMLElement} */ accentTile;
+  /** @type {HTMLButtonElement} */ compareBtn;
+  /** @type {HTMLInputElement} */ scrubInput;
+  /** @type {HTMLOutputElement} */ scrubValue;
+  /** @type {HTMLSpanElement} */ lamNote;
+  /** @type {HTMLButtonElement} */ gifBtn;
+  /** @type {HTMLInputElement} */ fileInput;
+  /** @type {HTMLDetailsElement} */ advanced;
+  /** @type {HTMLDivElement} */ overlay;
+  /** @type {HTMLButtonElement} */ overlayClose;
+  /** @type {{ img: HTMLImageElement, cap: HTMLElement, slot: ImageSlot, fig: HTMLElement }[]} */ overlayPanes;
+  /** @type {HTMLImageElement} */ galleryLive;
+  /** @type {ImageSlot} */ galleryLiveSlot;
 
   /**
    * @param {Model} model
@@ -446,6 +545,14 @@ class Panel {
     /** @type {Loop} */
     this.loop = { active: false, mode: null, inFlight: 0, clickAt: null, awaitingFirst: false };
     this.frames = 0;
+    this.destroyed = false;
+    /** Scrub state: `follow` = the slider sits at its right end and live frames are painted. */
+    /** @type {{ follow: boolean, inFlight: boolean, pending: number | null }} */
+    this.scrub = { follow: true, inFlight: false, pending: null };
+    /** λ-mark calibration driven by the browser in small chunks while no run is going. */
+    this.calib = { active: false, waiting: false, done: false };
+    /** @type {{ key: TileKey | null, opener: HTMLElement | null }} */
+    this.overlayState = { key: null, opener: null };
     /** @type {{ objective: number[], distance: number[] }} */
     this.history = { objective: [], distance: [] };
     this.status = throttle((/** @type {string} */ text) => {
@@ -538,22 +645,32 @@ class Panel {
   // -- building -------------------------------------------------------------------------------
   build() {
     const d = this.doc;
-    this.root = h(d, "div", { class: "faccent" });
+    this.root = h(d, "div", { class: "faccent", "data-lm-suppress-shortcuts": "true" });
     this.triageEl = h(d, "p", { class: "faccent-triage", "data-testid": "triage", hidden: true });
+    this.dropHint = h(d, "div", {
+      class: "faccent-drop-hint",
+      "aria-hidden": "true",
+      text: "Drop an image to use it as the seed",
+    });
     this.root.append(
       this.triageEl,
       this.buildTiles(),
       this.buildStats(),
       this.buildControls(),
+      this.buildAdvanced(),
       this.buildGallery(),
       this.buildMessages(),
+      this.buildOverlay(),
+      this.dropHint,
     );
     this.el.append(this.root);
+    this.bindDrop();
     this.bindTraits();
     this.onModel("msg:custom", (/** @type {Message} */ msg, /** @type {unknown[]} */ buffers) =>
       this.onMessage(msg, buffers),
     );
     this.send({ type: "ready" });
+    this.later(() => this.maybeCalibrate(), CALIBRATE_DELAY_MS);
   }
 
   buildTiles() {
@@ -566,16 +683,78 @@ class Panel {
         "data-testid": `${t.key}-img`,
       });
       this.slots[t.key] = imageSlot(img);
-      const fig = h(d, "figure", { class: `faccent-tile faccent-tile-${t.key}` }, img);
-      fig.append(h(d, "figcaption", { text: t.caption }));
+      // the image is a button: click (or Enter) opens it large, with the seed beside it
+      const zoom = this.button("", { class: "faccent-zoom", "aria-label": `Enlarge ${t.caption}`, title: t.title }, () =>
+        this.openOverlay(t.key, zoom),
+      );
+      zoom.append(img);
+      const frame = h(d, "div", { class: "faccent-frame" }, zoom);
+      const fig = h(d, "figure", { class: `faccent-tile faccent-tile-${t.key}`, "data-testid": `${t.key}-tile` }, frame);
+      fig.append(h(d, "figcaption", { text: t.caption, title: t.title }));
       if (t.key === "seed") {
+        img.addEventListener("load", this.onSeedLoad);
+        this.domListeners.push([img, "load", this.onSeedLoad]);
         this.topList = h(d, "ol", { class: "faccent-top", "aria-label": "Top-5 classes on the seed" });
         fig.append(this.topList);
       }
-      if (t.key === "accent") fig.append(this.buildViewToggle());
+      if (t.key === "accent") {
+        // the seed, stacked on the accentuation, shown while "compare" is held
+        this.compareImg = h(d, "img", {
+          class: "faccent-img faccent-compare-img",
+          alt: "Seed (comparing)",
+          "data-testid": "compare-img",
+        });
+        this.compareSlot = imageSlot(this.compareImg);
+        frame.append(this.compareImg);
+        this.accentTile = fig;
+        fig.append(h(d, "div", { class: "faccent-tile-tools" }, this.buildViewToggle(), this.buildCompare()));
+      }
       grid.append(fig);
     }
     return grid;
+  }
+
+  /** Seed loaded: every tile takes the seed's aspect ratio. */
+  onSeedLoad = () => {
+    const img = /** @type {HTMLImageElement} */ (this.root.querySelector("[data-testid=seed-img]"));
+    if (img && img.naturalWidth > 0 && img.naturalHeight > 0) {
+      this.root.style.setProperty("--fa-aspect", `${img.naturalWidth} / ${img.naturalHeight}`);
+    }
+  };
+
+  buildCompare() {
+    this.compareBtn = this.button("Hold to compare", {
+      class: "faccent-btn faccent-compare",
+      "aria-pressed": "false",
+      "data-testid": "compare",
+      title: "Press and hold (mouse, touch, Space or Enter) to see the seed in place of the accentuation",
+    });
+    // (event types, not `instanceof KeyboardEvent`: the page's constructors may not be this realm's)
+    const on = (/** @type {Event} */ e) => {
+      if (e.type === "keydown") {
+        const k = /** @type {KeyboardEvent} */ (e);
+        if ((k.key !== " " && k.key !== "Enter") || k.repeat) return;
+        e.preventDefault();
+      }
+      this.setComparing(true);
+    };
+    const off = (/** @type {Event} */ e) => {
+      const key = /** @type {KeyboardEvent} */ (e).key;
+      if (e.type === "keyup" && key !== " " && key !== "Enter") return;
+      this.setComparing(false);
+    };
+    this.listen(this.compareBtn, "pointerdown", on);
+    this.listen(this.compareBtn, "keydown", on);
+    for (const type of ["pointerup", "pointerleave", "pointercancel", "keyup", "blur"]) {
+      this.listen(this.compareBtn, type, off);
+    }
+    return this.compareBtn;
+  }
+
+  /** @param {boolean} on */
+  setComparing(on) {
+    this.accentTile.classList.toggle("faccent-comparing", on);
+    this.compareBtn.setAttribute("aria-pressed", String(on));
   }
 
   buildViewToggle() {
@@ -584,8 +763,14 @@ class Panel {
       role: "group",
       "aria-label": "Accentuation view",
     });
+    /** @type {Record<View, string>} */
+    const titles = {
+      masked: "The accentuation inside the mask, the seed outside it",
+      unmasked: "The whole accentuation",
+      diff: "What changed: grey = unchanged, brighter or darker = colour added or removed",
+    };
     this.viewButtons = VIEWS.map(([value, text]) => {
-      const b = this.button(text, { "aria-pressed": "false", "data-view": value }, () =>
+      const b = this.button(text, { "aria-pressed": "false", "data-view": value, title: titles[value] }, () =>
         this.setTrait("view", value),
       );
       group.append(b);
@@ -620,10 +805,31 @@ class Panel {
       return line;
     });
     this.deviceEl = h(d, "span", { class: "faccent-device", "data-testid": "device" });
+    // scrub: a slider over the run's snapshots (0 = the seed); at its right end it follows the run
+    this.scrubInput = h(d, "input", {
+      type: "range",
+      id: this.uid("scrub"),
+      min: 0,
+      max: 0,
+      step: 1,
+      value: 0,
+      disabled: true,
+      class: "faccent-scrub",
+      "data-testid": "scrub",
+      title: "Step back through the run: left end = the seed, right end = the latest image",
+    });
+    this.scrubValue = h(d, "output", { for: this.scrubInput.id, class: "faccent-scrub-value", "data-testid": "scrub-value" });
+    this.listen(this.scrubInput, "input", () => this.onScrubInput());
+    const scrub = this.field(
+      h(d, "label", { for: this.scrubInput.id, text: "Snapshot" }),
+      this.scrubInput,
+      this.scrubValue,
+    );
     return h(
       d,
       "div",
       { class: "faccent-stats" },
+      scrub,
       this.stepEl,
       this.progressEl,
       this.probEl,
@@ -635,8 +841,8 @@ class Panel {
 
   buildControls() {
     const d = this.doc;
-    const strip = h(d, "div", { class: "faccent-controls", "data-lm-suppress-shortcuts": "true" });
-    strip.append(this.buildTargetRow(), this.buildLatentRow(), this.buildParamRow(), this.buildActionRow());
+    const strip = h(d, "div", { class: "faccent-controls", "data-testid": "controls" });
+    strip.append(this.buildTargetRow(), this.buildMainRow(), this.buildIoRow());
     return strip;
   }
 
@@ -653,8 +859,9 @@ class Panel {
       type: "search",
       id: this.uid("search"),
       class: "faccent-search",
-      placeholder: "search labels…",
+      placeholder: "search all classes…",
       autocomplete: "off",
+      "aria-label": "Search target classes",
     });
     this.resultsEl = h(d, "div", {
       class: "faccent-results",
@@ -671,53 +878,21 @@ class Panel {
       }
       debounce = this.later(() => this.runSearch(), SEARCH_DEBOUNCE_MS);
     });
-    const row = h(
+    return h(
       d,
       "div",
       { class: "faccent-row" },
       h(d, "span", { class: "faccent-label", text: "Target" }),
       this.targetEl,
       this.chipsEl,
-    );
-    const searchRow = h(
-      d,
-      "div",
-      { class: "faccent-row" },
-      h(d, "label", { for: this.searchInput.id, text: "Search" }),
       this.searchInput,
       this.resultsEl,
     );
-    return h(d, "div", {}, row, searchRow);
   }
 
-  buildLatentRow() {
+  buildMainRow() {
     const d = this.doc;
-    this.latentSelect = h(d, "select", { id: this.uid("latent-layer"), "data-testid": "latent-layer" });
-    this.channelInput = h(d, "input", {
-      type: "number",
-      id: this.uid("channel"),
-      min: 0,
-      step: 1,
-      value: 0,
-      class: "faccent-num",
-      "data-testid": "channel",
-    });
-    const use = this.button("Use", { "aria-label": "Use latent target", "data-testid": "use-latent" }, () =>
-      this.useLatent(),
-    );
-    return h(
-      d,
-      "div",
-      { class: "faccent-row" },
-      this.field(h(d, "label", { for: this.latentSelect.id, text: "Latent layer" }), this.latentSelect),
-      this.field(h(d, "label", { for: this.channelInput.id, text: "channel" }), this.channelInput),
-      use,
-    );
-  }
-
-  buildParamRow() {
-    const d = this.doc;
-    const row = h(d, "div", { class: "faccent-row" });
+    const row = h(d, "div", { class: "faccent-row faccent-actions" });
     // λ log slider with its value and a mark at the recommended λ.
     this.lamInput = h(d, "input", {
       type: "range",
@@ -740,18 +915,158 @@ class Panel {
         if (rec != null) this.setTrait("lam", Number(rec));
       },
     );
+    this.lamNote = h(d, "span", { class: "faccent-muted faccent-lam-note", "data-testid": "lam-note" });
     this.listen(this.lamInput, "input", () => this.showLam(sliderToLam(this.lamInput.value)));
     this.listen(this.lamInput, "change", () => this.setTrait("lam", sliderToLam(this.lamInput.value)));
     const track = h(d, "span", { class: "faccent-lam-track" }, this.lamInput, this.lamMark);
-    const lamLabel = h(d, "label", { for: this.lamInput.id, text: "λ" });
-    row.append(this.field(lamLabel, track, this.lamValue), this.lamRec);
+    const lamLabel = h(d, "label", {
+      for: this.lamInput.id,
+      text: "λ",
+      title: "How strongly the accentuation is kept close to the seed: small λ = bolder changes",
+    });
+    row.append(this.field(lamLabel, track, this.lamValue), this.lamRec, this.lamNote);
 
-    this.regSelect = this.selectControl(row, "reg layer", "reg_layer");
-    this.presetSelect = this.selectControl(row, "preset", "preset");
-    this.stepsInput = this.numberControl(row, "steps", "steps", { min: 1, step: 1 }, true);
-    this.p1Input = this.numberControl(row, "p1", "p1", { min: 0, max: 100, step: 0.5 });
-    this.p2Input = this.numberControl(row, "p2", "p2", { min: 0, max: 100, step: 0.5 });
+    this.accentBtn = this.button(
+      "Accentuate",
+      { class: "faccent-btn faccent-primary", "data-testid": "accentuate" },
+      () => this.accentuate(),
+    );
+    this.stopBtn = this.button("Stop", { "data-testid": "stop" }, () => this.stop());
+    this.resetBtn = this.button("Reset", { "data-testid": "reset", title: "Discard the run and show the seed" }, () =>
+      this.reset(),
+    );
+    const topk = this.button(
+      "Top-k gallery",
+      { "data-testid": "gallery-topk", title: "Accentuate each of the top-5 classes (below the tiles)" },
+      () => this.runGallery("topk"),
+    );
+    const inhib = this.button(
+      "Most inhibited",
+      { "data-testid": "gallery-inhibited", title: "Accentuate the 5 least likely classes" },
+      () => this.runGallery("inhibited"),
+    );
+    this.triageBtn = this.button("Predicted vs true", { "data-testid": "gallery-triage", hidden: true }, () =>
+      this.runGallery("triage"),
+    );
+    row.append(
+      h(d, "span", { class: "faccent-group faccent-run-group" }, this.accentBtn, this.stopBtn, this.resetBtn),
+      h(d, "span", { class: "faccent-group" }, topk, inhib, this.triageBtn),
+    );
     return row;
+  }
+
+  buildIoRow() {
+    const d = this.doc;
+    this.downloadBtn = this.button("Download PNG", { "data-testid": "download", title: "The four tiles as one PNG" }, () =>
+      this.send({ type: "download" }),
+    );
+    this.gifBtn = this.button(
+      "Download GIF",
+      { "data-testid": "export-gif", title: "An animation of the run, seed → accentuation, in the chosen view" },
+      () => this.send({ type: "export_gif" }),
+    );
+    this.fileInput = h(d, "input", {
+      type: "file",
+      accept: "image/*",
+      id: this.uid("file"),
+      class: "faccent-file",
+      "data-testid": "file",
+      "aria-label": "Open your own image",
+    });
+    this.listen(this.fileInput, "change", () => {
+      const file = this.fileInput.files && this.fileInput.files[0];
+      if (file) this.loadFile(file);
+      this.fileInput.value = "";
+    });
+    const pick = this.button(
+      "Your image…",
+      { "data-testid": "pick-file", title: "Use your own photo as the seed (or drop it onto the panel)" },
+      () => this.fileInput.click(),
+    );
+    return h(
+      d,
+      "div",
+      { class: "faccent-row faccent-io" },
+      pick,
+      this.fileInput,
+      this.downloadBtn,
+      this.gifBtn,
+    );
+  }
+
+  buildAdvanced() {
+    const d = this.doc;
+    this.advanced = h(d, "details", { class: "faccent-advanced", "data-testid": "advanced" });
+    this.advanced.append(h(d, "summary", { text: "Advanced" }));
+    const row = h(d, "div", { class: "faccent-row" });
+    this.regSelect = this.selectControl(
+      row,
+      "Keep close at layer",
+      "reg_layer",
+      "The layer where the accentuation is kept close to the seed (the regulariser). Earlier layers keep " +
+        "more of the seed's pixels; later layers allow larger changes.",
+    );
+    this.presetSelect = this.selectControl(
+      row,
+      "Quality",
+      "preset",
+      "preview: fewer, smaller crops (quick on a CPU); paper: the paper's settings (meant for a GPU)",
+    );
+    this.stepsInput = this.numberControl(
+      row,
+      "Steps",
+      "steps",
+      { min: 1, step: 1 },
+      "How many optimisation steps one run takes",
+      true,
+    );
+    // the two mask percentiles wrap as one unit: "Mask ramps from percentile [50] to [98]"
+    const mask = h(d, "span", { class: "faccent-field" });
+    row.append(mask);
+    this.p1Input = this.numberControl(
+      mask,
+      "Mask ramps from percentile",
+      "p1",
+      { min: 0, max: 100, step: 0.5 },
+      "Grad-CAM values below this percentile of the reference images get mask 0 (the seed shows)",
+    );
+    this.p2Input = this.numberControl(
+      mask,
+      "to",
+      "p2",
+      { min: 0, max: 100, step: 0.5 },
+      "Grad-CAM values above this percentile of the reference images get mask 1 (the accentuation shows)",
+    );
+    this.advanced.append(row, this.buildLatentRow());
+    return this.advanced;
+  }
+
+  buildLatentRow() {
+    const d = this.doc;
+    this.latentSelect = h(d, "select", { id: this.uid("latent-layer"), "data-testid": "latent-layer" });
+    this.channelInput = h(d, "input", {
+      type: "number",
+      id: this.uid("channel"),
+      min: 0,
+      step: 1,
+      value: 0,
+      class: "faccent-num",
+      "data-testid": "channel",
+    });
+    const use = this.button(
+      "Use",
+      { "aria-label": "Use latent target", "data-testid": "use-latent", title: "Accentuate this channel" },
+      () => this.useLatent(),
+    );
+    const tip = "Accentuate one channel of a hidden layer instead of a class";
+    return h(
+      d,
+      "div",
+      { class: "faccent-row" },
+      this.field(h(d, "label", { for: this.latentSelect.id, text: "Hidden unit: layer", title: tip }), this.latentSelect),
+      this.field(h(d, "label", { for: this.channelInput.id, text: "channel", title: tip }), this.channelInput),
+      use,
+    );
   }
 
   /**
@@ -766,11 +1081,12 @@ class Panel {
    * @param {HTMLElement} row
    * @param {string} text
    * @param {"reg_layer" | "preset"} trait
+   * @param {string} title
    */
-  selectControl(row, text, trait) {
-    const select = h(this.doc, "select", { id: this.uid(trait), "data-testid": trait });
+  selectControl(row, text, trait, title) {
+    const select = h(this.doc, "select", { id: this.uid(trait), "data-testid": trait, title });
     this.listen(select, "change", () => this.setTrait(trait, select.value));
-    row.append(this.field(h(this.doc, "label", { for: select.id, text }), select));
+    row.append(this.field(h(this.doc, "label", { for: select.id, text, title }), select));
     return select;
   }
 
@@ -779,14 +1095,16 @@ class Panel {
    * @param {string} text
    * @param {"steps" | "p1" | "p2"} trait
    * @param {Record<string, unknown>} attrs
+   * @param {string} title
    * @param {boolean} [integer]
    */
-  numberControl(row, text, trait, attrs, integer = false) {
+  numberControl(row, text, trait, attrs, title, integer = false) {
     const input = h(this.doc, "input", {
       type: "number",
       id: this.uid(trait),
       class: "faccent-num",
       "data-testid": trait,
+      title,
       ...attrs,
     });
     this.listen(input, "change", () => {
@@ -794,54 +1112,137 @@ class Panel {
       if (Number.isFinite(v)) this.setTrait(trait, v);
       else input.value = String(this.get(trait, ""));
     });
-    row.append(this.field(h(this.doc, "label", { for: input.id, text }), input));
+    row.append(this.field(h(this.doc, "label", { for: input.id, text, title }), input));
     return input;
   }
 
-  buildActionRow() {
+  buildOverlay() {
     const d = this.doc;
-    this.accentBtn = this.button(
-      "Accentuate",
-      { class: "faccent-btn faccent-primary", "data-testid": "accentuate" },
-      () => this.accentuate(),
-    );
-    this.stopBtn = this.button("Stop", { "data-testid": "stop" }, () => this.stop());
-    this.resetBtn = this.button("Reset", { "data-testid": "reset" }, () => this.reset());
-    this.downloadBtn = this.button("Download PNG", { "data-testid": "download" }, () =>
-      this.send({ type: "download" }),
-    );
-    const topk = this.button("Top-k gallery", { "data-testid": "gallery-topk" }, () =>
-      this.runGallery("topk"),
-    );
-    const inhib = this.button("Most inhibited", { "data-testid": "gallery-inhibited" }, () =>
-      this.runGallery("inhibited"),
-    );
-    this.triageBtn = this.button("Predicted vs true", { "data-testid": "gallery-triage", hidden: true }, () =>
-      this.runGallery("triage"),
-    );
-    return h(
+    const pane = (/** @type {string} */ testid) => {
+      const img = h(d, "img", { class: "faccent-overlay-img", alt: "", "data-testid": testid });
+      const cap = h(d, "figcaption", {});
+      return { img, cap, slot: imageSlot(img), fig: h(d, "figure", { class: "faccent-overlay-fig" }, img, cap) };
+    };
+    this.overlayPanes = [pane("overlay-main"), pane("overlay-seed")];
+    this.overlayClose = this.button("Close", { class: "faccent-btn faccent-overlay-close", "data-testid": "overlay-close" });
+    this.overlay = h(
       d,
       "div",
-      { class: "faccent-row faccent-actions" },
-      this.accentBtn,
-      this.stopBtn,
-      this.resetBtn,
-      this.downloadBtn,
-      topk,
-      inhib,
-      this.triageBtn,
+      {
+        class: "faccent-overlay",
+        role: "dialog",
+        "aria-modal": "true",
+        "aria-label": "Enlarged image",
+        "data-testid": "overlay",
+        hidden: true,
+      },
+      h(d, "div", { class: "faccent-overlay-body" }, this.overlayPanes[0].fig, this.overlayPanes[1].fig),
+      this.overlayClose,
+    );
+    this.listen(this.overlay, "click", () => this.closeOverlay());
+    this.listen(this.overlay, "keydown", (e) => {
+      if (/** @type {KeyboardEvent} */ (e).key === "Escape") {
+        e.preventDefault();
+        e.stopPropagation();
+        this.closeOverlay();
+      }
+    });
+    return this.overlay;
+  }
+
+  /**
+   * @param {TileKey} key
+   * @param {HTMLElement} opener
+   */
+  openOverlay(key, opener) {
+    const other = key === "seed" ? "accent" : "seed";
+    this.overlayState = { key, opener };
+    const caption = (/** @type {TileKey} */ k) => {
+      const t = TILES.find((x) => x.key === k);
+      const base = t ? t.caption : k;
+      return k === "accent" ? `${base} (${String(this.get("view", "masked"))})` : base;
+    };
+    const [a, b] = this.overlayPanes;
+    a.slot.show(this.slots[key].bytes());
+    a.img.alt = `${caption(key)}, enlarged`;
+    a.cap.textContent = caption(key);
+    b.slot.show(this.slots[other].bytes());
+    b.img.alt = `${caption(other)}, enlarged`;
+    b.cap.textContent = caption(other);
+    this.overlay.hidden = false;
+    this.overlayClose.focus();
+  }
+
+  closeOverlay() {
+    if (this.overlay.hidden) return;
+    this.overlay.hidden = true;
+    for (const p of this.overlayPanes) p.slot.show(null);
+    const opener = this.overlayState.opener;
+    this.overlayState = { key: null, opener: null };
+    if (opener) opener.focus();
+  }
+
+  bindDrop() {
+    const over = (/** @type {Event} */ e) => {
+      const dt = /** @type {DragEvent} */ (e).dataTransfer;
+      if (!dt || !Array.from(dt.types || []).includes("Files")) return;
+      e.preventDefault();
+      dt.dropEffect = "copy";
+      this.root.classList.add("faccent-dragover");
+    };
+    this.listen(this.root, "dragenter", over);
+    this.listen(this.root, "dragover", over);
+    this.listen(this.root, "dragleave", (e) => {
+      const related = /** @type {Node | null} */ (/** @type {DragEvent} */ (e).relatedTarget);
+      if (!related || !this.root.contains(related)) this.root.classList.remove("faccent-dragover");
+    });
+    this.listen(this.root, "drop", (e) => {
+      const dt = /** @type {DragEvent} */ (e).dataTransfer;
+      this.root.classList.remove("faccent-dragover");
+      if (!dt || !dt.files || dt.files.length === 0) return;
+      e.preventDefault();
+      e.stopPropagation(); // JupyterLab would otherwise open the file as a document
+      this.loadFile(dt.files[0]);
+    });
+  }
+
+  /** @param {File} file */
+  loadFile(file) {
+    const name = String(file.name || "image");
+    if (file.size > MAX_UPLOAD_BYTES) {
+      this.showError(`${name}: the file is too large (at most ${MAX_UPLOAD_BYTES >> 20} MB); the previous image stays`);
+      return;
+    }
+    this.status.push(`reading ${name}…`);
+    file.arrayBuffer().then(
+      (buf) => {
+        if (this.destroyed) return;
+        this.endLoop();
+        this.model.send({ type: "load_image", name }, undefined, [buf]);
+      },
+      (err) => {
+        if (!this.destroyed) this.showError(`${name}: could not read the file (${String(err)}); the previous image stays`);
+      },
     );
   }
 
   buildGallery() {
-    this.galleryEl = h(this.doc, "div", {
+    const d = this.doc;
+    this.galleryEl = h(d, "div", {
       class: "faccent-gallery",
       "data-testid": "gallery",
       "aria-label": "Gallery",
       role: "group",
       hidden: true,
     });
-    return this.galleryEl;
+    this.galleryLive = h(d, "img", {
+      class: "faccent-gallery-live",
+      alt: "Gallery in progress",
+      "data-testid": "gallery-live",
+      hidden: true,
+    });
+    this.galleryLiveSlot = imageSlot(this.galleryLive);
+    return h(d, "div", { class: "faccent-gallery-wrap" }, this.galleryLive, this.galleryEl);
   }
 
   buildMessages() {
@@ -870,16 +1271,39 @@ class Panel {
 
   // -- traits → DOM ---------------------------------------------------------------------------
   bindTraits() {
-    for (const t of TILES) this.bind([t.trait], () => this.slots[t.key].show(this.get(t.trait, null)));
+    for (const t of TILES) {
+      this.bind([t.trait], () => {
+        // a scrubbed-back accentuation stays until the user scrubs again or a new run starts
+        if (t.key === "accent" && !this.scrub.follow) return;
+        this.paint(t.key, this.get(t.trait, null));
+      });
+    }
+    this.bind(["seed_png"], () => this.compareSlot.show(this.get("seed_png", null)));
+    this.bind(["snapshot_steps", "step"], () => this.renderScrub());
+    this.onModel("change:lam_recommended", () => {
+      if (this.get("lam_recommended", null) == null) {
+        this.calib.done = false; // the regularisation layer changed: a new mark is needed
+        this.later(() => this.maybeCalibrate(), 0);
+      }
+    });
     this.bind(["top"], () => this.renderTop());
+    this.onModel("change:top", () => {
+      // a new seed: the gallery and the sparkline belong to the old one
+      this.clearGallery();
+      this.galleryEl.hidden = true;
+      this.history = { objective: [], distance: [] };
+      this.renderHistory(null, null);
+    });
     this.bind(["top", "target"], () => this.renderChips());
     this.bind(["view"], () => {
       const view = this.get("view", "masked");
       for (const b of this.viewButtons) b.setAttribute("aria-pressed", String(b.dataset.view === view));
     });
-    this.bind(["latent_layers"], () =>
-      fillSelect(this.latentSelect, this.get("latent_layers", []), this.latentSelect.value || null),
-    );
+    this.bind(["latent_layers", "default_reg_layer"], () => {
+      const layers = this.get("latent_layers", []);
+      const current = this.latentSelect.value || defaultLatent(layers, this.get("default_reg_layer", ""));
+      fillSelect(this.latentSelect, layers, current || null);
+    });
     this.bind(["lam", "lam_min", "lam_max", "lam_recommended"], () => this.renderLam());
     this.bind(["reg_layer", "reg_layers", "default_reg_layer"], () => {
       const def = this.get("default_reg_layer", "");
@@ -1046,6 +1470,7 @@ class Panel {
   }
 
   accentuate() {
+    this.followLive();
     this.loop.clickAt = performance.now();
     this.loop.awaitingFirst = true;
     this.history = { objective: [], distance: [] };
@@ -1067,7 +1492,7 @@ class Panel {
   startLoop(mode) {
     // Restarting mid-run: the outstanding chunk will be answered, so keep counting it (one in flight).
     // Starting after a stop/done/error: forget replies that may never come, so a lost one cannot stall us.
-    if (!this.loop.active) this.loop.inFlight = 0;
+    if (!this.loop.active) this.setInFlight(0);
     this.loop.active = true;
     this.loop.mode = mode;
     this.requestChunk();
@@ -1075,14 +1500,28 @@ class Panel {
   }
 
   requestChunk() {
-    this.loop.inFlight += 1;
+    this.setInFlight(this.loop.inFlight + 1);
     this.send({ type: "chunk", budget_ms: CHUNK_BUDGET_MS });
+  }
+
+  /**
+   * Chunks asked for and not yet answered; `el.dataset.chunksInFlight` mirrors it (a test hook: after
+   * Stop, the last frame has landed when it reads 0).
+   * @param {number} n
+   */
+  setInFlight(n) {
+    this.loop.inFlight = Math.max(0, n);
+    this.el.dataset.chunksInFlight = String(this.loop.inFlight);
   }
 
   endLoop() {
     this.loop.active = false;
     this.loop.awaitingFirst = false;
     this.renderRunning();
+    if (this.calib.waiting) {
+      this.calib.waiting = false;
+      this.later(() => this.maybeCalibrate(), 0);
+    }
   }
 
   stop() {
@@ -1092,6 +1531,8 @@ class Panel {
 
   reset() {
     this.endLoop();
+    this.followLive();
+    this.paint("accent", this.get("seed_png", null));
     this.history = { objective: [], distance: [] };
     this.renderHistory(null, null);
     this.send({ type: "reset" });
@@ -1115,6 +1556,12 @@ class Panel {
         return this.onDownload(msg, buffers || []);
       case "error":
         return this.onErrorMsg(msg);
+      case "scrub":
+        return this.onScrub(msg, buffers || []);
+      case "image":
+        return this.onImage(msg, buffers || []);
+      case "calibration":
+        return this.onCalibration(msg);
       default:
         return undefined;
     }
@@ -1125,8 +1572,18 @@ class Panel {
    * @param {unknown[]} buffers
    */
   onFrame(msg, buffers) {
-    this.loop.inFlight = Math.max(0, this.loop.inFlight - 1);
-    if (buffers.length > 0 && this.slots.accent.show(buffers[0])) this.countFrame();
+    this.setInFlight(this.loop.inFlight - 1);
+    if (buffers.length > 0) {
+      if (msg.gallery) {
+        // the gallery batch never draws into the main tiles: its progress strip shows in the gallery
+        if (this.galleryLiveSlot.show(buffers[0])) {
+          this.galleryLive.hidden = false;
+          this.countFrame();
+        }
+      } else if (this.scrub.follow && this.paint("accent", buffers[0])) {
+        this.countFrame();
+      }
+    }
     if (msg.step != null || msg.steps != null) {
       this.renderStep(msg.step ?? this.get("step", 0), msg.steps ?? this.get("steps", 0));
     }
@@ -1203,6 +1660,8 @@ class Panel {
     const d = this.doc;
     const items = Array.isArray(msg.items) ? msg.items : [];
     this.clearGallery();
+    this.galleryLiveSlot.show(null);
+    this.galleryLive.hidden = true;
     this.galleryEl.hidden = false;
     items.forEach((it, i) => {
       const label = String(it.label ?? "");
@@ -1258,15 +1717,136 @@ class Panel {
   /** @param {ErrorMessage} msg */
   onErrorMsg(msg) {
     this.showError(String(msg.message ?? "error"));
+    this.scrub.inFlight = false; // a refused scrub gets no scrub reply
+    this.scrub.pending = null;
     // A chunk answered with an error gets no frame: stop asking, the user can start again.
     if (this.loop.active) {
-      this.loop.inFlight = Math.max(0, this.loop.inFlight - 1);
+      this.setInFlight(this.loop.inFlight - 1);
       this.endLoop();
     }
   }
 
+  // -- painting, scrub, compare, λ mark -------------------------------------------------------
+  /**
+   * Paint a tile (and the enlarged view when it shows that tile).
+   * @param {TileKey} key
+   * @param {unknown} data
+   */
+  paint(key, data) {
+    const painted = this.slots[key].show(data);
+    const open = this.overlayState.key;
+    if (open && !this.overlay.hidden) {
+      if (open === key) this.overlayPanes[0].slot.show(data);
+      else if ((open === "seed" ? "accent" : "seed") === key) this.overlayPanes[1].slot.show(data);
+    }
+    return painted;
+  }
+
+  /** Put the scrub slider back at its right end: live frames are painted again. */
+  followLive() {
+    this.scrub.follow = true;
+    this.scrub.pending = null;
+    this.renderScrub();
+  }
+
+  renderScrub() {
+    const steps = this.get("snapshot_steps", []) || [];
+    const count = steps.length;
+    this.scrubInput.max = String(Math.max(0, count - 1));
+    this.scrubInput.disabled = count < 2;
+    if (this.scrub.follow) this.scrubInput.value = String(Math.max(0, count - 1));
+    const idx = clampIndex(this.scrubInput.value, count);
+    // the right end shows the latest image, which may be newer than the last snapshot
+    const step = idx === count - 1 ? Math.max(steps[idx], finite(this.get("step", 0), 0)) : steps[idx];
+    const text = idx < 0 ? "–" : idx === 0 ? "seed" : `step ${step}`;
+    this.scrubValue.textContent = text;
+    this.scrubInput.setAttribute("aria-valuetext", text);
+  }
+
+  onScrubInput() {
+    const count = (this.get("snapshot_steps", []) || []).length;
+    const idx = clampIndex(this.scrubInput.value, count);
+    if (idx < 0) return;
+    this.scrub.follow = idx === count - 1;
+    this.renderScrub();
+    this.requestScrub(idx);
+  }
+
+  /** @param {number} index */
+  requestScrub(index) {
+    if (this.scrub.inFlight) {
+      this.scrub.pending = index; // one scrub in flight; only the latest position is asked for next
+      return;
+    }
+    this.scrub.inFlight = true;
+    this.send({ type: "scrub", index });
+  }
+
+  /**
+   * @param {ScrubMessage} msg
+   * @param {unknown[]} buffers
+   */
+  onScrub(msg, buffers) {
+    this.scrub.inFlight = false;
+    const pending = this.scrub.pending;
+    this.scrub.pending = null;
+    if (pending != null && pending !== msg.index) {
+      this.requestScrub(pending);
+      return;
+    }
+    // following a live run: its frames take over again
+    if (!(this.scrub.follow && this.loop.active) && buffers.length > 0) this.paint("accent", buffers[0]);
+  }
+
+  /**
+   * Python redrew the accentuation (a view change with no frame coming, or a new seed).
+   * @param {ImageMessage} msg
+   * @param {unknown[]} buffers
+   */
+  onImage(msg, buffers) {
+    if (msg.index == null) this.followLive();
+    else if (this.scrub.follow) return; // a scrub position the slider has left
+    if (buffers.length > 0) this.paint("accent", buffers[0]);
+  }
+
+  maybeCalibrate() {
+    if (this.destroyed || this.calib.active || this.calib.done) return;
+    if (this.get("lam_recommended", null) != null) {
+      this.calib.done = true;
+      return;
+    }
+    if (this.loop.active) {
+      this.calib.waiting = true; // never compete with a run: resume when it ends
+      return;
+    }
+    this.calib.active = true;
+    this.send({ type: "calibrate", budget_ms: CALIBRATE_BUDGET_MS });
+  }
+
+  /** @param {CalibrationMessage} msg */
+  onCalibration(msg) {
+    this.calib.active = false;
+    if (msg.error) {
+      this.calib.done = true;
+      this.lamNote.textContent = "no λ mark";
+      this.lamNote.title = `The recommended λ could not be computed: ${String(msg.error)}`;
+      return;
+    }
+    if (msg.done) {
+      this.calib.done = true;
+      this.lamNote.textContent = "";
+      this.lamNote.removeAttribute("title");
+      return;
+    }
+    const pct = Math.round(100 * Math.min(1, Math.max(0, finite(msg.progress, 0))));
+    this.lamNote.textContent = `finding the recommended λ… ${pct}%`;
+    this.lamNote.title = "A short λ calibration on two sample images; it pauses while a run is going";
+    this.later(() => this.maybeCalibrate(), CALIBRATE_GAP_MS);
+  }
+
   // -- teardown -------------------------------------------------------------------------------
   destroy() {
+    this.destroyed = true;
     this.loop.active = false;
     for (const [event, fn] of this.modelHandlers) this.model.off(event, fn);
     this.modelHandlers = [];
@@ -1276,6 +1856,9 @@ class Panel {
     for (const id of this.timers) clearTimeout(id);
     this.timers.clear();
     for (const slot of Object.values(this.slots)) slot.dispose();
+    this.compareSlot.dispose();
+    this.galleryLiveSlot.dispose();
+    for (const p of this.overlayPanes) p.slot.dispose();
     for (const u of this.galleryUrls) URL.revokeObjectURL(u);
     this.galleryUrls = [];
     for (const u of this.downloadUrls) URL.revokeObjectURL(u);

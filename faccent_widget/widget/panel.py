@@ -29,8 +29,9 @@ from ..core.device_policy import device_policy
 from ..core.engine import Accentuation
 from ..core.masks import DEFAULT_P1, DEFAULT_P2
 from ..core.objectives import Channel, Logit, Objective, resolve_objective
-from ..images import ImageInput, to_jpeg_bytes, to_png_bytes
+from ..images import ImageInput, load_image, resize_image, to_jpeg_bytes, to_png_bytes
 from ..core.model import Model, as_model
+from .extras import LambdaCalibrator, cached_lambda, decode_image, gif_bytes
 from .session import VIEWS, Frame, Session
 
 __all__ = ["FaccentWidget"]
@@ -88,12 +89,21 @@ class FaccentWidget(anywidget.AnyWidget):
     error = traitlets.Unicode("").tag(sync=True)
     triage = traitlets.Unicode("").tag(sync=True)
     device = traitlets.Unicode("cpu").tag(sync=True)
+    snapshot_steps: traitlets.List[Any] = traitlets.List([]).tag(sync=True)
 
     _reverting = False
     _setting_target = False
 
     #: Traits the browser may set (the controls); the others are the kernel's to set (see ``set_state``).
     BROWSER_SETTABLE = ("lam", "reg_layer", "preset", "steps", "p1", "p2", "view", "target")
+
+    #: compute the recommended λ mark in chunks when the browser asks (``calibrate`` messages)
+    auto_lambda = True
+    _calibrator: LambdaCalibrator | None = None
+    _auto_lam_layer: str | None = None
+    _single_run: Any = None
+    _scrub_index: int | None = None
+    _last_buffers: list[bytes] = []
 
     def __init__(
         self,
@@ -148,10 +158,13 @@ class FaccentWidget(anywidget.AnyWidget):
             "stop": self._handle_stop, "reset": self._handle_reset, "set_target": self._handle_set_target,
             "set_latent": self._handle_set_latent, "search": self._handle_search, "gallery": self._handle_gallery,
             "download": self._handle_download,
+            "scrub": self._handle_scrub, "calibrate": self._handle_calibrate, "load_image": self._handle_load_image,
+            "export_gif": self._handle_export_gif,
         }.get(str(kind))
         if handler is None:
             self._fail(f"unknown message type {kind!r}")
             return
+        self._last_buffers = [bytes(b) for b in (buffers or [])]
         try:
             handler(content)
         except Exception as exc:  # shown in the panel; the widget stays usable
@@ -538,6 +551,212 @@ class FaccentWidget(anywidget.AnyWidget):
             accents.append(to_png_bytes(self._session.view(res.image, mask, "masked")))
             masks.append(to_png_bytes(mask))
         self.send({"type": "gallery", "mode": self._gallery_mode, "items": items}, accents + masks)
+
+    # ------------------------------------------------------------------ scrub, redraw, λ mark, own photo, GIF
+    def _handle_scrub(self, msg: dict[str, Any]) -> None:
+        steps = list(self.snapshot_steps)
+        if not steps:
+            raise ValueError("there are no snapshots to scrub through yet: press Accentuate first")
+        index = max(0, min(int(msg["index"]), len(steps) - 1))
+        # the right end is "the latest image": the current candidate (after a Stop it can be newer than the
+        # last snapshot), and a later view change redraws that, like an unscrubbed panel
+        self._scrub_index = None if index == len(steps) - 1 else index
+        current = self._current_accent() if self._scrub_index is None else None
+        image = self._session.view(current, self._mask, self.view) if current is not None else self.snapshot_view(index)
+        assert image is not None
+        self.send({"type": "scrub", "index": index, "step": steps[index], "count": len(steps)},
+                  [to_png_bytes(image)])
+
+    def _handle_calibrate(self, msg: dict[str, Any]) -> None:
+        try:
+            done = self.calibrate_step(float(msg.get("budget_ms", 1000 * self._chunk_budget_s)) / 1000.0)
+        except Exception as exc:  # the λ mark is a convenience: its failure is no panel error
+            self._calibrator = None
+            self.send({"type": "calibration", "done": True, "value": None, "error": f"{type(exc).__name__}: {exc}"})
+            return
+        progress = 1.0 if done or self._calibrator is None else self._calibrator.progress
+        self.send({"type": "calibration", "done": done, "progress": progress, "value": self.lam_recommended})
+
+    def _handle_load_image(self, msg: dict[str, Any]) -> None:
+        if not self._last_buffers:
+            raise ValueError("no file data arrived")
+        name = str(msg.get("name", "") or "the file")
+        try:
+            self.set_image(self._last_buffers[0])
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}; the previous image stays") from None
+        self.status = f"new image {name}: predicted {self.top[0]['label']} ({self.top[0]['prob']:.2f})"
+
+    def _handle_export_gif(self, _msg: dict[str, Any]) -> None:
+        self.send({"type": "download", "filename": f"faccent_{self.view}.gif"}, [self.gif()])
+
+    @traitlets.observe("step", "running")
+    def _sync_snapshots(self, change: dict[str, Any]) -> None:
+        if not hasattr(self, "_session"):
+            return
+        if change["name"] == "step" and change["new"] == 0:
+            self._scrub_index = None  # a new run (or a reset) shows the live image again
+        steps = self._scrub_source()[0]
+        if steps != list(self.snapshot_steps):
+            self.snapshot_steps = steps
+
+    @traitlets.observe("view")
+    def _redraw_on_view(self, change: dict[str, Any]) -> None:
+        """Redraw the accentuation in the new view when no frame is coming (after Stop, or while scrubbed)."""
+        if not hasattr(self, "_session") or self._reverting or self._invalid("view", change["new"]):
+            return
+        if self.running and self._scrub_index is None:
+            return  # the next frame comes in the new view
+        if self._scrub_index is not None:
+            image = self.snapshot_view(self._scrub_index)
+        else:
+            current = self._current_accent()
+            image = self._session.view(current, self._mask, self.view) if current is not None else None
+        if image is None or not self._ready:
+            return
+        png = to_png_bytes(image)
+        if self._scrub_index is None:
+            self.accent_png = png
+        self.send({"type": "image", "tile": "accent", "index": self._scrub_index}, [png])
+
+    def _live_single_run(self) -> Any:
+        """The single (non-gallery) run whose snapshots the panel scrubs: a gallery run keeps the last one."""
+        run = self._session.run
+        if run is None:
+            self._single_run = None
+        elif not self._session.gallery_targets:
+            self._single_run = run
+        return self._single_run
+
+    def _scrub_source(self) -> tuple[list[int], Any]:
+        """(steps of the scrub positions, position → (3, H, W) image); position 0 is the seed."""
+        run = self._live_single_run()
+        if run is None:  # reset, or a new image: nothing to scrub (even while ``result`` is being cleared)
+            return [], None
+        if self.result is not None:
+            snaps, steps = self.result.snapshots, list(self.result.snapshot_steps)
+            hw = tuple(self.result.image.shape[-2:])
+
+            def get(k: int) -> torch.Tensor:
+                return snaps[k - 1].float() / 255.0
+        else:
+            steps, hw = list(run.snapshot_steps), (run.h, run.w)
+
+            def get(k: int) -> torch.Tensor:
+                return run.snapshots[k - 1][0].float().cpu() / 255.0
+        seed = resize_image(self._session.seed, (int(hw[0]), int(hw[1])))
+        return [0, *steps], (lambda k: seed if k == 0 else get(k))
+
+    def _current_accent(self) -> torch.Tensor | None:
+        if self.result is not None:
+            return self.result.image
+        run = self._live_single_run()
+        return run.current_image()[0].cpu() if run is not None else None
+
+    def snapshot_view(self, index: int, view: str | None = None) -> torch.Tensor | None:
+        """Scrub position ``index`` (0 = the seed, then the run's snapshots) in ``view`` (default: the
+        current view), or None when there is no run."""
+        steps, get = self._scrub_source()
+        if not steps:
+            return None
+        k = max(0, min(int(index), len(steps) - 1))
+        return self._session.view(get(k), self._mask, view or self.view)
+
+    def calibrate_step(self, budget_s: float) -> bool:
+        """One chunk of the automatic λ calibration (small budget, cached per model and layer); True when
+        ``lam_recommended`` is final. A λ mark set by the user is kept."""
+        layer = self.reg_layer
+        if not self.auto_lambda or (self.lam_recommended is not None and self._auto_lam_layer in (None, layer)):
+            return True
+        cached = cached_lambda(self._model, layer)
+        if cached is None:
+            if self._calibrator is None or self._calibrator.reg_layer != layer:
+                self._calibrator = LambdaCalibrator(self._model, layer)
+            if not self._calibrator.advance(max(0.02, min(budget_s, self._chunk_budget_s))):
+                return False
+            cached = self._calibrator.recommended
+            self._calibrator = None
+        assert cached is not None
+        self._auto_lam_layer = layer
+        self.lam_recommended = min(max(cached, self.lam_min), self.lam_max)
+        return True
+
+    @traitlets.observe("reg_layer")
+    def _forget_auto_lambda(self, change: dict[str, Any]) -> None:
+        if self._auto_lam_layer is not None and change["new"] != self._auto_lam_layer and not self._reverting:
+            cached = cached_lambda(self._model, change["new"])
+            self.lam_recommended = min(max(cached, self.lam_min), self.lam_max) if cached is not None else None
+            self._auto_lam_layer = change["new"] if cached is not None else self._auto_lam_layer
+
+    def set_image(self, img: ImageInput | bytes) -> None:
+        """Swap the seed (anything ``load_image`` accepts, or an image file's bytes): new top-5, tiles and
+        target, the run is discarded. A bad image raises and the current seed stays."""
+        seed = decode_image(img) if isinstance(img, (bytes, bytearray, memoryview)) else load_image(img)
+        old = self._session
+        session = Session(self._model, seed, reference=old._reference_inputs)
+        session._reference = old._reference  # same reference set (its maps are cached with the seed's, per target)
+        top = session.top(5)
+        inhibited = session.inhibited(5)
+        objective = resolve_objective(self._model, top[0]["index"])
+        # nothing above touched the widget: from here on the new seed replaces the old one
+        self.running = False
+        self._session = session
+        self._gallery_mode = None
+        self._single_run = None
+        self._scrub_index = None
+        self.result = None
+        self.gallery = []
+        self.true_index = None
+        self._objective = objective
+        with self.hold_sync():
+            self.top, self.inhibited = top, inhibited
+            self._set_target_trait()
+            self.seed_prob = self._seed_prob()
+            self.prob = None
+            self.step = 0
+            self.snapshot_steps = []
+            self.triage = ""
+            self.error = ""
+            if self._ready:
+                self.seed_png = to_png_bytes(session.display_seed)
+                self.accent_png = self.seed_png
+        self._refresh_tiles()
+        self.send({"type": "image", "tile": "accent", "index": None}, [to_png_bytes(session.display_seed)])
+        self.status = f"new image: predicted {top[0]['label']} ({top[0]['prob']:.2f})"
+
+    @property
+    def image(self) -> torch.Tensor:
+        """The seed (3, H, W); assigning anything ``load_image`` accepts (or file bytes) swaps it."""
+        return self._session.seed
+
+    @image.setter
+    def image(self, value: ImageInput | bytes) -> None:
+        self.set_image(value)
+
+    def gif(self, view: str | None = None) -> bytes:
+        """Animated GIF of the run's snapshots, seed → accentuation, in ``view`` (default: the current one)."""
+        problem = self._invalid("view", view) if view is not None else ""
+        if problem:
+            raise ValueError(problem)
+        steps, _ = self._scrub_source()
+        if len(steps) < 2:
+            raise ValueError("there is nothing to animate yet: run an accentuation first")
+        frames = [self.snapshot_view(k, view) for k in range(len(steps))]
+        return gif_bytes([f for f in frames if f is not None])
+
+    def save(self, path: str | Path, view: str | None = None) -> Path:
+        """Write ``x.png`` (the panel: seed | Grad-CAM | mask | accentuation) or ``x.gif`` (the animation)."""
+        out = Path(path)
+        suffix = out.suffix.lower()
+        if suffix == ".gif":
+            data = self.gif(view)
+        elif suffix == ".png":
+            data = self.panel_png()
+        else:
+            raise ValueError(
+                f"save() writes .png (the panel) or .gif (the animation), not {out.suffix or 'no suffix'!r}")
+        out.write_bytes(data)
+        return out
 
 
 def _target_from_trait(value: Any) -> int | str:

@@ -3,7 +3,16 @@ import { describe, it, beforeEach, afterEach } from "node:test";
 import assert from "node:assert/strict";
 import { JSDOM, VirtualConsole } from "jsdom";
 
-import widget, { lamBounds, lamToSlider, sliderToLam, toBytes, sniffType, sparklinePoints } from "../widget.js";
+import widget, {
+  lamBounds,
+  lamToSlider,
+  sliderToLam,
+  toBytes,
+  sniffType,
+  sparklinePoints,
+  defaultLatent,
+  clampIndex,
+} from "../widget.js";
 
 const PNG = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 1, 2, 3];
 const JPEG = [0xff, 0xd8, 0xff, 0xe0, 4, 5, 6];
@@ -63,6 +72,7 @@ class FakeModel {
     this.state = { ...defaults(), ...overrides };
     this.handlers = new Map();
     this.sent = [];
+    this.buffers = [];
     this.saves = 0;
   }
   get(name) {
@@ -75,8 +85,9 @@ class FakeModel {
   save_changes() {
     this.saves += 1;
   }
-  send(msg) {
+  send(msg, _callbacks, buffers) {
     this.sent.push(msg);
+    this.buffers.push(buffers);
   }
   on(event, fn) {
     if (!this.handlers.has(event)) this.handlers.set(event, new Set());
@@ -194,7 +205,7 @@ describe("pure helpers", () => {
 describe("render", () => {
   it("builds the four tiles with captions and sends ready once", () => {
     mount();
-    const captions = [...el.querySelectorAll("figcaption")].map((c) => c.textContent);
+    const captions = [...el.querySelectorAll(".faccent-tiles figcaption")].map((c) => c.textContent);
     assert.deepEqual(captions, ["Seed", "Grad-CAM", "Mask (collective)", "Accentuation"]);
     for (const id of ["seed-img", "gradcam-img", "mask-img", "accent-img"]) assert.ok(q(id), id);
     for (const id of [
@@ -282,15 +293,20 @@ describe("images", () => {
     const seed = q("seed-img");
     assert.equal(seed.getAttribute("src"), null); // empty DataView at first
     model.change("seed_png", dataView(PNG));
-    assert.equal(seed.getAttribute("src"), created[0].url);
+    const first = seed.getAttribute("src");
+    assert.ok(first.startsWith("blob:fake/"));
+    // the compare layer on the accentuation gets the seed too (its own URL)
+    assert.ok(q("compare-img").getAttribute("src").startsWith("blob:fake/"));
+    assert.notEqual(q("compare-img").getAttribute("src"), first);
     model.change("mask_png", new Uint8Array(PNG));
-    assert.equal(q("mask-img").getAttribute("src"), created[1].url);
+    assert.equal(q("mask-img").getAttribute("src"), created.at(-1).url);
     model.change("seed_png", new Uint8Array(JPEG));
-    assert.equal(seed.getAttribute("src"), created[2].url);
-    assert.deepEqual(revoked, [created[0].url]);
+    const second = seed.getAttribute("src");
+    assert.notEqual(second, first);
+    assert.ok(revoked.includes(first) && !revoked.includes(second));
     model.change("seed_png", null);
     assert.equal(seed.getAttribute("src"), null);
-    assert.deepEqual(revoked, [created[0].url, created[2].url]);
+    assert.ok(revoked.includes(second));
   });
 });
 
@@ -460,9 +476,11 @@ describe("safety", () => {
       error: XSS,
       device: XSS,
     });
+    const KNOWN = ["faccent-img", "faccent-overlay-img", "faccent-gallery-live", "faccent-gallery-img"];
     const imgs = [...el.querySelectorAll("img")];
-    assert.equal(imgs.length, 4); // only the four tiles
-    assert.ok(imgs.every((i) => i.classList.contains("faccent-img")));
+    // four tiles, the compare layer, the two enlarged panes and the gallery's progress strip
+    assert.equal(imgs.length, 8);
+    assert.ok(imgs.every((i) => KNOWN.some((c) => i.classList.contains(c))));
     assert.equal(q("chips").querySelector("button").textContent, XSS);
     assert.equal(q("error").textContent, XSS);
     assert.equal(q("triage").textContent, XSS);
@@ -470,7 +488,7 @@ describe("safety", () => {
     assert.ok(el.querySelector(".faccent-top-label").textContent === XSS);
     model.msg({ type: "error", message: XSS });
     model.msg({ type: "gallery", items: [{ index: 1, label: XSS, prob_before: 0.1, prob_after: 0.2 }] }, []);
-    assert.equal(el.querySelectorAll("img").length, 4 + 2); // gallery img + mask img, no injected ones
+    assert.equal(el.querySelectorAll("img").length, 8 + 2); // gallery img + mask img, no injected ones
     assert.equal(el.querySelector('img[src="x"]'), null);
   });
 });
@@ -651,5 +669,361 @@ describe("cleanup", () => {
     const sent = model.sent.length;
     model.msg({ type: "frame", step: 2, steps: 2, done: false }, []);
     assert.equal(model.sent.length, sent);
+  });
+});
+
+// ------------------------------------------------------------------------------------------ second pass
+const GIF = [0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 1, 2];
+const keyEvent = (type, key, extra = {}) => new dom.window.KeyboardEvent(type, { key, bubbles: true, ...extra });
+const pointer = (node, type) => node.dispatchEvent(new dom.window.Event(type, { bubbles: true }));
+function setRange(node, value) {
+  node.value = String(value);
+  fire(node, "input");
+}
+
+describe("second pass: helpers", () => {
+  it("defaultLatent picks the block holding the default reg layer, not the stem", () => {
+    const layers = ["conv_stem", "blocks.0", "blocks.1", "blocks.1.0", "blocks.2", "conv_head"];
+    assert.equal(defaultLatent(layers, "blocks.1.0.bn1.act"), "blocks.1.0");
+    assert.equal(defaultLatent(layers, "blocks.2"), "blocks.2");
+    assert.equal(defaultLatent(["conv_stem", "layer1", "layer2"], "layer2.1.relu"), "layer2");
+    // no block holds it: the one sharing the longest dotted prefix
+    assert.equal(defaultLatent(["stem", "stages.0.blocks.0", "stages.1.blocks.0"], "stages.1.norm"), "stages.1.blocks.0");
+    assert.equal(defaultLatent(["a", "b"], "zzz"), "a");
+    assert.equal(defaultLatent([], "x"), "");
+    assert.equal(defaultLatent(null, "x"), "");
+  });
+
+  it("clampIndex and sniffType(GIF)", () => {
+    assert.equal(clampIndex(7, 5), 4);
+    assert.equal(clampIndex(-2, 5), 0);
+    assert.equal(clampIndex("2", 5), 2);
+    assert.equal(clampIndex("x", 5), 4);
+    assert.equal(clampIndex(0, 0), -1);
+    assert.equal(sniffType(new Uint8Array(GIF)), "image/gif");
+  });
+});
+
+describe("second pass: layout", () => {
+  it("main strip holds targets, λ and run buttons; the rest is in the Advanced disclosure", () => {
+    mount();
+    const strip = q("controls");
+    for (const id of ["chips", "lam", "accentuate", "stop", "reset", "gallery-topk", "gallery-inhibited"]) {
+      assert.ok(strip.querySelector(`[data-testid="${id}"]`), id);
+    }
+    assert.ok(strip.querySelector("input[type=search]"));
+    const adv = q("advanced");
+    assert.equal(adv.tagName, "DETAILS");
+    assert.equal(adv.open, false);
+    assert.equal(adv.querySelector("summary").textContent, "Advanced");
+    for (const id of ["reg_layer", "preset", "steps", "p1", "p2", "latent-layer", "channel", "use-latent"]) {
+      assert.ok(adv.querySelector(`[data-testid="${id}"]`), id);
+      assert.equal(strip.querySelector(`[data-testid="${id}"]`), null, id);
+    }
+    // plain words, and a tooltip saying what each does
+    for (const label of adv.querySelectorAll("label")) {
+      assert.ok(label.title.length > 20, label.textContent);
+      assert.doesNotMatch(label.textContent, /^p[12]$|reg layer/);
+    }
+  });
+
+  it("the latent picker starts at the default reg layer's block", () => {
+    mount({ latent_layers: ["conv_stem", "layer2", "layer3", "layer4"], default_reg_layer: "layer3.1.relu" });
+    assert.equal(q("latent-layer").value, "layer3");
+  });
+
+  it("tiles take the seed's aspect ratio when it loads", () => {
+    mount();
+    const seed = q("seed-img");
+    Object.defineProperty(seed, "naturalWidth", { value: 450 });
+    Object.defineProperty(seed, "naturalHeight", { value: 300 });
+    fire(seed, "load");
+    assert.equal(el.querySelector(".faccent").style.getPropertyValue("--fa-aspect"), "450 / 300");
+  });
+});
+
+describe("second pass: gallery and the main tile", () => {
+  it("gallery frames never paint into the accentuation tile", () => {
+    mount();
+    model.msg({ type: "frame", step: 4, steps: 4, done: true }, [new Uint8Array(PNG)]);
+    const accentSrc = q("accent-img").getAttribute("src");
+    click(q("gallery-topk"));
+    model.msg({ type: "frame", gallery: true, step: 1, steps: 5, done: false }, [new Uint8Array(JPEG)]);
+    assert.equal(q("accent-img").getAttribute("src"), accentSrc);
+    assert.equal(q("gallery-live").hidden, false);
+    assert.ok(q("gallery-live").getAttribute("src"));
+    model.msg({ type: "gallery", items: [{ index: 1, label: "a", prob_before: 0, prob_after: 1 }] }, [
+      new Uint8Array(PNG),
+      new Uint8Array(PNG),
+    ]);
+    assert.equal(q("gallery-live").hidden, true);
+    assert.equal(q("accent-img").getAttribute("src"), accentSrc);
+  });
+});
+
+describe("second pass: scrub", () => {
+  it("follows the run at its right end, asks Python for a snapshot when moved back", () => {
+    mount();
+    const scrub = q("scrub");
+    assert.equal(scrub.disabled, true);
+    click(q("accentuate"));
+    model.change("snapshot_steps", [0, 2, 4]);
+    assert.equal(scrub.disabled, false);
+    assert.equal(scrub.max, "2");
+    assert.equal(scrub.value, "2");
+    assert.equal(q("scrub-value").textContent, "step 4");
+    model.change("snapshot_steps", [0, 2, 4, 6]);
+    assert.equal(scrub.value, "3"); // still following
+    model.change("step", 7);
+    assert.equal(q("scrub-value").textContent, "step 7"); // the right end is the latest image
+    setRange(scrub, 0);
+    assert.deepEqual(model.sentOfType("scrub"), [{ type: "scrub", index: 0 }]);
+    assert.equal(q("scrub-value").textContent, "seed");
+    model.msg({ type: "scrub", index: 0, step: 0, count: 4 }, [new Uint8Array(PNG)]);
+    const scrubbed = q("accent-img").getAttribute("src");
+    // live frames keep coming (counter advances) but do not replace the scrubbed image
+    model.msg({ type: "frame", step: 7, steps: 20, done: false }, [new Uint8Array(JPEG)]);
+    assert.equal(q("accent-img").getAttribute("src"), scrubbed);
+    assert.equal(q("step").textContent, "step 7 / 20");
+    model.change("snapshot_steps", [0, 2, 4, 6, 8]);
+    assert.equal(scrub.value, "0"); // not following: stays put
+    model.change("accent_png", new Uint8Array(PNG)); // e.g. the final PNG: not while scrubbed back
+    assert.equal(q("accent-img").getAttribute("src"), scrubbed);
+    // back to the right end: follows again
+    setRange(scrub, 4);
+    model.msg({ type: "scrub", index: 4, step: 8, count: 5 }, [new Uint8Array(PNG)]);
+    model.msg({ type: "frame", step: 9, steps: 20, done: false }, [new Uint8Array(JPEG)]);
+    assert.equal(q("accent-img").getAttribute("src"), created.at(-1).url);
+  });
+
+  it("keeps one scrub request in flight and asks for the latest position next", () => {
+    mount({ snapshot_steps: [0, 2, 4, 6, 8] });
+    const scrub = q("scrub");
+    setRange(scrub, 3);
+    setRange(scrub, 2);
+    setRange(scrub, 1);
+    assert.deepEqual(model.sentOfType("scrub"), [{ type: "scrub", index: 3 }]);
+    model.msg({ type: "scrub", index: 3, step: 6, count: 5 }, [new Uint8Array(PNG)]);
+    assert.deepEqual(model.sentOfType("scrub").at(-1), { type: "scrub", index: 1 });
+    assert.equal(model.sentOfType("scrub").length, 2);
+    // an error reply (no snapshots) does not block later scrubs
+    model.msg({ type: "error", message: "nothing to scrub" });
+    setRange(scrub, 0);
+    assert.equal(model.sentOfType("scrub").length, 3);
+  });
+
+  it("a new run and Reset go back to following; Reset shows the seed at once", () => {
+    mount({ snapshot_steps: [0, 2, 4] });
+    model.change("seed_png", new Uint8Array(PNG));
+    setRange(q("scrub"), 0);
+    click(q("reset"));
+    assert.equal(q("accent-img").getAttribute("src") !== null, true);
+    assert.equal(created.at(-1).blob.size, PNG.length);
+    model.change("snapshot_steps", []);
+    assert.equal(q("scrub").disabled, true);
+    assert.equal(q("scrub-value").textContent, "–");
+  });
+
+  it("el.dataset.chunksInFlight says when the last chunk after Stop has landed", () => {
+    mount();
+    click(q("accentuate"));
+    assert.equal(el.dataset.chunksInFlight, "1");
+    click(q("stop"));
+    assert.equal(el.dataset.chunksInFlight, "1");
+    model.msg({ type: "frame", step: 2, steps: 9, done: false }, [new Uint8Array(JPEG)]);
+    assert.equal(el.dataset.chunksInFlight, "0");
+    assert.equal(model.sentOfType("chunk").length, 1);
+  });
+
+  it("a new seed (new top-5) clears the old gallery", () => {
+    mount();
+    model.msg({ type: "gallery", items: [{ index: 1, label: "a", prob_before: 0, prob_after: 1 }] }, [
+      new Uint8Array(PNG),
+      new Uint8Array(PNG),
+    ]);
+    assert.equal(q("gallery").querySelectorAll("figure").length, 1);
+    model.change("top", [{ index: 967, label: "espresso", prob: 0.8 }]);
+    assert.equal(q("gallery").querySelectorAll("figure").length, 0);
+    assert.equal(q("gallery").hidden, true);
+  });
+
+  it("Python's redraw (image message) paints the accentuation", () => {
+    mount();
+    model.msg({ type: "image", tile: "accent", index: null }, [new Uint8Array(PNG)]);
+    assert.equal(q("accent-img").getAttribute("src"), created.at(-1).url);
+  });
+});
+
+describe("second pass: compare", () => {
+  it("press and hold shows the seed over the accentuation, in every view", () => {
+    mount({ seed_png: new Uint8Array(PNG) });
+    const btn = q("compare");
+    const tile = q("accent-tile");
+    for (const view of ["masked", "unmasked", "diff"]) {
+      model.change("view", view);
+      pointer(btn, "pointerdown");
+      assert.ok(tile.classList.contains("faccent-comparing"), view);
+      assert.equal(btn.getAttribute("aria-pressed"), "true");
+      assert.ok(q("compare-img").getAttribute("src"));
+      pointer(btn, "pointerup");
+      assert.ok(!tile.classList.contains("faccent-comparing"));
+      assert.equal(btn.getAttribute("aria-pressed"), "false");
+    }
+    btn.dispatchEvent(keyEvent("keydown", " "));
+    assert.ok(tile.classList.contains("faccent-comparing"));
+    btn.dispatchEvent(keyEvent("keyup", " "));
+    assert.ok(!tile.classList.contains("faccent-comparing"));
+    pointer(btn, "pointerdown");
+    pointer(btn, "pointerleave");
+    assert.ok(!tile.classList.contains("faccent-comparing"));
+  });
+});
+
+describe("second pass: enlarged view", () => {
+  it("opens an image large with the seed beside it; Escape and click close it", () => {
+    mount({ seed_png: new Uint8Array(PNG), accent_png: new Uint8Array(JPEG) });
+    const zoom = q("accent-img").closest("button");
+    assert.equal(zoom.getAttribute("aria-label"), "Enlarge Accentuation");
+    click(zoom);
+    const overlay = q("overlay");
+    assert.equal(overlay.hidden, false);
+    assert.equal(overlay.getAttribute("role"), "dialog");
+    assert.equal(doc.activeElement, q("overlay-close"));
+    assert.equal(created.find((c) => c.url === q("overlay-main").getAttribute("src")).blob.type, "image/jpeg");
+    assert.equal(created.find((c) => c.url === q("overlay-seed").getAttribute("src")).blob.type, "image/png");
+    assert.match(overlay.textContent, /Accentuation \(masked\)/);
+    // a live frame updates the enlarged accentuation too
+    model.msg({ type: "frame", step: 1, steps: 4, done: false }, [new Uint8Array(PNG)]);
+    assert.equal(created.find((c) => c.url === q("overlay-main").getAttribute("src")).blob.type, "image/png");
+    q("overlay-close").dispatchEvent(keyEvent("keydown", "Escape"));
+    assert.equal(overlay.hidden, true);
+    assert.equal(doc.activeElement, zoom);
+    assert.equal(q("overlay-main").getAttribute("src"), null);
+    click(q("seed-img").closest("button"));
+    assert.equal(overlay.hidden, false);
+    click(overlay);
+    assert.equal(overlay.hidden, true);
+  });
+
+  it("captions with markup stay text", () => {
+    mount({ seed_png: new Uint8Array(PNG), view: XSS });
+    click(q("accent-img").closest("button"));
+    assert.match(q("overlay").textContent, /<img src=x/);
+    assert.equal(q("overlay").querySelector('img[src="x"]'), null);
+  });
+});
+
+describe("second pass: your own photo", () => {
+  const fileLike = (bytes, name = "cat.png", size = bytes.length) => ({
+    name,
+    size,
+    arrayBuffer: async () => Uint8Array.from(bytes).buffer,
+  });
+
+  it("dropping an image sends its bytes to Python", async () => {
+    mount();
+    const root = el.querySelector(".faccent");
+    const drop = new dom.window.Event("drop", { bubbles: true, cancelable: true });
+    Object.defineProperty(drop, "dataTransfer", { value: { types: ["Files"], files: [fileLike(PNG)] } });
+    root.dispatchEvent(drop);
+    assert.equal(drop.defaultPrevented, true);
+    await sleep(0);
+    const i = model.sent.findIndex((m) => m.type === "load_image");
+    assert.deepEqual(model.sent[i], { type: "load_image", name: "cat.png" });
+    assert.deepEqual([...new Uint8Array(model.buffers[i][0])], PNG);
+  });
+
+  it("dragging files over the panel shows the drop hint", () => {
+    mount();
+    const root = el.querySelector(".faccent");
+    const over = new dom.window.Event("dragover", { bubbles: true, cancelable: true });
+    Object.defineProperty(over, "dataTransfer", { value: { types: ["Files"], files: [] } });
+    root.dispatchEvent(over);
+    assert.ok(root.classList.contains("faccent-dragover"));
+    assert.equal(over.defaultPrevented, true);
+    const drop = new dom.window.Event("drop", { bubbles: true, cancelable: true });
+    Object.defineProperty(drop, "dataTransfer", { value: { types: [], files: [] } });
+    root.dispatchEvent(drop);
+    assert.ok(!root.classList.contains("faccent-dragover"));
+  });
+
+  it("a file too large is refused in the browser with a clear message", async () => {
+    mount();
+    const root = el.querySelector(".faccent");
+    const drop = new dom.window.Event("drop", { bubbles: true, cancelable: true });
+    const big = fileLike(PNG, "huge.tif", 41 * 1024 * 1024);
+    Object.defineProperty(drop, "dataTransfer", { value: { types: ["Files"], files: [big] } });
+    root.dispatchEvent(drop);
+    await sleep(0);
+    assert.equal(model.sentOfType("load_image").length, 0);
+    assert.match(q("error").textContent, /huge\.tif.*too large.*previous image stays/);
+  });
+
+  it("the file picker is labelled and the button opens it", () => {
+    mount();
+    const input = q("file");
+    assert.equal(input.type, "file");
+    assert.equal(input.accept, "image/*");
+    let opened = 0;
+    input.click = () => (opened += 1);
+    click(q("pick-file"));
+    assert.equal(opened, 1);
+  });
+});
+
+describe("second pass: λ mark and GIF", () => {
+  it("asks for the λ calibration in chunks after ready, and pauses while a run is going", async () => {
+    mount();
+    assert.equal(model.sentOfType("calibrate").length, 0); // not before the first click can happen
+    await sleep(1600);
+    assert.deepEqual(model.sentOfType("calibrate"), [{ type: "calibrate", budget_ms: 150 }]);
+    model.msg({ type: "calibration", done: false, progress: 0.25, value: null });
+    assert.equal(model.sentOfType("calibrate").length, 1); // a pause between chunks leaves the kernel idle
+    assert.match(q("lam-note").textContent, /25%/);
+    await sleep(450);
+    assert.equal(model.sentOfType("calibrate").length, 2);
+    click(q("accentuate"));
+    model.msg({ type: "calibration", done: false, progress: 0.3, value: null });
+    await sleep(450);
+    assert.equal(model.sentOfType("calibrate").length, 2); // waits for the run
+    model.msg({ type: "frame", step: 4, steps: 4, done: true }, [new Uint8Array(PNG)]);
+    await sleep(0);
+    assert.equal(model.sentOfType("calibrate").length, 3);
+    model.change("lam_recommended", 0.7);
+    model.msg({ type: "calibration", done: true, progress: 1, value: 0.7 });
+    assert.equal(q("lam-note").textContent, "");
+    assert.equal(q("lam-rec").hidden, false);
+    assert.equal(model.sentOfType("calibrate").length, 3);
+    // a new reg layer without a cached mark: Python clears it, the browser asks again
+    model.change("lam_recommended", null);
+    await sleep(0);
+    assert.equal(model.sentOfType("calibrate").length, 4);
+    model.msg({ type: "calibration", done: true, value: null, error: "ValueError: flat curve" });
+    assert.equal(q("lam-note").textContent, "no λ mark");
+    assert.match(q("lam-note").title, /flat curve/);
+  });
+
+  it("a λ mark that is already known is not recomputed", async () => {
+    mount({ lam_recommended: 2 });
+    await sleep(1600);
+    assert.equal(model.sentOfType("calibrate").length, 0);
+  });
+
+  it("Download GIF asks Python and saves the GIF it sends back", () => {
+    mount();
+    click(q("export-gif"));
+    assert.deepEqual(model.sentOfType("export_gif"), [{ type: "export_gif" }]);
+    model.msg({ type: "download", filename: "faccent_diff.gif" }, [new Uint8Array(GIF)]);
+    assert.equal(created.at(-1).blob.type, "image/gif");
+  });
+
+  it("cleanup revokes the compare, overlay and gallery-progress URLs", () => {
+    mount({ seed_png: new Uint8Array(PNG), accent_png: new Uint8Array(JPEG) });
+    click(q("accent-img").closest("button"));
+    model.msg({ type: "frame", gallery: true, step: 1, steps: 5, done: false }, [new Uint8Array(JPEG)]);
+    cleanup();
+    cleanup = null;
+    for (const c of created) assert.ok(revoked.includes(c.url), c.url);
+    assert.equal(model.listenerCount(), 0);
   });
 });

@@ -43,6 +43,9 @@ CHROMIUM_ARGS = [
 STEPS = 30
 CELL = (
     "import faccent_widget as fw\n"
+    "from faccent_widget.widget import extras\n"
+    "# a smaller λ-mark budget than the default, so that the mark appears within the test on 2 CPU cores\n"
+    "extras.AUTO_CALIBRATION.update(n_images=1, steps=2, lambdas=(0.0, 0.1, 1.0, 10.0, 1000.0))\n"
     f'w = fw.FaccentWidget(fw.load_model(), fw.sample_image("chelsea"), steps={STEPS})\n'
     "w"
 )
@@ -176,8 +179,199 @@ def _step_of(text: str) -> int:
     return int(text.split()[1])
 
 
-def _drive(app: str, url: str, tmp_path: Path) -> dict[str, Any]:
+def _src(page: Any, testid: str) -> str | None:
+    return page.locator(f"[data-testid={testid}]").first.get_attribute("src")
+
+
+def _wait_src_change(page: Any, testid: str, old: str | None, timeout: int = 60_000) -> None:
+    page.wait_for_function(
+        "([id, old]) => { const s = document.querySelector(`[data-testid=${id}]`).getAttribute('src');"
+        " return s && s !== old; }",
+        arg=[testid, old], timeout=timeout, polling=50,
+    )
+
+
+def _set_range(page: Any, testid: str, value: int) -> None:
+    page.locator(f"[data-testid={testid}]").evaluate(
+        "(el, v) => { el.value = String(v); el.dispatchEvent(new Event('input', {bubbles: true})); }", value,
+    )
+
+
+def _aspect(page: Any, testid: str) -> float:
+    return page.locator(f"[data-testid={testid}]").evaluate("el => el.naturalWidth / el.naturalHeight")
+
+
+JS_DROP_PORTRAIT = """async (el) => {
+  const c = document.createElement('canvas');
+  c.width = 64; c.height = 96;
+  const g = c.getContext('2d');
+  g.fillStyle = '#3070c0'; g.fillRect(0, 0, 64, 96);
+  g.fillStyle = '#f0c020'; g.beginPath(); g.arc(32, 48, 20, 0, 7); g.fill();
+  const blob = await new Promise((resolve) => c.toBlob(resolve, 'image/png'));
+  const dt = new DataTransfer();
+  dt.items.add(new File([blob], 'drawn.png', {type: 'image/png'}));
+  for (const type of ['dragenter', 'dragover', 'drop']) {
+    el.dispatchEvent(new DragEvent(type, {dataTransfer: dt, bubbles: true, cancelable: true}));
+  }
+}"""
+
+
+def _second_pass(app: str, page: Any, out: Path, tmp_path: Path, problems: list[str]) -> dict[str, Any]:
+    """After the timed run and Stop: redraw after Stop, scrub, compare, enlarged view, Advanced,
+    gallery-then-main-tile, your own photo (and a bad file), the λ mark, a short run on the new photo,
+    and the light and dark screenshots. Returns what it measured."""
+    from PIL import Image
+
+    import faccent_widget as fw
+
+    info: dict[str, Any] = {}
+    widget = page.locator(".faccent")
+    # --- the view redraws after a mid-run Stop
+    src = _src(page, "accent-img")
+    page.locator("[data-view=diff]").click()
+    _wait_src_change(page, "accent-img", src)
+    src = _src(page, "accent-img")
+    page.locator("[data-view=masked]").click()
+    _wait_src_change(page, "accent-img", src)
+
+    # --- scrub back to the seed and forward again
+    scrub = page.locator("[data-testid=scrub]")
+    assert scrub.is_enabled()
+    top = int(scrub.get_attribute("max"))
+    assert top >= 1, top
+    src = _src(page, "accent-img")
+    _set_range(page, "scrub", 0)
+    _wait_src_change(page, "accent-img", src)
+    assert page.locator("[data-testid=scrub-value]").text_content() == "seed"
+    page.screenshot(path=str(out / f"{app}-scrub.png"))
+    src = _src(page, "accent-img")
+    _set_range(page, "scrub", top)
+    _wait_src_change(page, "accent-img", src)
+
+    # --- press and hold compare: the seed shows on the accentuation
+    compare = page.locator("[data-testid=compare]")
+    compare.dispatch_event("pointerdown")
+    page.wait_for_function(
+        "() => getComputedStyle(document.querySelector('[data-testid=compare-img]')).visibility === 'visible'",
+        timeout=10_000,
+    )
+    assert compare.get_attribute("aria-pressed") == "true"
+    widget.screenshot(path=str(out / f"{app}-compare.png"))
+    compare.dispatch_event("pointerup")
+    page.wait_for_function(
+        "() => getComputedStyle(document.querySelector('[data-testid=compare-img]')).visibility === 'hidden'",
+        timeout=10_000,
+    )
+
+    # --- click an image: it opens large, with the seed beside it; Escape closes it
+    page.locator("[data-testid=accent-img]").click()
+    overlay = page.locator("[data-testid=overlay]")
+    overlay.wait_for(state="visible", timeout=10_000)
+    page.locator("[data-testid=overlay-seed][src]").wait_for(state="visible", timeout=10_000)
+    big = page.locator("[data-testid=overlay-main]").bounding_box()
+    tile = page.locator("[data-testid=accent-img]").bounding_box()
+    assert big and tile and big["width"] * big["height"] > 1.5 * tile["width"] * tile["height"], (big, tile)
+    widget.screenshot(path=str(out / f"{app}-enlarged.png"))
+    page.keyboard.press("Escape")
+    overlay.wait_for(state="hidden", timeout=10_000)
+
+    # --- tiles keep the seed's aspect ratio (chelsea is 451 × 300, not square)
+    seed_box = page.locator("[data-testid=seed-img]").bounding_box()
+    assert seed_box and abs(seed_box["width"] / seed_box["height"] - _aspect(page, "seed-img")) < 0.05, seed_box
+    info["tile_px"] = [round(seed_box["width"]), round(seed_box["height"])]
+
+    # --- Advanced: closed at first, holds the settings; shorten runs for the gallery
+    adv = page.locator("[data-testid=advanced]")
+    assert not page.locator("[data-testid=reg_layer]").is_visible()
+    adv.locator("summary").click()
+    page.locator("[data-testid=reg_layer]").wait_for(state="visible", timeout=10_000)
+    latent = page.locator("[data-testid=latent-layer]").input_value()
+    info["latent_default"] = latent
+    assert "stem" not in latent, latent
+    widget.screenshot(path=str(out / f"{app}-advanced.png"))
+    steps_input = page.locator("[data-testid=steps]")
+    steps_input.fill("3")
+    steps_input.press("Enter")
+    steps_input.blur()
+    page.wait_for_function("() => document.querySelector('[data-testid=step]').textContent.endsWith('/ 3')",
+                           timeout=30_000)
+
+    # --- gallery, then the main tile: the gallery never draws into it
+    main_src = _src(page, "accent-img")
+    main_aspect = _aspect(page, "accent-img")
+    page.locator("[data-testid=gallery-topk]").click()
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=gallery] figure').length === 5",
+                           timeout=300_000, polling=250)
+    assert _src(page, "accent-img") == main_src
+    assert abs(_aspect(page, "accent-img") - main_aspect) < 1e-6 and main_aspect < 2.5, main_aspect
+    page.screenshot(path=str(out / f"{app}-gallery.png"))
+
+    # --- drop a picture onto the panel (a portrait drawn on a canvas): new seed, tiles take its shape
+    seed_src = _src(page, "seed-img")
+    widget.evaluate(JS_DROP_PORTRAIT)
+    _wait_src_change(page, "seed-img", seed_src, timeout=120_000)
+    page.wait_for_function(
+        "() => { const r = document.querySelector('[data-testid=seed-img]').getBoundingClientRect();"
+        " return Math.abs(r.width / r.height - 64 / 96) < 0.05; }", timeout=30_000,
+    )
+    # --- pick a file: a good one swaps the seed; a bad one leaves it and says why
+    photo = tmp_path / "coffee.jpg"
+    arr = (fw.sample_image("coffee").permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+    Image.fromarray(arr).save(photo, "JPEG")
+    seed_src = _src(page, "seed-img")
+    page.locator("[data-testid=file]").set_input_files(str(photo))
+    page.wait_for_function("() => document.querySelector('[data-testid=target]').textContent === 'espresso'",
+                           timeout=120_000, polling=100)
+    _wait_src_change(page, "seed-img", seed_src)
+    bad = tmp_path / "notes.png"
+    bad.write_bytes(b"this is not a picture")
+    page.locator("[data-testid=file]").set_input_files(str(bad))
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=error]').textContent.includes('previous image stays')",
+        timeout=60_000,
+    )
+    assert page.locator("[data-testid=target]").text_content() == "espresso"
+    page.locator(".faccent-dismiss").click()
+
+    # --- the λ mark, computed in chunks while nothing runs
+    t0 = time.monotonic()
+    page.locator("[data-testid=lam-rec]").wait_for(state="visible", timeout=300_000)
+    info["lam_mark_wait_s"] = round(time.monotonic() - t0, 1)
+    info["lam_mark"] = page.locator("[data-testid=lam-rec]").text_content()
+    assert page.locator(".faccent-lam-mark").is_visible()
+
+    # --- a short run on the new photo, to the end; then the light and dark screenshots
+    steps_input.fill("12")
+    steps_input.press("Enter")
+    steps_input.blur()
+    page.wait_for_function("() => document.querySelector('[data-testid=step]').textContent.endsWith('/ 12')",
+                           timeout=30_000)
+    adv.locator("summary").click()  # fold Advanced again: the calm strip
+    page.locator("[data-testid=accentuate]").click()
+    page.wait_for_function("() => document.querySelector('[data-testid=step]').textContent === 'step 12 / 12'"
+                           " && document.querySelector('[data-testid=stop]').disabled", timeout=300_000)
+    page.wait_for_function(JS_KERNEL_IDLE, timeout=60_000, polling=100)
+    page.wait_for_timeout(600)  # the throttled status line
+    widget.screenshot(path=str(out / f"{app}-widget.png"))
+    page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'false'", timeout=60_000)
+    page.wait_for_timeout(1000)
+    bg = page.locator(".faccent").evaluate("el => getComputedStyle(el).backgroundColor")
+    fg = page.locator(".faccent").evaluate("el => getComputedStyle(el).color")
+    info["dark_colors"] = [bg, fg]
+    rgb = [int(v) for v in bg[bg.index("(") + 1:bg.index(")")].split(",")[:3]]
+    assert sum(rgb) / 3 < 80, bg  # a dark panel on the dark theme
+    widget.screenshot(path=str(out / f"{app}-dark.png"))
+    page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
+    page.wait_for_function("() => document.body.dataset.jpThemeLight === 'true'", timeout=60_000)
+    assert not [p for p in problems if "faccent" in p.lower()], problems
+    return info
+
+
+def _drive(app: str, url: str, tmp_path: Path, label: str | None = None) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
+
+    server_app, app = app, label or app  # `app` names the screenshots and metrics from here on
 
     out = OUT
     out.mkdir(parents=True, exist_ok=True)
@@ -192,7 +386,7 @@ def _drive(app: str, url: str, tmp_path: Path) -> dict[str, Any]:
             page.set_default_timeout(60_000)
             page.goto(url, wait_until="domcontentloaded")
             page.wait_for_function(JS_KERNEL_IDLE, timeout=120_000, polling=250)
-            if app == "jupyterlab":
+            if server_app == "jupyterlab":
                 page.locator("#jp-main-statusbar").get_by_text("Idle").first.wait_for(timeout=30_000)
             page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
             accent_btn = page.locator("[data-testid=accentuate]")
@@ -200,7 +394,7 @@ def _drive(app: str, url: str, tmp_path: Path) -> dict[str, Any]:
             # the front end said "ready": the tiles are filled (Grad-CAM and mask take a moment)
             for key in ("seed", "gradcam", "mask", "accent"):
                 page.locator(f"[data-testid={key}-img][src]").wait_for(state="attached", timeout=120_000)
-            page.wait_for_function(JS_KERNEL_IDLE, timeout=60_000, polling=250)
+            page.wait_for_function(JS_KERNEL_IDLE, timeout=60_000, polling=100)
             page.locator(".faccent").scroll_into_view_if_needed()
             page.screenshot(path=str(out / f"{app}-before.png"))
             before = page.evaluate(JS_READ)
@@ -225,7 +419,11 @@ def _drive(app: str, url: str, tmp_path: Path) -> dict[str, Any]:
             assert _step_of(running["step"]) < STEPS, f"the run ended before Stop could be tested: {running}"
             page.screenshot(path=str(out / f"{app}-running.png"))
             page.locator("[data-testid=stop]").click()
-            page.wait_for_timeout(1000)  # a chunk that was in flight may still land
+            # the chunk that was in flight still lands (its frame is painted); after it, nothing more comes
+            page.wait_for_function(
+                "() => document.querySelector('[data-chunks-in-flight]').dataset.chunksInFlight === '0'",
+                timeout=60_000, polling=50,
+            )
             stopped = page.evaluate(JS_READ)
             page.wait_for_timeout(2000)
             later = page.evaluate(JS_READ)
@@ -233,11 +431,11 @@ def _drive(app: str, url: str, tmp_path: Path) -> dict[str, Any]:
             assert later["frames"] == stopped["frames"]
             assert page.locator("[data-testid=stop]").is_disabled()
             assert later["error"] == "", later["error"]
-            page.wait_for_function(JS_KERNEL_IDLE, timeout=60_000, polling=250)
+            page.wait_for_function(JS_KERNEL_IDLE, timeout=60_000, polling=100)
             final = out / f"{app}.png"
             page.screenshot(path=str(final))
-            page.locator(".faccent").screenshot(path=str(out / f"{app}-widget.png"))
             shutil.copy(final, tmp_path / final.name)
+            second = _second_pass(app, page, out, tmp_path, problems)
         finally:
             browser.close()
 
@@ -257,12 +455,13 @@ def _drive(app: str, url: str, tmp_path: Path) -> dict[str, Any]:
         "screenshot": str(out / f"{app}.png"),
         "screenshot_copy": str(tmp_path / f"{app}.png"),
         "browser_problems": problems,
+        **second,
     }
     (out / f"metrics-{app}.json").write_text(json.dumps(metrics, indent=2))
     print(f"\n[e2e {app}] click → first painted frame: {metrics['first_frame_ms']:.0f} ms; "
           f"{metrics['frames_per_second']} frames/s, {metrics['steps_per_second']} steps/s while running "
           f"({frames} frames in {seconds:.1f} s); stopped at step {metrics['stopped_at_step']}/{STEPS}; "
-          f"screenshot {metrics['screenshot']}")
+          f"screenshot {metrics['screenshot']}; second pass {second}")
     assert first["firstFrameMs"] is not None and first["firstFrameMs"] > 0
     assert frames >= 1 and steps_done >= 1
     widget_errors = [p for p in problems if "faccent" in p.lower() or "widget" in p.lower()]
@@ -279,9 +478,15 @@ def _require_chromium() -> None:
 
 
 def test_jupyterlab(tmp_path: Path) -> None:
+    """JupyterLab 4, or JupyterLab 3 + ipywidgets 7.7 (Colab's widget stack) when run from such an
+    environment: screenshots and metrics are then named ``jupyterlab3``."""
     _require_chromium()
+    import jupyterlab
+
+    major = int(jupyterlab.__version__.split(".")[0])
+    label = "jupyterlab" if major >= 4 else f"jupyterlab{major}"
     with jupyter_server("jupyterlab", tmp_path) as (base, token, _log):
-        _drive("jupyterlab", f"{base}/lab/tree/{NOTEBOOK}?token={token}", tmp_path)
+        _drive("jupyterlab", f"{base}/lab/tree/{NOTEBOOK}?token={token}", tmp_path, label)
 
 
 def test_notebook7(tmp_path: Path) -> None:
