@@ -43,7 +43,7 @@ def reference_step(model, param, seed, boxes, size, target, reg_layer, lam, opti
     batch = torch.cat(crops + seed_crops)
     feats = model.features(batch, [reg_layer], logits=True)
     objective = feats["logits"][:n, target].mean()
-    distance = channel_distance(feats[reg_layer][:n], feats[reg_layer][n:]).mean()
+    distance = channel_distance(feats[reg_layer][:n], feats[reg_layer][n:], model.layout(reg_layer)).mean()
     (g,) = torch.autograd.grad(objective, x, retain_graph=True)  # second backward, for the attribution
     attribution += g.abs().sum(1)
     loss = -objective + lam * distance

@@ -199,7 +199,7 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], type[BaseException], str]] = [
     ("seed=-1", api(seed=-1), ValueError, r"seed must be an int .* got -1"),
     # ---- the other settings
     ("balance='false'", api(balance="false"), TypeError, r"balance must be True or False, got str 'false'"),
-    ("autocast='yes'", api(autocast="yes"), TypeError, r"autocast must be True or False, got str 'yes'"),
+    ("autocast='yes'", api(autocast="yes"), TypeError, r"autocast must be True, False, 'fp16' or 'bf16' \(or None\), got str 'yes'"),
     ("param='wavelet'", api(param="wavelet"), ValueError, r"unknown parameterization 'wavelet'; choose one of fourier"),
     ("param=1", api(param=1), TypeError, r"param must be a string"),
     ("preset='turbo'", api(preset="turbo"), ValueError, r"unknown preset 'turbo'; choose one of paper, preview"),

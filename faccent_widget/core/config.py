@@ -214,7 +214,7 @@ def _check_autocast(value: Any, name: str) -> bool | str:
         return value
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    raise ValueError(f"{name} must be None, True, False, 'fp16' or 'bf16', got {value!r}")
+    raise TypeError(f"{name} must be True, False, 'fp16' or 'bf16' (or None), got {type(value).__name__} {value!r}")
 
 
 def _optional(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:

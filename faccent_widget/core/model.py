@@ -161,6 +161,7 @@ class Model:
         self._reg_layer_override = reg_layer
         self._trace_cache: _Trace | None = None
         self._layout_cache: dict[str, LayerLayout] | None = None
+        self._derived: dict[str, list[str]] = {}  # layer lists derived from the trace, computed once
         self._shape_cache: dict[tuple[int, int], dict[str, tuple[int, ...]]] = {}
         self._modules = dict(self.module.named_modules())
         if reg_layer is not None:
@@ -258,10 +259,12 @@ class Model:
         whose own output is tokens or channels-last (timm ``blocks.3``, torchvision
         ``encoder.layers.encoder_layer_3``, Hugging Face ``vit.layers.3``, Swin's ``layers.1.blocks.0``).
         Empty for convolutional networks."""
-        trace = self._trace()
-        parents = {_parent(n) for n in self._attention_modules() if _parent(n)}
-        return [n for n in trace.order if n in parents
-                and self.layout(n).kind in ("tokens", "channels_last") and self.layout(n).is_map]
+        def compute() -> list[str]:
+            parents = {_parent(n) for n in self._attention_modules() if _parent(n)}
+            return [n for n in self._trace().order if n in parents
+                    and self.layout(n).kind in ("tokens", "channels_last") and self.layout(n).is_map]
+
+        return self._once("transformer_blocks", compute)
 
     def attention_input_layer(self, block: str) -> str | None:
         """The pre-attention norm of transformer block ``block``: the last map layer inside it that
@@ -290,18 +293,20 @@ class Model:
         (see ``map_layers``) that is not a plain container and whose ancestors (below the root) are all
         plain containers (Sequential/ModuleList/ModuleDict). E.g. GoogLeNet's ``inception3a``,
         ResNet's ``layer1.0``, timm ViT's ``blocks.3``. Never internal or pooled outputs."""
-        trace = self._trace()
-        transformer = set(self.transformer_blocks)
-        blocks = []
-        for n in trace.order:
-            if not self.layout(n).is_map:
-                continue
-            if n in transformer:
-                blocks.append(n)
-            elif not isinstance(self._modules[n], _CONTAINERS) and all(
-                    isinstance(self._modules[a], _CONTAINERS) for a in _ancestors(n)):
-                blocks.append(n)
-        return blocks
+        def compute() -> list[str]:
+            transformer = set(self.transformer_blocks)
+            blocks = []
+            for n in self._trace().order:
+                if not self.layout(n).is_map:
+                    continue
+                if n in transformer:
+                    blocks.append(n)
+                elif not isinstance(self._modules[n], _CONTAINERS) and all(
+                        isinstance(self._modules[a], _CONTAINERS) for a in _ancestors(n)):
+                    blocks.append(n)
+            return blocks
+
+        return self._once("block_layers", compute)
 
     @property
     def stem_layers(self) -> list[str]:
@@ -309,14 +314,17 @@ class Model:
         ``conv1``…``maxpool``), the patch embedding of a transformer (``patch_embed``, ``pos_drop``, …).
         An inner block is a transformer block or a block output inside a container. Empty when the
         model has no inner blocks."""
-        trace = self._trace()
-        transformer = set(self.transformer_blocks)
-        inner = [n for n in self.block_layers
-                 if n in transformer or any(isinstance(self._modules[a], _CONTAINERS) for a in _ancestors(n))]
-        if not inner:
-            return []
-        start = min(trace.first_call[n] for n in inner)
-        return [n for n in trace.order if trace.last_call[n] < start]
+        def compute() -> list[str]:
+            trace = self._trace()
+            transformer = set(self.transformer_blocks)
+            inner = [n for n in self.block_layers
+                     if n in transformer or any(isinstance(self._modules[a], _CONTAINERS) for a in _ancestors(n))]
+            if not inner:
+                return []
+            start = min(trace.first_call[n] for n in inner)
+            return [n for n in trace.order if trace.last_call[n] < start]
+
+        return self._once("stem_layers", compute)
 
     @property
     def spatial_layers(self) -> list[str]:
@@ -602,13 +610,22 @@ class Model:
             self._trace_cache = _trace_module(self)
         return self._trace_cache
 
+    def _once(self, key: str, compute: Any) -> list[str]:
+        """A layer list derived from the trace: computed once, returned as a fresh copy."""
+        if key not in self._derived:
+            self._derived[key] = list(compute())
+        return list(self._derived[key])
+
     def _attention_modules(self) -> list[str]:
         """Outermost attention modules (names), in ``named_modules`` order."""
-        found: list[str] = []
-        for n, m in self._modules.items():
-            if n and _is_attention_module(m) and not any(a in found for a in _ancestors(n)):
-                found.append(n)
-        return found
+        def compute() -> list[str]:
+            found: list[str] = []
+            for n, m in self._modules.items():
+                if n and _is_attention_module(m) and not any(a in found for a in _ancestors(n)):
+                    found.append(n)
+            return found
+
+        return self._once("attention", compute)
 
     def _layouts(self) -> dict[str, LayerLayout]:
         if self._layout_cache is None:

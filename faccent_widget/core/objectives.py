@@ -57,8 +57,10 @@ class Objective:
         raise TypeError(f"{self.description} has no activation map; use Grad-CAM or gradients instead")
 
     def bind(self, model: Model) -> "Objective":
-        """A copy of this objective that knows the layouts of its layers in ``model`` (checked: the
-        layers exist, are activations of the image, and the units are in range)."""
+        """This objective for ``model``: hidden-layer objectives (channel, neuron, direction and their
+        combinations) return a copy that knows their layers' layouts, after checking that the layers
+        are activations of the image and the units in range; the base class checks that its layers
+        exist and returns itself."""
         for layer in self.layers:
             model.resolve_layer(layer)
         return self

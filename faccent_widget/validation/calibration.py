@@ -174,7 +174,7 @@ def full_view_distance(model: Model, images: torch.Tensor, seeds: torch.Tensor, 
     with torch.no_grad():
         a = model.features(model.view(images), [layer])[layer]
         b = model.features(model.view(seeds), [layer])[layer]
-        return channel_distance(a, b).mean(1).cpu()
+        return channel_distance(a, b, model.layout(layer)).mean(1).cpu()
 
 
 def _targets(model: Model, images: list[Any], targets: Any) -> list[Objective]:
