@@ -240,7 +240,7 @@ def test_forced_fp16_autocast_follows_fp32(model, chelsea):
     assert fp16.config["autocast"] == "fp16"
     np.testing.assert_allclose(fp16.history["objective"], fp32.history["objective"], rtol=0.05)
     assert fp16.score.value == pytest.approx(fp32.score.value, abs=0.3)
-    with pytest.raises(ValueError, match="autocast must be"):
+    with pytest.raises(TypeError, match="autocast must be"):
         fw.start_run(model, chelsea, "tabby", autocast="fp8", **FAST)
 
 

@@ -202,7 +202,7 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], type[BaseException], str]] = [
     ("autocast='yes'", api(autocast="yes"), TypeError, r"autocast must be True, False, 'fp16' or 'bf16' \(or None\), got str 'yes'"),
     ("param='wavelet'", api(param="wavelet"), ValueError, r"unknown parameterization 'wavelet'; choose one of fourier"),
     ("param=1", api(param=1), TypeError, r"param must be a string"),
-    ("preset='turbo'", api(preset="turbo"), ValueError, r"unknown preset 'turbo'; choose one of paper, preview"),
+    ("preset='turbo'", api(preset="turbo"), ValueError, r"unknown preset 'turbo'; choose one of preview, gpu, paper"),
     ("reg_layer typo", api(reg_layer="block.2"), fw.LayerNotFoundError, r"unknown layer 'block.2'.*blocks"),
     ("reg_layer=3", api(reg_layer=3), TypeError, r"reg_layer must be a layer name"),
     ("unknown setting", api(fast=True), TypeError, r"unknown engine setting\(s\) 'fast'; known: steps"),
@@ -460,20 +460,22 @@ def test_a_refused_latent_target_is_not_kept(widget):
 
 
 class _FailsOnBatches(nn.Module):
-    """A real model that works on one image but raises on a batch (as a buggy forward might)."""
+    """A real model that works on one image (and on the adapter's 2-image layout trace) but raises on a
+    larger batch, as a buggy forward might."""
 
     def __init__(self) -> None:
         super().__init__()
         self.net = _tiny_net(4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] > 1:
+        if x.shape[0] > 2:
             raise ValueError(f"this model takes one image at a time, got {x.shape[0]}")
         return self.net(x)
 
 
 def test_run_after_an_exception_leaves_the_widget_stopped_with_a_clear_status(image):
-    w = fw.FaccentWidget(_FailsOnBatches(), image, labels=list("abcd"), reference=[image], **WIDGET_FAST)
+    settings = {**WIDGET_FAST, "n_crops": 3}  # the run's batches (3 crops) are larger than the model takes
+    w = fw.FaccentWidget(_FailsOnBatches(), image, labels=list("abcd"), reference=[image], **settings)
     w.send = Recorder()  # type: ignore[method-assign]
     with pytest.raises(ValueError, match="one image at a time"):
         w.run()

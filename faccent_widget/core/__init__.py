@@ -2,6 +2,6 @@
 attribution, masks and compositing.
 
 Everything here is typed on :class:`faccent_widget.core.model.Model`. Core imports only torch,
-captum, numpy/PIL/matplotlib and :mod:`faccent_widget.images`: never the model zoo (timm, torchvision
+numpy/PIL/matplotlib and :mod:`faccent_widget.images`: never the model zoo (timm, torchvision
 weights, the weights package), the widget, validation or the CLI.
 """

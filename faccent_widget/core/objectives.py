@@ -166,7 +166,7 @@ class _LayerObjective(Objective):
     def _check_channels(self, lay: LayerLayout) -> None:
         unit = getattr(self, "unit", None)
         if unit is not None and lay.channels is not None and not 0 <= unit < lay.channels:
-            raise IndexError(f"unit {unit} is out of range for {self.layer}: it has channels 0…{lay.channels - 1}")
+            raise IndexError(f"channel {unit} is out of range for {self.layer}: it has channels 0…{lay.channels - 1}")
 
     def _channels_first(self, a: torch.Tensor) -> torch.Tensor:
         """(N, C, *positions); unbound objectives take dim 1 as channels."""
