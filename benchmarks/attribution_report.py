@@ -76,8 +76,10 @@ def sweep(model: fw.Model) -> None:
     names = list(images)
     x = torch.stack([model.prepare(images[n])[0] for n in names])
     maps = {t: gradcam(model, x, t) for t in OWN_CLASS.values()}
-    print(f"\nPercentile sweep: raw Grad-CAM of {len(OWN_CLASS)} class targets over the {len(names)} sample images "
-          f"(layer {default_gradcam_layer(model, 'espresso')!r}); 'pos' = the image of that class, 'neg' = the others")
+    print(
+        f"\nPercentile sweep: raw Grad-CAM of {len(OWN_CLASS)} class targets over the {len(names)} sample images "
+        f"(layer {default_gradcam_layer(model, 'espresso')!r}); 'pos' = the image of that class, 'neg' = the others"
+    )
     print("  p1    p2  | pos mean  neg mean  neg max | pos saturated  pos graded | pos − neg mean")
     for p1 in (0, 25, 50, 60, 75, 90):
         for p2 in (95, 97, 98, 99, 99.5, 100):
@@ -92,12 +94,16 @@ def sweep(model: fw.Model) -> None:
                 sat.append(float((mask[i] >= 1).float().mean()))
                 graded.append(float(((mask[i] > 0) & (mask[i] < 1)).float().mean()))
             ok = np.mean(negmax) <= 0.10 and np.mean(sat) <= 1 / 6
-            print(f"  {p1:<4} {p2:>5}  |   {np.mean(pos):.3f}     {np.mean(neg):.3f}    {np.mean(negmax):.3f} |"
-                  f"     {np.mean(sat):.3f}        {np.mean(graded):.3f}  |   {np.mean(pos) - np.mean(neg):.3f}"
-                  f"{'  *' if ok else ''}")
-    print("  (* = unrelated images stay masked: mean over targets of the largest 'neg' mean mask ≤ 0.10, and the\n"
-          "   class image keeps its localisation: ≤ 1/6 of it saturated. The default is the * row with the\n"
-          "   largest pos − neg separation.)")
+            print(
+                f"  {p1:<4} {p2:>5}  |   {np.mean(pos):.3f}     {np.mean(neg):.3f}    {np.mean(negmax):.3f} |"
+                f"     {np.mean(sat):.3f}        {np.mean(graded):.3f}  |   {np.mean(pos) - np.mean(neg):.3f}"
+                f"{'  *' if ok else ''}"
+            )
+    print(
+        "  (* = unrelated images stay masked: mean over targets of the largest 'neg' mean mask ≤ 0.10, and the\n"
+        "   class image keeps its localisation: ≤ 1/6 of it saturated. The default is the * row with the\n"
+        "   largest pos − neg separation.)"
+    )
 
 
 def collective_vs_per_image(model: fw.Model, target: str = "espresso") -> None:
@@ -107,8 +113,10 @@ def collective_vs_per_image(model: fw.Model, target: str = "espresso") -> None:
     norm = CollectiveNormalizer().fit_images(model, list(images.values()), target)
     collective = norm(maps)
     single = per_image_normalize(maps, norm.p1, norm.p2)
-    print(f"\nCollective vs per-image masks, target {norm.target!r}, p1={norm.p1:g}, p2={norm.p2:g} "
-          f"(lo={norm.lo:.4f}, hi={norm.hi:.4f}, layer {norm.layer!r})")
+    print(
+        f"\nCollective vs per-image masks, target {norm.target!r}, p1={norm.p1:g}, p2={norm.p2:g} "
+        f"(lo={norm.lo:.4f}, hi={norm.hi:.4f}, layer {norm.layer!r})"
+    )
     print(f"  {'image':<14}{'collective mean':>16}{'per-image mean':>16}{'raw max':>10}")
     for n, c, s, m in zip(names, collective, single, maps):
         print(f"  {n:<14}{float(c.mean()):>16.3f}{float(s.mean()):>16.3f}{float(m.max()):>10.3f}")
@@ -124,18 +132,30 @@ def main() -> None:
     print(f"default model: {model}; defaults p1={DEFAULT_P1:g}, p2={DEFAULT_P2:g}")
     if not args.skip_agreement:
         names = ["coffee", "chelsea", "camera", "flower"]
-        agreement(model, names, [model.class_index(OWN_CLASS[n]) for n in names],
-                  "Agreement with pytorch-grad-cam: default model, each image's own class")
-        agreement(model, names, [model.class_index("espresso")] * len(names),
-                  "Agreement with pytorch-grad-cam: default model, target 'espresso' on every image")
+        agreement(
+            model,
+            names,
+            [model.class_index(OWN_CLASS[n]) for n in names],
+            "Agreement with pytorch-grad-cam: default model, each image's own class",
+        )
+        agreement(
+            model,
+            names,
+            [model.class_index("espresso")] * len(names),
+            "Agreement with pytorch-grad-cam: default model, target 'espresso' on every image",
+        )
         torch.manual_seed(0)
         resnet = fw.load_model("resnet18", pretrained=False)
         x = torch.stack([resnet.prepare(fw.sample_image(n))[0] for n in names])
         with torch.no_grad():
             top = resnet.logits(x).argmax(1).tolist()
         agreement(resnet, names, top, "Agreement with pytorch-grad-cam: ResNet18, random weights (seed 0), top class")
-        agreement(resnet, names, [(t + 500) % 1000 for t in top],
-                  "Agreement with pytorch-grad-cam: ResNet18, random weights (seed 0), an arbitrary class")
+        agreement(
+            resnet,
+            names,
+            [(t + 500) % 1000 for t in top],
+            "Agreement with pytorch-grad-cam: ResNet18, random weights (seed 0), an arbitrary class",
+        )
     if not args.skip_sweep:
         sweep(model)
     collective_vs_per_image(model)

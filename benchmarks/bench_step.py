@@ -62,8 +62,18 @@ def bench(model, image, preset: str, repeats: int) -> tuple[float, float]:
     gen = torch.Generator().manual_seed(0)
     lean, ref = [], []
     run.step()  # warm-up both
-    reference_step(model, param, run.seeds, sample_boxes(cfg.n_crops, run.h, run.w, cfg.crop_range, gen),
-                   cfg.input_size, target, run.reg_layer, 1.0, opt, attribution)
+    reference_step(
+        model,
+        param,
+        run.seeds,
+        sample_boxes(cfg.n_crops, run.h, run.w, cfg.crop_range, gen),
+        cfg.input_size,
+        target,
+        run.reg_layer,
+        1.0,
+        opt,
+        attribution,
+    )
     for _ in range(repeats):
         t0 = time.perf_counter()
         run.step()
@@ -121,16 +131,21 @@ def main() -> None:
     args = parser.parse_args()
     image = fw.sample_image("chelsea")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
-    print(f"{'model':<34s} {'preset':<8s} {'lean ms/step':>13s} {'reference ms/step':>18s} {'speed-up':>9s} "
-          f"{'floor ms':>9s} {'step/floor':>11s} {'API ms/step':>12s} {'API/floor':>10s}")
+    print(
+        f"{'model':<34s} {'preset':<8s} {'lean ms/step':>13s} {'reference ms/step':>18s} {'speed-up':>9s} "
+        f"{'floor ms':>9s} {'step/floor':>11s} {'API ms/step':>12s} {'API/floor':>10s}"
+    )
     for name in args.models:
         model = fw.load_model(name, pretrained=(name == "efficientnet_lite0"))
         for preset in args.presets:
             lean, ref = bench(model, image, preset, args.repeats)
             floor = floor_ms(model, preset, args.repeats)
             api = api_ms(model, image, preset) if not args.no_api else float("nan")
-            print(f"{model.name:<34s} {preset:<8s} {lean:13.0f} {ref:18.0f} {ref / lean:8.2f}x "
-                  f"{floor:9.0f} {lean / floor:10.2f}x {api:12.0f} {api / floor:9.2f}x", flush=True)
+            print(
+                f"{model.name:<34s} {preset:<8s} {lean:13.0f} {ref:18.0f} {ref / lean:8.2f}x "
+                f"{floor:9.0f} {lean / floor:10.2f}x {api:12.0f} {api / floor:9.2f}x",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

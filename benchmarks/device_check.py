@@ -169,8 +169,11 @@ class DeviceCheck:
             try:
                 rec = {"ok": True, **fn()}
             except Exception as exc:  # noqa: BLE001 - recorded; the other sections still run
-                rec = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
-                       "traceback": traceback.format_exc(limit=-4)}
+                rec = {
+                    "ok": False,
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc(limit=-4),
+                }
             rec["seconds"] = round(time.perf_counter() - start, 2)
         self.report["sections"][name] = rec
         self.print_section(name, rec)
@@ -184,15 +187,23 @@ class DeviceCheck:
     def environment(self) -> dict[str, Any]:
         dev = self.device
         out: dict[str, Any] = {
-            "device": str(dev), "torch": torch.__version__, "cuda": torch.version.cuda,
+            "device": str(dev),
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda,
             "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
-            "python": platform.python_version(), "cpu_threads": torch.get_num_threads(),
-            "faccent_widget": fw.__version__, "presets": self.presets, "gpu_preset": gpu_preset(),
+            "python": platform.python_version(),
+            "cpu_threads": torch.get_num_threads(),
+            "faccent_widget": fw.__version__,
+            "presets": self.presets,
+            "gpu_preset": gpu_preset(),
         }
         if dev.type == "cuda":
             props = torch.cuda.get_device_properties(dev)
-            out.update(name=props.name, capability=list(torch.cuda.get_device_capability(dev)),
-                       memory_gb=round(props.total_memory / 2**30, 1))
+            out.update(
+                name=props.name,
+                capability=list(torch.cuda.get_device_capability(dev)),
+                memory_gb=round(props.total_memory / 2**30, 1),
+            )
         else:
             out.update(name=platform.processor() or platform.machine(), capability=None)
         policies = {}
@@ -227,11 +238,18 @@ class DeviceCheck:
                 ok, error = False, f"{type(exc).__name__}: {exc}"
                 frames = traceback.extract_tb(exc.__traceback__)
                 stack = [f"{f.filename}:{f.lineno} {f.name}" for f in frames if "faccent_widget" in f.filename]
-                stack += [f"{f.filename}:{f.lineno} {f.name}" for f in frames[-3:] if "faccent_widget" not in f.filename]
+                stack += [
+                    f"{f.filename}:{f.lineno} {f.name}" for f in frames[-3:] if "faccent_widget" not in f.filename
+                ]
             if not ok and dev.type == "cuda":
                 locations = self._sync_locations(model, targets, settings, steps)
-            out[variant] = {"ok": ok, "error": error, "stack": stack, "sync_locations": locations,
-                            "policy": run.policy.reason}
+            out[variant] = {
+                "ok": ok,
+                "error": error,
+                "stack": stack,
+                "sync_locations": locations,
+                "policy": run.policy.reason,
+            }
             all_ok &= ok
         out["ok"] = all_ok
         return out
@@ -266,8 +284,15 @@ class DeviceCheck:
         cpu_model = self.model() if self.device.type == "cpu" else fw.load_model()
         target = second_class(cpu_model, self.image)
         steps = 2 if self.quick else CORRECTNESS_STEPS
-        settings = {"steps": steps, "n_crops": 2 if self.quick else 4, "input_size": 64 if self.quick else 128,
-                    "canvas": 64 if self.quick else 160, "noise": 0.02, "seed": 0, "autocast": False}
+        settings = {
+            "steps": steps,
+            "n_crops": 2 if self.quick else 4,
+            "input_size": 64 if self.quick else 128,
+            "canvas": 64 if self.quick else 160,
+            "noise": 0.02,
+            "seed": 0,
+            "autocast": False,
+        }
 
         def history(model: fw.Model) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
             run = fw.start_run(model, self.image, target, **settings)
@@ -280,16 +305,25 @@ class DeviceCheck:
         def compare(a: tuple, b: tuple) -> dict[str, Any]:
             rel = np.abs(a[0] - b[0]) / np.maximum(np.abs(b[0]), 1e-6)
             tol = np.where(np.arange(len(rel)) < EARLY_STEPS, EARLY_TOL, LATE_TOL)
-            return {"objective_rel_diff": [float(v) for v in rel], "max_rel_diff": float(rel.max()),
-                    "distance_max_abs_diff": float(np.abs(a[1] - b[1]).max()),
-                    "image_max_abs_diff": float((a[2] - b[2]).abs().max()), "within_tolerance": bool((rel <= tol).all())}
+            return {
+                "objective_rel_diff": [float(v) for v in rel],
+                "max_rel_diff": float(rel.max()),
+                "distance_max_abs_diff": float(np.abs(a[1] - b[1]).max()),
+                "image_max_abs_diff": float((a[2] - b[2]).abs().max()),
+                "within_tolerance": bool((rel <= tol).all()),
+            }
 
         with tf32_off():
             cpu = history(cpu_model)
             floor = None
             if not self.quick:  # CPU fp32 vs a float64 copy of the model: the round-off floor (fp64 convs are slow)
-                ref64 = fw.Model(copy.deepcopy(cpu_model.module).double(), mean=cpu_model.mean, std=cpu_model.std,
-                                 input_size=cpu_model.input_size, labels=cpu_model.labels)
+                ref64 = fw.Model(
+                    copy.deepcopy(cpu_model.module).double(),
+                    mean=cpu_model.mean,
+                    std=cpu_model.std,
+                    input_size=cpu_model.input_size,
+                    labels=cpu_model.labels,
+                )
                 floor = compare(cpu, history(ref64))
             if self.device.type == "cpu":  # nothing else to compare with: another thread count (reduction order)
                 threads = torch.get_num_threads()
@@ -302,9 +336,15 @@ class DeviceCheck:
             else:
                 other = compare(history(self.model()), cpu)
                 versus = f"{self.device} fp32 vs cpu fp32"
-        return {"ok": other["within_tolerance"], "versus": versus, "steps": steps,
-                "tolerance": {"step_0": EARLY_TOL, "later": LATE_TOL},
-                "cpu_objective": [float(v) for v in cpu[0]], **other, "noise_floor_fp32_vs_fp64": floor}
+        return {
+            "ok": other["within_tolerance"],
+            "versus": versus,
+            "steps": steps,
+            "tolerance": {"step_0": EARLY_TOL, "later": LATE_TOL},
+            "cpu_objective": [float(v) for v in cpu[0]],
+            **other,
+            "noise_floor_fp32_vs_fp64": floor,
+        }
 
     def _time_steps(self, run: fw.AccentuationRun, warmup: int, repeats: int) -> tuple[float, float]:
         """(median synchronised ms/step, pipelined ms/step: ``repeats`` steps, one sync at the end)."""
@@ -343,9 +383,18 @@ class DeviceCheck:
                 t = time.perf_counter()
                 result = fw.accentuate(model, self.image, target, **self.settings(preset))
                 seconds = time.perf_counter() - t  # result() copies to the host: synchronised
-                rows.append({"model": model.name, "preset": preset, "ms_per_step": ms, "ms_per_step_pipelined": ms_pipe,
-                             "steps": result.config["steps"], "seconds_per_accentuation": seconds,
-                             "peak_mb": peak_mb(self.device), "log_prob_gain": log_prob_gain(result)})
+                rows.append(
+                    {
+                        "model": model.name,
+                        "preset": preset,
+                        "ms_per_step": ms,
+                        "ms_per_step_pipelined": ms_pipe,
+                        "steps": result.config["steps"],
+                        "seconds_per_accentuation": seconds,
+                        "peak_mb": peak_mb(self.device),
+                        "log_prob_gain": log_prob_gain(result),
+                    }
+                )
         out: dict[str, Any] = {"rows": rows}
         if not self.quick and self.device.type == "cuda":  # does the policy's precision pay, per model?
             out["precision_ms_per_step_pipelined"] = self.precision()
@@ -357,8 +406,13 @@ class DeviceCheck:
         for name in self.models:
             model = self.model(name)
             entry: dict[str, Any] = {"model": model.name, "preset": gpu_preset()}
-            variants = (("fp32", False, False), ("fp32_channels_last", False, True), ("bf16", "bf16", True),
-                        ("bf16_nchw", "bf16", False), ("fp16", "fp16", True))
+            variants = (
+                ("fp32", False, False),
+                ("fp32_channels_last", False, True),
+                ("bf16", "bf16", True),
+                ("bf16_nchw", "bf16", False),
+                ("fp16", "fp16", True),
+            )
             for label, autocast, channels_last in variants:
                 run = fw.start_run(model, self.image, 0, **self.settings(gpu_preset(), steps=10_000, autocast=autocast))
                 run.policy = dataclasses.replace(run.policy, channels_last=channels_last)
@@ -370,21 +424,31 @@ class DeviceCheck:
         model = self.model()
         target = second_class(model, self.image)
         runs = {}
-        precisions = (("fp32", False), ("fp16", "fp16")) if self.quick else (("fp32", False), ("bf16", "bf16"), ("fp16", "fp16"))
+        precisions = (
+            (("fp32", False), ("fp16", "fp16")) if self.quick else (("fp32", False), ("bf16", "bf16"), ("fp16", "fp16"))
+        )
         for label, autocast in precisions:
             run = fw.start_run(model, self.image, target, **self.settings(gpu_preset(), autocast=autocast))
             for _ in run:
                 pass
             r = run.result()[0]
-            runs[label] = {"policy": run.policy.reason, "log_prob_gain": log_prob_gain(r),
-                           "logit_gain": r.score.value - r.seed_score.value,
-                           "history_finite": bool(np.isfinite(r.history["objective"]).all()
-                                                  and np.isfinite(r.history["distance"]).all()),
-                           "nonfinite_gradients_dropped": int(run.nonfinite_steps.sum())}
+            runs[label] = {
+                "policy": run.policy.reason,
+                "log_prob_gain": log_prob_gain(r),
+                "logit_gain": r.score.value - r.seed_score.value,
+                "history_finite": bool(
+                    np.isfinite(r.history["objective"]).all() and np.isfinite(r.history["distance"]).all()
+                ),
+                "nonfinite_gradients_dropped": int(run.nonfinite_steps.sum()),
+            }
         # gradient fidelity at the seed: one step's attribution is Σ_c |∂objective/∂image|
         grads = {}
-        variants = [("fp32", False, None), ("bf16", "bf16", None), ("fp16_scaled", "fp16", None),
-                    ("fp16_unscaled", "fp16", 1.0)]
+        variants = [
+            ("fp32", False, None),
+            ("bf16", "bf16", None),
+            ("fp16_scaled", "fp16", None),
+            ("fp16_unscaled", "fp16", 1.0),
+        ]
         if self.quick:
             variants = [variants[0], variants[2]]
         for label, autocast, scale in variants:
@@ -404,15 +468,20 @@ class DeviceCheck:
                 "finite": bool(torch.isfinite(g).all()),
             }
         ok = runs["fp16"]["history_finite"] and fidelity["fp16_scaled"]["finite"]
-        return {"ok": ok, "runs": runs, "gradient_fidelity": fidelity,
-                "grad_scale": device_policy(self.device, autocast="fp16").grad_scale}
+        return {
+            "ok": ok,
+            "runs": runs,
+            "gradient_fidelity": fidelity,
+            "grad_scale": device_policy(self.device, autocast="fp16").grad_scale,
+        }
 
     def widget(self) -> dict[str, Any]:
         model = self.model()
         steps = 3 if self.quick else int(fw.PRESETS[gpu_preset() if self.device.type == "cuda" else "preview"].steps)
         reference = [self.image] if self.quick else None  # --quick: a one-image reference set for the mask
-        w = fw.FaccentWidget(model, self.image, steps=steps, reference=reference,
-                             **{k: v for k, v in self.small.items() if k != "steps"})
+        w = fw.FaccentWidget(
+            model, self.image, steps=steps, reference=reference, **{k: v for k, v in self.small.items() if k != "steps"}
+        )
         sent: list[dict[str, Any]] = []
         w.send = lambda content, buffers=None: sent.append(content)  # type: ignore[method-assign]
         w._on_msg(w, {"type": "ready"}, [])  # Grad-CAM and the mask: not timed
@@ -435,10 +504,18 @@ class DeviceCheck:
                 break
         total = time.perf_counter() - t_all
         steady = chunk_s[1:-1] or chunk_s
-        return {"preset": w.preset, "steps": last_step, "chunks": len(chunk_s), "chunk_budget_s": w._chunk_budget_s,
-                "chunks_per_s": len(chunk_s) / total, "chunks_per_s_steady": 1.0 / statistics.mean(steady),
-                "median_chunk_ms": 1000 * statistics.median(chunk_s), "steps_per_chunk": statistics.mean(step_counts),
-                "seconds": total, "device_shown": w.device}
+        return {
+            "preset": w.preset,
+            "steps": last_step,
+            "chunks": len(chunk_s),
+            "chunk_budget_s": w._chunk_budget_s,
+            "chunks_per_s": len(chunk_s) / total,
+            "chunks_per_s_steady": 1.0 / statistics.mean(steady),
+            "median_chunk_ms": 1000 * statistics.median(chunk_s),
+            "steps_per_chunk": statistics.mean(step_counts),
+            "seconds": total,
+            "device_shown": w.device,
+        }
 
     def gallery(self) -> dict[str, Any]:
         model = self.model()
@@ -452,10 +529,16 @@ class DeviceCheck:
         t = time.perf_counter()
         singles = [fw.accentuate(model, self.image, target, **settings) for target in targets]
         t_single = time.perf_counter() - t
-        return {"preset": gpu_preset(), "k": k, "targets": targets, "batched_s": t_batched, "singles_s": t_single,
-                "speedup": t_single / t_batched,
-                "log_prob_gain_batched": [log_prob_gain(r) for r in batched],
-                "log_prob_gain_singles": [log_prob_gain(r) for r in singles]}
+        return {
+            "preset": gpu_preset(),
+            "k": k,
+            "targets": targets,
+            "batched_s": t_batched,
+            "singles_s": t_single,
+            "speedup": t_single / t_batched,
+            "log_prob_gain_batched": [log_prob_gain(r) for r in batched],
+            "log_prob_gain_singles": [log_prob_gain(r) for r in singles],
+        }
 
     # -------------------------------------------------------------------------------- printing
     def print_section(self, name: str, rec: dict[str, Any]) -> None:
@@ -472,8 +555,10 @@ class DeviceCheck:
 
     def _print_environment(self, r: dict[str, Any]) -> None:
         cap = r.get("capability")
-        print(f"   {r['name']}  {f'sm{cap[0]}{cap[1]}' if cap else ''}  torch {r['torch']}  CUDA {r['cuda']}  "
-              f"cuDNN {r['cudnn']}  presets {', '.join(r['presets'])} (GPU preset: {r['gpu_preset']})")
+        print(
+            f"   {r['name']}  {f'sm{cap[0]}{cap[1]}' if cap else ''}  torch {r['torch']}  CUDA {r['cuda']}  "
+            f"cuDNN {r['cudnn']}  presets {', '.join(r['presets'])} (GPU preset: {r['gpu_preset']})"
+        )
         for model, p in r["policies"].items():
             print(f"   policy {model}: {p['reason']}; chunk {p['chunk_budget_s']} s")
 
@@ -490,40 +575,59 @@ class DeviceCheck:
                 print(f"         syncs at {loc}")
 
     def _print_correctness(self, r: dict[str, Any]) -> None:
-        print(f"   {r['versus']}: max relative objective difference {r['max_rel_diff']:.2e} over {r['steps']} steps "
-              f"(tolerance {EARLY_TOL:g} for step 0, {LATE_TOL:g} after)"
-              + (f"; floor fp32 vs fp64 {r['noise_floor_fp32_vs_fp64']['max_rel_diff']:.2e}"
-                 if r["noise_floor_fp32_vs_fp64"] else ""))
+        print(
+            f"   {r['versus']}: max relative objective difference {r['max_rel_diff']:.2e} over {r['steps']} steps "
+            f"(tolerance {EARLY_TOL:g} for step 0, {LATE_TOL:g} after)"
+            + (
+                f"; floor fp32 vs fp64 {r['noise_floor_fp32_vs_fp64']['max_rel_diff']:.2e}"
+                if r["noise_floor_fp32_vs_fp64"]
+                else ""
+            )
+        )
         print("   per step: " + " ".join(f"{v:.1e}" for v in r["objective_rel_diff"]))
 
     def _print_speed(self, r: dict[str, Any]) -> None:
-        print(f"   {'model':<34s} {'preset':<8s} {'ms/step':>8s} {'pipelined':>9s} {'steps':>5s} {'s/accent':>8s} "
-              f"{'peak MB':>8s} {'Δlog p':>7s}")
+        print(
+            f"   {'model':<34s} {'preset':<8s} {'ms/step':>8s} {'pipelined':>9s} {'steps':>5s} {'s/accent':>8s} "
+            f"{'peak MB':>8s} {'Δlog p':>7s}"
+        )
         for row in r["rows"]:
-            print(f"   {row['model']:<34s} {row['preset']:<8s} {row['ms_per_step']:8.1f} "
-                  f"{row['ms_per_step_pipelined']:9.1f} {row['steps']:5d} {row['seconds_per_accentuation']:8.2f} "
-                  f"{fmt(row['peak_mb'], '.0f'):>8s} {fmt(row['log_prob_gain'], '+.2f'):>7s}")
+            print(
+                f"   {row['model']:<34s} {row['preset']:<8s} {row['ms_per_step']:8.1f} "
+                f"{row['ms_per_step_pipelined']:9.1f} {row['steps']:5d} {row['seconds_per_accentuation']:8.2f} "
+                f"{fmt(row['peak_mb'], '.0f'):>8s} {fmt(row['log_prob_gain'], '+.2f'):>7s}"
+            )
         for e in r.get("precision_ms_per_step_pipelined", []):
-            print(f"   {e['model']:<34s} {e['preset']:<8s} ms/step pipelined: "
-                  + "  ".join(f"{k} {v:.1f}" for k, v in e.items() if k not in ("model", "preset")))
+            print(
+                f"   {e['model']:<34s} {e['preset']:<8s} ms/step pipelined: "
+                + "  ".join(f"{k} {v:.1f}" for k, v in e.items() if k not in ("model", "preset"))
+            )
 
     def _print_fp16(self, r: dict[str, Any]) -> None:
         for label, v in r["runs"].items():
-            print(f"   {label:5s} Δlog p {fmt(v['log_prob_gain'], '+.3f')}  Δlogit {v['logit_gain']:+.3f}  finite "
-                  f"{v['history_finite']}  dropped gradients {v['nonfinite_gradients_dropped']}")
+            print(
+                f"   {label:5s} Δlog p {fmt(v['log_prob_gain'], '+.3f')}  Δlogit {v['logit_gain']:+.3f}  finite "
+                f"{v['history_finite']}  dropped gradients {v['nonfinite_gradients_dropped']}"
+            )
         for label, v in r["gradient_fidelity"].items():
-            print(f"   grad {label:13s} cosine {v['cosine_vs_fp32']:.5f}  rel L1 {v['rel_l1_vs_fp32']:.2e}  "
-                  f"underflow {v['underflow_fraction']:.2e}  finite {v['finite']}")
+            print(
+                f"   grad {label:13s} cosine {v['cosine_vs_fp32']:.5f}  rel L1 {v['rel_l1_vs_fp32']:.2e}  "
+                f"underflow {v['underflow_fraction']:.2e}  finite {v['finite']}"
+            )
 
     def _print_widget(self, r: dict[str, Any]) -> None:
-        print(f"   preset {r['preset']}, {r['steps']} steps in {r['chunks']} chunks ({r['seconds']:.2f} s): "
-              f"{r['chunks_per_s']:.1f} chunks/s ({r['chunks_per_s_steady']:.1f} steady), "
-              f"{r['steps_per_chunk']:.1f} steps/chunk, median chunk {r['median_chunk_ms']:.0f} ms "
-              f"(budget {1000 * r['chunk_budget_s']:.0f} ms); panel shows device {r['device_shown']}")
+        print(
+            f"   preset {r['preset']}, {r['steps']} steps in {r['chunks']} chunks ({r['seconds']:.2f} s): "
+            f"{r['chunks_per_s']:.1f} chunks/s ({r['chunks_per_s_steady']:.1f} steady), "
+            f"{r['steps_per_chunk']:.1f} steps/chunk, median chunk {r['median_chunk_ms']:.0f} ms "
+            f"(budget {1000 * r['chunk_budget_s']:.0f} ms); panel shows device {r['device_shown']}"
+        )
 
     def _print_gallery(self, r: dict[str, Any]) -> None:
-        print(f"   top-{r['k']}, preset {r['preset']}: one batch {r['batched_s']:.2f} s, {r['k']} runs {r['singles_s']:.2f} s "
-              f"({r['speedup']:.2f}x)")
+        print(
+            f"   top-{r['k']}, preset {r['preset']}: one batch {r['batched_s']:.2f} s, {r['k']} runs {r['singles_s']:.2f} s "  # noqa: E501
+            f"({r['speedup']:.2f}x)"
+        )
 
     def summary(self) -> None:
         print("\n== summary")
@@ -545,21 +649,33 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default=default_device(), help="cuda, cuda:1, mps or cpu (default: the best there is)")
     p.add_argument("--quick", action="store_true", help="tiny settings (3 steps, 2 crops of 64 px): the CI form")
-    p.add_argument("--presets", nargs="+", default=None,
-                   help=f"presets to time (default: preview and the GPU preset; known: {', '.join(fw.PRESETS)})")
+    p.add_argument(
+        "--presets",
+        nargs="+",
+        default=None,
+        help=f"presets to time (default: preview and the GPU preset; known: {', '.join(fw.PRESETS)})",
+    )
     p.add_argument("--models", nargs="+", default=None, help="models to time (default: efficientnet_lite0 googlenet)")
     p.add_argument("--json", default="device_check.json", help="JSON output (default device_check.json)")
-    p.add_argument("--time-limit", type=float, default=200.0,
-                   help="start no new section after this many seconds (default 200)")
-    p.add_argument("--sections", nargs="+", default=None,
-                   choices=["environment", "sync", "correctness", "speed", "fp16", "widget", "gallery"])
+    p.add_argument(
+        "--time-limit", type=float, default=200.0, help="start no new section after this many seconds (default 200)"
+    )
+    p.add_argument(
+        "--sections",
+        nargs="+",
+        default=None,
+        choices=["environment", "sync", "correctness", "speed", "fp16", "widget", "gallery"],
+    )
     args = p.parse_args(argv)
     unknown = [name for name in (args.presets or []) if name not in fw.PRESETS]
     if unknown:
         p.error(f"unknown preset(s) {', '.join(unknown)}; known: {', '.join(fw.PRESETS)}")
     check = DeviceCheck(args)
-    print(f"faccent-widget device check on {check.device} ({'quick' if check.quick else 'full'}), "
-          f"presets {', '.join(check.presets)}, models {', '.join(check.models)}", flush=True)
+    print(
+        f"faccent-widget device check on {check.device} ({'quick' if check.quick else 'full'}), "
+        f"presets {', '.join(check.presets)}, models {', '.join(check.models)}",
+        flush=True,
+    )
     order = ["environment", "sync", "correctness", "speed", "widget", "fp16", "gallery"]
     for name in order:
         if args.sections is None or name in args.sections:

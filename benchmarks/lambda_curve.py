@@ -25,9 +25,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from faccent_widget.core.validation.calibration import DEFAULT_LAMBDA_GRID  # noqa: E402
 
 import faccent_widget as fw  # noqa: E402
-from faccent_widget.core.validation.calibration import DEFAULT_LAMBDA_GRID  # noqa: E402
 from faccent_widget.validation import calibrate_lambda  # noqa: E402
 
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "lambda_curve.png"
@@ -42,8 +42,12 @@ def load(name: str, seed: int) -> fw.Model:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", nargs="+", default=["efficientnet_lite0", "resnet18"],
-                        help="model names; anything but the default model gets random weights")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=["efficientnet_lite0", "resnet18"],
+        help="model names; anything but the default model gets random weights",
+    )
     parser.add_argument("--images", nargs="+", default=None, help="sample image names (default: all)")
     parser.add_argument("--lambdas", nargs="+", type=float, default=list(DEFAULT_LAMBDA_GRID))
     parser.add_argument("--preset", default="preview")
@@ -60,21 +64,32 @@ def main() -> None:
     samples = fw.sample_images()
     names = args.images or list(samples)
     images = [samples[n] for n in names]
-    settings = dict(preset=args.preset, steps=args.steps, n_crops=args.n_crops, input_size=args.input_size,
-                    canvas=args.canvas, seed=args.seed)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; images: {', '.join(names)}")
+    settings = dict(
+        preset=args.preset,
+        steps=args.steps,
+        n_crops=args.n_crops,
+        input_size=args.input_size,
+        canvas=args.canvas,
+        seed=args.seed,
+    )
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; images: {', '.join(names)}"
+    )
     print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None))
 
     fig, ax = plt.subplots(figsize=(6, 3.8), dpi=100)
     for name, colour in zip(args.models, plt.rcParams["axes.prop_cycle"].by_key()["color"]):
         model = load(name, args.seed)
         t0 = time.perf_counter()
-        cal = calibrate_lambda(model, images, lambdas=args.lambdas, batch_images=args.batch_images,
-                               device=args.device, **settings)
+        cal = calibrate_lambda(
+            model, images, lambdas=args.lambdas, batch_images=args.batch_images, device=args.device, **settings
+        )
         wall = time.perf_counter() - t0
-        print(f"\n== {model.name}: reg layer {cal.reg_layer}; {cal.config['steps']} steps × {cal.config['n_crops']} "
-              f"crops of {cal.config['input_size']} px, canvas {cal.config['canvas']}; wall {wall:.0f} s")
+        print(
+            f"\n== {model.name}: reg layer {cal.reg_layer}; {cal.config['steps']} steps × {cal.config['n_crops']} "
+            f"crops of {cal.config['input_size']} px, canvas {cal.config['canvas']}; wall {wall:.0f} s"
+        )
         print("targets: " + "; ".join(f"{n} → {t}" for n, t in zip(names, cal.targets)))
         print(cal.table())
         cal.plot(ax, label=f"{model.name}: λ* = {cal.recommended:.2g}", color=colour)

@@ -23,8 +23,8 @@ import argparse
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -43,7 +43,6 @@ from test_any_model import MATRIX  # noqa: E402
 
 def _full_size() -> dict[str, Callable[[], Model]]:
     import timm
-    import torchvision
 
     def tv(name: str) -> Callable[[], Model]:
         return lambda: fw.load_model(name, pretrained=False)
@@ -74,7 +73,7 @@ def _edit_ratio(model: Model, image: torch.Tensor) -> tuple[float, float]:
     g = torch.Generator().manual_seed(0)
     local = torch.zeros_like(x0)
     lo = s // 2 - k // 2
-    local[..., lo:lo + k, lo:lo + k] = 0.1 * torch.randn(1, 3, k, k, generator=g)
+    local[..., lo : lo + k, lo : lo + k] = 0.1 * torch.randn(1, 3, k, k, generator=g)
     spread = torch.randn(x0.shape, generator=g)
     spread = spread * local.norm() / spread.norm()
     layer = model.default_reg_layer
@@ -101,9 +100,11 @@ def _check(label: str, build: Callable[[], Model], keep_heads: bool) -> dict[str
     top = model.predict(chelsea, k=2)
     row["gradcam layer"] = default_gradcam_layer(model, top[0].index)
     row["crop"] = str(model.crop_size(None, 0.7)) + ("" if model.accepts_any_size else " fixed")
-    for key, fn in (("accentuate", lambda: _accentuate(model, chelsea, top[1].index)),
-                    ("gradcam", lambda: _gradcam(model, chelsea, coffee, top)),
-                    ("widget", lambda: _widget(model, chelsea, coffee))):
+    for key, fn in (
+        ("accentuate", lambda: _accentuate(model, chelsea, top[1].index)),
+        ("gradcam", lambda: _gradcam(model, chelsea, coffee, top)),
+        ("widget", lambda: _widget(model, chelsea, coffee)),
+    ):
         try:
             row[key] = fn()
         except Exception as exc:  # noqa: BLE001 - the table reports failures

@@ -50,10 +50,18 @@ def main() -> None:
     samples = fw.sample_images()
     names = args.images or list(samples)
     seeds = [samples[n] for n in names]
-    settings = dict(preset=args.preset, steps=args.steps, n_crops=args.n_crops, input_size=args.input_size,
-                    canvas=args.canvas, seed=args.seed)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; model {model.name}; images: {', '.join(names)}")
+    settings = dict(
+        preset=args.preset,
+        steps=args.steps,
+        n_crops=args.n_crops,
+        input_size=args.input_size,
+        canvas=args.canvas,
+        seed=args.seed,
+    )
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_NUM_THREADS="
+        f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; model {model.name}; images: {', '.join(names)}"
+    )
     print("settings: " + ", ".join(f"{k}={v}" for k, v in settings.items() if v is not None))
     targets = [model.predict(img, k=2)[1].index for img in seeds]
 
@@ -68,9 +76,11 @@ def main() -> None:
     vis = fw.visualize(model, targets, **settings)
     t_vis = time.perf_counter() - t0
     cfg = vis[0].config
-    print(f"accentuations: {len(seeds)} images × {len(args.lambdas)} λ in {t_acc:.0f} s; "
-          f"noise-seeded visualisations: {len(vis)} in {t_vis:.0f} s "
-          f"({cfg['steps']} steps × {cfg['n_crops']} crops of {cfg['input_size']} px, canvas {cfg['canvas']})")
+    print(
+        f"accentuations: {len(seeds)} images × {len(args.lambdas)} λ in {t_acc:.0f} s; "
+        f"noise-seeded visualisations: {len(vis)} in {t_vis:.0f} s "
+        f"({cfg['steps']} steps × {cfg['n_crops']} crops of {cfg['input_size']} px, canvas {cfg['canvas']})"
+    )
 
     t0 = time.perf_counter()
     curves: dict[str, PathSimilarity] = {}
@@ -80,16 +90,21 @@ def main() -> None:
     curves["noise-seeded visualisation"] = path_similarity(model, vis, seeds, paired=True)
     natural = path_similarity(model, seeds, exclude_diagonal=True)
     t_sim = time.perf_counter() - t0
-    print(f"path similarity over {len(natural.layers)} layers (every module with a tensor output + logits) "
-          f"in {t_sim:.0f} s\n")
+    print(
+        f"path similarity over {len(natural.layers)} layers (every module with a tensor output + logits) "
+        f"in {t_sim:.0f} s\n"
+    )
 
     blocks = model.block_layers
     picks = {}
     for tag, f in (("early", 0.15), ("middle", 0.5), ("late", 0.85)):
         picks[tag] = min(blocks, key=lambda n: abs(model.layer_depth(n) - f))
     picks["logits"] = "logits"
-    header = f"{'similarity to the seed (mean ± std over images)':<40s}" + "".join(
-        f"{tag + ' ' + n:>22s}" for tag, n in picks.items()) + f"{'all-layer mean':>16s}"
+    header = (
+        f"{'similarity to the seed (mean ± std over images)':<40s}"
+        + "".join(f"{tag + ' ' + n:>22s}" for tag, n in picks.items())
+        + f"{'all-layer mean':>16s}"
+    )
     print(header)
     rows = [*curves.items(), ("natural vs other natural images", natural)]
     for label, sim in rows:
@@ -101,8 +116,9 @@ def main() -> None:
     shown = [*blocks, "logits"]
     fig, ax = plt.subplots(figsize=(7, 3.8), dpi=100)
     colours = plt.cm.viridis(np.linspace(0.1, 0.85, len(args.lambdas)))
-    for (label, sim), colour in zip([*curves.items(), ("natural vs other natural images", natural)],
-                                    [*colours, "tab:red", "grey"]):
+    for (label, sim), colour in zip(
+        [*curves.items(), ("natural vs other natural images", natural)], [*colours, "tab:red", "grey"]
+    ):
         x = [sim.depth[n] for n in shown]
         y = [sim.per_layer[n] for n in shown]
         style = ":" if sim is natural else "-"

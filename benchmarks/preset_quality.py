@@ -101,8 +101,9 @@ def synchronize(device: torch.device) -> None:
 def target_log_probs(model: fw.Model, images: torch.Tensor, targets: list[int]) -> torch.Tensor:
     """(B,) log-softmax of each target on the full (B, 3, H, W) images resized to the model's input size."""
     size = model.input_size
-    x = F.interpolate(images.to(model.device), size=(size, size), mode="bilinear", antialias=True,
-                      align_corners=False).clamp(0, 1)
+    x = F.interpolate(
+        images.to(model.device), size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    ).clamp(0, 1)
     logp = model.logits(x).float().log_softmax(-1)
     return logp[torch.arange(len(targets)), torch.as_tensor(targets, device=logp.device)].cpu()
 
@@ -121,8 +122,15 @@ def groups_by_shape(shapes: list[tuple[int, int]]) -> list[list[int]]:
     return groups
 
 
-def evaluate_candidate(model: fw.Model, names: list[str], images: list[torch.Tensor], targets: list[int],
-                       settings: dict[str, Any], batch: str, seed: int) -> dict[str, Any]:
+def evaluate_candidate(
+    model: fw.Model,
+    names: list[str],
+    images: list[torch.Tensor],
+    targets: list[int],
+    settings: dict[str, Any],
+    batch: str,
+    seed: int,
+) -> dict[str, Any]:
     canvas = int(resolved(settings)["canvas"])
     shapes = [tuple(fw.load_image(img, size=canvas).shape[-2:]) for img in images]
     if batch == "none":
@@ -147,27 +155,37 @@ def evaluate_candidate(model: fw.Model, names: list[str], images: list[torch.Ten
         seeds = torch.stack([results[i].seed for i in group])
         tg = [targets[i] for i in group]
         gain = target_log_probs(model, finals, tg) - target_log_probs(model, seeds, tg)
-        flip_gain = (target_log_probs(model, finals.flip(-1), tg) - target_log_probs(model, seeds.flip(-1), tg))
+        flip_gain = target_log_probs(model, finals.flip(-1), tg) - target_log_probs(model, seeds.flip(-1), tg)
         rmse = (finals - seeds).pow(2).flatten(1).mean(1).sqrt()
         for j, i in enumerate(group):
-            per_image.append({
-                "image": names[i], "target": targets[i], "label": model.labels[targets[i]],
-                "canvas": list(results[i].image.shape[-2:]), "gain": float(gain[j]), "flip_gain": float(flip_gain[j]),
-                "flip_retention": float(flip_gain[j] / gain[j]) if abs(float(gain[j])) > 1e-6 else math.nan,
-                "rmse": float(rmse[j]),
-            })
+            per_image.append(
+                {
+                    "image": names[i],
+                    "target": targets[i],
+                    "label": model.labels[targets[i]],
+                    "canvas": list(results[i].image.shape[-2:]),
+                    "gain": float(gain[j]),
+                    "flip_gain": float(flip_gain[j]),
+                    "flip_retention": float(flip_gain[j] / gain[j]) if abs(float(gain[j])) > 1e-6 else math.nan,
+                    "rmse": float(rmse[j]),
+                }
+            )
     per_image.sort(key=lambda r: names.index(r["image"]))
     gains = [r["gain"] for r in per_image]
     flips = [r["flip_gain"] for r in per_image]
     ratios = [r["flip_retention"] for r in per_image if math.isfinite(r["flip_retention"])]
     return {
         "settings": resolved(settings),
-        "images": per_image, "finals": [results[i].image for i in range(len(images))],
+        "images": per_image,
+        "finals": [results[i].image for i in range(len(images))],
         "seeds": [results[i].seed for i in range(len(images))],
-        "mean_gain": statistics.mean(gains), "mean_rmse": statistics.mean(r["rmse"] for r in per_image),
+        "mean_gain": statistics.mean(gains),
+        "mean_rmse": statistics.mean(r["rmse"] for r in per_image),
         "flip_retention": statistics.mean(ratios) if ratios else math.nan,
         "flip_retention_of_sums": sum(flips) / sum(gains) if abs(sum(gains)) > 1e-6 else math.nan,
-        "seconds": seconds, "seconds_per_image": seconds / len(images), "batches": len(groups),
+        "seconds": seconds,
+        "seconds_per_image": seconds / len(images),
+        "batches": len(groups),
     }
 
 
@@ -197,8 +215,10 @@ def figure(path: Path, names: list[str], labels: list[str], rows: dict[str, dict
 
 
 def print_table(rows: dict[str, dict[str, Any]], baseline: str | None) -> None:
-    print(f"\n{'candidate':<16s} {'preset':<8s} {'steps':>5s} {'crops':>5s} {'input':>5s} {'canvas':>6s} {'noise':>6s} "
-          f"{'gain':>7s} {'rmse':>6s} {'flip':>6s} {'flipΣ':>6s} {'s':>7s} {'s/img':>6s}  targets")
+    print(
+        f"\n{'candidate':<16s} {'preset':<8s} {'steps':>5s} {'crops':>5s} {'input':>5s} {'canvas':>6s} {'noise':>6s} "
+        f"{'gain':>7s} {'rmse':>6s} {'flip':>6s} {'flipΣ':>6s} {'s':>7s} {'s/img':>6s}  targets"
+    )
     base_gain = rows[baseline]["mean_gain"] if baseline in rows else None
     for name, r in rows.items():
         s = r["settings"]
@@ -206,22 +226,32 @@ def print_table(rows: dict[str, dict[str, Any]], baseline: str | None) -> None:
         if base_gain is not None:
             ok.insert(0, r["mean_gain"] >= base_gain)
         verdict = "all met" if all(ok) else "missed"
-        print(f"{name:<16s} {s['preset']:<8s} {s['steps']:5d} {s['n_crops']:5d} {s['input_size']:5d} {s['canvas']:6d} "
-              f"{s.get('noise', 0.0):6.3f} {r['mean_gain']:+7.3f} {r['mean_rmse']:6.3f} {r['flip_retention']:6.2f} "
-              f"{r['flip_retention_of_sums']:6.2f} {r['seconds']:7.2f} {r['seconds_per_image']:6.2f}  {verdict}")
+        print(
+            f"{name:<16s} {s['preset']:<8s} {s['steps']:5d} {s['n_crops']:5d} {s['input_size']:5d} {s['canvas']:6d} "
+            f"{s.get('noise', 0.0):6.3f} {r['mean_gain']:+7.3f} {r['mean_rmse']:6.3f} {r['flip_retention']:6.2f} "
+            f"{r['flip_retention_of_sums']:6.2f} {r['seconds']:7.2f} {r['seconds_per_image']:6.2f}  {verdict}"
+        )
     crit = f"gain ≥ {baseline}'s ({base_gain:+.3f}), " if base_gain is not None else ""
     print(f"targets: {crit}RMSE ≤ {TARGETS['rmse_max']}, flip retention ≥ {TARGETS['flip_retention_min']}")
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--presets", nargs="*", default=None, help="named presets to include (default: preview paper, "
-                                                              "or none when candidates are given)")
+    p.add_argument(
+        "--presets",
+        nargs="*",
+        default=None,
+        help="named presets to include (default: preview paper, or none when candidates are given)",
+    )
     p.add_argument("--candidate", action="append", default=[], help="name:key=value,... (repeatable)")
     p.add_argument("--images", nargs="+", default=None, help="sample image names (default: all)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--batch", choices=["shape", "all", "none"], default="shape",
-                   help="batch images of (nearly) the same canvas shape (default), all of them, or none")
+    p.add_argument(
+        "--batch",
+        choices=["shape", "all", "none"],
+        default="shape",
+        help="batch images of (nearly) the same canvas shape (default), all of them, or none",
+    )
     p.add_argument("--baseline", default="preview", help="candidate whose gain the others must match (default preview)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--figure", default=None, help="comparison figure (PNG): rows = images, columns = seed + candidates")
@@ -252,12 +282,21 @@ def main(argv: list[str] | None = None) -> int:
     images = [samples[n] for n in names]
     targets = [model.predict(img, k=2)[1].index for img in images]
     labels = [model.labels[t] for t in targets]
-    print(f"model {model.name} on {device}; {len(images)} images; targets: "
-          + ", ".join(f"{n} → {lab}" for n, lab in zip(names, labels)), flush=True)
+    print(
+        f"model {model.name} on {device}; {len(images)} images; targets: "
+        + ", ".join(f"{n} → {lab}" for n, lab in zip(names, labels)),
+        flush=True,
+    )
 
     # warm-up (cuDNN / cuFFT plans, autocast caches) so that the first candidate's time is fair
-    fw.accentuate(model, images[0], targets[0], seed=args.seed, steps=2,
-                  **{k: v for k, v in next(iter(candidates.values())).items() if k != "steps"})
+    fw.accentuate(
+        model,
+        images[0],
+        targets[0],
+        seed=args.seed,
+        steps=2,
+        **{k: v for k, v in next(iter(candidates.values())).items() if k != "steps"},
+    )
 
     rows: dict[str, dict[str, Any]] = {}
     for name, settings in candidates.items():
@@ -267,8 +306,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: FAILED — {type(exc).__name__}: {exc}", flush=True)
             continue
         r = rows[name]
-        print(f"{name}: gain {r['mean_gain']:+.3f}, rmse {r['mean_rmse']:.3f}, flip retention "
-              f"{r['flip_retention']:.2f}, {r['seconds']:.1f} s in {r['batches']} batches", flush=True)
+        print(
+            f"{name}: gain {r['mean_gain']:+.3f}, rmse {r['mean_rmse']:.3f}, flip retention "
+            f"{r['flip_retention']:.2f}, {r['seconds']:.1f} s in {r['batches']} batches",
+            flush=True,
+        )
     if not rows:
         print("no candidate finished")
         return 1
@@ -279,8 +321,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"figure written to {Path(args.figure).resolve()}")
     if args.json:
         report = {
-            "device": str(device), "model": model.name, "images": names, "targets": targets, "labels": labels,
-            "batch": args.batch, "seed": args.seed, "targets_issue14": TARGETS, "baseline": args.baseline,
+            "device": str(device),
+            "model": model.name,
+            "images": names,
+            "targets": targets,
+            "labels": labels,
+            "batch": args.batch,
+            "seed": args.seed,
+            "targets_issue14": TARGETS,
+            "baseline": args.baseline,
             "torch": torch.__version__,
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
             "candidates": {n: {k: v for k, v in r.items() if k not in ("finals", "seeds")} for n, r in rows.items()},

@@ -24,8 +24,23 @@ PARTS = [
     ("fft (parameterization)", ("fft", "Fft")),
     ("optimiser", ("adam", "Adam", "_fused")),
     ("model backward", ("Backward", "backward")),
-    ("model forward", ("conv", "batch_norm", "linear", "addmm", "relu", "silu", "hardtanh", "max_pool", "avg_pool",
-                       "mean", "cat", "mm")),
+    (
+        "model forward",
+        (
+            "conv",
+            "batch_norm",
+            "linear",
+            "addmm",
+            "relu",
+            "silu",
+            "hardtanh",
+            "max_pool",
+            "avg_pool",
+            "mean",
+            "cat",
+            "mm",
+        ),
+    ),
 ]
 
 

@@ -31,8 +31,19 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _settings_args(args: argparse.Namespace) -> list[str]:
     s = {**DEMO_SETTINGS, **{k: v for k, v in (("steps", args.steps),) if v is not None}}
-    return ["--preset", s["preset"], "--steps", str(s["steps"]), "--crops", str(s["n_crops"]),
-            "--canvas", str(s["canvas"]), "--input-size", str(s["input_size"]), "--quiet"]
+    return [
+        "--preset",
+        s["preset"],
+        "--steps",
+        str(s["steps"]),
+        "--crops",
+        str(s["n_crops"]),
+        "--canvas",
+        str(s["canvas"]),
+        "--input-size",
+        str(s["input_size"]),
+        "--quiet",
+    ]
 
 
 def _env(threads: int) -> dict[str, str]:
@@ -57,16 +68,32 @@ def run(folder: Path, out: Path, procs: int, args: argparse.Namespace) -> dict:
     index = json.loads((out / "index.json").read_text())
     last = index["runs"][-1]
     n = index["summary"]["items"]
-    return {"images": n, "mistakes": index["summary"]["mistakes"], "procs": procs, "threads_per_proc": threads,
-            "triage_s": round(last["seconds"], 1), "wall_s": round(wall, 1),
-            "images_per_s": round(n / last["seconds"], 3),
-            "mistakes_per_s": round(index["summary"]["mistakes"] / last["seconds"], 3),
-            "images_per_s_wall": round(n / wall, 3)}
+    return {
+        "images": n,
+        "mistakes": index["summary"]["mistakes"],
+        "procs": procs,
+        "threads_per_proc": threads,
+        "triage_s": round(last["seconds"], 1),
+        "wall_s": round(wall, 1),
+        "images_per_s": round(n / last["seconds"], 3),
+        "mistakes_per_s": round(index["summary"]["mistakes"] / last["seconds"], 3),
+        "images_per_s_wall": round(n / wall, 3),
+    }
 
 
 def resume_check(folder: Path, out: Path, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, "-m", "faccent_widget", "triage", str(folder), "--out", str(out),
-           *_settings_args(args), "--batch-size", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "faccent_widget",
+        "triage",
+        str(folder),
+        "--out",
+        str(out),
+        *_settings_args(args),
+        "--batch-size",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, env=_env(os.cpu_count() or 1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     items = out / "items"
     while proc.poll() is None:
@@ -82,11 +109,17 @@ def resume_check(folder: Path, out: Path, args: argparse.Namespace) -> dict:
     after = {d.name: (d / "row.json").stat().st_mtime_ns for d in items.iterdir()}
     unchanged = all(after.get(k) == v for k, v in before.items())
     listed = [r["index"] for r in index["items"]]
-    return {"killed_after": len(before), "temporaries_left_by_kill": len(temporaries),
-            "mistakes": index["summary"]["mistakes"], "items_after_resume": len(after),
-            "distinct_in_index": len(set(listed)), "duplicates": len(listed) - len(set(listed)),
-            "finished_items_unchanged": unchanged, "recomputed_by_resume": index["runs"][-1]["accentuated"],
-            "predicted_again_by_resume": index["runs"][-1]["predicted"]}
+    return {
+        "killed_after": len(before),
+        "temporaries_left_by_kill": len(temporaries),
+        "mistakes": index["summary"]["mistakes"],
+        "items_after_resume": len(after),
+        "distinct_in_index": len(set(listed)),
+        "duplicates": len(listed) - len(set(listed)),
+        "finished_items_unchanged": unchanged,
+        "recomputed_by_resume": index["runs"][-1]["accentuated"],
+        "predicted_again_by_resume": index["runs"][-1]["predicted"],
+    }
 
 
 def main() -> None:
@@ -98,8 +131,10 @@ def main() -> None:
     args = p.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        folders = {"demo": build_demo_folder(Path(tmp) / "demo", variants=2),
-                   "aug56": build_demo_folder(Path(tmp) / "aug56", variants=8)}
+        folders = {
+            "demo": build_demo_folder(Path(tmp) / "demo", variants=2),
+            "aug56": build_demo_folder(Path(tmp) / "aug56", variants=8),
+        }
         for name in args.sets:
             for procs in args.procs:
                 r = {"set": name, **run(folders[name], Path(tmp) / f"out-{name}-{procs}", procs, args)}

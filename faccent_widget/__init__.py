@@ -6,26 +6,69 @@ from .core.compositing import difference_image, heatmap_overlay, masked_accentua
 from .core.config import DEFAULT_LAMBDA, PRESETS, EngineConfig
 from .core.engine import Accentuation, AccentuationRun, Score, StepState
 from .core.masks import CollectiveNormalizer, per_image_normalize
+from .core.model import LayerNotFoundError, Model, Prediction
 from .core.objectives import Objective, channel, direction, logit, neuron
 from .images import load_image, sample_image, sample_image_names, sample_images, to_pil, to_png_bytes
-from .core.model import LayerNotFoundError, Model, Prediction
-from .zoo import WeightsUnavailableError, available_models, load_model
+from .triage import TriageReport, triage
 from .validation import (
-    LambdaCalibration, PathSimilarity, RandomizationCheck, calibrate_lambda, path_similarity, randomization_check,
+    LambdaCalibration,
+    PathSimilarity,
+    RandomizationCheck,
+    calibrate_lambda,
+    path_similarity,
+    randomization_check,
 )
 from .widget import FaccentWidget
-from .triage import TriageReport, triage
+from .zoo import WeightsUnavailableError, available_models, load_model
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CollectiveNormalizer", "FaccentWidget", "activation_attribution", "attribution_maps", "difference_image",
-    "gradcam", "gradient_attribution", "heatmap_overlay", "masked_accentuation", "panel", "per_image_normalize",
-    "to_pil", "to_png_bytes", "LambdaCalibration", "PathSimilarity", "RandomizationCheck", "calibrate_lambda",
-    "path_similarity", "randomization_check",
-    "Accentuation", "AccentuationRun", "DEFAULT_LAMBDA", "EngineConfig", "LayerNotFoundError", "Model",
-    "Objective", "PRESETS", "Prediction", "Score", "StepState", "WeightsUnavailableError", "accentuate",
-    "available_models", "channel", "direction", "iter_accentuate", "load_image", "load_model", "logit",
-    "neuron", "sample_image", "sample_image_names", "sample_images", "start_run", "visualize",
-    "TriageReport", "triage",
+    "CollectiveNormalizer",
+    "FaccentWidget",
+    "activation_attribution",
+    "attribution_maps",
+    "difference_image",
+    "gradcam",
+    "gradient_attribution",
+    "heatmap_overlay",
+    "masked_accentuation",
+    "panel",
+    "per_image_normalize",
+    "to_pil",
+    "to_png_bytes",
+    "LambdaCalibration",
+    "PathSimilarity",
+    "RandomizationCheck",
+    "calibrate_lambda",
+    "path_similarity",
+    "randomization_check",
+    "Accentuation",
+    "AccentuationRun",
+    "DEFAULT_LAMBDA",
+    "EngineConfig",
+    "LayerNotFoundError",
+    "Model",
+    "Objective",
+    "PRESETS",
+    "Prediction",
+    "Score",
+    "StepState",
+    "WeightsUnavailableError",
+    "accentuate",
+    "available_models",
+    "channel",
+    "direction",
+    "iter_accentuate",
+    "load_image",
+    "load_model",
+    "logit",
+    "neuron",
+    "sample_image",
+    "sample_image_names",
+    "sample_images",
+    "start_run",
+    "visualize",
+    "TriageReport",
+    "triage",
 ]

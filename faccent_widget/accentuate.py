@@ -6,16 +6,17 @@ accepts, and targets given as class indices, labels, ``"layer:unit"`` or objecti
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Sequence, Union, overload
+from collections.abc import Iterator, Sequence
+from typing import Any, Union, overload
 
 import torch
 from torch import nn
 
 from .core.config import DEFAULT_LAMBDA, ENGINE_SETTINGS, EngineConfig, check_lambda, resolve_config
 from .core.engine import Accentuation, AccentuationRun, StepState
+from .core.model import Model, as_model
 from .core.objectives import Target, resolve_objective
 from .images import ImageInput, canvas_size, load_image, resize_image
-from .core.model import Model, as_model
 
 __all__ = ["accentuate", "iter_accentuate", "start_run", "run_to_end", "visualize"]
 
@@ -108,9 +109,20 @@ def start_run(
         raise TypeError(f"config must be an EngineConfig (see resolve_config), got {type(config).__name__}")
     adapter = as_model(model, device=device)
     overrides = dict(
-        steps=steps, n_crops=n_crops, crop_range=crop_range, input_size=input_size, input_scale=input_scale,
-        canvas=canvas, lr=lr, param=param, noise=noise, balance=balance, snapshot_every=snapshot_every,
-        attribution_every=attribution_every, autocast=autocast, seed=seed,
+        steps=steps,
+        n_crops=n_crops,
+        crop_range=crop_range,
+        input_size=input_size,
+        input_scale=input_scale,
+        canvas=canvas,
+        lr=lr,
+        param=param,
+        noise=noise,
+        balance=balance,
+        snapshot_every=snapshot_every,
+        attribution_every=attribution_every,
+        autocast=autocast,
+        seed=seed,
         reg_layer=reg_layer,
     )
     if config is not None:
@@ -130,8 +142,11 @@ def start_run(
         images = list(image) if isinstance(image, (list, tuple)) else [image]  # type: ignore[list-item]
         if not images:
             raise ValueError("image list is empty")
-    lams = [check_lambda(v) for v in lam] if isinstance(lam, (list, tuple)) else [
-        DEFAULT_LAMBDA if lam is None else check_lambda(lam)]
+    lams = (
+        [check_lambda(v) for v in lam]
+        if isinstance(lam, (list, tuple))
+        else [DEFAULT_LAMBDA if lam is None else check_lambda(lam)]
+    )
     if not lams:
         raise ValueError("λ list is empty")
     n_items = max(len(objectives), len(images) or 1, len(lams))

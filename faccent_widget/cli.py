@@ -17,14 +17,14 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from PIL import Image
 
 from .accentuate import accentuate
-from .core.config import PRESETS, check_lambda, check_setting
 from .core.compositing import difference_image, panel
+from .core.config import PRESETS, check_lambda, check_setting
 from .images import load_image, sample_image, sample_image_names
 from .zoo import WeightsUnavailableError, available_models, load_model
 
@@ -35,14 +35,17 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, LookupErr
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m faccent_widget", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("image", nargs="?", help=f"image file or sample name ({', '.join(sample_image_names())}); "
-                                            "default: chelsea")
+    p = argparse.ArgumentParser(
+        prog="python -m faccent_widget", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "image", nargs="?", help=f"image file or sample name ({', '.join(sample_image_names())}); default: chelsea"
+    )
     p.add_argument("--target", help="class label, class index or layer:unit (default: the 2nd most likely class)")
     p.add_argument("--lam", type=float, default=None, help="regularisation strength λ (balanced; default 1)")
-    p.add_argument("--preset", choices=list(PRESETS), default=None,
-                   help="settings preset (default: paper on CUDA, preview on CPU)")
+    p.add_argument(
+        "--preset", choices=list(PRESETS), default=None, help="settings preset (default: paper on CUDA, preview on CPU)"
+    )
     p.add_argument("--steps", type=int, default=None, help="override the preset's step count")
     p.add_argument("--model", default="efficientnet_lite0", help=f"one of {', '.join(available_models())}")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -104,16 +107,22 @@ def _run(args: argparse.Namespace) -> int:
     result = accentuate(model, image, target, lam=args.lam, preset=args.preset, steps=args.steps, seed=args.seed)
     elapsed = time.perf_counter() - t0
     cfg = result.config
-    print(f"accentuating {result.target}: preset {cfg['preset']}, {cfg['steps']} steps, {cfg['n_crops']} crops of "
-          f"{cfg['input_size']} px, λ={cfg['lam']:g}, reg layer {cfg['reg_layer']}")
+    print(
+        f"accentuating {result.target}: preset {cfg['preset']}, {cfg['steps']} steps, {cfg['n_crops']} crops of "
+        f"{cfg['input_size']} px, λ={cfg['lam']:g}, reg layer {cfg['reg_layer']}"
+    )
     if result.seed_score.prob is not None and result.score.prob is not None:
-        print(f"target probability: {result.seed_score.prob:.3f} -> {result.score.prob:.3f}   "
-              f"(logit {result.seed_score.value:.2f} -> {result.score.value:.2f})")
+        print(
+            f"target probability: {result.seed_score.prob:.3f} -> {result.score.prob:.3f}   "
+            f"(logit {result.seed_score.value:.2f} -> {result.score.value:.2f})"
+        )
     else:
         print(f"target activation: {result.seed_score.value:.3f} -> {result.score.value:.3f}")
     print(f"time: {elapsed:.1f} s ({1000 * elapsed / cfg['steps']:.0f} ms/step)")
-    strip = panel([result.seed, result.image, difference_image(result.seed, result.image, gain=4.0)],
-                  ["seed", f"accentuation: {result.target}", "difference x4"])
+    strip = panel(
+        [result.seed, result.image, difference_image(result.seed, result.image, gain=4.0)],
+        ["seed", f"accentuation: {result.target}", "difference x4"],
+    )
     strip.save(out)
     print(f"panel written to {out.resolve()}")
     return 0

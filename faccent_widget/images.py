@@ -11,8 +11,9 @@ import io
 import operator
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any, Union
 
 import numpy as np
 import torch
@@ -20,8 +21,17 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 __all__ = [
-    "ImageInput", "load_image", "resize_image", "canvas_size", "MAX_ASPECT", "sample_image", "sample_images", "sample_image_names", "to_pil",
-    "to_png_bytes", "to_jpeg_bytes",
+    "ImageInput",
+    "load_image",
+    "resize_image",
+    "canvas_size",
+    "MAX_ASPECT",
+    "sample_image",
+    "sample_images",
+    "sample_image_names",
+    "to_pil",
+    "to_png_bytes",
+    "to_jpeg_bytes",
 ]
 
 ImageInput = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
@@ -162,8 +172,7 @@ def _from_numpy(arr: np.ndarray) -> torch.Tensor:
         raise ValueError(f"the image array is empty (shape {arr.shape}); accepted: {_ACCEPTED}")
     if arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4) and arr.shape[0] in (1, 3, 4):
         raise ValueError(
-            f"numpy images are channels-last (H, W, C); got shape {arr.shape}. "
-            "Transpose with arr.transpose(1, 2, 0)."
+            f"numpy images are channels-last (H, W, C); got shape {arr.shape}. Transpose with arr.transpose(1, 2, 0)."
         )
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (1, 3, 4)):
         raise ValueError(f"unsupported image array shape {arr.shape}; accepted: {_ACCEPTED}")

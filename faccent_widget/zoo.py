@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -127,13 +128,29 @@ def _timm(name: str) -> Callable[[bool, bool], tuple[nn.Module, dict[str, Any]]]
 #: The paper's models (torchvision) and other common classifiers, by library. ``available_models``
 #: lists these; any other torchvision classification model or timm model name works too.
 _COMMON_TORCHVISION = (
-    "googlenet", "resnet18", "vgg11", "alexnet", "squeezenet1_1",
-    "resnet50", "vit_b_16", "convnext_tiny", "swin_t", "inception_v3", "regnet_y_400mf", "efficientnet_b0",
-    "mobilenet_v3_large", "densenet121",
+    "googlenet",
+    "resnet18",
+    "vgg11",
+    "alexnet",
+    "squeezenet1_1",
+    "resnet50",
+    "vit_b_16",
+    "convnext_tiny",
+    "swin_t",
+    "inception_v3",
+    "regnet_y_400mf",
+    "efficientnet_b0",
+    "mobilenet_v3_large",
+    "densenet121",
 )
 _COMMON_TIMM = (
-    "vit_small_patch16_224", "vit_base_patch16_224", "deit_tiny_patch16_224", "deit_small_patch16_224",
-    "swin_tiny_patch4_window7_224", "convnext_atto", "resnet10t",
+    "vit_small_patch16_224",
+    "vit_base_patch16_224",
+    "deit_tiny_patch16_224",
+    "deit_small_patch16_224",
+    "swin_tiny_patch4_window7_224",
+    "convnext_atto",
+    "resnet10t",
 )
 _ALIASES = {"inceptionv1": "googlenet", "inception_v1": "googlenet", "default": DEFAULT_MODEL}
 _PREFIXES = {"timm": "timm", "torchvision": "torchvision", "tv": "torchvision"}
@@ -169,7 +186,8 @@ def _builder(name: str) -> tuple[str, Callable[..., tuple[nn.Module, dict[str, A
         if timm.is_model(key):
             return key, _timm(key)
     where = {"timm": "a timm model", "torchvision": "a torchvision classification model"}.get(
-        library or "", "a torchvision classification model or timm model")
+        library or "", "a torchvision classification model or timm model"
+    )
     raise ValueError(
         f"unknown model {name!r}: not {where}. Common names: {', '.join(available_models())}; "
         "or pass your own nn.Module"

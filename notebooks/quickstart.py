@@ -30,6 +30,7 @@ import sys
 if "google.colab" in sys.modules:  # on Colab: install the package and allow third-party widgets
     # %pip install -q faccent-widget
     from google.colab import output
+
     output.enable_custom_widget_manager()
 
 # %%
@@ -56,7 +57,11 @@ result = accentuate(model, img, second.label, seed=SEED, **RUN)
 
 fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
 for ax, im, title in zip(axes, [result.seed, result.image], ["seed", f"accentuated: {second.label}"]):
-    ax.imshow(im.permute(1, 2, 0).numpy()); ax.set_title(title); ax.axis("off")
+    ax.imshow(im.permute(1, 2, 0).numpy())
+    ax.set_title(title)
+    ax.axis("off")
 plt.show()
-print(f"{second.label}: p {result.seed_score.prob:.3f} -> {result.score.prob:.3f} "
-      f"(regulariser distance {result.distance:.2f} at {result.config['reg_layer']})")
+print(
+    f"{second.label}: p {result.seed_score.prob:.3f} -> {result.score.prob:.3f} "
+    f"(regulariser distance {result.distance:.2f} at {result.config['reg_layer']})"
+)

@@ -52,15 +52,23 @@ import time
 
 import numpy as np  # noqa: F401 (for the exercises)
 import torch
+from _helpers import hf_share, p, pixel_change, show  # notebooks/_helpers.py (FACCENT_FIGURES=<dir>: save figures)
 
 import faccent_widget as fw
 from faccent_widget import (
-    CollectiveNormalizer, accentuate, activation_attribution, gradcam, heatmap_overlay, load_model,
-    masked_accentuation, per_image_normalize, sample_image, sample_image_names, visualize,
+    CollectiveNormalizer,
+    accentuate,
+    activation_attribution,
+    gradcam,
+    heatmap_overlay,
+    load_model,
+    masked_accentuation,
+    per_image_normalize,
+    sample_image,
+    sample_image_names,
+    visualize,
 )
 from faccent_widget.core.config import default_preset
-
-from _helpers import hf_share, p, pixel_change, show  # notebooks/_helpers.py (FACCENT_FIGURES=<dir>: save figures)
 
 FAST = os.environ.get("FACCENT_FAST") == "1"  # CI smoke test: tiny runs. Unset = the real settings.
 # Real settings: {} = the preset picked by device ("paper" on a GPU, "preview" on a CPU).
@@ -74,7 +82,11 @@ model = load_model()
 NAMES = sample_image_names()
 REF = [sample_image(n) for n in NAMES]  # the reference set for collective masks (sections 6-7, 10)
 print(f"model {model.name}, settings: {'FAST smoke test ' + str(RUN) if FAST else default_preset(model.device)}")
-print("default regularisation layer:", model.default_reg_layer, f"(depth {model.layer_depth(model.default_reg_layer):.2f})")
+print(
+    "default regularisation layer:",
+    model.default_reg_layer,
+    f"(depth {model.layer_depth(model.default_reg_layer):.2f})",
+)
 
 # %% [markdown]
 # ## 1. Attribution vs feature visualization vs accentuation (figure 2)
@@ -90,19 +102,24 @@ top = model.predict(img, k=K)
 targets = [t.label for t in top]
 print("top classes:", ", ".join(f"{t.label} ({t.prob:.3f})" for t in top))
 
-accents = accentuate(model, img, targets, seed=SEED, **RUN)   # one batch: one accentuation per class
-vis = visualize(model, targets, seed=SEED, **RUN)             # the same classes from noise (λ = 0)
+accents = accentuate(model, img, targets, seed=SEED, **RUN)  # one batch: one accentuation per class
+vis = visualize(model, targets, seed=SEED, **RUN)  # the same classes from noise (λ = 0)
 cams = [gradcam(model, [img], t)[0].clamp(min=0) for t in targets]
 
 seed = accents[0].seed
-show([[heatmap_overlay(seed, c, normalize=True) for c in cams],
-      [v.image for v in vis],
-      [a.image for a in accents]],
-     titles=targets, row_titles=["Grad-CAM (where)", "feature vis. (from noise)", "accentuation"],
-     name="teaching_fig2")
-print("fig 2 | " + " | ".join(
-    f"{t}: accentuation {p(a)}, feature vis p {v.score.prob:.3f}, pixel change {pixel_change(a):.3f}"
-    for t, a, v in zip(targets, accents, vis)))
+show(
+    [[heatmap_overlay(seed, c, normalize=True) for c in cams], [v.image for v in vis], [a.image for a in accents]],
+    titles=targets,
+    row_titles=["Grad-CAM (where)", "feature vis. (from noise)", "accentuation"],
+    name="teaching_fig2",
+)
+print(
+    "fig 2 | "
+    + " | ".join(
+        f"{t}: accentuation {p(a)}, feature vis p {v.score.prob:.3f}, pixel change {pixel_change(a):.3f}"
+        for t, a, v in zip(targets, accents, vis)
+    )
+)
 
 # %% [markdown]
 # **What to look for.** The Grad-CAM maps of the top classes tend to light up the same object, and the
@@ -128,24 +145,39 @@ print("fig 2 | " + " | ".join(
 target = model.predict(img, k=2)[1].label
 LAMS = [0, 0.1, 1, 10, 100]
 lam_runs = accentuate(model, img, [target] * len(LAMS), lam=LAMS, seed=SEED, **RUN)  # one batch
-show([[lam_runs[0].seed] + [a.image for a in lam_runs]], size=2.8,
-     titles=["seed"] + [f"λ = {l:g}" for l in LAMS], name="teaching_fig3_lambda",
-     suptitle=f"accentuating '{target}': regularisation strength λ")
-print(f"fig 3 λ | target {target} | reg layer {lam_runs[0].config['reg_layer']} | " + " | ".join(
-    f"λ={l:g}: distance {a.distance:.2f}, {p(a)}, pixel change {pixel_change(a):.3f}"
-    for l, a in zip(LAMS, lam_runs)))
+show(
+    [[lam_runs[0].seed] + [a.image for a in lam_runs]],
+    size=2.8,
+    titles=["seed"] + [f"λ = {l:g}" for l in LAMS],
+    name="teaching_fig3_lambda",
+    suptitle=f"accentuating '{target}': regularisation strength λ",
+)
+print(
+    f"fig 3 λ | target {target} | reg layer {lam_runs[0].config['reg_layer']} | "
+    + " | ".join(
+        f"λ={l:g}: distance {a.distance:.2f}, {p(a)}, pixel change {pixel_change(a):.3f}"
+        for l, a in zip(LAMS, lam_runs)
+    )
+)
 
 # %%
 acts = model.activation_layers
 DEPTHS = [0.0, 0.25, 0.5, 0.75, 1.0]
 layers = list(dict.fromkeys(min(acts, key=lambda l: abs(model.layer_depth(l) - d)) for d in DEPTHS))
 layer_runs = [accentuate(model, img, target, reg_layer=l, seed=SEED, **RUN) for l in layers]
-show([[layer_runs[0].seed] + [a.image for a in layer_runs]],
-     titles=["seed"] + [f"{l}\n(depth {model.layer_depth(l):.2f})" for l in layers], name="teaching_fig3_layer",
-     suptitle=f"accentuating '{target}' at λ = 1: regularisation layer, shallow -> deep")
-print(f"fig 3 layer | target {target} | " + " | ".join(
-    f"{l} (depth {model.layer_depth(l):.2f}): {p(a)}, pixel change {pixel_change(a):.3f}"
-    for l, a in zip(layers, layer_runs)))
+show(
+    [[layer_runs[0].seed] + [a.image for a in layer_runs]],
+    titles=["seed"] + [f"{l}\n(depth {model.layer_depth(l):.2f})" for l in layers],
+    name="teaching_fig3_layer",
+    suptitle=f"accentuating '{target}' at λ = 1: regularisation layer, shallow -> deep",
+)
+print(
+    f"fig 3 layer | target {target} | "
+    + " | ".join(
+        f"{l} (depth {model.layer_depth(l):.2f}): {p(a)}, pixel change {pixel_change(a):.3f}"
+        for l, a in zip(layers, layer_runs)
+    )
+)
 
 # %% [markdown]
 # **What to look for.** With λ = 0 the image drifts far from the seed (hallucinated patterns everywhere);
@@ -175,12 +207,19 @@ print(f"fig 3 layer | target {target} | " + " | ".join(
 # %%
 PARAMS = ["pixel", "fourier", "maco"]
 param_runs = [accentuate(model, img, target, param=q, seed=SEED, **RUN) for q in PARAMS]
-show([[param_runs[0].seed] + [a.image for a in param_runs]],
-     titles=["seed"] + PARAMS, name="teaching_fig4_param",
-     suptitle=f"accentuating '{target}': image parameterisation")
-print("fig 4 | " + " | ".join(
-    f"{q}: {p(a)}, pixel change {pixel_change(a):.3f}, high-frequency share {hf_share(a):.2f}"
-    for q, a in zip(PARAMS, param_runs)))
+show(
+    [[param_runs[0].seed] + [a.image for a in param_runs]],
+    titles=["seed"] + PARAMS,
+    name="teaching_fig4_param",
+    suptitle=f"accentuating '{target}': image parameterisation",
+)
+print(
+    "fig 4 | "
+    + " | ".join(
+        f"{q}: {p(a)}, pixel change {pixel_change(a):.3f}, high-frequency share {hf_share(a):.2f}"
+        for q, a in zip(PARAMS, param_runs)
+    )
+)
 
 # %% [markdown]
 # **What to look for.** The paper finds that pixel parameterisation optimises faint, adversarial noise,
@@ -202,12 +241,19 @@ print("fig 4 | " + " | ".join(
 # %%
 CROPS = [(0.05, 0.5), (0.5, 0.99), (0.05, 0.99)]
 crop_runs = [accentuate(model, img, target, crop_range=c, seed=SEED, **RUN) for c in CROPS]
-show([[crop_runs[0].seed] + [a.image for a in crop_runs]],
-     titles=["seed"] + [f"crops {list(c)}" for c in CROPS], name="teaching_fig5_crops",
-     suptitle=f"accentuating '{target}': random crop sizes")
-print("fig 5 | " + " | ".join(
-    f"crops {list(c)}: {p(a)}, pixel change {pixel_change(a):.3f}, high-frequency share {hf_share(a):.2f}"
-    for c, a in zip(CROPS, crop_runs)))
+show(
+    [[crop_runs[0].seed] + [a.image for a in crop_runs]],
+    titles=["seed"] + [f"crops {list(c)}" for c in CROPS],
+    name="teaching_fig5_crops",
+    suptitle=f"accentuating '{target}': random crop sizes",
+)
+print(
+    "fig 5 | "
+    + " | ".join(
+        f"crops {list(c)}: {p(a)}, pixel change {pixel_change(a):.3f}, high-frequency share {hf_share(a):.2f}"
+        for c, a in zip(CROPS, crop_runs)
+    )
+)
 
 # %% [markdown]
 # **What to look for.** The paper reports that only small crops give crisp but scattered miniature
@@ -240,7 +286,9 @@ for kind, t, a in [("inhibited", t, a) for t, a in zip(inhibited, inh_runs)] + [
     mask = norm(gradcam(model, [img], t))[0]
     rows.append([a.image, mask, masked_accentuation(a.seed, a.image, mask)])
     titles.append([f"{kind} {t}: accentuation", "collective mask", "masked accentuation"])
-    lines.append(f"{kind} {t}: {p(a)}, pixel change {pixel_change(a):.3f}, collective mask mean {float(mask.mean()):.3f}")
+    lines.append(
+        f"{kind} {t}: {p(a)}, pixel change {pixel_change(a):.3f}, collective mask mean {float(mask.mean()):.3f}"
+    )
 show(rows, titles=titles, name="teaching_fig6_inhibited")
 print("fig 6 | " + " | ".join(lines))
 
@@ -253,22 +301,36 @@ print("fig 6 | " + " | ".join(lines))
 cls = targets[0]
 SIDE = 128 if FAST else 384
 squares = [sample_image(n, size=(SIDE, SIDE)) for n in NAMES]  # square seeds: one batch, one canvas
-all_runs = accentuate(model, squares, cls, seed=SEED, **RUN)   # one batch: every image toward cls
+all_runs = accentuate(model, squares, cls, seed=SEED, **RUN)  # one batch: every image toward cls
 cams7 = gradcam(model, squares, cls)
 collective = CollectiveNormalizer().fit(cams7)(cams7)
 per_image = per_image_normalize(cams7)
-show([[a.seed for a in all_runs],
-      [a.image for a in all_runs],
-      list(per_image),
-      [masked_accentuation(a.seed, a.image, m) for a, m in zip(all_runs, per_image)],
-      list(collective),
-      [masked_accentuation(a.seed, a.image, m) for a, m in zip(all_runs, collective)]],
-     titles=NAMES, size=1.7, name="teaching_fig7_masks",
-     row_titles=["seed", "accentuation", "per-image mask", "masked (per-image)", "collective mask",
-                 "masked (collective)"],
-     suptitle=f"accentuating '{cls}' in every sample image")
-print(f"fig 7 | class {cls} | mean mask collective/per-image: " + ", ".join(
-    f"{n} {float(c.mean()):.2f}/{float(q.mean()):.2f}" for n, c, q in zip(NAMES, collective, per_image)))
+show(
+    [
+        [a.seed for a in all_runs],
+        [a.image for a in all_runs],
+        list(per_image),
+        [masked_accentuation(a.seed, a.image, m) for a, m in zip(all_runs, per_image)],
+        list(collective),
+        [masked_accentuation(a.seed, a.image, m) for a, m in zip(all_runs, collective)],
+    ],
+    titles=NAMES,
+    size=1.7,
+    name="teaching_fig7_masks",
+    row_titles=[
+        "seed",
+        "accentuation",
+        "per-image mask",
+        "masked (per-image)",
+        "collective mask",
+        "masked (collective)",
+    ],
+    suptitle=f"accentuating '{cls}' in every sample image",
+)
+print(
+    f"fig 7 | class {cls} | mean mask collective/per-image: "
+    + ", ".join(f"{n} {float(c.mean()):.2f}/{float(q.mean()):.2f}" for n, c, q in zip(NAMES, collective, per_image))
+)
 
 # %% [markdown]
 # **What to look for.** The accentuations of the inhibited classes change the image a lot, although the
@@ -295,24 +357,30 @@ layer = min(model.block_layers, key=lambda l: abs(model.layer_depth(l) - 0.5))
 with torch.no_grad():
     act = model.features(torch.cat([model.prepare(r) for r in REF]), [layer])[layer].mean((2, 3))  # (images, C)
 k = NAMES.index("chelsea")
-others = torch.cat([act[:k], act[k + 1:]])
-strong = act[k].topk(20).indices                         # the 20 channels that fire most on the cat...
+others = torch.cat([act[:k], act[k + 1 :]])
+strong = act[k].topk(20).indices  # the 20 channels that fire most on the cat...
 margin = act[k, strong] - others[:, strong].max(0).values  # ...and, of those, the most cat-specific
 unit = int(strong[margin.argmax()])
 feature = fw.channel(layer, unit)
-print(f"{layer}:{unit} mean activation on chelsea {float(act[k, unit]):.2f}, on the other images "
-      f"{float(others[:, unit].mean()):.2f} on average, {float(others[:, unit].max()):.2f} at most")
+print(
+    f"{layer}:{unit} mean activation on chelsea {float(act[k, unit]):.2f}, on the other images "
+    f"{float(others[:, unit].mean()):.2f} on average, {float(others[:, unit].max()):.2f} at most"
+)
 
 lat = accentuate(model, cat, feature, seed=SEED, **RUN)
 amaps = activation_attribution(model, REF, feature)
 norm = CollectiveNormalizer().fit(amaps)
-mask = norm(amaps[k:k + 1])[0]
-show([[lat.seed, heatmap_overlay(lat.seed, mask), lat.image, masked_accentuation(lat.seed, lat.image, mask)]],
-     titles=["seed", f"activation mask {layer}:{unit}", "accentuation", "masked accentuation"],
-     name="teaching_fig10_latent")
-print(f"fig 10 | {layer}:{unit}: activation {lat.seed_score.value:.2f}->{lat.score.value:.2f}, "
-      f"pixel change {pixel_change(lat):.3f}, mask mean on chelsea {float(mask.mean()):.2f}, "
-      f"largest mask mean on the other images {max(float(m.mean()) for i, m in enumerate(norm(amaps)) if i != k):.2f}")
+mask = norm(amaps[k : k + 1])[0]
+show(
+    [[lat.seed, heatmap_overlay(lat.seed, mask), lat.image, masked_accentuation(lat.seed, lat.image, mask)]],
+    titles=["seed", f"activation mask {layer}:{unit}", "accentuation", "masked accentuation"],
+    name="teaching_fig10_latent",
+)
+print(
+    f"fig 10 | {layer}:{unit}: activation {lat.seed_score.value:.2f}->{lat.score.value:.2f}, "
+    f"pixel change {pixel_change(lat):.3f}, mask mean on chelsea {float(mask.mean()):.2f}, "
+    f"largest mask mean on the other images {max(float(m.mean()) for i, m in enumerate(norm(amaps)) if i != k):.2f}"
+)
 print(f"notebook time {time.time() - T0:.0f} s")
 
 # %% [markdown]

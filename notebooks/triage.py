@@ -28,8 +28,14 @@ import os
 import matplotlib.pyplot as plt
 
 from faccent_widget import (
-    CollectiveNormalizer, accentuate, gradcam, load_model, masked_accentuation, sample_image,
-    sample_image_names, to_pil,
+    CollectiveNormalizer,
+    accentuate,
+    gradcam,
+    load_model,
+    masked_accentuation,
+    sample_image,
+    sample_image_names,
+    to_pil,
 )
 
 FAST = os.environ.get("FACCENT_FAST") == "1"  # CI smoke test: tiny runs. Unset = the real settings.
@@ -43,14 +49,14 @@ model = load_model()
 
 # Sample image -> acceptable ImageNet labels, the first being the one we accentuate. None: no ImageNet class.
 LABELS = {
-    "astronaut": None,                                 # a person in a flight suit: no such ImageNet class
-    "camera": ["tripod", "reflex camera"],             # a photographer behind a camera on a tripod
-    "chelsea": ["tabby", "tiger cat", "Egyptian cat"], # Chelsea is a tabby; ImageNet's domestic cats overlap
+    "astronaut": None,  # a person in a flight suit: no such ImageNet class
+    "camera": ["tripod", "reflex camera"],  # a photographer behind a camera on a tripod
+    "chelsea": ["tabby", "tiger cat", "Egyptian cat"],  # Chelsea is a tabby; ImageNet's domestic cats overlap
     "coffee": ["espresso"],
     "rocket": ["missile", "projectile", "space shuttle"],  # a launch-pad rocket; "missile" fits best
     "grace_hopper": ["military uniform"],
-    "china": ["palace", "monastery"],                  # a temple tower that looks like the Summer Palace's
-    "flower": ["daisy"],                               # looks like a dahlia; daisy is ImageNet's nearest class
+    "china": ["palace", "monastery"],  # a temple tower that looks like the Summer Palace's
+    "flower": ["daisy"],  # looks like a dahlia; daisy is ImageNet's nearest class
 }
 LABELS = {n: v for n, v in LABELS.items() if n in sample_image_names()}
 
@@ -68,8 +74,10 @@ for name, ok_labels in LABELS.items():
     t = model.class_index(true)
     rank = int((probs > probs[t]).sum()) + 1
     ok = pred.label in ok_labels
-    print(f"{name:13s} {true:17s} {pred.label + f' ({pred.prob:.2f})':30s} {f'{rank} ({float(probs[t]):.3f})':18s} "
-          f"{'yes' if ok else 'NO'}")
+    print(
+        f"{name:13s} {true:17s} {pred.label + f' ({pred.prob:.2f})':30s} {f'{rank} ({float(probs[t]):.3f})':18s} "
+        f"{'yes' if ok else 'NO'}"
+    )
     if not ok:
         errors.append((name, pred.label, true))
 print("errors:", errors)
@@ -95,9 +103,11 @@ for name, pred, true in errors:
             os.makedirs(FIG_DIR, exist_ok=True)
             to_pil(a.image).save(os.path.join(FIG_DIR, f"triage_{name}_{kind}.png"))
     results[name] = (acc_pred, acc_true, masks)
-    print(f"fig 9 | {name}: predicted {pred} p {acc_pred.seed_score.prob:.3f}->{acc_pred.score.prob:.3f} "
-          f"(mask mean {float(masks['predicted'].mean()):.2f}), true {true} p {acc_true.seed_score.prob:.3f}->"
-          f"{acc_true.score.prob:.3f} (mask mean {float(masks['true'].mean()):.2f})")
+    print(
+        f"fig 9 | {name}: predicted {pred} p {acc_pred.seed_score.prob:.3f}->{acc_pred.score.prob:.3f} "
+        f"(mask mean {float(masks['predicted'].mean()):.2f}), true {true} p {acc_true.seed_score.prob:.3f}->"
+        f"{acc_true.score.prob:.3f} (mask mean {float(masks['true'].mean()):.2f})"
+    )
 
 if rows:
     aspect = rows[0][0].shape[-2] / rows[0][0].shape[-1]
@@ -106,7 +116,8 @@ if rows:
         for ax, im, tt in zip(ax_row, row, tit):
             im = im.detach().float()
             ax.imshow(im.permute(1, 2, 0).numpy() if im.dim() == 3 else im.numpy(), cmap="gray", vmin=0, vmax=1)
-            ax.set_title(tt, fontsize=8); ax.axis("off")
+            ax.set_title(tt, fontsize=8)
+            ax.axis("off")
     fig.tight_layout()
     if FIG_DIR:
         fig.savefig(os.path.join(FIG_DIR, "triage_fig9.png"), dpi=80, bbox_inches="tight")
@@ -169,8 +180,11 @@ from faccent_widget.triage import build_demo_folder
 
 work = Path(tempfile.mkdtemp(prefix="faccent-triage-"))
 demo_dir = build_demo_folder(work / "images")  # 14 labelled sample images (ImageFolder layout)
-TRI = dict(steps=3, n_crops=2, canvas=96, input_size=96) if FAST else dict(
-    preset="preview", steps=12, n_crops=2, canvas=160, input_size=128)
+TRI = (
+    dict(steps=3, n_crops=2, canvas=96, input_size=96)
+    if FAST
+    else dict(preset="preview", steps=12, n_crops=2, canvas=160, input_size=128)
+)
 report = fw.triage(model, demo_dir, out=work / "store", **TRI)  # a rerun resumes from this store
 print(report)
 report.to_html(work / "report.html")  # one self-contained, offline HTML file

@@ -11,7 +11,7 @@ head of its ViT is re-initialised with random weights so that Grad-CAM has somet
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -45,8 +45,16 @@ def _timm_deit() -> Model:
 def _timm_swin() -> Model:
     import timm
 
-    return Model(timm.create_model("swin_tiny_patch4_window7_224", img_size=64, window_size=4,
-                                   depths=(1, 1, 2, 1), embed_dim=24, num_heads=(1, 1, 2, 2)))
+    return Model(
+        timm.create_model(
+            "swin_tiny_patch4_window7_224",
+            img_size=64,
+            window_size=4,
+            depths=(1, 1, 2, 1),
+            embed_dim=24,
+            num_heads=(1, 1, 2, 2),
+        )
+    )
 
 
 def _timm_cnn(dtype: torch.dtype = torch.float32) -> Callable[[], Model]:
@@ -75,8 +83,15 @@ def _tv_vit() -> Model:
 
 def _hf_vit() -> Model:
     transformers = pytest.importorskip("transformers")
-    config = transformers.ViTConfig(image_size=64, patch_size=16, num_hidden_layers=2, hidden_size=32,
-                                    num_attention_heads=2, intermediate_size=64, num_labels=10)
+    config = transformers.ViTConfig(
+        image_size=64,
+        patch_size=16,
+        num_hidden_layers=2,
+        hidden_size=32,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=10,
+    )
     return Model(transformers.ViTForImageClassification(config).eval())
 
 
@@ -190,7 +205,9 @@ def test_local_edit_costs_less_than_a_spread_out_one(case, chelsea):
     s, k = x0.shape[-1], x0.shape[-1] // 4
     g = torch.Generator().manual_seed(0)
     local = torch.zeros_like(x0)
-    local[..., s // 2 - k // 2: s // 2 - k // 2 + k, s // 2 - k // 2: s // 2 - k // 2 + k] = 0.1 * torch.randn(1, 3, k, k, generator=g)
+    local[..., s // 2 - k // 2 : s // 2 - k // 2 + k, s // 2 - k // 2 : s // 2 - k // 2 + k] = 0.1 * torch.randn(
+        1, 3, k, k, generator=g
+    )
     spread = torch.randn(x0.shape, generator=g)
     spread = spread * local.norm() / spread.norm()
     layer = model.default_reg_layer
@@ -351,8 +368,15 @@ def test_tuple_and_dict_outputs(kind, chelsea):
 
 
 def test_registry_knows_common_names():
-    assert {"resnet50", "vit_b_16", "convnext_tiny", "swin_t", "inception_v3", "deit_tiny_patch16_224",
-            "vit_small_patch16_224"} <= set(fw.available_models())
+    assert {
+        "resnet50",
+        "vit_b_16",
+        "convnext_tiny",
+        "swin_t",
+        "inception_v3",
+        "deit_tiny_patch16_224",
+        "vit_small_patch16_224",
+    } <= set(fw.available_models())
     deit = fw.load_model("deit_tiny_patch16_224", pretrained=False)
     assert deit.name == "deit_tiny_patch16_224 (random weights)"
     assert deit.input_size == 224 and not deit.accepts_any_size

@@ -27,7 +27,6 @@ from faccent_widget.core.compositing import (
     masked_accentuation,
     panel,
 )
-from faccent_widget.images import to_jpeg_bytes, to_pil, to_png_bytes
 from faccent_widget.core.masks import (
     DEFAULT_P1,
     DEFAULT_P2,
@@ -38,7 +37,7 @@ from faccent_widget.core.masks import (
     save_normalizers,
 )
 from faccent_widget.core.objectives import Objective, channel
-
+from faccent_widget.images import to_jpeg_bytes, to_pil, to_png_bytes
 
 # --------------------------------------------------------------------------- helpers
 
@@ -87,8 +86,9 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(np.corrcoef(a.flatten().double().numpy(), b.flatten().double().numpy())[0, 1])
 
 
-def _reference_gradcam(model: fw.Model, x: torch.Tensor, layer: str, classes: list[int],
-                       reshape_transform=None) -> torch.Tensor:
+def _reference_gradcam(
+    model: fw.Model, x: torch.Tensor, layer: str, classes: list[int], reshape_transform=None
+) -> torch.Tensor:
     """pytorch-grad-cam on a private, frozen copy (it calls .eval() and adds hooks)."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
@@ -226,7 +226,12 @@ def test_normalizer_json_round_trip(tmp_path) -> None:
     norm.save(path)
     back = CollectiveNormalizer.load(path)
     assert (back.lo, back.hi, back.p1, back.p2, back.target, back.layer) == (
-        norm.lo, norm.hi, 20.0, 95.0, norm.target, "bn2"
+        norm.lo,
+        norm.hi,
+        20.0,
+        95.0,
+        norm.target,
+        "bn2",
     )
     maps = torch.randn(2, 8, 8)
     torch.testing.assert_close(back(maps), norm(maps))
@@ -391,8 +396,16 @@ def _state(module: nn.Module):
     return (
         [(n, m.training) for n, m in module.named_modules()],
         [(n, p.requires_grad) for n, p in module.named_parameters()],
-        [(n, len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
-          len(getattr(m, "_backward_pre_hooks", {}))) for n, m in module.named_modules()],
+        [
+            (
+                n,
+                len(m._forward_hooks),
+                len(m._forward_pre_hooks),
+                len(m._backward_hooks),
+                len(getattr(m, "_backward_pre_hooks", {})),
+            )
+            for n, m in module.named_modules()
+        ],
     )
 
 
@@ -443,7 +456,9 @@ def test_masked_accentuation() -> None:
     out = masked_accentuation(seed, accent, left)
     torch.testing.assert_close(out[:, :, :8], accent[:, :, :8])
     torch.testing.assert_close(out[:, :, 8:], seed[:, :, 8:])
-    batch = masked_accentuation(seed, accent[None].repeat(2, 1, 1, 1), torch.stack([torch.zeros(16, 16), torch.ones(16, 16)]))
+    batch = masked_accentuation(
+        seed, accent[None].repeat(2, 1, 1, 1), torch.stack([torch.zeros(16, 16), torch.ones(16, 16)])
+    )
     assert batch.shape == (2, 3, 16, 16)
     torch.testing.assert_close(batch[0], seed)
     torch.testing.assert_close(batch[1], accent)

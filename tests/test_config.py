@@ -13,7 +13,15 @@ from faccent_widget.core.config import ENGINE_SETTINGS, default_preset, resolve_
 def test_paper_preset_is_appendix_a():
     p = fw.PRESETS["paper"]
     assert (p.steps, p.n_crops, p.input_size, p.input_scale, p.canvas, p.lr, p.noise, p.crop_range) == (
-        100, 16, None, 1.0, 512, 0.05, 0.02, (0.05, 0.99))  # crops at the model's native size (224 here)
+        100,
+        16,
+        None,
+        1.0,
+        512,
+        0.05,
+        0.02,
+        (0.05, 0.99),
+    )  # crops at the model's native size (224 here)
 
 
 def test_default_preset_by_device():

@@ -19,8 +19,21 @@ def test_device_check_quick_on_cpu(tmp_path):
     out = tmp_path / "device_check.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "device_check.py"), "--device", "cpu", "--quick", "--json", str(out)],
-        check=False, capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "device_check.py"),
+            "--device",
+            "cpu",
+            "--quick",
+            "--json",
+            str(out),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     report = json.loads(out.read_text())
@@ -39,7 +52,9 @@ def test_device_check_quick_on_cpu(tmp_path):
     assert {r["preset"] for r in rows} == set(env_rec["presets"]) and all(r["ms_per_step"] > 0 for r in rows)
     assert all(r["seconds_per_accentuation"] > 0 and r["peak_mb"] is None for r in rows)  # no GPU memory on a CPU
     widget = sections["widget"]
-    assert widget["steps"] == 3 and widget["chunks"] >= 1 and widget["chunks_per_s"] > 0 and widget["steps_per_chunk"] >= 1
+    assert (
+        widget["steps"] == 3 and widget["chunks"] >= 1 and widget["chunks_per_s"] > 0 and widget["steps_per_chunk"] >= 1
+    )
     assert widget["chunk_budget_s"] == pytest.approx(0.2) and widget["device_shown"] == "cpu"
     fp16 = sections["fp16"]
     assert fp16["runs"]["fp16"]["history_finite"] and fp16["runs"]["fp16"]["nonfinite_gradients_dropped"] == 0

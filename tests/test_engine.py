@@ -46,9 +46,9 @@ def test_batched_crops_match_per_crop_reference(chelsea, coffee):
     worst = 1e9
     for b in range(2):
         for j, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
-            patch = images[b:b + 1, :, y1:y2, x1:x2]
+            patch = images[b : b + 1, :, y1:y2, x1:x2]
             ref = F.interpolate(patch, size=(96, 96), mode="bilinear", antialias=True, align_corners=False)
-            worst = min(worst, _psnr(crops[b * 16 + j:b * 16 + j + 1], ref))
+            worst = min(worst, _psnr(crops[b * 16 + j : b * 16 + j + 1], ref))
     assert worst > 40, worst
 
 
@@ -126,8 +126,14 @@ def test_latent_objectives_run(model, chelsea):
     full-image value is not what 4 steps on random crops optimise (−1.8 … +5.5 over those seeds)."""
     layer = "blocks.4"
     v = torch.randn(112, generator=torch.Generator().manual_seed(0))
-    objs = [fw.channel(layer, 3), fw.direction(layer, v), fw.direction(layer, v, cosine=True), f"{layer}:7",
-            fw.neuron(layer, 3), fw.logit(282) - 0.1 * fw.channel(layer, 3)]
+    objs = [
+        fw.channel(layer, 3),
+        fw.direction(layer, v),
+        fw.direction(layer, v, cosine=True),
+        f"{layer}:7",
+        fw.neuron(layer, 3),
+        fw.logit(282) - 0.1 * fw.channel(layer, 3),
+    ]
     results = fw.accentuate(model, chelsea, objs, seed=0, **FAST)
     rises = [r.score.value - r.seed_score.value for r in results]
     for rise, least in zip(rises, (0.5, 5.0, 0.01, 0.5)):

@@ -26,7 +26,11 @@ def test_js_unit_tests() -> None:
         f"{JS / 'node_modules'} is missing: run `npm ci` in js/ (cd js && npm ci) before the tests"
     )
     proc = subprocess.run(
-        [npm, "test", "--silent"], cwd=JS, capture_output=True, text=True, timeout=300,
+        [npm, "test", "--silent"],
+        cwd=JS,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, (

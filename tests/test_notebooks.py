@@ -62,7 +62,10 @@ def test_notebook_runs(name: str, kernel_env: Path, monkeypatch: pytest.MonkeyPa
     nb = nbformat.read(NOTEBOOKS_DIR / name, as_version=4)
     # The kernel starts in notebooks/, as Jupyter's does, so `import _helpers` works the same way.
     client = nbclient.NotebookClient(
-        nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS_DIR)}},
+        nb,
+        timeout=CELL_TIMEOUT_S,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(NOTEBOOKS_DIR)}},
     )
     start = time.perf_counter()
     client.execute()  # raises CellExecutionError on the first failing cell
@@ -70,8 +73,13 @@ def test_notebook_runs(name: str, kernel_env: Path, monkeypatch: pytest.MonkeyPa
     assert sorted(p.name for p in NOTEBOOKS_DIR.iterdir()) == before, "the notebook wrote into notebooks/"
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
     assert not errors, errors
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                   if o.output_type == "stream")
+    text = "".join(
+        o.get("text", "")
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.output_type == "stream"
+    )
     assert "Traceback" not in text
     print(f"{name}: {elapsed:.1f} s (FACCENT_FAST=1)")
 
@@ -131,7 +139,9 @@ def test_helpers_measure_the_change(helpers: ModuleType) -> None:
 
 
 def test_helpers_show_saves_a_quantized_png_only_when_asked(
-    helpers: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    helpers: ModuleType,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     import matplotlib.pyplot as plt
     from PIL import Image

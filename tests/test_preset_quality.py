@@ -20,11 +20,21 @@ TINY = "preset=preview,steps=2,n_crops=2,input_size=64,canvas=64"
 def test_parse_candidate():
     name, s = pq.parse_candidate("fast:steps=60,n_crops=16,canvas=320,input_size=224,noise=0.02,crop_range=0.1/0.9")
     assert name == "fast"
-    assert s == {"steps": 60, "n_crops": 16, "canvas": 320, "input_size": 224, "noise": 0.02,
-                 "crop_range": (0.1, 0.9), "preset": "paper"}
+    assert s == {
+        "steps": 60,
+        "n_crops": 16,
+        "canvas": 320,
+        "input_size": 224,
+        "noise": 0.02,
+        "crop_range": (0.1, 0.9),
+        "preset": "paper",
+    }
     assert pq.parse_candidate("preview") == ("preview", {"preset": "preview"})
     assert pq.parse_candidate("x:preset=preview,autocast=false,param=maco")[1] == {
-        "preset": "preview", "autocast": False, "param": "maco"}
+        "preset": "preview",
+        "autocast": False,
+        "param": "maco",
+    }
     for bad, message in (("x:steps", "not key=value"), (":steps=3", "no name"), ("x:preset=turbo", "unknown preset")):
         with pytest.raises(ValueError, match=message):
             pq.parse_candidate(bad)
@@ -38,8 +48,23 @@ def test_groups_by_shape():
 @pytest.mark.slow
 def test_tiny_run_writes_table_figure_and_json(tmp_path, capsys):
     fig, out = tmp_path / "q.png", tmp_path / "q.json"
-    argv = ["--device", "cpu", "--images", "chelsea", "astronaut", "--candidate", f"a:{TINY}",
-            "--candidate", f"b:{TINY},noise=0.02", "--baseline", "a", "--figure", str(fig), "--json", str(out)]
+    argv = [
+        "--device",
+        "cpu",
+        "--images",
+        "chelsea",
+        "astronaut",
+        "--candidate",
+        f"a:{TINY}",
+        "--candidate",
+        f"b:{TINY},noise=0.02",
+        "--baseline",
+        "a",
+        "--figure",
+        str(fig),
+        "--json",
+        str(out),
+    ]
     assert pq.main(argv) == 0
     text = capsys.readouterr().out
     assert "candidate" in text and "targets:" in text

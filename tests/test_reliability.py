@@ -15,7 +15,8 @@ from __future__ import annotations
 import io
 import random
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -51,10 +52,24 @@ def _state(module: nn.Module) -> list[Any]:
     return [
         [(n, m.training) for n, m in module.named_modules()],
         [(n, p.requires_grad, p.grad is None) for n, p in module.named_parameters()],
-        [(n, len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
-          len(getattr(m, "_backward_pre_hooks", {}))) for n, m in module.named_modules()],
-        [len(h) for h in (nn.modules.module._global_forward_hooks, nn.modules.module._global_forward_pre_hooks,
-                          nn.modules.module._global_backward_hooks)],
+        [
+            (
+                n,
+                len(m._forward_hooks),
+                len(m._forward_pre_hooks),
+                len(m._backward_hooks),
+                len(getattr(m, "_backward_pre_hooks", {})),
+            )
+            for n, m in module.named_modules()
+        ],
+        [
+            len(h)
+            for h in (
+                nn.modules.module._global_forward_hooks,
+                nn.modules.module._global_forward_pre_hooks,
+                nn.modules.module._global_backward_hooks,
+            )
+        ],
     ]
 
 
@@ -87,8 +102,15 @@ def widget(user_model: fw.Model, image: torch.Tensor) -> tuple[fw.FaccentWidget,
 
 def _tiny_net(classes: int = 3) -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, classes)).eval()
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, classes),
+    ).eval()
 
 
 # ------------------------------------------------------------------------------------- the table
@@ -98,13 +120,16 @@ Ctx = dict[str, Any]
 
 def api(target: Any = "tabby", image: Any = None, **settings: Any) -> Callable[[Ctx], Any]:
     """A call of ``fw.accentuate`` on the user's model with tiny settings and one bad piece."""
+
     def call(ctx: Ctx) -> Any:
         return fw.accentuate(ctx["model"], ctx["image"] if image is None else image, target, **{**FAST, **settings})
+
     return call
 
 
 def msg(**content: Any) -> Callable[[Ctx], Any]:
     """A custom message from the browser; the widget must answer with an error message."""
+
     def call(ctx: Ctx) -> Any:
         w, rec = ctx["widget"]
         before = len(rec.sent)
@@ -113,22 +138,26 @@ def msg(**content: Any) -> Callable[[Ctx], Any]:
         errors = [c["message"] for c in replies if c.get("type") == "error"]
         assert errors and w.error == errors[-1], replies
         raise WidgetError(w.error)
+
     return call
 
 
 def trait(name: str, value: Any) -> Callable[[Ctx], Any]:
     """A trait set from Python; refused values are reverted and reported in ``error``."""
+
     def call(ctx: Ctx) -> Any:
         w, _ = ctx["widget"]
         old = getattr(w, name)
         setattr(w, name, value)
         assert getattr(w, name) == old, f"{name} kept the refused value {value!r}"
         raise WidgetError(w.error)
+
     return call
 
 
 def browser(**state: Any) -> Callable[[Ctx], Any]:
     """A state update from the browser (through the comm); refused values come back to the browser."""
+
     def call(ctx: Ctx) -> Any:
         w, _ = ctx["widget"]
         old = {k: getattr(w, k) for k in state}
@@ -140,12 +169,14 @@ def browser(**state: Any) -> Callable[[Ctx], Any]:
         for k in state:
             assert k in sent_back and sent_back[k] == w.get_state(k)[k], (k, out)  # the kernel's value, back
         raise WidgetError(w.error)
+
     return call
 
 
 def make_widget(**kwargs: Any) -> Callable[[Ctx], Any]:
     def call(ctx: Ctx) -> Any:
         return fw.FaccentWidget(ctx["model"], ctx["image"], **{**WIDGET_FAST, **kwargs})
+
     return call
 
 
@@ -194,12 +225,22 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], type[BaseException], str]] = [
     ("canvas=8", api(canvas=8), ValueError, r"canvas must be an int in \[16, 4096\], got 8"),
     ("snapshot_every=0", api(snapshot_every=0), ValueError, r"snapshot_every must be an int .* got 0"),
     ("seed='abc'", api(seed="abc"), TypeError, r"seed must be an int in \[0, 2\*\*63 - 1\], got str 'abc'"),
-    ("seed=2**70", api(seed=2**70), ValueError, r"seed must be an int in \[0, 2\*\*63 - 1\], got 1180591620717411303424"),
+    (
+        "seed=2**70",
+        api(seed=2**70),
+        ValueError,
+        r"seed must be an int in \[0, 2\*\*63 - 1\], got 1180591620717411303424",
+    ),
     ("seed=1.2", api(seed=1.2), TypeError, r"seed must be an int .* got float 1.2"),
     ("seed=-1", api(seed=-1), ValueError, r"seed must be an int .* got -1"),
     # ---- the other settings
     ("balance='false'", api(balance="false"), TypeError, r"balance must be True or False, got str 'false'"),
-    ("autocast='yes'", api(autocast="yes"), TypeError, r"autocast must be True, False, 'fp16' or 'bf16' \(or None\), got str 'yes'"),
+    (
+        "autocast='yes'",
+        api(autocast="yes"),
+        TypeError,
+        r"autocast must be True, False, 'fp16' or 'bf16' \(or None\), got str 'yes'",
+    ),
     ("param='wavelet'", api(param="wavelet"), ValueError, r"unknown parameterization 'wavelet'; choose one of fourier"),
     ("param=1", api(param=1), TypeError, r"param must be a string"),
     ("preset='turbo'", api(preset="turbo"), ValueError, r"unknown preset 'turbo'; choose one of preview, gpu, paper"),
@@ -236,23 +277,42 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], type[BaseException], str]] = [
     ("size=True", lambda ctx: fw.load_image(ctx["image"], size=True), TypeError, r"size must be a positive int"),
     # ---- models
     ("TorchScript", _script, TypeError, r"TorchScript module; .* Pass the original \(eager\) nn.Module"),
-    ("labels too short", lambda ctx: fw.accentuate(fw.Model(ctx["model"].user_module, labels=["a", "b"]),
-                                                   ctx["image"], 0, **FAST),
-     ValueError, r"2 labels were given but .* outputs 1000 logits"),
-    ("labels='abc'", lambda ctx: fw.Model(ctx["model"].user_module, labels="abc"), TypeError,
-     r"labels must be a list of strings"),
-    ("not a model", lambda ctx: fw.accentuate("resnet", ctx["image"], 0, **FAST), TypeError,
-     r"expected an nn.Module or faccent_widget.Model, got str"),
+    (
+        "labels too short",
+        lambda ctx: fw.accentuate(fw.Model(ctx["model"].user_module, labels=["a", "b"]), ctx["image"], 0, **FAST),
+        ValueError,
+        r"2 labels were given but .* outputs 1000 logits",
+    ),
+    (
+        "labels='abc'",
+        lambda ctx: fw.Model(ctx["model"].user_module, labels="abc"),
+        TypeError,
+        r"labels must be a list of strings",
+    ),
+    (
+        "not a model",
+        lambda ctx: fw.accentuate("resnet", ctx["image"], 0, **FAST),
+        TypeError,
+        r"expected an nn.Module or faccent_widget.Model, got str",
+    ),
     ("channel(unit=2.5)", lambda ctx: fw.channel("blocks.4", 2.5), TypeError, r"a channel \(unit\) must be an int"),
     # ---- widget: messages from the browser
     ("msg class 5000", msg(type="set_target", index=5000), WidgetError, r"class index 5000 is out of range"),
     ("msg index '7'", msg(type="set_target", index="7"), WidgetError, r"index must be an int .* got str '7'"),
     ("msg index 3.5", msg(type="set_target", index=3.5), WidgetError, r"index must be an int .* got float 3.5"),
     ("msg no index", msg(type="set_target"), WidgetError, r"index must be an int .* got NoneType None"),
-    ("msg channel -1", msg(type="set_latent", layer="blocks.4", channel=-1), WidgetError,
-     r"channel must be an int >= 0, got -1"),
-    ("msg channel 10**6", msg(type="set_latent", layer="blocks.4", channel=10**6), WidgetError,
-     r"channel 1000000 is out of range for blocks.4"),
+    (
+        "msg channel -1",
+        msg(type="set_latent", layer="blocks.4", channel=-1),
+        WidgetError,
+        r"channel must be an int >= 0, got -1",
+    ),
+    (
+        "msg channel 10**6",
+        msg(type="set_latent", layer="blocks.4", channel=10**6),
+        WidgetError,
+        r"channel 1000000 is out of range for blocks.4",
+    ),
     ("msg layer None", msg(type="set_latent", layer=None, channel=0), WidgetError, r"layer must be a layer name"),
     ("msg unknown layer", msg(type="set_latent", layer="no.such", channel=0), WidgetError, r"unknown layer 'no.such'"),
     ("msg budget 'fast'", msg(type="chunk", budget_ms="fast"), WidgetError, r"budget_ms must be a finite number"),
@@ -273,14 +333,22 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], type[BaseException], str]] = [
     ("trait lam_recommended=nan", trait("lam_recommended", float("nan")), WidgetError, r"λ must be a finite number"),
     ("trait reg_layer", trait("reg_layer", "no.such"), WidgetError, r"unknown regularisation layer 'no.such'"),
     ("trait view", trait("view", "sideways"), WidgetError, r"view must be one of masked"),
-    ("trait target 5000", trait("target", {"kind": "class", "index": 5000}), WidgetError,
-     r"refused target .* out of range"),
+    (
+        "trait target 5000",
+        trait("target", {"kind": "class", "index": 5000}),
+        WidgetError,
+        r"refused target .* out of range",
+    ),
     # ---- widget: state from the browser
     ("browser lam=null", browser(lam=None), WidgetError, r"refused lam=None.*expected a float"),
     ("browser steps=3.5", browser(steps=3.5), WidgetError, r"refused steps=3.5.*expected an int"),
     ("browser p1='x'", browser(p1="x"), WidgetError, r"refused p1='x'"),
-    ("browser target junk", browser(target={"kind": "latent", "layer": "blocks.4", "channel": -3}), WidgetError,
-     r"refused target .* target channel must be an int >= 0, got -3"),
+    (
+        "browser target junk",
+        browser(target={"kind": "latent", "layer": "blocks.4", "channel": -3}),
+        WidgetError,
+        r"refused target .* target channel must be an int >= 0, got -3",
+    ),
     ("browser top", browser(top=[]), WidgetError, r"top is set by the kernel, not by the browser"),
     ("browser running", browser(running=True), WidgetError, r"running is set by the kernel"),
     # ---- widget: construction and run
@@ -300,8 +368,22 @@ def test_bad_input(case, call, exc, message, user_model, image, widget):
     net = user_model.user_module
     state, values = _state(net), _values(net)
     w, _ = widget
-    before = {k: getattr(w, k) for k in ("target", "lam", "steps", "p1", "p2", "reg_layer", "view", "lam_min",
-                                        "lam_max", "lam_recommended", "top")}
+    before = {
+        k: getattr(w, k)
+        for k in (
+            "target",
+            "lam",
+            "steps",
+            "p1",
+            "p2",
+            "reg_layer",
+            "view",
+            "lam_min",
+            "lam_max",
+            "lam_recommended",
+            "top",
+        )
+    }
     with pytest.raises(exc, match=message):
         call({"model": user_model, "image": image, "widget": widget})
     assert _state(net) == state, case
@@ -356,12 +438,34 @@ def test_a_black_image_changes(user_model):
 
 def test_documented_conversions_are_the_only_ones(user_model, image):
     """numpy/torch integer scalars are ints, any finite real is a float, a list crop_range a tuple."""
-    cfg = resolve_config("preview", "cpu", steps=np.int64(3), n_crops=torch.tensor(2), seed=np.uint8(7), lr=1,
-                         noise=np.float32(0.5), crop_range=[0.5, 1], balance=np.bool_(False))
-    assert (cfg.steps, cfg.n_crops, cfg.seed, cfg.lr, cfg.noise, cfg.crop_range, cfg.balance) == \
-        (3, 2, 7, 1.0, 0.5, (0.5, 1.0), False)
-    assert [type(v) for v in (cfg.steps, cfg.n_crops, cfg.seed, cfg.lr, cfg.noise, cfg.balance)] == \
-        [int, int, int, float, float, bool]
+    cfg = resolve_config(
+        "preview",
+        "cpu",
+        steps=np.int64(3),
+        n_crops=torch.tensor(2),
+        seed=np.uint8(7),
+        lr=1,
+        noise=np.float32(0.5),
+        crop_range=[0.5, 1],
+        balance=np.bool_(False),
+    )
+    assert (cfg.steps, cfg.n_crops, cfg.seed, cfg.lr, cfg.noise, cfg.crop_range, cfg.balance) == (
+        3,
+        2,
+        7,
+        1.0,
+        0.5,
+        (0.5, 1.0),
+        False,
+    )
+    assert [type(v) for v in (cfg.steps, cfg.n_crops, cfg.seed, cfg.lr, cfg.noise, cfg.balance)] == [
+        int,
+        int,
+        int,
+        float,
+        float,
+        bool,
+    ]
     assert SETTING_LIMITS["steps"] == (1, 10_000)
 
 
@@ -490,8 +594,14 @@ def test_valid_targets_from_the_browser_are_applied(widget, user_model):
     tabby = user_model.class_index("tabby")
     out: list[dict[str, Any]] = []
     w.comm.send = lambda *a, **k: out.append(k["data"])
-    w._handle_msg({"content": {"data": {"method": "update", "state": {"target": {"kind": "class", "index": tabby}},
-                                        "buffer_paths": []}}, "buffers": []})
+    w._handle_msg(
+        {
+            "content": {
+                "data": {"method": "update", "state": {"target": {"kind": "class", "index": tabby}}, "buffer_paths": []}
+            },
+            "buffers": [],
+        }
+    )
     assert w.target == {"kind": "class", "index": tabby, "label": "tabby"} and w.error == ""
     assert w._objective.index == tabby
     w.set_target(w.top[0]["index"])

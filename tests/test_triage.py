@@ -22,7 +22,11 @@ import torch
 import faccent_widget as fw
 from faccent_widget.cli import main as cli_main
 from faccent_widget.triage import (
-    TriageInputError, TriageReport, TriageSettingsMismatch, build_demo_folder, load_class_map,
+    TriageInputError,
+    TriageReport,
+    TriageSettingsMismatch,
+    build_demo_folder,
+    load_class_map,
 )
 from faccent_widget.triage.data import as_triage_data
 from faccent_widget.triage.distributed import shard
@@ -73,8 +77,11 @@ def test_folder_maps_by_label_wnid_and_class_map(model: fw.Model, tmp_path: Path
     data = as_triage_data(tmp_path, model.labels, class_map={"rocketry": "projectile", "kitty": 281})
     by_key = {s.key: model.labels[s.label] for s in data}
     assert by_key == {
-        "Egyptian_cat/a.png": "Egyptian cat", "kitty/a.png": "tabby", "n03773504/a.png": "missile",
-        "rocketry/a.png": "projectile", "tabby/a.png": "tabby",
+        "Egyptian_cat/a.png": "Egyptian cat",
+        "kitty/a.png": "tabby",
+        "n03773504/a.png": "missile",
+        "rocketry/a.png": "projectile",
+        "tabby/a.png": "tabby",
     }
     assert data[0].load().shape == (3, 64, 96)
 
@@ -143,8 +150,9 @@ def test_canvas_seed_and_shards() -> None:
 # --------------------------------------------------------------------------- the run and its report
 
 
-def test_triage_finds_the_models_mistakes_and_ranks_them(model: fw.Model, single_run: TriageReport,
-                                                          demo_dir: Path) -> None:
+def test_triage_finds_the_models_mistakes_and_ranks_them(
+    model: fw.Model, single_run: TriageReport, demo_dir: Path
+) -> None:
     report = single_run
     truth = {p["key"]: p for p in report.predictions}
     assert len(truth) == 14
@@ -178,8 +186,9 @@ def test_triage_finds_the_models_mistakes_and_ranks_them(model: fw.Model, single
     assert fitted is not None and fitted.n_maps == 2 * len(report)
 
 
-def test_rerun_resumes_and_changed_settings_are_refused(model: fw.Model, single_run: TriageReport,
-                                                        demo_dir: Path) -> None:
+def test_rerun_resumes_and_changed_settings_are_refused(
+    model: fw.Model, single_run: TriageReport, demo_dir: Path
+) -> None:
     out = single_run.root
     stamps = {d.name: (d / "row.json").stat().st_mtime_ns for d in (out / "items").iterdir()}
     again = fw.triage(model, demo_dir, out=out, batch_size=2, **FAST)
@@ -201,8 +210,7 @@ def test_triage_in_memory_pairs_leaves_the_model_untouched(model: fw.Model) -> N
     flags = [p.requires_grad for p in module.parameters()]
     module.train()
     imgs = fw.sample_images(size=96)
-    report = fw.triage(model, [(imgs["rocket"], "missile"), (imgs["coffee"], "espresso")], targets="predicted",
-                       **FAST)
+    report = fw.triage(model, [(imgs["rocket"], "missile"), (imgs["coffee"], "espresso")], targets="predicted", **FAST)
     assert module.training and [p.requires_grad for p in module.parameters()] == flags
     assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
     module.eval()
@@ -233,8 +241,14 @@ def evil_report(model: fw.Model, tmp_path_factory: pytest.TempPathFactory) -> Tr
     """A model whose 'missile' class is labelled with markup, and a folder named after it."""
     labels = list(model.labels)
     labels[657] = EVIL
-    evil_model = fw.Model(model.module, labels=labels, mean=model.mean, std=model.std,
-                          input_size=model.input_size, name="<b>efficientnet</b>")
+    evil_model = fw.Model(
+        model.module,
+        labels=labels,
+        mean=model.mean,
+        std=model.std,
+        input_size=model.input_size,
+        name="<b>efficientnet</b>",
+    )
     root = tmp_path_factory.mktemp("evil")
     _save(fw.sample_image("rocket", size=96), root / "data" / EVIL / "rocket.png")
     _save(fw.sample_image("coffee", size=96), root / "data" / "espresso" / "coffee.png")
@@ -263,9 +277,15 @@ def test_browser_grid_detail_and_faccent_widget(evil_report: TriageReport) -> No
     assert EVIL not in header and "&lt;b&gt;efficientnet&lt;/b&gt;" in header
     browser.cards[0].click()
     assert browser.selected is evil_report[0] and browser.detail.layout.display == "flex"
-    html_captions = [w.value for box in browser.detail.children if isinstance(box, widgets.HBox)
-                     for tile in box.children if isinstance(tile, widgets.VBox)
-                     for w in tile.children if isinstance(w, widgets.HTML)]
+    html_captions = [
+        w.value
+        for box in browser.detail.children
+        if isinstance(box, widgets.HBox)
+        for tile in box.children
+        if isinstance(tile, widgets.VBox)
+        for w in tile.children
+        if isinstance(w, widgets.HTML)
+    ]
     assert len(html_captions) == 5 and any("where: &lt;img src=x" in c for c in html_captions)
     assert not any(EVIL in c for c in html_captions)
     widget = browser.open_faccent()
@@ -310,8 +330,22 @@ def test_cli_triage_with_class_map_writes_report(tmp_path: Path, capsys: pytest.
     assert "accuracy: 50.0% (1/2)" in text and "mistakes: 1" in text
     assert "rockets/rocket.png: true missile" in text and "predicted drilling platform" in text
     assert (out / "report.html").is_file() and (out / "index.json").is_file()
-    assert cli_main(["triage", str(data), "--out", str(out), "--class-map", str(tmp_path / "map.txt"),
-                     *FAST_ARGS, "--steps", "5"]) == 2  # other settings: refused, one line
+    assert (
+        cli_main(
+            [
+                "triage",
+                str(data),
+                "--out",
+                str(out),
+                "--class-map",
+                str(tmp_path / "map.txt"),
+                *FAST_ARGS,
+                "--steps",
+                "5",
+            ]
+        )
+        == 2
+    )  # other settings: refused, one line
     assert "engine.steps: 3 → 5" in capsys.readouterr().err
 
 
@@ -322,8 +356,20 @@ def _predictions(out: Path) -> list[dict]:
 @pytest.mark.slow
 def test_resume_after_kill_loses_and_repeats_nothing(model: fw.Model, demo_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "faccent_widget", "triage", str(demo_dir), "--out", str(out), *FAST_ARGS,
-           "--steps", "8", "--batch-size", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "faccent_widget",
+        "triage",
+        str(demo_dir),
+        "--out",
+        str(out),
+        *FAST_ARGS,
+        "--steps",
+        "8",
+        "--batch-size",
+        "1",
+    ]
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     items = out / "items"
     try:
@@ -351,15 +397,32 @@ def test_resume_after_kill_loses_and_repeats_nothing(model: fw.Model, demo_dir: 
     new_ids = {json.loads((items / n / "row.json").read_text())["run_id"] for n in names if n not in finished}
     assert len(new_ids) == 1 and not new_ids & set(run_ids.values())
     assert report.runs[-1]["accentuated"] == total - len(finished) and report.runs[-1]["predicted"] == 0
-    print(f"\n[resume] killed after {len(finished)}/{total} finished items; the rerun computed {total - len(finished)}, "
-          f"kept {len(finished)} untouched, predicted 0 images again")
+    print(
+        f"\n[resume] killed after {len(finished)}/{total} finished items; the rerun computed {total - len(finished)}, "
+        f"kept {len(finished)} untouched, predicted 0 images again"
+    )
 
 
 @pytest.mark.slow
 def test_torchrun_two_processes_match_one(demo_dir: Path, single_run: TriageReport, tmp_path: Path) -> None:
     out = tmp_path / "dist"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "faccent_widget", "triage", str(demo_dir), "--out", str(out), *FAST_ARGS, "--batch-size", "2"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "faccent_widget",
+        "triage",
+        str(demo_dir),
+        "--out",
+        str(out),
+        *FAST_ARGS,
+        "--batch-size",
+        "2",
+    ]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("accuracy:") == 1  # only rank 0 reports

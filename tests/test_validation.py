@@ -9,9 +9,9 @@ import torch
 from torch import nn
 
 import faccent_widget as fw
+from faccent_widget.validation import calibrate_lambda, path_similarity, randomization_check
 from faccent_widget.validation.calibration import crossing
 from faccent_widget.validation.randomization import parameterized_layers
-from faccent_widget.validation import calibrate_lambda, path_similarity, randomization_check
 
 FAST = dict(steps=6, n_crops=2, input_size=96, canvas=96, seed=0)
 
@@ -41,8 +41,9 @@ def test_calibration_curve_falls_between_its_extremes(model, chelsea, coffee):
 
 def test_calibration_batched_images_and_options(model, chelsea):
     grid = [0, 1, 1e3]
-    cal = calibrate_lambda(model, {"a": chelsea}, lambdas=grid, targets="tabby", batch_images=True,
-                           return_accentuations=True, **FAST)
+    cal = calibrate_lambda(
+        model, {"a": chelsea}, lambdas=grid, targets="tabby", batch_images=True, return_accentuations=True, **FAST
+    )
     assert cal.targets == ["logit 281 (tabby)"]
     accs = cal.accentuations
     assert len(accs) == 1 and [a.config["lam"] for a in accs[0]] == grid
@@ -51,7 +52,7 @@ def test_calibration_batched_images_and_options(model, chelsea):
 
 def test_crossing_interpolates_in_log_lambda():
     lam, ok = crossing([0, 0.1, 1, 10], [1.0, 0.9, 0.7, 0.3], 0.5)
-    assert ok and lam == pytest.approx(10 ** 0.5)
+    assert ok and lam == pytest.approx(10**0.5)
     lam, ok = crossing([0, 1, 10], [1.0, 0.2, 0.0], 0.5)  # 0.5 lies between λ = 0 and the smallest λ > 0
     assert not ok and lam == 1.0
 

@@ -292,18 +292,18 @@ def test_set_latent_message(ready_widget):
 def test_search_results_echo_the_query(widget):
     w, rec = widget
     send(w, "search", query="tabby")
-    (msg, bufs), = rec.of("search_results")
+    ((msg, bufs),) = rec.of("search_results")
     assert msg["query"] == "tabby" and bufs == []
     assert msg["items"][0]["label"] == "tabby"
     assert all({"index", "label"} <= set(it) for it in msg["items"])
     rec.clear()
     send(w, "search", query=" cat ")
-    (msg, _), = rec.of("search_results")
+    ((msg, _),) = rec.of("search_results")
     assert msg["query"] == " cat " and msg["items"]
     assert all("cat" in it["label"].lower() for it in msg["items"])
     rec.clear()
     send(w, "search", query="zzzz-no-such-class")
-    (msg, _), = rec.of("search_results")
+    ((msg, _),) = rec.of("search_results")
     assert msg["items"] == []
 
 
@@ -312,7 +312,7 @@ def test_error_path_keeps_the_widget_usable(ready_widget):
     w, rec = ready_widget
     target = dict(w.target)
     send(w, "set_target", index=5000)
-    (msg, bufs), = rec.sent
+    ((msg, bufs),) = rec.sent
     assert msg["type"] == "error" and msg["message"] and bufs == []
     assert w.error == msg["message"] and "5000" in w.error
     assert w.target == target and not w.running
@@ -331,7 +331,7 @@ def test_error_during_a_run_stops_it_and_next_chunk_gets_a_done_frame(ready_widg
     chunk(w, rec)
     rec.clear()
     send(w, "set_latent", layer="no.such.layer", channel=0)
-    (msg, _), = rec.sent
+    ((msg, _),) = rec.sent
     assert msg["type"] == "error" and w.error and not w.running
     msg, bufs = chunk(w, rec)
     assert msg["type"] == "frame" and msg["done"] is True and bufs == []
@@ -341,14 +341,23 @@ def test_error_during_a_run_stops_it_and_next_chunk_gets_a_done_frame(ready_widg
 def test_bad_messages_answer_with_an_error(widget, content):
     w, rec = widget
     w._on_msg(w, content, [])
-    (msg, _), = rec.sent
+    ((msg, _),) = rec.sent
     assert msg["type"] == "error" and w.error == msg["message"]
 
 
 @pytest.mark.parametrize(
     "name, value",
-    [("lam", -1.0), ("lam", float("inf")), ("steps", 0), ("steps", 100_000), ("p1", 99.0), ("p2", 10.0),
-     ("reg_layer", "no.such.layer"), ("view", "sideways"), ("preset", "turbo")],
+    [
+        ("lam", -1.0),
+        ("lam", float("inf")),
+        ("steps", 0),
+        ("steps", 100_000),
+        ("p1", 99.0),
+        ("p2", 10.0),
+        ("reg_layer", "no.such.layer"),
+        ("view", "sideways"),
+        ("preset", "turbo"),
+    ],
 )
 def test_refused_trait_values_revert_and_set_error(widget, name, value):
     w, rec = widget
@@ -357,15 +366,22 @@ def test_refused_trait_values_revert_and_set_error(widget, name, value):
     assert getattr(w, name) == old
     assert w.error
     # a valid value afterwards is accepted and clears the error
-    good = {"lam": 0.3, "steps": 5, "p1": 40.0, "p2": 90.0, "reg_layer": w.reg_layers[0], "view": "diff",
-            "preset": "paper"}[name]
+    good = {
+        "lam": 0.3,
+        "steps": 5,
+        "p1": 40.0,
+        "p2": 90.0,
+        "reg_layer": w.reg_layers[0],
+        "view": "diff",
+        "preset": "paper",
+    }[name]
     setattr(w, name, good)
     assert getattr(w, name) == good and w.error == ""
 
 
 def test_lam_anywhere_inside_the_slider_bounds_is_accepted(widget):
     w, _ = widget
-    for lam in (w.lam_min, w.lam_max, 10 ** -1.37, 10 ** 1.99):
+    for lam in (w.lam_min, w.lam_max, 10**-1.37, 10**1.99):
         w.lam = lam
         assert w.lam == pytest.approx(lam) and w.error == ""
 
@@ -375,14 +391,17 @@ def test_refused_value_from_the_browser_is_reverted_in_the_browser(widget):
     w, _ = widget
     out: list[dict[str, Any]] = []
     w.comm.send = lambda *a, **k: out.append(k["data"])
-    w._handle_msg({"content": {"data": {"method": "update", "state": {"steps": 0}, "buffer_paths": []}},
-                   "buffers": []})
+    w._handle_msg({"content": {"data": {"method": "update", "state": {"steps": 0}, "buffer_paths": []}}, "buffers": []})
     assert w.steps == 4 and "steps" in w.error
     updates = [d["state"] for d in out if d.get("method") == "update"]
     assert {"steps": 4} in updates and any("error" in u for u in updates)
     out.clear()
-    w._handle_msg({"content": {"data": {"method": "update", "state": {"p1": 30.0, "p2": 70.0},
-                                        "buffer_paths": []}}, "buffers": []})
+    w._handle_msg(
+        {
+            "content": {"data": {"method": "update", "state": {"p1": 30.0, "p2": 70.0}, "buffer_paths": []}},
+            "buffers": [],
+        }
+    )
     assert (w.p1, w.p2, w.error) == (30.0, 70.0, "")
 
 
@@ -399,7 +418,7 @@ def _run_gallery(w: fw.FaccentWidget, rec: Recorder, mode: str):
     else:
         raise AssertionError("gallery did not finish")
     assert bufs[0].startswith(PNG) and not w.running
-    (gallery, gbufs), = rec.of("gallery")
+    ((gallery, gbufs),) = rec.of("gallery")
     assert rec.sent[-1][0]["type"] == "gallery"  # right after the last frame
     return gallery, gbufs
 
@@ -452,7 +471,7 @@ def test_triage_with_the_correct_true_label_is_empty(model, chelsea, true_label)
 def test_triage_without_true_label_is_an_error(widget):
     w, rec = widget
     send(w, "gallery", mode="triage")
-    (msg, _), = rec.sent
+    ((msg, _),) = rec.sent
     assert msg["type"] == "error" and "true_label" in msg["message"] and not w.running
 
 
@@ -460,7 +479,7 @@ def test_triage_without_true_label_is_an_error(widget):
 def test_download_sends_the_panel_png(ready_widget):
     w, rec = ready_widget
     send(w, "download")
-    (msg, bufs), = rec.sent
+    ((msg, bufs),) = rec.sent
     assert msg["type"] == "download" and msg["filename"].endswith(".png")
     assert len(bufs) == 1 and bufs[0].startswith(PNG)
     img = Image.open(io.BytesIO(bufs[0]))
@@ -469,7 +488,7 @@ def test_download_sends_the_panel_png(ready_widget):
     w.run(steps=2)
     rec.clear()
     send(w, "download")
-    (msg, bufs), = rec.sent
+    ((msg, bufs),) = rec.sent
     assert bufs[0].startswith(PNG)
 
 
@@ -491,8 +510,16 @@ def _model_state(module: torch.nn.Module) -> list[Any]:
     return [
         [(n, m.training) for n, m in module.named_modules()],
         [(n, p.requires_grad) for n, p in module.named_parameters()],
-        [(n, len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
-          len(getattr(m, "_backward_pre_hooks", {}))) for n, m in module.named_modules()],
+        [
+            (
+                n,
+                len(m._forward_hooks),
+                len(m._forward_pre_hooks),
+                len(m._backward_hooks),
+                len(getattr(m, "_backward_pre_hooks", {})),
+            )
+            for n, m in module.named_modules()
+        ],
         {k: v.clone() for k, v in module.state_dict().items()},
     ]
 

@@ -56,7 +56,7 @@ def test_scrub_sends_the_snapshot_in_the_current_view(ready):
     run_to_done(w, rec)
     rec.clear()
     send(w, "scrub", index=0)
-    (msg, bufs), = rec.of("scrub")
+    ((msg, bufs),) = rec.of("scrub")
     assert (msg["index"], msg["step"], msg["count"]) == (0, 0, len(w.snapshot_steps))
     assert bufs[0].startswith(PNG)
     seed_frame = bufs[0]
@@ -93,7 +93,7 @@ def test_scrub_live_during_a_run(ready):
     # while scrubbed back, a view change redraws the scrubbed frame (no run frame will show it)
     rec.clear()
     w.view = "unmasked"
-    (msg, bufs), = rec.of("image")
+    ((msg, bufs),) = rec.of("image")
     assert msg["index"] == 0 and bufs[0].startswith(PNG)
 
 
@@ -108,7 +108,7 @@ def test_view_change_after_a_mid_run_stop_redraws(ready):
     before = w.accent_png
     rec.clear()
     w.view = "diff"
-    (msg, bufs), = rec.of("image")
+    ((msg, bufs),) = rec.of("image")
     assert msg["tile"] == "accent" and bufs[0].startswith(PNG)
     assert w.accent_png == bufs[0] != before
     diff = bufs[0]
@@ -272,7 +272,7 @@ def test_gif_export_from_the_button_and_from_python(ready, tmp_path):
     rec.clear()
     w.view = "diff"
     send(w, "export_gif")
-    (msg, bufs), = rec.of("download")
+    ((msg, bufs),) = rec.of("download")
     assert msg["filename"] == "faccent_diff.gif" and bufs[0].startswith(GIF)
     gif = Image.open(io.BytesIO(bufs[0]))
     assert gif.n_frames == len(w.snapshot_steps)  # seed, then every snapshot
@@ -301,5 +301,5 @@ def test_scrub_to_the_right_end_after_stop_shows_the_latest_candidate_and_follow
     assert w._scrub_index is None
     rec.clear()
     w.view = "diff"
-    (msg, bufs), = rec.of("image")
+    ((msg, bufs),) = rec.of("image")
     assert msg["index"] is None and w.accent_png == bufs[0]

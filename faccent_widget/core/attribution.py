@@ -22,15 +22,20 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-
 from torch import nn
 
 from .model import Model, as_model
 from .objectives import Objective, Target, resolve_objective
 
 __all__ = [
-    "gradcam", "activation_attribution", "gradient_attribution", "attribution_maps",
-    "default_gradcam_layer", "as_image_batch", "describe_target", "ATTRIBUTION_SOURCES",
+    "gradcam",
+    "activation_attribution",
+    "gradient_attribution",
+    "attribution_maps",
+    "default_gradcam_layer",
+    "as_image_batch",
+    "describe_target",
+    "ATTRIBUTION_SOURCES",
 ]
 
 #: Names accepted by :func:`attribution_maps` (and ``CollectiveNormalizer.fit_images``).
@@ -128,8 +133,9 @@ def default_gradcam_layer(model: nn.Module | Model, target: Target, hw: tuple[in
     if candidates:
         return candidates[-1]
     where = "" if objective.needs_logits else f" before {objective.description}"
-    raise ValueError(f"{model.name} has no layer with a spatial map (pixels or patch tokens){where}; "
-                     "Grad-CAM needs one")
+    raise ValueError(
+        f"{model.name} has no layer with a spatial map (pixels or patch tokens){where}; Grad-CAM needs one"
+    )
 
 
 def _why_not_a_map(model: Model, layer: str, hw: tuple[int, int]) -> str:
@@ -264,7 +270,11 @@ def gradcam(
     objective = resolve_objective(model, target)
     x = as_image_batch(model, images)
     hw = (int(x.shape[-2]), int(x.shape[-1]))
-    layer = default_gradcam_layer(model, objective, hw) if layer is None else _check_gradcam_layer(model, objective, layer, hw)
+    layer = (
+        default_gradcam_layer(model, objective, hw)
+        if layer is None
+        else _check_gradcam_layer(model, objective, layer, hw)
+    )
     out = []
     step = max(1, int(batch_size))
     with model.preserved(), torch.enable_grad():
@@ -299,7 +309,9 @@ def activation_attribution(model: nn.Module | Model, images: Any, target: Target
         feats = model.features(x, objective.layers)
         amap = objective.activation_map(feats)
     if amap.dim() != 3:
-        raise ValueError(f"the activation map of {objective.description} has shape {tuple(amap.shape)}; expected (N, h, w)")
+        raise ValueError(
+            f"the activation map of {objective.description} has shape {tuple(amap.shape)}; expected (N, h, w)"
+        )
     amap = F.interpolate(amap[:, None].float(), size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
     return amap[:, 0].cpu()
 

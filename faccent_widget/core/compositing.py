@@ -7,7 +7,8 @@ PIL/PNG/JPEG live with the rest of image I/O in :mod:`faccent_widget.images`.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,8 +43,13 @@ def _resize(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     if tuple(x.shape[-2:]) == tuple(hw):
         return x
     batched = x.dim() == 4
-    y = F.interpolate(x if batched else x[None], size=hw, mode="bilinear", align_corners=False,
-                      antialias=x.shape[-1] > hw[1] or x.shape[-2] > hw[0])
+    y = F.interpolate(
+        x if batched else x[None],
+        size=hw,
+        mode="bilinear",
+        align_corners=False,
+        antialias=x.shape[-1] > hw[1] or x.shape[-2] > hw[0],
+    )
     return y if batched else y[0]
 
 
@@ -139,7 +145,10 @@ def panel(
         raise ValueError(f"got {len(images)} images but {len(labels)} labels")
     pils = [to_pil(im).convert("RGB") for im in images]
     h = int(height or pils[0].height)
-    pils = [p if p.height == h else p.resize((max(1, round(p.width * h / p.height)), h), Image.Resampling.BILINEAR) for p in pils]
+    pils = [
+        p if p.height == h else p.resize((max(1, round(p.width * h / p.height)), h), Image.Resampling.BILINEAR)
+        for p in pils
+    ]
     text_h = 14 if labels is not None else 0
     width = sum(p.width for p in pils) + pad * (len(pils) + 1)
     canvas = Image.new("RGB", (width, h + 2 * pad + text_h), background)

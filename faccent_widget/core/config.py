@@ -16,8 +16,9 @@ import dataclasses
 import math
 import numbers
 import operator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,9 +26,21 @@ import torch
 from .parameterizations import PARAMETERIZATIONS
 
 __all__ = [
-    "EngineConfig", "PRESETS", "DEFAULT_LAMBDA", "LAMBDA_MAX", "LAMBDA_SLIDER", "ENGINE_SETTINGS",
-    "default_preset", "resolve_config", "check_lambda", "check_setting_names", "check_setting", "check_int",
-    "check_real", "SETTING_LIMITS", "SEED_MAX",
+    "EngineConfig",
+    "PRESETS",
+    "DEFAULT_LAMBDA",
+    "LAMBDA_MAX",
+    "LAMBDA_SLIDER",
+    "ENGINE_SETTINGS",
+    "default_preset",
+    "resolve_config",
+    "check_lambda",
+    "check_setting_names",
+    "check_setting",
+    "check_int",
+    "check_real",
+    "SETTING_LIMITS",
+    "SEED_MAX",
 ]
 
 #: Default λ (balanced; see ``EngineConfig.balance``): the middle of the default model's sensitive
@@ -74,8 +87,9 @@ class EngineConfig:
 #: model's native input size (224 for most, 299 for Inception-v3, …), ``preview`` at 0.7× of it (native
 #: for fixed-size models such as ViTs). Quality and speed of each: README, "Presets".
 PRESETS: dict[str, EngineConfig] = {
-    "preview": EngineConfig(steps=40, n_crops=4, input_scale=0.7, canvas=256, noise=0.0, snapshot_every=2,
-                            preset="preview"),
+    "preview": EngineConfig(
+        steps=40, n_crops=4, input_scale=0.7, canvas=256, noise=0.0, snapshot_every=2, preset="preview"
+    ),
     "gpu": EngineConfig(steps=100, n_crops=16, canvas=256, noise=0.02, preset="gpu"),
     "paper": EngineConfig(preset="paper"),  # the dataclass defaults are appendix A
 }
@@ -107,14 +121,20 @@ def check_setting_names(names: Iterable[str]) -> None:
     """Raise ``TypeError`` naming any unknown engine setting and listing the known ones."""
     unknown = sorted(set(names) - set(ENGINE_SETTINGS), key=str)
     if unknown:
-        raise TypeError(f"unknown engine setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(ENGINE_SETTINGS)}")
+        raise TypeError(
+            f"unknown engine setting(s) {', '.join(map(repr, unknown))}; known: {', '.join(ENGINE_SETTINGS)}"
+        )
 
 
 def check_lambda(value: Any) -> float:
     """``value`` as a float λ, or a ``ValueError`` saying what is accepted (a finite real number in
     [0, ``LAMBDA_MAX``]; numpy scalars count, ``bool`` and strings do not)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) or not math.isfinite(value) \
-            or not 0 <= float(value) <= LAMBDA_MAX:
+    if (
+        isinstance(value, (bool, np.bool_))
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or not 0 <= float(value) <= LAMBDA_MAX
+    ):
         raise ValueError(f"λ must be a finite number in [0, {LAMBDA_MAX:g}], got {value!r}")
     return float(value)
 
@@ -141,8 +161,9 @@ def check_int(value: Any, name: str, lo: int | None = None, hi: int | None = Non
     return int(number)
 
 
-def check_real(value: Any, name: str, lo: float | None = None, hi: float | None = None, *,
-               lo_open: bool = False) -> float:
+def check_real(
+    value: Any, name: str, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False
+) -> float:
     """``value`` as a finite ``float`` in [lo, hi] (``(lo, hi]`` with ``lo_open``), or a clear error.
 
     Accepted: any real number (``int``, ``float``, numpy scalars). Refused: ``bool`` and strings
@@ -152,8 +173,11 @@ def check_real(value: Any, name: str, lo: float | None = None, hi: float | None 
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a finite number{what}, got {type(value).__name__} {value!r}")
     number = float(value)
-    if not math.isfinite(number) or (lo is not None and (number <= lo if lo_open else number < lo)) \
-            or (hi is not None and number > hi):
+    if (
+        not math.isfinite(number)
+        or (lo is not None and (number <= lo if lo_open else number < lo))
+        or (hi is not None and number > hi)
+    ):
         raise ValueError(f"{name} must be a finite number{what}, got {value!r}")
     return number
 
@@ -223,7 +247,10 @@ def _optional(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
 
 #: (min, max) of the integer settings. ``steps`` tops out at 10 000 (the widget's slider too).
 SETTING_LIMITS: dict[str, tuple[int, int]] = {
-    "steps": (1, 10_000), "n_crops": (1, 1024), "input_size": (16, 2048), "canvas": (16, 4096),
+    "steps": (1, 10_000),
+    "n_crops": (1, 1024),
+    "input_size": (16, 2048),
+    "canvas": (16, 4096),
     "snapshot_every": (1, 10**9),
 }
 #: Largest random seed (seeds are ints in [0, SEED_MAX]).

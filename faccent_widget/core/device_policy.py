@@ -73,7 +73,7 @@ class DevicePolicy:
 
     @property
     def precision(self) -> str:
-        """"bf16", "fp16" or "fp32" (the dtype of the model passes)."""
+        """ "bf16", "fp16" or "fp32" (the dtype of the model passes)."""
         return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.autocast_dtype, "fp32")  # type: ignore[arg-type]
 
 
@@ -126,9 +126,14 @@ def device_policy(
                 "Use autocast=None/False, or a float32 model."
             )
         scale = FP16_GRAD_SCALE if model_dtype == torch.float16 else 1.0
-        return DevicePolicy(None, fast_cuda, budget, scale,
-                            f"{where}: model is {model_dtype}, so no autocast"
-                            + (f"; gradient scale {scale:g}" if scale != 1.0 else ""))
+        return DevicePolicy(
+            None,
+            fast_cuda,
+            budget,
+            scale,
+            f"{where}: model is {model_dtype}, so no autocast"
+            + (f"; gradient scale {scale:g}" if scale != 1.0 else ""),
+        )
 
     if autocast is False:
         return DevicePolicy(None, False, budget, 1.0, f"{where}: fp32 (autocast=False)")
@@ -137,7 +142,9 @@ def device_policy(
         dtype, why = _auto_dtype(dev, capability, has_depthwise, cpu_bf16)
     else:
         if autocast is True:
-            low_bf16 = dev.type == "cpu" or (dev.type == "cuda" and capability is not None and tuple(capability) >= (8, 0))
+            low_bf16 = dev.type == "cpu" or (
+                dev.type == "cuda" and capability is not None and tuple(capability) >= (8, 0)
+            )
             dtype = torch.bfloat16 if low_bf16 else torch.float16
         else:
             dtype = _FORCED[str(autocast)]
@@ -154,8 +161,9 @@ def device_policy(
     return DevicePolicy(dtype, channels_last, budget, scale, text)
 
 
-def _auto_dtype(dev: torch.device, capability: tuple[int, int] | None, has_depthwise: bool,
-                cpu_bf16: bool | None) -> tuple[torch.dtype | None, str]:
+def _auto_dtype(
+    dev: torch.device, capability: tuple[int, int] | None, has_depthwise: bool, cpu_bf16: bool | None
+) -> tuple[torch.dtype | None, str]:
     if dev.type == "cuda":
         cap = tuple(capability) if capability is not None else (0, 0)
         if cap >= (8, 0):

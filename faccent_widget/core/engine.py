@@ -28,12 +28,12 @@ from __future__ import annotations
 
 import dataclasses
 import secrets
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .config import EngineConfig, check_lambda
 from .device_policy import DevicePolicy, device_policy
@@ -77,13 +77,13 @@ class StepState:
     image: torch.Tensor  # (B, 3, H, W) candidate at this step, detached
     objective: torch.Tensor  # (B,) objective (mean over crops)
     distance: torch.Tensor  # (B,) regulariser distance
-    run: "AccentuationRun" = field(repr=False)
+    run: AccentuationRun = field(repr=False)
 
     @property
     def done(self) -> bool:
         return self.step >= self.steps
 
-    def result(self) -> list["Accentuation"]:
+    def result(self) -> list[Accentuation]:
         """The finished accentuations (one per item); valid once ``done``."""
         return self.run.result()
 
@@ -186,7 +186,9 @@ class AccentuationRun:
         #: autocast dtype, memory format and fp16 gradient scale (see ``device_policy``); ``config.autocast``
         #: None = the device's rule, True/False, or "fp16"/"bf16" to force a dtype.
         self.policy: DevicePolicy = device_policy(
-            self.device, model_dtype=getattr(model, "dtype", torch.float32), has_depthwise=_has_depthwise(model),
+            self.device,
+            model_dtype=getattr(model, "dtype", torch.float32),
+            has_depthwise=_has_depthwise(model),
             autocast=config.autocast,
         )
         self.autocast = self.policy.autocast
@@ -202,7 +204,8 @@ class AccentuationRun:
         self.needs_logits = any(o.needs_logits for o in self.objectives)
         self._logit_index = (
             torch.tensor([o.index for o in self.objectives if isinstance(o, Logit)], device=self.device)
-            if all(isinstance(o, Logit) for o in self.objectives) else None
+            if all(isinstance(o, Logit) for o in self.objectives)
+            else None
         )
         self.attribution = torch.zeros(b, self.h, self.w, device=self.device)
         self.history: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -220,7 +223,7 @@ class AccentuationRun:
             return logits.gather(2, self._logit_index.view(-1, 1, 1).expand(-1, n, 1)).mean(dim=(1, 2))
         values = []
         for i, obj in enumerate(self.objectives):
-            part = {k: v[i * n:(i + 1) * n] for k, v in feats.items()}
+            part = {k: v[i * n : (i + 1) * n] for k, v in feats.items()}
             values.append(obj(part).float().mean())
         return torch.stack(values)
 
@@ -358,14 +361,28 @@ class AccentuationRun:
         final = final.cpu()
         out = []
         for i, obj in enumerate(self.objectives):
-            cfg = {**self.config.as_dict(), "lam": self.lam_values[i], "reg_layer": self.reg_layer,
-                   "seed": self.seed_value, "noise_seeded": self.noise_seeded}
-            out.append(Accentuation(
-                image=final[i], seed=seeds[i], target=obj.description, objective=obj,
-                snapshots=snaps[i], snapshot_steps=list(self.snapshot_steps),
-                history={"objective": objective[:, i], "distance": distance[:, i]},
-                seed_score=self.seed_scores[i], score=scores[i], attribution=attribution[i],
-                config=cfg, lam_effective=float(lam_eff[i]),
-            ))
+            cfg = {
+                **self.config.as_dict(),
+                "lam": self.lam_values[i],
+                "reg_layer": self.reg_layer,
+                "seed": self.seed_value,
+                "noise_seeded": self.noise_seeded,
+            }
+            out.append(
+                Accentuation(
+                    image=final[i],
+                    seed=seeds[i],
+                    target=obj.description,
+                    objective=obj,
+                    snapshots=snaps[i],
+                    snapshot_steps=list(self.snapshot_steps),
+                    history={"objective": objective[:, i], "distance": distance[:, i]},
+                    seed_score=self.seed_scores[i],
+                    score=scores[i],
+                    attribution=attribution[i],
+                    config=cfg,
+                    lam_effective=float(lam_eff[i]),
+                )
+            )
         self._result = out
         return out

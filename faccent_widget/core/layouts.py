@@ -88,8 +88,11 @@ class LayerLayout:
         """Whether the output has a 2-D grid of image positions (more than one): spatial and
         channels-last maps, tokens with a patch grid. Only such layers serve Grad-CAM and activation
         maps."""
-        return self.kind in ("spatial", "channels_last", "tokens") and self.grid is not None \
+        return (
+            self.kind in ("spatial", "channels_last", "tokens")
+            and self.grid is not None
             and self.grid[0] * self.grid[1] > 1
+        )
 
     @property
     def is_activation(self) -> bool:
@@ -133,13 +136,12 @@ class LayerLayout:
             return t.permute(0, 3, 1, 2)
         if self.kind == "pooled":
             return t.reshape(t.shape[0], t.shape[1], 1, 1)
-        patches = t[:, self.prefix_tokens:]
+        patches = t[:, self.prefix_tokens :]
         n, count, c = patches.shape
         grid = self.grid_for(count + self.prefix_tokens)
         if grid is None:
             raise ValueError(
-                f"cannot arrange {count} patch tokens into a grid ({self.describe()}); "
-                "this layer has no spatial map"
+                f"cannot arrange {count} patch tokens into a grid ({self.describe()}); this layer has no spatial map"
             )
         return patches.transpose(1, 2).reshape(n, c, *grid)
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,8 +28,13 @@ import torch
 from .model import Model
 
 __all__ = [
-    "CollectiveNormalizer", "per_image_normalize", "piecewise_normalize", "DEFAULT_P1", "DEFAULT_P2",
-    "save_normalizers", "load_normalizers",
+    "CollectiveNormalizer",
+    "per_image_normalize",
+    "piecewise_normalize",
+    "DEFAULT_P1",
+    "DEFAULT_P2",
+    "save_normalizers",
+    "load_normalizers",
 ]
 
 #: Default lower percentile of equation 1: values at or below it are fully masked. See
@@ -172,7 +178,7 @@ class CollectiveNormalizer:
         return self.lo is not None and self.hi is not None
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, maps: Any) -> "CollectiveNormalizer":
+    def fit(self, maps: Any) -> CollectiveNormalizer:
         """Take ``lo = P(v, p1)`` and ``hi = P(v, p2)`` over every value of every map in ``maps``
         (a (N, H, W) tensor/array or a list of maps of any sizes). Returns ``self``."""
         v = _values(maps)
@@ -191,7 +197,7 @@ class CollectiveNormalizer:
         target: Any,
         source: str = "gradcam",
         layer: str | None = None,
-    ) -> "CollectiveNormalizer":
+    ) -> CollectiveNormalizer:
         """Compute the attribution maps of ``target`` for the reference ``images`` (``source``
         ``"gradcam"`` or ``"activation"``; see :func:`~faccent_widget.core.attribution.attribution_maps`)
         and :meth:`fit` them. Records the target description, source and layer. Returns ``self``."""
@@ -237,14 +243,16 @@ class CollectiveNormalizer:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "CollectiveNormalizer":
+    def from_dict(cls, data: Mapping[str, Any]) -> CollectiveNormalizer:
         """Inverse of :meth:`to_dict`."""
         missing = [k for k in ("p1", "p2", "lo", "hi") if k not in data]
         if missing:
             raise ValueError(f"not a CollectiveNormalizer description: missing {', '.join(missing)}")
         if data.get("format", _FORMAT) != _FORMAT:
             raise ValueError(f"not a CollectiveNormalizer description (format {data.get('format')!r})")
-        norm = cls(data["p1"], data["p2"], target=data.get("target"), source=data.get("source"), layer=data.get("layer"))
+        norm = cls(
+            data["p1"], data["p2"], target=data.get("target"), source=data.get("source"), layer=data.get("layer")
+        )
         lo, hi = float(data["lo"]), float(data["hi"])
         if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
             raise ValueError(f"invalid thresholds lo={lo}, hi={hi}")
@@ -260,7 +268,7 @@ class CollectiveNormalizer:
             fh.write("\n")
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "CollectiveNormalizer":
+    def load(cls, path: str | os.PathLike) -> CollectiveNormalizer:
         """Read a normaliser written by :meth:`save`."""
         with open(path, encoding="utf-8") as fh:
             return cls.from_dict(json.load(fh))

@@ -13,17 +13,23 @@ import difflib
 import functools
 import math
 import operator
-from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..images import ImageInput, load_image, resize_image
 from .layouts import LayerLayout
 
 __all__ = [
-    "Model", "Prediction", "LayerNotFoundError", "LayerLayout", "ACTIVATION_TYPES", "imagenet_labels", "as_model",
+    "Model",
+    "Prediction",
+    "LayerNotFoundError",
+    "LayerLayout",
+    "ACTIVATION_TYPES",
+    "imagenet_labels",
+    "as_model",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -31,21 +37,43 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: Module types counted as "activation layers" for the default regularisation layer.
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU, nn.LeakyReLU, nn.ELU, nn.Hardswish, nn.Mish, nn.PReLU,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.SiLU,
+    nn.GELU,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.Hardswish,
+    nn.Mish,
+    nn.PReLU,
 )
 #: Modules from these packages count as activation layers too (Hugging Face's ``GELUActivation``, …).
 _ACTIVATION_PACKAGES = ("transformers.activations", "timm.layers.activations")
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 #: Module types whose 4-D output is channels-first (N, C, H, W) by construction.
 _CHANNELS_FIRST_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Conv2d, nn.ConvTranspose2d, nn.BatchNorm2d, nn.InstanceNorm2d, nn.GroupNorm, nn.LocalResponseNorm,
-    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Upsample,
+    nn.Conv2d,
+    nn.ConvTranspose2d,
+    nn.BatchNorm2d,
+    nn.InstanceNorm2d,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Upsample,
 )
 #: Module types that act on the last axis: their 3-/4-D outputs are tokens or channels-last.
 _LAST_AXIS_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.LayerNorm)
 #: Module types whose 3-D output is a (N, C, L) sequence, not tokens.
 _SEQUENCE_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Conv1d, nn.BatchNorm1d, nn.InstanceNorm1d, nn.MaxPool1d, nn.AvgPool1d, nn.AdaptiveAvgPool1d,
+    nn.Conv1d,
+    nn.BatchNorm1d,
+    nn.InstanceNorm1d,
+    nn.MaxPool1d,
+    nn.AvgPool1d,
+    nn.AdaptiveAvgPool1d,
 )
 #: Names of the parameters that hold prefix tokens (timm, torchvision, Hugging Face).
 _PREFIX_TOKEN_PARAMS = ("cls_token", "class_token", "dist_token", "distillation_token", "reg_token", "register_tokens")
@@ -156,7 +184,8 @@ class Model:
         self.accepts_any_size = not fixed
         self._labels = list(labels) if labels is not None else meta.get("labels")
         self._token_meta: tuple[int | None, tuple[int, int] | None] = (
-            meta.get("prefix_tokens"), meta.get("patch_grid") if self.input_size == native else None,
+            meta.get("prefix_tokens"),
+            meta.get("patch_grid") if self.input_size == native else None,
         )
         self._reg_layer_override = reg_layer
         self._trace_cache: _Trace | None = None
@@ -210,7 +239,7 @@ class Model:
             n = self.num_classes
             if len(self._labels) != n:
                 raise ValueError(
-                    f"{len(self._labels)} labels were given but {self.name} outputs {n} logits; pass one label per class"
+                    f"{len(self._labels)} labels were given but {self.name} outputs {n} logits; pass one label per class"  # noqa: E501
                 )
             self._labels_checked = True
         return self._labels
@@ -259,10 +288,14 @@ class Model:
         whose own output is tokens or channels-last (timm ``blocks.3``, torchvision
         ``encoder.layers.encoder_layer_3``, Hugging Face ``vit.layers.3``, Swin's ``layers.1.blocks.0``).
         Empty for convolutional networks."""
+
         def compute() -> list[str]:
             parents = {_parent(n) for n in self._attention_modules() if _parent(n)}
-            return [n for n in self._trace().order if n in parents
-                    and self.layout(n).kind in ("tokens", "channels_last") and self.layout(n).is_map]
+            return [
+                n
+                for n in self._trace().order
+                if n in parents and self.layout(n).kind in ("tokens", "channels_last") and self.layout(n).is_map
+            ]
 
         return self._once("transformer_blocks", compute)
 
@@ -272,8 +305,11 @@ class Model:
         ``layernorm_before``); None when there is none."""
         block = self.resolve_layer(block)
         trace = self._trace()
-        starts = [trace.first_call[a] for a in self._attention_modules()
-                  if a.startswith(block + ".") and a in trace.first_call]
+        starts = [
+            trace.first_call[a]
+            for a in self._attention_modules()
+            if a.startswith(block + ".") and a in trace.first_call
+        ]
         if not starts:
             return None
         before = [n for n in self.map_layers if n.startswith(block + ".") and trace.last_call[n] < min(starts)]
@@ -293,6 +329,7 @@ class Model:
         (see ``map_layers``) that is not a plain container and whose ancestors (below the root) are all
         plain containers (Sequential/ModuleList/ModuleDict). E.g. GoogLeNet's ``inception3a``,
         ResNet's ``layer1.0``, timm ViT's ``blocks.3``. Never internal or pooled outputs."""
+
         def compute() -> list[str]:
             transformer = set(self.transformer_blocks)
             blocks = []
@@ -302,7 +339,8 @@ class Model:
                 if n in transformer:
                     blocks.append(n)
                 elif not isinstance(self._modules[n], _CONTAINERS) and all(
-                        isinstance(self._modules[a], _CONTAINERS) for a in _ancestors(n)):
+                    isinstance(self._modules[a], _CONTAINERS) for a in _ancestors(n)
+                ):
                     blocks.append(n)
             return blocks
 
@@ -314,11 +352,15 @@ class Model:
         ``conv1``…``maxpool``), the patch embedding of a transformer (``patch_embed``, ``pos_drop``, …).
         An inner block is a transformer block or a block output inside a container. Empty when the
         model has no inner blocks."""
+
         def compute() -> list[str]:
             trace = self._trace()
             transformer = set(self.transformer_blocks)
-            inner = [n for n in self.block_layers
-                     if n in transformer or any(isinstance(self._modules[a], _CONTAINERS) for a in _ancestors(n))]
+            inner = [
+                n
+                for n in self.block_layers
+                if n in transformer or any(isinstance(self._modules[a], _CONTAINERS) for a in _ancestors(n))
+            ]
             if not inner:
                 return []
             start = min(trace.first_call[n] for n in inner)
@@ -345,8 +387,11 @@ class Model:
         if self.transformer_blocks:
             stem = set(self.stem_layers)
             return [n for n in self.block_layers if n not in stem] or self.block_layers
-        acts = [n for n in self.activation_layers
-                if self.layout(n).is_map and self.layout(n).kind in ("spatial", "channels_last")]
+        acts = [
+            n
+            for n in self.activation_layers
+            if self.layout(n).is_map and self.layout(n).kind in ("spatial", "channels_last")
+        ]
         return acts or self.block_layers or self.map_layers
 
     @property
@@ -373,9 +418,7 @@ class Model:
         trace = self._trace()
         candidates = self.reg_layer_candidates
         if not candidates:
-            raise ValueError(
-                f"{self.name} has no layer with a spatial, channels-last or token output to regularise at"
-            )
+            raise ValueError(f"{self.name} has no layer with a spatial, channels-last or token output to regularise at")
         stem = set(self.stem_layers)
         pool = [n for n in candidates if n not in stem] or candidates
         target = 0.25 * trace.n_leaf_calls
@@ -452,12 +495,19 @@ class Model:
             return int(requested)
         return max(16, 8 * round(self.input_size * float(scale) / 8))
 
-    def with_module(self, module: nn.Module, *, name: str | None = None) -> "Model":
+    def with_module(self, module: nn.Module, *, name: str | None = None) -> Model:
         """A new adapter for ``module`` with this one's preprocessing, labels and reg-layer override
         (e.g. for a randomised copy of the network)."""
-        return Model(module, mean=self.mean, std=self.std, input_size=self.input_size, labels=self._labels,
-                     reg_layer=self._reg_layer_override, name=name or self.name,
-                     accepts_any_size=self.accepts_any_size)
+        return Model(
+            module,
+            mean=self.mean,
+            std=self.std,
+            input_size=self.input_size,
+            labels=self._labels,
+            reg_layer=self._reg_layer_override,
+            name=name or self.name,
+            accepts_any_size=self.accepts_any_size,
+        )
 
     # ------------------------------------------------------------------ state guarding
     @contextlib.contextmanager
@@ -605,7 +655,7 @@ class Model:
         raise TypeError(f"a class target must be an int index or a label string, got {type(target).__name__}")
 
     # ------------------------------------------------------------------ tracing
-    def _trace(self) -> "_Trace":
+    def _trace(self) -> _Trace:
         if self._trace_cache is None:
             self._trace_cache = _trace_module(self)
         return self._trace_cache
@@ -618,6 +668,7 @@ class Model:
 
     def _attention_modules(self) -> list[str]:
         """Outermost attention modules (names), in ``named_modules`` order."""
+
         def compute() -> list[str]:
             found: list[str] = []
             for n, m in self._modules.items():
@@ -771,13 +822,16 @@ def _trace_module(model: Model) -> _Trace:
 
 
 @functools.lru_cache(maxsize=32)
-def _norm_constants(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device,
-                    dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def _norm_constants(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(1, 3, 1, 1) mean and std on ``device``, made once: building them from Python floats every
     call is a host→device copy, which synchronises a CUDA optimisation step with the host."""
     with torch.inference_mode(False):
-        return (torch.tensor(mean, device=device, dtype=dtype).view(1, 3, 1, 1),
-                torch.tensor(std, device=device, dtype=dtype).view(1, 3, 1, 1))
+        return (
+            torch.tensor(mean, device=device, dtype=dtype).view(1, 3, 1, 1),
+            torch.tensor(std, device=device, dtype=dtype).view(1, 3, 1, 1),
+        )
 
 
 def _check_logits(result: Any, name: str) -> torch.Tensor:
@@ -841,7 +895,8 @@ def _metadata(module: nn.Module, weights: Any) -> dict[str, Any]:
     _huggingface_metadata(module, meta)
     if "prefix_tokens" not in meta:
         count = sum(
-            int(p.shape[1]) for n, p in module.named_parameters()
+            int(p.shape[1])
+            for n, p in module.named_parameters()
             if n.rpartition(".")[2] in _PREFIX_TOKEN_PARAMS and p.dim() == 3
         )
         if count:
@@ -946,9 +1001,15 @@ def as_model(model: nn.Module | Model, *, labels: Sequence[str] | None = None, d
         if not other_device and labels is None:
             return model
         return Model(
-            model.user_module, mean=model.mean, std=model.std, input_size=model.input_size,
-            labels=labels if labels is not None else model._labels, device=device or model.device,
-            name=model.name, reg_layer=model._reg_layer_override, accepts_any_size=model.accepts_any_size,
+            model.user_module,
+            mean=model.mean,
+            std=model.std,
+            input_size=model.input_size,
+            labels=labels if labels is not None else model._labels,
+            device=device or model.device,
+            name=model.name,
+            reg_layer=model._reg_layer_override,
+            accepts_any_size=model.accepts_any_size,
         )
     if isinstance(model, nn.Module):
         return Model(model, labels=labels, device=device)

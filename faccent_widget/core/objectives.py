@@ -20,18 +20,28 @@ from __future__ import annotations
 
 import copy
 import operator
-from typing import Any, Callable, Mapping, Sequence, Union
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Union
 
 import numpy as np
 import torch
 
-from .layouts import LayerLayout
 from .config import check_int
+from .layouts import LayerLayout
 from .model import Model
 
 __all__ = [
-    "Objective", "Logit", "Channel", "Neuron", "Direction", "logit", "channel", "neuron", "direction",
-    "resolve_objective", "Target",
+    "Objective",
+    "Logit",
+    "Channel",
+    "Neuron",
+    "Direction",
+    "logit",
+    "channel",
+    "neuron",
+    "direction",
+    "resolve_objective",
+    "Target",
 ]
 
 Features = Mapping[str, torch.Tensor]
@@ -56,7 +66,7 @@ class Objective:
         """(N, h, w) map of this objective's spatial contribution at ``spatial_layer``."""
         raise TypeError(f"{self.description} has no activation map; use Grad-CAM or gradients instead")
 
-    def bind(self, model: Model) -> "Objective":
+    def bind(self, model: Model) -> Objective:
         """This objective for ``model``: hidden-layer objectives (channel, neuron, direction and their
         combinations) return a copy that knows their layers' layouts, after checking that the layers
         are activations of the image and the units in range; the base class checks that its layers
@@ -68,25 +78,25 @@ class Objective:
     def __repr__(self) -> str:
         return f"<Objective {self.description}>"
 
-    def __add__(self, other: Any) -> "Objective":
+    def __add__(self, other: Any) -> Objective:
         return _combine(self, other, lambda a, b: a + b, "+")
 
-    def __radd__(self, other: Any) -> "Objective":
+    def __radd__(self, other: Any) -> Objective:
         return _combine(other, self, lambda a, b: a + b, "+")
 
-    def __sub__(self, other: Any) -> "Objective":
+    def __sub__(self, other: Any) -> Objective:
         return _combine(self, other, lambda a, b: a - b, "-")
 
-    def __rsub__(self, other: Any) -> "Objective":
+    def __rsub__(self, other: Any) -> Objective:
         return _combine(other, self, lambda a, b: a - b, "-")
 
-    def __mul__(self, other: Any) -> "Objective":
+    def __mul__(self, other: Any) -> Objective:
         return _combine(self, other, lambda a, b: a * b, "*")
 
-    def __rmul__(self, other: Any) -> "Objective":
+    def __rmul__(self, other: Any) -> Objective:
         return _combine(other, self, lambda a, b: a * b, "*")
 
-    def __neg__(self) -> "Objective":
+    def __neg__(self) -> Objective:
         return _combine(-1.0, self, lambda a, b: a * b, "*")
 
 
@@ -103,7 +113,7 @@ class _Combined(Objective):
         a, b = (p(feats) if isinstance(p, Objective) else p for p in self.parts)
         return self.fn(a, b)
 
-    def bind(self, model: Model) -> "Objective":
+    def bind(self, model: Model) -> Objective:
         out = copy.copy(self)
         out.parts = [p.bind(model) if isinstance(p, Objective) else p for p in self.parts]
         return out
@@ -145,7 +155,7 @@ class _LayerObjective(Objective):
             return None
         return self.layer
 
-    def bind(self, model: Model) -> "Objective":
+    def bind(self, model: Model) -> Objective:
         layer = model.resolve_layer(self.layer)
         lay = model.layout(layer)
         if not lay.is_activation:
@@ -256,9 +266,7 @@ class Direction(_LayerObjective):
 
     def _per_position(self, a: torch.Tensor) -> torch.Tensor:
         if a.shape[1] != self.vector.numel():
-            raise ValueError(
-                f"direction has {self.vector.numel()} values but {self.layer} has {a.shape[1]} channels"
-            )
+            raise ValueError(f"direction has {self.vector.numel()} values but {self.layer} has {a.shape[1]} channels")
         if a.device not in self._on_device:  # copied once per device: a host→device copy syncs a CUDA step
             self._on_device[a.device] = self.vector.to(a.device)
         v = self._on_device[a.device].to(a.dtype).view(1, -1, *([1] * (a.dim() - 2)))

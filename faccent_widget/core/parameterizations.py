@@ -24,7 +24,13 @@ import math
 import torch
 
 __all__ = [
-    "Parameterization", "Fourier", "Pixel", "Maco", "PARAMETERIZATIONS", "make_parameterization", "SATURATION_MARGIN",
+    "Parameterization",
+    "Fourier",
+    "Pixel",
+    "Maco",
+    "PARAMETERIZATIONS",
+    "make_parameterization",
+    "SATURATION_MARGIN",
 ]
 
 # Lucid's colour_correlation_svd_sqrt, normalised by its largest column norm.
@@ -116,8 +122,14 @@ class Fourier(Parameterization):
         self._fix_offset(seed)
 
     @classmethod
-    def random(cls, shape: tuple[int, int, int, int], *, sd: float = 0.01, generator: torch.Generator | None = None,
-               device: torch.device | str = "cpu") -> "Fourier":
+    def random(
+        cls,
+        shape: tuple[int, int, int, int],
+        *,
+        sd: float = 0.01,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+    ) -> Fourier:
         """Noise-seeded init (classic feature visualisation): small random spectrum."""
         self = cls(torch.full(shape, 0.5, device=device))
         with torch.no_grad():

@@ -14,6 +14,15 @@ from .run import TARGETS, triage
 from .store import TriageSettingsMismatch
 
 __all__ = [
-    "DEMO_CLASSES", "RANKINGS", "TARGETS", "TriageData", "TriageInputError", "TriageItem", "TriageReport",
-    "TriageSettingsMismatch", "build_demo_folder", "load_class_map", "triage",
+    "DEMO_CLASSES",
+    "RANKINGS",
+    "TARGETS",
+    "TriageData",
+    "TriageInputError",
+    "TriageItem",
+    "TriageReport",
+    "TriageSettingsMismatch",
+    "build_demo_folder",
+    "load_class_map",
+    "triage",
 ]

@@ -13,7 +13,19 @@ from ..widget import FaccentWidget
 from ..zoo import available_models, load_model
 
 __all__ = [
-    "CollectiveNormalizer", "DEFAULT_LAMBDA", "FaccentWidget", "Model", "accentuate", "available_models", "gradcam",
-    "heatmap_overlay", "load_image", "load_model", "masked_accentuation", "sample_images", "start_run", "to_pil",
+    "CollectiveNormalizer",
+    "DEFAULT_LAMBDA",
+    "FaccentWidget",
+    "Model",
+    "accentuate",
+    "available_models",
+    "gradcam",
+    "heatmap_overlay",
+    "load_image",
+    "load_model",
+    "masked_accentuation",
+    "sample_images",
+    "start_run",
+    "to_pil",
     "to_png_bytes",
 ]

@@ -55,8 +55,9 @@ class TriageBrowser(widgets.VBox):
             f"<b>Dataset triage: {html.escape(str(name))}</b> — {s['items']} images, accuracy "
             f"{100 * s['accuracy']:.1f}%, {s['mistakes']} mistakes, ranked by {html.escape(report.rank_by)}"
         )
-        self.grid = widgets.GridBox(layout=widgets.Layout(grid_template_columns="repeat(auto-fill, 196px)",
-                                                          grid_gap="8px"))
+        self.grid = widgets.GridBox(
+            layout=widgets.Layout(grid_template_columns="repeat(auto-fill, 196px)", grid_gap="8px")
+        )
         self.prev_button = widgets.Button(description="◀ previous", layout=widgets.Layout(width="110px"))
         self.next_button = widgets.Button(description="next ▶", layout=widgets.Layout(width="110px"))
         self.page_label = widgets.Label()
@@ -64,8 +65,9 @@ class TriageBrowser(widgets.VBox):
         self.next_button.on_click(lambda _: self.show_page(self.page + 1))
         self.detail = widgets.VBox(layout=widgets.Layout(border="1px solid #d9dce1", padding="6px", display="none"))
         self.cards: list[widgets.Button] = []
-        super().__init__([header, widgets.HBox([self.prev_button, self.page_label, self.next_button]),
-                          self.grid, self.detail])
+        super().__init__(
+            [header, widgets.HBox([self.prev_button, self.page_label, self.next_button]), self.grid, self.detail]
+        )
         self.show_page(0)
 
     @property
@@ -76,23 +78,35 @@ class TriageBrowser(widgets.VBox):
         """Show grid page ``page`` (0-based, clipped to the valid range)."""
         self.page = max(0, min(int(page), self.pages - 1))
         start = self.page * self.page_size
-        items = list(self.report)[start:start + self.page_size]
+        items = list(self.report)[start : start + self.page_size]
         cells = []
         self.cards = []
         for item in items:
-            image = widgets.Image(value=_jpeg(item.seed, 176), format="jpeg",
-                                  layout=widgets.Layout(width="188px", height="auto"))
-            button = widgets.Button(description=f"#{item.rank}  open", tooltip=f"{item.key}: open it large",
-                                    layout=widgets.Layout(width="188px"))
+            image = widgets.Image(
+                value=_jpeg(item.seed, 176), format="jpeg", layout=widgets.Layout(width="188px", height="auto")
+            )
+            button = widgets.Button(
+                description=f"#{item.rank}  open",
+                tooltip=f"{item.key}: open it large",
+                layout=widgets.Layout(width="188px"),
+            )
             button.on_click(lambda _, it=item: self.select(it))
             self.cards.append(button)
-            cells.append(widgets.VBox([
-                image,
-                widgets.Label(f"true: {item.true_label}", tooltip=item.key, layout=widgets.Layout(width="188px")),
-                widgets.Label(f"predicted: {item.predicted_label} ({100 * item.p_predicted:.0f}%)",
-                              layout=widgets.Layout(width="188px")),
-                button,
-            ]))
+            cells.append(
+                widgets.VBox(
+                    [
+                        image,
+                        widgets.Label(
+                            f"true: {item.true_label}", tooltip=item.key, layout=widgets.Layout(width="188px")
+                        ),
+                        widgets.Label(
+                            f"predicted: {item.predicted_label} ({100 * item.p_predicted:.0f}%)",
+                            layout=widgets.Layout(width="188px"),
+                        ),
+                        button,
+                    ]
+                )
+            )
         if not cells:
             cells = [widgets.Label("No mistakes.")]
         self.grid.children = cells
@@ -108,29 +122,43 @@ class TriageBrowser(widgets.VBox):
         self.faccent = None
         tiles = []
         for caption, image in item.tiles():
-            tiles.append(widgets.VBox([
-                widgets.Image(value=_jpeg(image, 320), format="jpeg", layout=widgets.Layout(height="240px", width="auto")),
-                widgets.HTML(f'<div style="white-space:normal;line-height:1.3;max-width:240px">'
-                             f"{html.escape(caption)}</div>"),
-            ]))
+            tiles.append(
+                widgets.VBox(
+                    [
+                        widgets.Image(
+                            value=_jpeg(image, 320), format="jpeg", layout=widgets.Layout(height="240px", width="auto")
+                        ),
+                        widgets.HTML(
+                            f'<div style="white-space:normal;line-height:1.3;max-width:240px">'
+                            f"{html.escape(caption)}</div>"
+                        ),
+                    ]
+                )
+            )
         lines = [
             widgets.Label(f"#{item.rank}  {item.key}"),
-            widgets.Label(f"true: {item.true_label} ({100 * item.p_true:.1f}%, rank {item.true_rank})   "
-                          f"predicted: {item.predicted_label} ({100 * item.p_predicted:.1f}%)"),
+            widgets.Label(
+                f"true: {item.true_label} ({100 * item.p_true:.1f}%, rank {item.true_rank})   "
+                f"predicted: {item.predicted_label} ({100 * item.p_predicted:.1f}%)"
+            ),
         ]
         for t in item.targets:
             sc = item.scores[t]
             before = "–" if sc["seed_prob"] is None else f"{100 * sc['seed_prob']:.1f}%"
             after = "–" if sc["prob"] is None else f"{100 * sc['prob']:.1f}%"
             lines.append(widgets.Label(f"accentuated toward {sc['label']} ({t}): {before} → {after}"))
-        self.open_button = widgets.Button(description="Open in FaccentWidget", button_style="primary",
-                                          layout=widgets.Layout(width="220px"))
+        self.open_button = widgets.Button(
+            description="Open in FaccentWidget", button_style="primary", layout=widgets.Layout(width="220px")
+        )
         self.close_button = widgets.Button(description="Close", layout=widgets.Layout(width="90px"))
         self.message = widgets.Label()
         self.open_button.on_click(lambda _: self.open_faccent())
         self.close_button.on_click(lambda _: self.close_detail())
-        self.detail.children = [*lines, widgets.HBox(tiles, layout=widgets.Layout(overflow="auto")),
-                                widgets.HBox([self.open_button, self.close_button, self.message])]
+        self.detail.children = [
+            *lines,
+            widgets.HBox(tiles, layout=widgets.Layout(overflow="auto")),
+            widgets.HBox([self.open_button, self.close_button, self.message]),
+        ]
         self.detail.layout.display = "flex"
 
     def close_detail(self) -> None:
@@ -146,7 +174,9 @@ class TriageBrowser(widgets.VBox):
         if self.model is None:
             name = self.report.settings.get("model", {}).get("name")
             if name not in fw.available_models():
-                raise ValueError(f"the triage's model {name!r} cannot be loaded by name; pass it: report.show(model=...)")
+                raise ValueError(
+                    f"the triage's model {name!r} cannot be loaded by name; pass it: report.show(model=...)"
+                )
             self.model = fw.load_model(name)
         return self.model
 

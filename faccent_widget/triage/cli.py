@@ -14,8 +14,9 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 __all__ = ["main"]
 
@@ -36,11 +37,18 @@ def _positive(text: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     from .report import RANKINGS
 
-    p = argparse.ArgumentParser(prog="python -m faccent_widget triage", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m faccent_widget triage",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("folder", nargs="?", help="image folder in the ImageFolder layout (one subfolder per class)")
-    p.add_argument("--out", help="output folder (resumable store + report.html); default for --demo: faccent_triage_demo")
-    p.add_argument("--model", default="efficientnet_lite0", help="model name for load_model (default efficientnet_lite0)")
+    p.add_argument(
+        "--out", help="output folder (resumable store + report.html); default for --demo: faccent_triage_demo"
+    )
+    p.add_argument(
+        "--model", default="efficientnet_lite0", help="model name for load_model (default efficientnet_lite0)"
+    )
     p.add_argument("--limit", type=_positive, help="triage only N images, spread evenly over the folder")
     p.add_argument("--class-map", help="file mapping class folders to model labels (folder: label per line, or JSON)")
     p.add_argument("--demo", action="store_true", help="triage a small labelled folder built from the sample images")
@@ -62,8 +70,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     settings: dict[str, Any] = dict(DEMO_SETTINGS) if args.demo else {}
-    for key, value in (("preset", args.preset), ("steps", args.steps), ("n_crops", args.crops),
-                       ("input_size", args.input_size), ("canvas", args.canvas), ("lam", args.lam)):
+    for key, value in (
+        ("preset", args.preset),
+        ("steps", args.steps),
+        ("n_crops", args.crops),
+        ("input_size", args.input_size),
+        ("canvas", args.canvas),
+        ("lam", args.lam),
+    ):
         if value is not None:
             settings[key] = value
     return settings
@@ -94,8 +108,10 @@ def _summary(report: Any, seconds: float, html_path: Path) -> str:
     if len(report):
         lines.append(f"top mistakes (ranked by {report.rank_by}):")
         for item in list(report)[:5]:
-            lines.append(f"  {item.rank}. {item.key}: true {item.true_label} ({100 * item.p_true:.1f}%) -> "
-                         f"predicted {item.predicted_label} ({100 * item.p_predicted:.1f}%)")
+            lines.append(
+                f"  {item.rank}. {item.key}: true {item.true_label} ({100 * item.p_true:.1f}%) -> "
+                f"predicted {item.predicted_label} ({100 * item.p_predicted:.1f}%)"
+            )
     lines.append(f"report: {html_path.resolve()}")
     return "\n".join(lines)
 
@@ -103,11 +119,10 @@ def _summary(report: Any, seconds: float, html_path: Path) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the triage command line; returns the exit status (2 on a user error)."""
     from . import _lib as fw
-    from .run import triage
-
     from .data import TriageInputError
     from .demo import build_demo_folder
     from .distributed import RankError
+    from .run import triage
     from .store import TriageSettingsMismatch
 
     args = _parser().parse_args(argv)
@@ -128,9 +143,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise TriageInputError(f"image folder not found: {folder}")
             model = fw.load_model(args.model)
             report = triage(
-                model, folder, out=out, limit=args.limit, class_map=args.class_map, targets=targets,
-                batch_size=args.batch_size, rank_by=args.rank_by, seed=args.seed, device=args.device,
-                progress=_Progress(is_main and not args.quiet), **_settings(args),
+                model,
+                folder,
+                out=out,
+                limit=args.limit,
+                class_map=args.class_map,
+                targets=targets,
+                batch_size=args.batch_size,
+                rank_by=args.rank_by,
+                seed=args.seed,
+                device=args.device,
+                progress=_Progress(is_main and not args.quiet),
+                **_settings(args),
             )
         if is_main:
             html_path = report.to_html(out / "report.html", max_items=args.html_items)

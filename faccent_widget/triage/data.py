@@ -16,14 +16,20 @@ import difflib
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "TriageData", "TriageInputError", "TriageSample", "as_triage_data", "load_class_map",
+    "IMAGE_EXTENSIONS",
+    "TriageData",
+    "TriageInputError",
+    "TriageSample",
+    "as_triage_data",
+    "load_class_map",
 ]
 
 #: File extensions read as images (as torchvision's ``ImageFolder``), compared case-insensitively.
@@ -184,9 +190,7 @@ def _from_folder(root: Path, labels: Sequence[str], class_map: Mapping[str, Any]
     cmap = dict(class_map or {})
     stray = sorted(set(cmap) - set(folders))
     if stray:
-        raise TriageInputError(
-            f"class map names folders that are not in {root}: {', '.join(repr(s) for s in stray)}"
-        )
+        raise TriageInputError(f"class map names folders that are not in {root}: {', '.join(repr(s) for s in stray)}")
     lookup = {_norm(lab): i for i, lab in enumerate(labels)}
     wnids = _imagenet_wnids(labels)
     mapping: dict[str, int] = {}
@@ -209,7 +213,8 @@ def _from_folder(root: Path, labels: Sequence[str], class_map: Mapping[str, Any]
     samples: list[TriageSample] = []
     for name in folders:
         files = sorted(
-            f for f in (root / name).rglob("*")
+            f
+            for f in (root / name).rglob("*")
             if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")
         )
         for f in files:
@@ -296,7 +301,9 @@ def _dataset_loader(dataset: Any, i: int) -> Callable[[], Any]:
     return lambda: _pair(dataset[i], i)[0]
 
 
-def as_triage_data(data: Any, labels: Sequence[str], class_map: Mapping[str, Any] | str | os.PathLike | None = None) -> TriageData:
+def as_triage_data(
+    data: Any, labels: Sequence[str], class_map: Mapping[str, Any] | str | os.PathLike | None = None
+) -> TriageData:
     """Turn ``data`` into :class:`TriageData` against the model's ``labels``.
 
     ``data``: a folder path (``ImageFolder`` layout), a list of ``(image, label)`` pairs (image: a

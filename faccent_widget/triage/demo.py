@@ -9,8 +9,8 @@ ImageNet classes are in :data:`DEMO_CLASSES`; the default model gets some of the
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from PIL import Image, ImageEnhance, ImageOps
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import datetime
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence, TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -118,8 +119,9 @@ def context(device: str | torch.device | None = None) -> DistContext:
         backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=BARRIER_TIMEOUT)
         owns = True
-    return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, device=dev,
-                       owns_group=owns)
+    return DistContext(
+        rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, device=dev, owns_group=owns
+    )
 
 
 def shard(items: Sequence[T], rank: int, world_size: int) -> list[T]:

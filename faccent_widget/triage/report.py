@@ -24,9 +24,10 @@ import html
 import io
 import os
 from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -59,8 +60,14 @@ def _normalizer(rows: Sequence[Mapping[str, Any]]) -> Any:
     return norm.fit(maps)
 
 
-def build_index(store: TriageStore, selected: Sequence[int], predictions: Mapping[int, Mapping[str, Any]],
-                rank_by: str, fingerprint: Mapping[str, Any], run: Mapping[str, Any]) -> dict[str, Any]:
+def build_index(
+    store: TriageStore,
+    selected: Sequence[int],
+    predictions: Mapping[int, Mapping[str, Any]],
+    rank_by: str,
+    fingerprint: Mapping[str, Any],
+    run: Mapping[str, Any],
+) -> dict[str, Any]:
     """The merged index of a store: summary, every prediction, the ranked finished mistakes, the
     normaliser, and the history of runs that filled the store."""
     preds = [dict(predictions[i]) for i in selected]
@@ -74,10 +81,15 @@ def build_index(store: TriageStore, selected: Sequence[int], predictions: Mappin
         runs = list(store.read_index().get("runs", []))
     runs.append(dict(run))
     return {
-        "format": FORMAT + "/index", "version": 1,
+        "format": FORMAT + "/index",
+        "version": 1,
         "summary": {
-            "items": n, "correct": n - len(mistakes), "accuracy": (n - len(mistakes)) / n if n else 0.0,
-            "mistakes": len(mistakes), "accentuated": len(rows), "missing": len(mistakes) - len(rows),
+            "items": n,
+            "correct": n - len(mistakes),
+            "accuracy": (n - len(mistakes)) / n if n else 0.0,
+            "mistakes": len(mistakes),
+            "accentuated": len(rows),
+            "missing": len(mistakes) - len(rows),
         },
         "rank_by": rank_by,
         "fingerprint": dict(fingerprint),
@@ -194,8 +206,9 @@ class TriageReport:
     Load a finished store with ``TriageReport.load(out)``.
     """
 
-    def __init__(self, root: str | os.PathLike, index: Mapping[str, Any], model: Any = None,
-                 rank_by: str | None = None) -> None:
+    def __init__(
+        self, root: str | os.PathLike, index: Mapping[str, Any], model: Any = None, rank_by: str | None = None
+    ) -> None:
         self.root = Path(root)
         self.index = dict(index)
         self.model = model
@@ -209,7 +222,7 @@ class TriageReport:
         self._tmp: Any = None  # keeps a temporary output folder alive as long as the report
 
     @classmethod
-    def load(cls, out: str | os.PathLike, model: Any = None, rank_by: str | None = None) -> "TriageReport":
+    def load(cls, out: str | os.PathLike, model: Any = None, rank_by: str | None = None) -> TriageReport:
         """The report of a finished triage folder."""
         store = TriageStore(out)
         index = store.read_index()
@@ -223,7 +236,7 @@ class TriageReport:
         data = self.index.get("normalizer")
         return fw.CollectiveNormalizer.from_dict(data) if data else None
 
-    def ranked(self, by: str) -> "TriageReport":
+    def ranked(self, by: str) -> TriageReport:
         """The same report ordered by another ranking (see the module docstring)."""
         other = TriageReport(self.root, self.index, model=self.model, rank_by=by)
         other._tmp = self._tmp
@@ -241,8 +254,10 @@ class TriageReport:
 
     def __repr__(self) -> str:
         s = self.summary
-        return (f"TriageReport({s['items']} images, accuracy {s['accuracy']:.1%}, {s['mistakes']} mistakes, "
-                f"{s['accentuated']} accentuated, ranked by {self.rank_by}, in {self.root})")
+        return (
+            f"TriageReport({s['items']} images, accuracy {s['accuracy']:.1%}, {s['mistakes']} mistakes, "
+            f"{s['accentuated']} accentuated, ranked by {self.rank_by}, in {self.root})"
+        )
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -268,8 +283,9 @@ class TriageReport:
 
     def confusions(self, k: int = 10) -> list[tuple[str, str, int]]:
         """The ``k`` most frequent (true label, predicted label, count) pairs among the mistakes."""
-        c = Counter((p["true_label"], p["predicted_label"]) for p in self.index["predictions"]
-                    if p["predicted"] != p["true"])
+        c = Counter(
+            (p["true_label"], p["predicted_label"]) for p in self.index["predictions"] if p["predicted"] != p["true"]
+        )
         return [(t, p, n) for (t, p), n in c.most_common(k)]
 
     # ------------------------------------------------------------------ views
@@ -357,7 +373,7 @@ def _card(item: TriageItem, tile: int) -> str:
     lines = []
     for t in item.targets:
         s = item.scores[t]
-        lines.append(f'<span>toward {_e(s["label"])}: p {_pct(s["seed_prob"])} → {_pct(s["prob"])}</span>')
+        lines.append(f"<span>toward {_e(s['label'])}: p {_pct(s['seed_prob'])} → {_pct(s['prob'])}</span>")
     return (
         f'<article class="card" data-index="{item.index}"><header>'
         f'<span class="rank">#{item.rank}</span><span class="key">{_e(item.key)}</span>'
@@ -395,10 +411,10 @@ def _render_html(report: TriageReport, *, max_items: int | None, tile: int) -> s
 <h1>Dataset triage: {_e(model)}</h1>
 <div class="muted">Feature accentuation of every mistake toward the predicted and the true class (faccent-widget).</div>
 <div class="stats">
-<div><b>{s['items']}</b>images</div><div><b>{100 * s['accuracy']:.1f}%</b>accuracy</div>
-<div><b class="bad">{s['mistakes']}</b>mistakes</div><div><b>{s['accentuated']}</b>accentuated</div>
+<div><b>{s["items"]}</b>images</div><div><b>{100 * s["accuracy"]:.1f}%</b>accuracy</div>
+<div><b class="bad">{s["mistakes"]}</b>mistakes</div><div><b>{s["accentuated"]}</b>accentuated</div>
 </div>
-<div>Ranked by {_e(rule)}{'; ' + _e(shown) if shown else ''}. Masks: one collective normalisation over the
+<div>Ranked by {_e(rule)}{"; " + _e(shown) if shown else ""}. Masks: one collective normalisation over the
 Grad-CAM maps of all mistakes. Settings: {settings}.</div>
 <h2>Most frequent confusions</h2><table><tr><th>true</th><th>predicted</th><th>count</th></tr>{confusions}</table>
 <h2>Mistakes</h2>

@@ -29,8 +29,9 @@ import tempfile
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 
@@ -47,8 +48,20 @@ TARGETS = ("predicted", "true")
 #: ``progress(stage, done, total)``; ``stage`` is "predict", "accentuate" or "merge" (this process's share).
 ProgressCallback = Callable[[str, int, int], None]
 
-_SETTING_NAMES = ("lam", "reg_layer", "steps", "n_crops", "crop_range", "input_size", "canvas", "lr", "param",
-                  "noise", "balance", "autocast")
+_SETTING_NAMES = (
+    "lam",
+    "reg_layer",
+    "steps",
+    "n_crops",
+    "crop_range",
+    "input_size",
+    "canvas",
+    "lr",
+    "param",
+    "noise",
+    "balance",
+    "autocast",
+)
 
 
 def canvas_seed(image: torch.Tensor, canvas: int) -> torch.Tensor:
@@ -63,7 +76,7 @@ def canvas_seed(image: torch.Tensor, canvas: int) -> torch.Tensor:
     th = h if h <= w else max(int(canvas), min(h // q * q, 2 * int(canvas)))
     tw = w if w <= h else max(int(canvas), min(w // q * q, 2 * int(canvas)))
     top, left = (h - th) // 2, (w - tw) // 2
-    return img[:, top:top + th, left:left + tw].contiguous()
+    return img[:, top : top + th, left : left + tw].contiguous()
 
 
 def _check_targets(targets: Sequence[str] | str) -> tuple[str, ...]:
@@ -82,12 +95,22 @@ def _adapter(model: Any, device: torch.device | None) -> Any:
         return fw.load_model(model, device=device)
     if not isinstance(model, fw.Model):
         if not isinstance(model, torch.nn.Module):
-            raise TypeError(f"model must be a faccent_widget.Model, an nn.Module or a model name, got {type(model).__name__}")
+            raise TypeError(
+                f"model must be a faccent_widget.Model, an nn.Module or a model name, got {type(model).__name__}"
+            )
         return fw.load_model(model, device=device)
     if device is None or torch.device(device) == model.device:
         return model
-    return fw.Model(model.module, mean=model.mean, std=model.std, input_size=model.input_size, labels=model.labels,
-                    name=model.name, reg_layer=model.default_reg_layer, device=device)
+    return fw.Model(
+        model.module,
+        mean=model.mean,
+        std=model.std,
+        input_size=model.input_size,
+        labels=model.labels,
+        name=model.name,
+        reg_layer=model.default_reg_layer,
+        device=device,
+    )
 
 
 def _weights_digest(module: torch.nn.Module) -> str:
@@ -116,14 +139,17 @@ def _resolved_settings(adapter: Any, preset: str | None, seed: int, settings: Ma
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
 
 
-def _fingerprint(adapter: Any, data: TriageData, engine: Mapping[str, Any], targets: Sequence[str],
-                 gradcam_layer: str | None) -> dict[str, Any]:
+def _fingerprint(
+    adapter: Any, data: TriageData, engine: Mapping[str, Any], targets: Sequence[str], gradcam_layer: str | None
+) -> dict[str, Any]:
     return {
         "model": {
             "name": adapter.name,
             "weights_sha256": _weights_digest(adapter.module),
             "labels_sha256": hashlib.sha256("\n".join(adapter.labels).encode()).hexdigest(),
-            "mean": list(adapter.mean), "std": list(adapter.std), "input_size": int(adapter.input_size),
+            "mean": list(adapter.mean),
+            "std": list(adapter.std),
+            "input_size": int(adapter.input_size),
         },
         "engine": dict(engine),
         "targets": list(targets),
@@ -134,7 +160,7 @@ def _fingerprint(adapter: Any, data: TriageData, engine: Mapping[str, Any], targ
 
 def _chunks(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), n):
-        yield items[start:start + n]
+        yield items[start : start + n]
 
 
 def _prediction_row(sample: TriageSample, probs: torch.Tensor, labels: Sequence[str]) -> dict[str, Any]:
@@ -142,17 +168,28 @@ def _prediction_row(sample: TriageSample, probs: torch.Tensor, labels: Sequence[
     pred = int(top_i[0])
     p_true = float(probs[sample.label])
     return {
-        "index": sample.index, "key": sample.key,
-        "true": sample.label, "true_label": labels[sample.label],
-        "predicted": pred, "predicted_label": labels[pred],
-        "p_true": p_true, "p_predicted": float(top_p[0]),
+        "index": sample.index,
+        "key": sample.key,
+        "true": sample.label,
+        "true_label": labels[sample.label],
+        "predicted": pred,
+        "predicted_label": labels[pred],
+        "p_true": p_true,
+        "p_predicted": float(top_p[0]),
         "true_rank": int((probs > p_true).sum()) + 1,
         "top5": [[int(i), labels[int(i)], float(p)] for p, i in zip(top_p, top_i)],
     }
 
 
-def _predict(adapter: Any, samples: Sequence[TriageSample], store: TriageStore, rank: int, batch: int,
-             pool: ThreadPoolExecutor, progress: ProgressCallback | None) -> int:
+def _predict(
+    adapter: Any,
+    samples: Sequence[TriageSample],
+    store: TriageStore,
+    rank: int,
+    batch: int,
+    pool: ThreadPoolExecutor,
+    progress: ProgressCallback | None,
+) -> int:
     from . import _lib as fw
 
     size = (int(adapter.input_size), int(adapter.input_size))
@@ -184,9 +221,16 @@ def _round_map(m: torch.Tensor) -> list[list[float]]:
     return [[float(f"{v:.6g}") for v in row] for row in m.tolist()]
 
 
-def _accentuate_group(adapter: Any, group: list[tuple[dict[str, Any], torch.Tensor]], targets: Sequence[str],
-                      engine_kwargs: Mapping[str, Any], gradcam_layer: str | None, store: TriageStore,
-                      run_id: str, rank: int) -> int:
+def _accentuate_group(
+    adapter: Any,
+    group: list[tuple[dict[str, Any], torch.Tensor]],
+    targets: Sequence[str],
+    engine_kwargs: Mapping[str, Any],
+    gradcam_layer: str | None,
+    store: TriageStore,
+    run_id: str,
+    rank: int,
+) -> int:
     from . import _lib as fw
 
     t0 = time.perf_counter()
@@ -203,24 +247,47 @@ def _accentuate_group(adapter: Any, group: list[tuple[dict[str, Any], torch.Tens
             res = results[g * len(targets) + k]
             files[f"{t}.png"] = fw.to_png_bytes(res.image)
             scores[t] = {
-                "class": int(row[t]), "label": adapter.labels[int(row[t])],
-                "seed_prob": res.seed_score.prob, "prob": res.score.prob,
-                "seed_logit": res.seed_score.value, "logit": res.score.value,
-                "distance": res.distance, "lam_effective": res.lam_effective,
+                "class": int(row[t]),
+                "label": adapter.labels[int(row[t])],
+                "seed_prob": res.seed_score.prob,
+                "prob": res.score.prob,
+                "seed_logit": res.seed_score.value,
+                "logit": res.score.value,
+                "distance": res.distance,
+                "lam_effective": res.lam_effective,
             }
             cam = fw.gradcam(adapter, [seed], int(row[t]), layer=gradcam_layer, upsample=False)[0]
             maps[t] = _round_map(cam)
-        item = {**row, "targets": list(targets), "scores": scores, "gradcam": maps,
-                "canvas": [int(seed.shape[-2]), int(seed.shape[-1])], "run_id": run_id, "rank": rank,
-                "finished": time.time(), "seconds": seconds}
+        item = {
+            **row,
+            "targets": list(targets),
+            "scores": scores,
+            "gradcam": maps,
+            "canvas": [int(seed.shape[-2]), int(seed.shape[-1])],
+            "run_id": run_id,
+            "rank": rank,
+            "finished": time.time(),
+            "seconds": seconds,
+        }
         written += int(store.write_item(int(row["index"]), item, files))
     return written
 
 
-def _accentuate(adapter: Any, rows: Sequence[dict[str, Any]], samples: Mapping[int, TriageSample],
-                targets: Sequence[str], engine_kwargs: Mapping[str, Any], canvas: int, batch: int,
-                gradcam_layer: str | None, store: TriageStore, run_id: str, rank: int,
-                pool: ThreadPoolExecutor, progress: ProgressCallback | None) -> int:
+def _accentuate(
+    adapter: Any,
+    rows: Sequence[dict[str, Any]],
+    samples: Mapping[int, TriageSample],
+    targets: Sequence[str],
+    engine_kwargs: Mapping[str, Any],
+    canvas: int,
+    batch: int,
+    gradcam_layer: str | None,
+    store: TriageStore,
+    run_id: str,
+    rank: int,
+    pool: ThreadPoolExecutor,
+    progress: ProgressCallback | None,
+) -> int:
     """Accentuate ``rows`` (mistakes) in groups of equal seed shape; flush a group when it is full."""
     buckets: dict[tuple[int, int], list[tuple[dict[str, Any], torch.Tensor]]] = {}
     done = 0
@@ -303,7 +370,9 @@ def triage(
     names = _check_targets(targets)
     unknown = sorted(set(settings) - set(_SETTING_NAMES))
     if unknown:
-        raise TypeError(f"unknown triage setting(s) {', '.join(unknown)}; engine settings are {', '.join(_SETTING_NAMES)}")
+        raise TypeError(
+            f"unknown triage setting(s) {', '.join(unknown)}; engine settings are {', '.join(_SETTING_NAMES)}"
+        )
     for what, value in (("batch_size", batch_size), ("predict_batch_size", predict_batch_size), ("workers", workers)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{what} must be a positive int or None, got {value!r}")
@@ -346,23 +415,47 @@ def triage(
             preds = store.predictions()
             missing = [s.key for s in selected if s.index not in preds]
             if missing:
-                raise RuntimeError(f"{len(missing)} item(s) have no prediction after the prediction pass, e.g. {missing[0]!r}")
+                raise RuntimeError(
+                    f"{len(missing)} item(s) have no prediction after the prediction pass, e.g. {missing[0]!r}"
+                )
             mistakes = [preds[s.index] for s in selected if preds[s.index]["predicted"] != preds[s.index]["true"]]
             done = store.done()
             todo = [r for r in distributed.shard(mistakes, ctx.rank, ctx.world_size) if int(r["index"]) not in done]
-            engine_kwargs = {**settings, "preset": engine["preset"], "seed": seed, "lam": engine["lam"],
-                             "reg_layer": engine["reg_layer"]}
-            accentuated = _accentuate(adapter, todo, by_index, names, engine_kwargs, int(engine["canvas"]), abs_,
-                                      gradcam_layer, store, run_id, ctx.rank, pool, progress)
+            engine_kwargs = {
+                **settings,
+                "preset": engine["preset"],
+                "seed": seed,
+                "lam": engine["lam"],
+                "reg_layer": engine["reg_layer"],
+            }
+            accentuated = _accentuate(
+                adapter,
+                todo,
+                by_index,
+                names,
+                engine_kwargs,
+                int(engine["canvas"]),
+                abs_,
+                gradcam_layer,
+                store,
+                run_id,
+                ctx.rank,
+                pool,
+                progress,
+            )
         counts = ctx.gather({"predicted": predicted, "accentuated": accentuated})
         ctx.barrier()
         if ctx.is_main:
             if progress is not None:
                 progress("merge", 0, 1)
             seconds = time.perf_counter() - t_start
-            run = {"run_id": run_id, "seconds": seconds, "world_size": ctx.world_size,
-                   "predicted": sum(c["predicted"] for c in counts),
-                   "accentuated": sum(c["accentuated"] for c in counts)}
+            run = {
+                "run_id": run_id,
+                "seconds": seconds,
+                "world_size": ctx.world_size,
+                "predicted": sum(c["predicted"] for c in counts),
+                "accentuated": sum(c["accentuated"] for c in counts),
+            }
             store.write_index(build_index(store, [s.index for s in selected], preds, rank_by, fingerprint, run))
             if progress is not None:
                 progress("merge", 1, 1)

@@ -23,8 +23,9 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 __all__ = ["FORMAT", "TriageSettingsMismatch", "TriageStore", "atomic_write_bytes", "atomic_write_json"]
 

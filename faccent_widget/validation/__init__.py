@@ -10,6 +10,13 @@ from .paths import PathSimilarity, path_similarity
 from .randomization import RandomizationCheck, parameterized_layers, randomization_check
 
 __all__ = [
-    "DEFAULT_LAMBDA_GRID", "LambdaCalibration", "LambdaCurve", "PathSimilarity", "RandomizationCheck",
-    "calibrate_lambda", "parameterized_layers", "path_similarity", "randomization_check",
+    "DEFAULT_LAMBDA_GRID",
+    "LambdaCalibration",
+    "LambdaCurve",
+    "PathSimilarity",
+    "RandomizationCheck",
+    "calibrate_lambda",
+    "parameterized_layers",
+    "path_similarity",
+    "randomization_check",
 ]

@@ -15,8 +15,9 @@ from __future__ import annotations
 import math
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,12 +30,19 @@ from ..core.model import Model, as_model
 from ..core.objectives import Objective, Target, resolve_objective
 from ._common import as_image_list
 
-__all__ = ["DEFAULT_LAMBDA_GRID", "LambdaCurve", "LambdaCalibration", "calibrate_lambda", "crossing", "full_view_distance"]
+__all__ = [
+    "DEFAULT_LAMBDA_GRID",
+    "LambdaCurve",
+    "LambdaCalibration",
+    "calibrate_lambda",
+    "crossing",
+    "full_view_distance",
+]
 
 #: The default λ grid: 0 (no regulariser) plus half-decades through the sensitive region and whole
 #: decades out to the extremes, which must be saturated (flat normalised distance; check with
 #: ``benchmarks/lambda_curve.py`` for a new model).
-DEFAULT_LAMBDA_GRID: tuple[float, ...] = (0.0, 1e-3, 1e-2, 0.1, 10 ** -0.5, 1.0, 10 ** 0.5, 10.0, 100.0, 1000.0)
+DEFAULT_LAMBDA_GRID: tuple[float, ...] = (0.0, 1e-3, 1e-2, 0.1, 10**-0.5, 1.0, 10**0.5, 10.0, 100.0, 1000.0)
 
 _RANKS = {"first": 0, "top1": 0, "second": 1, "top2": 1, "third": 2, "top3": 2}
 
@@ -102,7 +110,8 @@ class LambdaCalibration:
             lines.append(f"{lam:>10.4g}  {c.mean[j]:>10.3f} ± {c.std[j]:<8.3f}  {raw:>13.4f}")
         upper, lower = self.sensitive_region
         lines.append(
-            f"recommended λ = {self.recommended:.3g}" + ("" if self.bracketed else " (NOT bracketed: widen the grid)")
+            f"recommended λ = {self.recommended:.3g}"
+            + ("" if self.bracketed else " (NOT bracketed: widen the grid)")
             + f"; sensitive region ≈ [{upper:.3g}, {lower:.3g}] (normalised distance 0.9 → 0.1)"
             + f"; reg layer {self.reg_layer}; {c.distances.shape[0]} images"
         )
@@ -142,7 +151,9 @@ def _plot_positions(lambdas: np.ndarray) -> tuple[np.ndarray, list[float], list[
     return x, ticks, labels
 
 
-def crossing(lambdas: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray, level: float = 0.5) -> tuple[float, bool]:
+def crossing(
+    lambdas: Sequence[float] | np.ndarray, values: Sequence[float] | np.ndarray, level: float = 0.5
+) -> tuple[float, bool]:
     """λ where a decreasing curve crosses ``level``, interpolated linearly in log₁₀ λ.
 
     Only positive λ are interpolated. Among several bracketing segments (a noisy curve) the steepest
@@ -187,7 +198,9 @@ def _targets(model: Model, images: list[Any], targets: Any) -> list[Objective]:
         return [resolve_objective(model, int(i)) for i in order]
     if isinstance(targets, (list, tuple)):
         if len(targets) != n:
-            raise ValueError(f"got {len(targets)} targets for {n} images (give one per image, one for all, or 'second')")
+            raise ValueError(
+                f"got {len(targets)} targets for {n} images (give one per image, one for all, or 'second')"
+            )
         return [resolve_objective(model, t) for t in targets]
     return [resolve_objective(model, targets)] * n
 
@@ -273,7 +286,7 @@ def calibrate_lambda(
             dist[i] = d[k]
             crop[i] = [results[k * L + j].distance for j in range(L)]
             if return_accentuations:
-                kept.append(results[k * L:(k + 1) * L])
+                kept.append(results[k * L : (k + 1) * L])
 
     lo, hi = dist[:, :1], dist[:, -1:]
     span = lo - hi
@@ -291,8 +304,13 @@ def calibrate_lambda(
     assert cfg is not None
     config = {**cfg.as_dict(), "reg_layer": layer, "lambdas": grid.tolist(), "batch_images": bool(batch_images)}
     return LambdaCalibration(
-        recommended=recommended, bracketed=bracketed, sensitive_region=region,
-        curve=LambdaCurve(grid, dist, normalized, mean, std, crop), reg_layer=layer,
-        targets=[o.description for o in objectives], config=config,
-        accentuations=kept if return_accentuations else None, wall_s=time.perf_counter() - start,
+        recommended=recommended,
+        bracketed=bracketed,
+        sensitive_region=region,
+        curve=LambdaCurve(grid, dist, normalized, mean, std, crop),
+        reg_layer=layer,
+        targets=[o.description for o in objectives],
+        config=config,
+        accentuations=kept if return_accentuations else None,
+        wall_s=time.perf_counter() - start,
     )

@@ -7,12 +7,12 @@ activations, ρ(a_ℓ,i, a_ℓ,j); a set-to-set score averages it over all pairs
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-
 from torch import nn
 
 from ..core.model import Model, as_model
@@ -94,7 +94,7 @@ def _unit_vectors(model: Model, x: torch.Tensor, layers: Sequence[str], batch_si
     chunks: dict[str, list[torch.Tensor]] = {n: [] for n in layers}
     with torch.no_grad():
         for start in range(0, x.shape[0], batch_size):
-            feats = model.features(x[start:start + batch_size], hidden, logits=LOGITS in layers)
+            feats = model.features(x[start : start + batch_size], hidden, logits=LOGITS in layers)
             for n in layers:
                 v = feats.get(n)
                 if not isinstance(v, torch.Tensor):
@@ -177,4 +177,3 @@ def path_similarity(
         depth[n] = 1.0 if n == LOGITS else float(model.layer_depth(n))
     mode = "paired" if paired else ("all pairs, diagonal excluded" if exclude_diagonal else "all pairs")
     return PathSimilarity(names, per_layer, std, pairs, depth, mode)
-

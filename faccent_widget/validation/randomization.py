@@ -40,8 +40,9 @@ import copy
 import secrets
 import time
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -54,8 +55,16 @@ from ..core.model import Model, as_model
 from ..core.objectives import Objective, Target, resolve_objective
 from .paths import path_similarity
 
-__all__ = ["RandomizationCheck", "randomization_check", "parameterized_layers", "randomize_", "default_depths",
-           "difference_ssim", "difference_correlation", "specific_correlation"]
+__all__ = [
+    "RandomizationCheck",
+    "randomization_check",
+    "parameterized_layers",
+    "randomize_",
+    "default_depths",
+    "difference_ssim",
+    "difference_correlation",
+    "specific_correlation",
+]
 
 
 @dataclass
@@ -91,7 +100,7 @@ class RandomizationCheck:
 
     def randomized(self, depth: int) -> list[str]:
         """The modules re-initialised at ``depth`` (top of the network first)."""
-        return list(reversed(self.layers[len(self.layers) - depth:])) if depth else []
+        return list(reversed(self.layers[len(self.layers) - depth :])) if depth else []
 
     @property
     def scores(self) -> dict[int, float]:
@@ -100,17 +109,23 @@ class RandomizationCheck:
         return {k: float(np.mean(v)) for k, v in self.ssim_diff.items()}
 
     def table(self) -> str:
-        lines = [f"{'depth':>5s}  {'randomised from':<28s} {'SSIM(diff)':>10s} {'ρ(diff)':>8s} {'ρ(specific)':>11s} {'SSIM(img)':>10s} "
-                 f"{'path':>7s} {'mean|Δ|':>8s}"]
+        lines = [
+            f"{'depth':>5s}  {'randomised from':<28s} {'SSIM(diff)':>10s} {'ρ(diff)':>8s} {'ρ(specific)':>11s} {'SSIM(img)':>10s} "  # noqa: E501
+            f"{'path':>7s} {'mean|Δ|':>8s}"
+        ]
         for k in self.depths:
             first = self.randomized(k)[-1] if k else "(intact)"
-            lines.append(f"{k:>5d}  {first:<28s} {np.mean(self.ssim_diff[k]):>10.3f} {np.mean(self.corr_diff[k]):>8.3f} "
-                         f"{np.mean(self.corr_specific[k]):>11.3f} {np.mean(self.ssim_image[k]):>10.3f} {np.mean(self.path[k]):>7.3f} {np.mean(self.change[k]):>8.4f}")
+            lines.append(
+                f"{k:>5d}  {first:<28s} {np.mean(self.ssim_diff[k]):>10.3f} {np.mean(self.corr_diff[k]):>8.3f} "
+                f"{np.mean(self.corr_specific[k]):>11.3f} {np.mean(self.ssim_image[k]):>10.3f} {np.mean(self.path[k]):>7.3f} {np.mean(self.change[k]):>8.4f}"  # noqa: E501
+            )
         if self.baseline is not None:
             b = self.baseline
-            lines.append(f"{'seed':>5s}  {'(intact, other random seed)':<28s} {np.mean(b['ssim_diff']):>10.3f} "
-                         f"{np.mean(b['corr_diff']):>8.3f} {np.mean(b['corr_specific']):>11.3f} {np.mean(b['ssim_image']):>10.3f} {np.mean(b['path']):>7.3f} "
-                         f"{np.mean(b['change']):>8.4f}")
+            lines.append(
+                f"{'seed':>5s}  {'(intact, other random seed)':<28s} {np.mean(b['ssim_diff']):>10.3f} "
+                f"{np.mean(b['corr_diff']):>8.3f} {np.mean(b['corr_specific']):>11.3f} {np.mean(b['ssim_image']):>10.3f} {np.mean(b['path']):>7.3f} "  # noqa: E501
+                f"{np.mean(b['change']):>8.4f}"
+            )
         return "\n".join(lines)
 
 
@@ -119,8 +134,11 @@ def parameterized_layers(model: Model) -> list[str]:
     without affine parameters), in execution order. Modules that never run in a forward pass are
     left out."""
     named = dict(model.module.named_modules())
-    owners = [n for n, m in named.items() if n and (
-        any(True for _ in m.parameters(recurse=False)) or callable(getattr(m, "reset_running_stats", None)))]
+    owners = [
+        n
+        for n, m in named.items()
+        if n and (any(True for _ in m.parameters(recurse=False)) or callable(getattr(m, "reset_running_stats", None)))
+    ]
     called = []
     for n in owners:
         try:
@@ -247,7 +265,14 @@ def _scores(model: Model, reference: list[Accentuation], results: list[Accentuat
     pairs = np.stack([np.diag(sim.pairs[n]) for n in sim.layers])  # (layers, targets)
     path = np.nanmean(pairs, axis=0)
     change = np.array([float((a.image - a.seed).abs().mean()) for a in results])
-    return {"ssim_diff": ssim_d, "corr_diff": corr_d, "corr_specific": corr_s, "ssim_image": ssim_i, "path": path, "change": change}
+    return {
+        "ssim_diff": ssim_d,
+        "corr_diff": corr_d,
+        "corr_specific": corr_s,
+        "ssim_image": ssim_i,
+        "path": path,
+        "change": change,
+    }
 
 
 def randomization_check(
@@ -280,7 +305,9 @@ def randomization_check(
         **engine_settings: as for ``accentuate`` (``steps``, ``n_crops``, ``preset``, ``seed``, …).
     """
     start = time.perf_counter()
-    if isinstance(image, (list, tuple)) or (isinstance(image, torch.Tensor) and image.dim() == 4 and image.shape[0] != 1):
+    if isinstance(image, (list, tuple)) or (
+        isinstance(image, torch.Tensor) and image.dim() == 4 and image.shape[0] != 1
+    ):
         raise ValueError("randomization_check takes ONE image (use several targets to batch)")
     model = as_model(model, device=device)
     check_setting_names(engine_settings)
@@ -320,19 +347,25 @@ def randomization_check(
     done = 0
     for k in depth_list:
         n = len(layers)
-        randomize_(net, layers[n - k:n - done], seed)
+        randomize_(net, layers[n - k : n - done], seed)
         done = k
         accents[k] = run(model.with_module(net, name=f"{model.name} (randomised)"))
         scores[k] = _scores(model, reference, accents[k])
     all_depths = [0, *depth_list]
     config = {k: v for k, v in reference[0].config.items() if k != "noise_seeded"}
     return RandomizationCheck(
-        depths=all_depths, layers=layers, targets=[o.description for o in objectives], accentuations=accents,
+        depths=all_depths,
+        layers=layers,
+        targets=[o.description for o in objectives],
+        accentuations=accents,
         ssim_diff={k: scores[k]["ssim_diff"] for k in all_depths},
         corr_diff={k: scores[k]["corr_diff"] for k in all_depths},
         corr_specific={k: scores[k]["corr_specific"] for k in all_depths},
         ssim_image={k: scores[k]["ssim_image"] for k in all_depths},
         path={k: scores[k]["path"] for k in all_depths},
         change={k: scores[k]["change"] for k in all_depths},
-        baseline=base, baseline_accentuations=other, config=config, wall_s=time.perf_counter() - start,
+        baseline=base,
+        baseline_accentuations=other,
+        config=config,
+        wall_s=time.perf_counter() - start,
     )

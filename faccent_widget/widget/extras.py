@@ -35,7 +35,12 @@ MAX_UPLOAD_PIXELS = 40_000_000
 #: 96 px. It answers "where is the sensitive region" roughly; ``calibrate_lambda`` on more images and
 #: steps gives the careful answer.
 AUTO_CALIBRATION: dict[str, Any] = {
-    "n_images": 2, "lambdas": DEFAULT_LAMBDA_GRID, "steps": 6, "n_crops": 2, "input_size": 96, "canvas": 96,
+    "n_images": 2,
+    "lambdas": DEFAULT_LAMBDA_GRID,
+    "steps": 6,
+    "n_crops": 2,
+    "input_size": 96,
+    "canvas": 96,
     "seed": 0,
 }
 
@@ -91,15 +96,22 @@ class LambdaCalibrator:
                 self._task = self.tasks[self._next]
                 self._next += 1
                 i, j = self._task
-                self._run = start_run(self.model, self.images[i], self.objectives[i], lam=float(self.grid[j]),
-                                      reg_layer=self.reg_layer, **self.settings)
+                self._run = start_run(
+                    self.model,
+                    self.images[i],
+                    self.objectives[i],
+                    lam=float(self.grid[j]),
+                    reg_layer=self.reg_layer,
+                    **self.settings,
+                )
             run = self._run
             run.step()
             if run.done:
                 res = run.result()[0]
                 i, j = self._task  # type: ignore[misc]
-                self.dist[i, j] = float(full_view_distance(self.model, res.image[None], res.seed[None],
-                                                           self.reg_layer)[0])
+                self.dist[i, j] = float(
+                    full_view_distance(self.model, res.image[None], res.seed[None], self.reg_layer)[0]
+                )
                 self._run = None
                 if self._next >= len(self.tasks):
                     self._finish()
@@ -139,8 +151,9 @@ def decode_image(data: bytes | bytearray | memoryview) -> torch.Tensor:
         raise ValueError(f"not an image that can be read (PNG, JPEG, WebP, GIF, BMP, TIFF): {exc}") from exc
 
 
-def gif_bytes(frames: Sequence[torch.Tensor], *, duration_ms: int = 120, hold_ms: int = 1200,
-              height: int = 256) -> bytes:
+def gif_bytes(
+    frames: Sequence[torch.Tensor], *, duration_ms: int = 120, hold_ms: int = 1200, height: int = 256
+) -> bytes:
     """Animated GIF (looping) of (3, H, W) images in [0, 1]; the first and last frames are held longer."""
     if not frames:
         raise ValueError("there is nothing to animate yet: run an accentuation first")
@@ -154,6 +167,7 @@ def gif_bytes(frames: Sequence[torch.Tensor], *, duration_ms: int = 120, hold_ms
     durations = [duration_ms] * len(pics)
     durations[0] = durations[-1] = hold_ms
     buf = io.BytesIO()
-    pics[0].save(buf, format="GIF", save_all=True, append_images=pics[1:], duration=durations, loop=0,
-                 optimize=False, disposal=1)
+    pics[0].save(
+        buf, format="GIF", save_all=True, append_images=pics[1:], duration=durations, loop=0, optimize=False, disposal=1
+    )
     return buf.getvalue()

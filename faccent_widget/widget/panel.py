@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import anywidget
 import numpy as np
@@ -22,15 +23,23 @@ from torch import nn
 
 from ..core.compositing import panel
 from ..core.config import (
-    DEFAULT_LAMBDA, LAMBDA_MAX, LAMBDA_SLIDER, PRESETS, EngineConfig, check_int, check_lambda, check_real,
-    check_setting, resolve_config,
+    DEFAULT_LAMBDA,
+    LAMBDA_MAX,
+    LAMBDA_SLIDER,
+    PRESETS,
+    EngineConfig,
+    check_int,
+    check_lambda,
+    check_real,
+    check_setting,
+    resolve_config,
 )
 from ..core.device_policy import device_policy
 from ..core.engine import Accentuation
 from ..core.masks import DEFAULT_P1, DEFAULT_P2
+from ..core.model import Model, as_model
 from ..core.objectives import Channel, Logit, Objective, resolve_objective
 from ..images import ImageInput, load_image, resize_image, to_jpeg_bytes, to_png_bytes
-from ..core.model import Model, as_model
 from .extras import LambdaCalibrator, cached_lambda, decode_image, gif_bytes
 from .session import VIEWS, Frame, Session
 
@@ -125,16 +134,26 @@ class FaccentWidget(anywidget.AnyWidget):
         session = Session(adapter, img, reference=reference)
         top = session.top(5)
         super().__init__(
-            top=top, inhibited=session.inhibited(5), preset=config.preset, presets=list(PRESETS), steps=config.steps,
-            lam=lam, reg_layer=reg_layer, default_reg_layer=adapter.default_reg_layer,
-            reg_layers=adapter.reg_layer_candidates, latent_layers=adapter.block_layers or adapter.map_layers,
+            top=top,
+            inhibited=session.inhibited(5),
+            preset=config.preset,
+            presets=list(PRESETS),
+            steps=config.steps,
+            lam=lam,
+            reg_layer=reg_layer,
+            default_reg_layer=adapter.default_reg_layer,
+            reg_layers=adapter.reg_layer_candidates,
+            latent_layers=adapter.block_layers or adapter.map_layers,
             device=str(adapter.device),
         )
         self._model = adapter
         self._session = session
         self._chunk_budget_s = device_policy(adapter.device, model_dtype=adapter.dtype).chunk_budget_s
-        self._overrides = {k: getattr(config, k) for k, v in engine_overrides.items()
-                           if k not in ("steps", "reg_layer") and v is not None}
+        self._overrides = {
+            k: getattr(config, k)
+            for k, v in engine_overrides.items()
+            if k not in ("steps", "reg_layer") and v is not None
+        }
         #: The one resolved engine configuration; trait changes replace fields of it.
         self.engine_config: EngineConfig = dataclasses.replace(config, reg_layer=reg_layer)
         self._objective: Objective = resolve_objective(adapter, top[0]["index"])
@@ -154,11 +173,19 @@ class FaccentWidget(anywidget.AnyWidget):
     def _on_msg(self, _widget: Any, content: dict[str, Any], buffers: Sequence[bytes]) -> None:
         kind = content.get("type") if isinstance(content, dict) else None
         handler = {
-            "ready": self._handle_ready, "start": self._handle_start, "chunk": self._handle_chunk,
-            "stop": self._handle_stop, "reset": self._handle_reset, "set_target": self._handle_set_target,
-            "set_latent": self._handle_set_latent, "search": self._handle_search, "gallery": self._handle_gallery,
+            "ready": self._handle_ready,
+            "start": self._handle_start,
+            "chunk": self._handle_chunk,
+            "stop": self._handle_stop,
+            "reset": self._handle_reset,
+            "set_target": self._handle_set_target,
+            "set_latent": self._handle_set_latent,
+            "search": self._handle_search,
+            "gallery": self._handle_gallery,
             "download": self._handle_download,
-            "scrub": self._handle_scrub, "calibrate": self._handle_calibrate, "load_image": self._handle_load_image,
+            "scrub": self._handle_scrub,
+            "calibrate": self._handle_calibrate,
+            "load_image": self._handle_load_image,
             "export_gif": self._handle_export_gif,
         }.get(str(kind))
         if handler is None:
@@ -183,7 +210,9 @@ class FaccentWidget(anywidget.AnyWidget):
             self.accent_png = self.seed_png
         self.status = "computing Grad-CAM and the collective mask…"
         self._refresh_tiles()
-        self.status = f"predicted {self.top[0]['label']} ({self.top[0]['prob']:.2f}) — pick a target and press Accentuate"
+        self.status = (
+            f"predicted {self.top[0]['label']} ({self.top[0]['prob']:.2f}) — pick a target and press Accentuate"
+        )
 
     def _handle_start(self, _msg: dict[str, Any]) -> None:
         self.start()
@@ -195,9 +224,15 @@ class FaccentWidget(anywidget.AnyWidget):
             self.send({"type": "frame", "step": self.step, "steps": self.steps, "done": True})
             return
         payload = {
-            "type": "frame", "step": frame.step, "steps": frame.steps, "objective": frame.objective,
-            "distance": frame.distance, "prob": frame.prob, "done": frame.done,
-            "objective_history": frame.objective_history, "distance_history": frame.distance_history,
+            "type": "frame",
+            "step": frame.step,
+            "steps": frame.steps,
+            "objective": frame.objective,
+            "distance": frame.distance,
+            "prob": frame.prob,
+            "done": frame.done,
+            "objective_history": frame.objective_history,
+            "distance_history": frame.distance_history,
             "gallery": self._gallery_mode is not None,
         }
         image = to_png_bytes(frame.image) if frame.done else to_jpeg_bytes(frame.image, quality=85)
@@ -338,8 +373,17 @@ class FaccentWidget(anywidget.AnyWidget):
             else:
                 self.gallery = list(session.results)
                 self.status = f"gallery done: {len(self.gallery)} accentuations"
-        return Frame(self.step, run.config.steps, image, objective[-1] if objective else math.nan,
-                     distance[-1] if distance else math.nan, self.prob, done, objective, distance)
+        return Frame(
+            self.step,
+            run.config.steps,
+            image,
+            objective[-1] if objective else math.nan,
+            distance[-1] if distance else math.nan,
+            self.prob,
+            done,
+            objective,
+            distance,
+        )
 
     def run(self, steps: int | None = None) -> Accentuation:
         """Run an accentuation to completion from Python (scripts, CI); returns ``self.result``.
@@ -370,8 +414,11 @@ class FaccentWidget(anywidget.AnyWidget):
         heat, mask = self._session.heat_and_mask(self._objective, self.p1, self.p2)
         accent = self.result.image if self.result is not None else self._session.display_seed
         label = self.target.get("label", "")
-        strip = panel([self._session.display_seed, heat, mask, self._session.view(accent, mask, self.view)],
-                      ["seed", f"Grad-CAM: {label}", "mask (collective)", f"accentuation ({self.view})"], height=256)
+        strip = panel(
+            [self._session.display_seed, heat, mask, self._session.view(accent, mask, self.view)],
+            ["seed", f"Grad-CAM: {label}", "mask (collective)", f"accentuation ({self.view})"],
+            height=256,
+        )
         return to_png_bytes(strip)
 
     # ------------------------------------------------------------------ trait validation
@@ -401,8 +448,9 @@ class FaccentWidget(anywidget.AnyWidget):
             self.error = "; ".join(refused.values())
             self.send_state(list(refused))  # the browser gets the kernel's values back
 
-    @traitlets.observe("lam", "reg_layer", "preset", "steps", "p1", "p2", "view", "lam_min", "lam_max",
-                       "lam_recommended")
+    @traitlets.observe(
+        "lam", "reg_layer", "preset", "steps", "p1", "p2", "view", "lam_min", "lam_max", "lam_recommended"
+    )
     def _on_setting(self, change: dict[str, Any]) -> None:
         if not hasattr(self, "_session") or self._reverting:
             return  # constructor defaults, or our own revert of a refused value
@@ -416,8 +464,9 @@ class FaccentWidget(anywidget.AnyWidget):
         previous = self.engine_config
         try:
             if name == "preset":
-                self.engine_config = resolve_config(new, self._model.device, **self._overrides,
-                                                    reg_layer=self.reg_layer)
+                self.engine_config = resolve_config(
+                    new, self._model.device, **self._overrides, reg_layer=self.reg_layer
+                )
                 self.steps = self.engine_config.steps  # the new preset's steps (re-enters as a "steps" change)
             elif name in ("steps", "reg_layer"):
                 self.engine_config = dataclasses.replace(self.engine_config, **{name: new})
@@ -526,8 +575,10 @@ class FaccentWidget(anywidget.AnyWidget):
         if pred["index"] == self.true_index:
             return ""
         true_p = float(self._session.probs[self.true_index])
-        return (f"predicted {pred['label']} ({pred['prob']:.2f}) — "
-                f"true {self._model.labels[self.true_index]} ({true_p:.2f})")
+        return (
+            f"predicted {pred['label']} ({pred['prob']:.2f}) — "
+            f"true {self._model.labels[self.true_index]} ({true_p:.2f})"
+        )
 
     def _done_text(self) -> str:
         r = self.result
@@ -546,8 +597,14 @@ class FaccentWidget(anywidget.AnyWidget):
         for res, obj in zip(self.gallery, self._session.gallery_targets):
             _, mask = self._session.heat_and_mask(obj, self.p1, self.p2)
             label = self._model.labels[obj.index] if isinstance(obj, Logit) else obj.description
-            items.append({"label": label, "index": getattr(obj, "index", None),
-                          "prob_before": res.seed_score.prob, "prob_after": res.score.prob})
+            items.append(
+                {
+                    "label": label,
+                    "index": getattr(obj, "index", None),
+                    "prob_before": res.seed_score.prob,
+                    "prob_after": res.score.prob,
+                }
+            )
             accents.append(to_png_bytes(self._session.view(res.image, mask, "masked")))
             masks.append(to_png_bytes(mask))
         self.send({"type": "gallery", "mode": self._gallery_mode, "items": items}, accents + masks)
@@ -564,8 +621,7 @@ class FaccentWidget(anywidget.AnyWidget):
         current = self._current_accent() if self._scrub_index is None else None
         image = self._session.view(current, self._mask, self.view) if current is not None else self.snapshot_view(index)
         assert image is not None
-        self.send({"type": "scrub", "index": index, "step": steps[index], "count": len(steps)},
-                  [to_png_bytes(image)])
+        self.send({"type": "scrub", "index": index, "step": steps[index], "count": len(steps)}, [to_png_bytes(image)])
 
     def _handle_calibrate(self, msg: dict[str, Any]) -> None:
         try:
@@ -644,6 +700,7 @@ class FaccentWidget(anywidget.AnyWidget):
 
             def get(k: int) -> torch.Tensor:
                 return run.snapshots[k - 1][0].float().cpu() / 255.0
+
         seed = resize_image(self._session.seed, (int(hw[0]), int(hw[1])))
         return [0, *steps], (lambda k: seed if k == 0 else get(k))
 
@@ -754,7 +811,8 @@ class FaccentWidget(anywidget.AnyWidget):
             data = self.panel_png()
         else:
             raise ValueError(
-                f"save() writes .png (the panel) or .gif (the animation), not {out.suffix or 'no suffix'!r}")
+                f"save() writes .png (the panel) or .gif (the animation), not {out.suffix or 'no suffix'!r}"
+            )
         out.write_bytes(data)
         return out
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,11 +23,11 @@ from ..accentuate import start_run
 from ..core.attribution import attribution_maps
 from ..core.compositing import difference_image, heatmap_overlay, masked_accentuation
 from ..core.config import EngineConfig
-from ..core.engine import AccentuationRun, Accentuation, StepState
+from ..core.engine import Accentuation, AccentuationRun, StepState
 from ..core.masks import CollectiveNormalizer
-from ..core.objectives import Logit, Objective, resolve_objective
-from ..images import ImageInput, canvas_size, load_image, resize_image, sample_images
 from ..core.model import Model
+from ..core.objectives import Logit, Objective
+from ..images import ImageInput, canvas_size, load_image, resize_image, sample_images
 
 __all__ = ["Session", "Frame", "VIEWS", "MAPS_CACHE_SIZE"]
 
@@ -54,11 +55,13 @@ class Frame:
 class Session:
     """Seed image, target, reference set and the run in progress."""
 
-    def __init__(self, model: Model, image: ImageInput, *, reference: Sequence[ImageInput] | None = None,
-                 mask_size: int = 256) -> None:
+    def __init__(
+        self, model: Model, image: ImageInput, *, reference: Sequence[ImageInput] | None = None, mask_size: int = 256
+    ) -> None:
         if reference is not None:
             single = isinstance(reference, (str, bytes, os.PathLike, Image.Image)) or (
-                isinstance(reference, (torch.Tensor, np.ndarray)) and reference.ndim < 4)
+                isinstance(reference, (torch.Tensor, np.ndarray)) and reference.ndim < 4
+            )
             if single or not hasattr(reference, "__len__"):
                 raise TypeError(
                     "reference must be a list of images (anything load_image accepts) or an (N, 3, H, W) batch, "
@@ -69,7 +72,9 @@ class Session:
         self.model = model
         self.seed = load_image(image)
         # the shown tiles: shorter side mask_size, longer side capped (thin images stay bounded)
-        self.display_seed = resize_image(self.seed, canvas_size((int(self.seed.shape[-2]), int(self.seed.shape[-1])), mask_size))
+        self.display_seed = resize_image(
+            self.seed, canvas_size((int(self.seed.shape[-2]), int(self.seed.shape[-1])), mask_size)
+        )
         self._reference_inputs = reference
         self._reference: torch.Tensor | None = None
         #: target description → (seed map (H, W), reference maps (N, h, w)); an LRU of MAPS_CACHE_SIZE

@@ -25,8 +25,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import nbformat
 import pytest
@@ -37,8 +38,13 @@ ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "test-output" / "e2e"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 STEPS = 30
 CELL = (
@@ -122,11 +128,22 @@ def jupyter_server(app: str, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         "JUPYTER_PLATFORM_DIRS": "1",
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     }
-    expose = "--LabApp.expose_app_in_browser=True" if app == "jupyterlab" else \
-        "--JupyterNotebookApp.expose_app_in_browser=True"
+    expose = (
+        "--LabApp.expose_app_in_browser=True"
+        if app == "jupyterlab"
+        else "--JupyterNotebookApp.expose_app_in_browser=True"
+    )
     cmd = [
-        sys.executable, "-m", app, "--no-browser", "--allow-root", f"--port={port}", "--ip=127.0.0.1",
-        "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={nb_dir}",
+        sys.executable,
+        "-m",
+        app,
+        "--no-browser",
+        "--allow-root",
+        f"--port={port}",
+        "--ip=127.0.0.1",
+        "--ServerApp.port_retries=0",
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={nb_dir}",
         expose,
     ]
     log_path = tmp_path / f"{app}-server.log"
@@ -187,13 +204,16 @@ def _wait_src_change(page: Any, testid: str, old: str | None, timeout: int = 60_
     page.wait_for_function(
         "([id, old]) => { const s = document.querySelector(`[data-testid=${id}]`).getAttribute('src');"
         " return s && s !== old; }",
-        arg=[testid, old], timeout=timeout, polling=50,
+        arg=[testid, old],
+        timeout=timeout,
+        polling=50,
     )
 
 
 def _set_range(page: Any, testid: str, value: int) -> None:
     page.locator(f"[data-testid={testid}]").evaluate(
-        "(el, v) => { el.value = String(v); el.dispatchEvent(new Event('input', {bubbles: true})); }", value,
+        "(el, v) => { el.value = String(v); el.dispatchEvent(new Event('input', {bubbles: true})); }",
+        value,
     )
 
 
@@ -293,15 +313,17 @@ def _second_pass(app: str, page: Any, out: Path, tmp_path: Path, problems: list[
     steps_input.fill("3")
     steps_input.press("Enter")
     steps_input.blur()
-    page.wait_for_function("() => document.querySelector('[data-testid=step]').textContent.endsWith('/ 3')",
-                           timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=step]').textContent.endsWith('/ 3')", timeout=30_000
+    )
 
     # --- gallery, then the main tile: the gallery never draws into it
     main_src = _src(page, "accent-img")
     main_aspect = _aspect(page, "accent-img")
     page.locator("[data-testid=gallery-topk]").click()
-    page.wait_for_function("() => document.querySelectorAll('[data-testid=gallery] figure').length === 5",
-                           timeout=300_000, polling=250)
+    page.wait_for_function(
+        "() => document.querySelectorAll('[data-testid=gallery] figure').length === 5", timeout=300_000, polling=250
+    )
     assert _src(page, "accent-img") == main_src
     assert abs(_aspect(page, "accent-img") - main_aspect) < 1e-6 and main_aspect < 2.5, main_aspect
     page.screenshot(path=str(out / f"{app}-gallery.png"))
@@ -312,7 +334,8 @@ def _second_pass(app: str, page: Any, out: Path, tmp_path: Path, problems: list[
     _wait_src_change(page, "seed-img", seed_src, timeout=120_000)
     page.wait_for_function(
         "() => { const r = document.querySelector('[data-testid=seed-img]').getBoundingClientRect();"
-        " return Math.abs(r.width / r.height - 64 / 96) < 0.05; }", timeout=30_000,
+        " return Math.abs(r.width / r.height - 64 / 96) < 0.05; }",
+        timeout=30_000,
     )
     # --- pick a file: a good one swaps the seed; a bad one leaves it and says why
     photo = tmp_path / "coffee.jpg"
@@ -320,8 +343,9 @@ def _second_pass(app: str, page: Any, out: Path, tmp_path: Path, problems: list[
     Image.fromarray(arr).save(photo, "JPEG")
     seed_src = _src(page, "seed-img")
     page.locator("[data-testid=file]").set_input_files(str(photo))
-    page.wait_for_function("() => document.querySelector('[data-testid=target]').textContent === 'espresso'",
-                           timeout=120_000, polling=100)
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=target]').textContent === 'espresso'", timeout=120_000, polling=100
+    )
     _wait_src_change(page, "seed-img", seed_src)
     bad = tmp_path / "notes.png"
     bad.write_bytes(b"this is not a picture")
@@ -344,12 +368,16 @@ def _second_pass(app: str, page: Any, out: Path, tmp_path: Path, problems: list[
     steps_input.fill("12")
     steps_input.press("Enter")
     steps_input.blur()
-    page.wait_for_function("() => document.querySelector('[data-testid=step]').textContent.endsWith('/ 12')",
-                           timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=step]').textContent.endsWith('/ 12')", timeout=30_000
+    )
     adv.locator("summary").click()  # fold Advanced again: the calm strip
     page.locator("[data-testid=accentuate]").click()
-    page.wait_for_function("() => document.querySelector('[data-testid=step]').textContent === 'step 12 / 12'"
-                           " && document.querySelector('[data-testid=stop]').disabled", timeout=300_000)
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=step]').textContent === 'step 12 / 12'"
+        " && document.querySelector('[data-testid=stop]').disabled",
+        timeout=300_000,
+    )
     page.wait_for_function(JS_KERNEL_IDLE, timeout=60_000, polling=100)
     page.wait_for_timeout(600)  # the throttled status line
     widget.screenshot(path=str(out / f"{app}-widget.png"))
@@ -359,7 +387,7 @@ def _second_pass(app: str, page: Any, out: Path, tmp_path: Path, problems: list[
     bg = page.locator(".faccent").evaluate("el => getComputedStyle(el).backgroundColor")
     fg = page.locator(".faccent").evaluate("el => getComputedStyle(el).color")
     info["dark_colors"] = [bg, fg]
-    rgb = [int(v) for v in bg[bg.index("(") + 1:bg.index(")")].split(",")[:3]]
+    rgb = [int(v) for v in bg[bg.index("(") + 1 : bg.index(")")].split(",")[:3]]
     assert sum(rgb) / 3 < 80, bg  # a dark panel on the dark theme
     widget.screenshot(path=str(out / f"{app}-dark.png"))
     page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
@@ -381,8 +409,7 @@ def _drive(app: str, url: str, tmp_path: Path, label: str | None = None) -> dict
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
-            page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}")
-                    if m.type == "error" else None)
+            page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
             page.set_default_timeout(60_000)
             page.goto(url, wait_until="domcontentloaded")
             page.wait_for_function(JS_KERNEL_IDLE, timeout=120_000, polling=250)
@@ -402,7 +429,9 @@ def _drive(app: str, url: str, tmp_path: Path, label: str | None = None) -> dict
 
             accent_btn.click()
             page.wait_for_function(
-                "() => document.querySelector('[data-first-frame-ms]') !== null", timeout=120_000, polling=50,
+                "() => document.querySelector('[data-first-frame-ms]') !== null",
+                timeout=120_000,
+                polling=50,
             )
             first = page.evaluate(JS_READ)
             # the counter advances and the accentuation image changes
@@ -411,7 +440,9 @@ def _drive(app: str, url: str, tmp_path: Path, label: str | None = None) -> dict
                   const k = Number(document.querySelector('[data-testid=step]').textContent.split(' ')[1]);
                   return k >= 2 && document.querySelector('[data-testid=accent-img]').getAttribute('src') !== src;
                 }""",
-                arg=[before["src"]], timeout=60_000, polling=50,
+                arg=[before["src"]],
+                timeout=60_000,
+                polling=50,
             )
             # frames per second while running: painted frames over the browser clock
             page.wait_for_timeout(2500)
@@ -422,7 +453,8 @@ def _drive(app: str, url: str, tmp_path: Path, label: str | None = None) -> dict
             # the chunk that was in flight still lands (its frame is painted); after it, nothing more comes
             page.wait_for_function(
                 "() => document.querySelector('[data-chunks-in-flight]').dataset.chunksInFlight === '0'",
-                timeout=60_000, polling=50,
+                timeout=60_000,
+                polling=50,
             )
             stopped = page.evaluate(JS_READ)
             page.wait_for_timeout(2000)
@@ -458,10 +490,12 @@ def _drive(app: str, url: str, tmp_path: Path, label: str | None = None) -> dict
         **second,
     }
     (out / f"metrics-{app}.json").write_text(json.dumps(metrics, indent=2))
-    print(f"\n[e2e {app}] click → first painted frame: {metrics['first_frame_ms']:.0f} ms; "
-          f"{metrics['frames_per_second']} frames/s, {metrics['steps_per_second']} steps/s while running "
-          f"({frames} frames in {seconds:.1f} s); stopped at step {metrics['stopped_at_step']}/{STEPS}; "
-          f"screenshot {metrics['screenshot']}; second pass {second}")
+    print(
+        f"\n[e2e {app}] click → first painted frame: {metrics['first_frame_ms']:.0f} ms; "
+        f"{metrics['frames_per_second']} frames/s, {metrics['steps_per_second']} steps/s while running "
+        f"({frames} frames in {seconds:.1f} s); stopped at step {metrics['stopped_at_step']}/{STEPS}; "
+        f"screenshot {metrics['screenshot']}; second pass {second}"
+    )
     assert first["firstFrameMs"] is not None and first["firstFrameMs"] > 0
     assert frames >= 1 and steps_done >= 1
     widget_errors = [p for p in problems if "faccent" in p.lower() or "widget" in p.lower()]

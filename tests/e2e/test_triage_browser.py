@@ -12,11 +12,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from test_browser import CHROMIUM, CHROMIUM_ARGS, JS_KERNEL_IDLE, OUT, _require_chromium, jupyter_server
 
 import faccent_widget as fw
 from faccent_widget.triage import build_demo_folder
-
-from test_browser import CHROMIUM, CHROMIUM_ARGS, JS_KERNEL_IDLE, OUT, _require_chromium, jupyter_server
 
 pytestmark = pytest.mark.e2e
 
@@ -28,8 +27,14 @@ def _evil_report(tmp_path: Path) -> fw.TriageReport:
     model = fw.load_model()
     labels = list(model.labels)
     labels[657] = EVIL  # "missile", the rocket's true class
-    evil = fw.Model(model.module, labels=labels, mean=model.mean, std=model.std, input_size=model.input_size,
-                    name="<script>alert(2)</script>")
+    evil = fw.Model(
+        model.module,
+        labels=labels,
+        mean=model.mean,
+        std=model.std,
+        input_size=model.input_size,
+        name="<script>alert(2)</script>",
+    )
     for name, folder in (("rocket", EVIL), ("china", "palace"), ("coffee", "espresso")):
         path = tmp_path / "data" / folder / f"{name}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -49,7 +54,10 @@ def test_html_report_in_chromium(tmp_path: Path) -> None:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type in ("error", "warning") else None)
+            page.on(
+                "console",
+                lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type in ("error", "warning") else None,
+            )
             page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
             page.on("dialog", lambda d: (problems.append(f"dialog: {d.message}"), d.dismiss()))
             page.on("request", lambda r: requests.append(r.url))
@@ -87,10 +95,12 @@ def test_triage_browser_in_jupyterlab(tmp_path: Path) -> None:
         nb_dir = tmp_path / "jupyterlab-notebooks"  # the server's root (see test_browser.jupyter_server)
         fw.triage(fw.load_model(), data, out=nb_dir / "triage_out", steps=6, n_crops=2, input_size=128, canvas=160)
         nb = nbformat.v4.new_notebook()
-        nb.cells = [nbformat.v4.new_code_cell(
-            "from faccent_widget.triage import TriageReport\n"
-            'browser = TriageReport.load("triage_out").show(page_size=6)\nbrowser'
-        )]
+        nb.cells = [
+            nbformat.v4.new_code_cell(
+                "from faccent_widget.triage import TriageReport\n"
+                'browser = TriageReport.load("triage_out").show(page_size=6)\nbrowser'
+            )
+        ]
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
         nbformat.write(nb, nb_dir / NOTEBOOK)
         with sync_playwright() as pw:
@@ -98,8 +108,9 @@ def test_triage_browser_in_jupyterlab(tmp_path: Path) -> None:
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1100})
                 page.on("pageerror", lambda exc: problems.append(f"pageerror: {exc}"))
-                page.on("console", lambda m: problems.append(f"console.{m.type}: {m.text}")
-                        if m.type == "error" else None)
+                page.on(
+                    "console", lambda m: problems.append(f"console.{m.type}: {m.text}") if m.type == "error" else None
+                )
                 page.set_default_timeout(60_000)
                 page.goto(f"{base}/lab/tree/{NOTEBOOK}?token={token}", wait_until="domcontentloaded")
                 page.wait_for_function(JS_KERNEL_IDLE, timeout=120_000, polling=250)
