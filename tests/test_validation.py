@@ -202,3 +202,9 @@ def test_randomization_errors(model, chelsea, coffee):
         randomization_check(model, chelsea, "tabby", depths=["blocks.77"], **FAST)
     with pytest.raises(ValueError, match="empty"):
         randomization_check(model, chelsea, [], **FAST)
+
+
+def test_validation_tools_take_a_preset(model, chelsea):
+    """The README's call: a preset name next to the other engine settings."""
+    cal = calibrate_lambda(model, [chelsea], lambdas=[0.0, 1.0], preset="preview", **{**FAST, "steps": 2})
+    assert cal.config["preset"] == "preview"

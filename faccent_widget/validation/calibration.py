@@ -257,7 +257,7 @@ def calibrate_lambda(
     model = as_model(model, device=device)
     items = as_image_list(images)
     grid = _grid(lambdas)
-    check_setting_names(engine_settings)
+    check_setting_names(k for k in engine_settings if k != "preset")
     settings = dict(engine_settings)
     if settings.get("seed") is None:
         settings["seed"] = secrets.randbelow(2**31)  # leaves Python's global random state alone

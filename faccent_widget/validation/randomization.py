@@ -310,7 +310,7 @@ def randomization_check(
     ):
         raise ValueError("randomization_check takes ONE image (use several targets to batch)")
     model = as_model(model, device=device)
-    check_setting_names(engine_settings)
+    check_setting_names(k for k in engine_settings if k != "preset")
     settings = dict(engine_settings)
     if settings.get("seed") is None:
         settings["seed"] = secrets.randbelow(2**31 - 1)  # leaves Python's global random state alone
