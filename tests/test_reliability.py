@@ -317,7 +317,7 @@ def test_the_table_is_large_enough():
 
 def test_the_widget_stays_usable_after_the_table(widget):
     """Runs after the table: every refused input left the widget working."""
-    w, rec = widget
+    w, _ = widget
     result = w.run(steps=2)
     assert result.image.shape[0] == 3 and not w.running and w.error == "" and w.status.startswith("done")
 
