@@ -88,7 +88,7 @@ def bench(model, image, preset: str, repeats: int) -> tuple[float, float]:
 def floor_ms(model, preset: str, repeats: int) -> float:
     """Median ms of the model's own work for one step (see the module docstring)."""
     cfg = fw.PRESETS[preset]
-    n, size = cfg.n_crops, cfg.input_size
+    n, size = cfg.n_crops, model.crop_size(cfg.input_size, cfg.input_scale)
     reg = model.default_reg_layer
     best = float("inf")
     for low in (False, True):
