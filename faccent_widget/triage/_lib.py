@@ -7,7 +7,7 @@ from ..core.attribution import gradcam
 from ..core.compositing import heatmap_overlay, masked_accentuation
 from ..core.config import DEFAULT_LAMBDA
 from ..core.masks import CollectiveNormalizer
-from ..core.model import Model
+from ..core.model import Model, as_model
 from ..images import load_image, sample_images, to_pil, to_png_bytes
 from ..widget import FaccentWidget
 from ..zoo import available_models, load_model
@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_LAMBDA",
     "FaccentWidget",
     "Model",
+    "as_model",
     "accentuate",
     "available_models",
     "gradcam",

@@ -99,18 +99,7 @@ def _adapter(model: Any, device: torch.device | None) -> Any:
                 f"model must be a faccent_widget.Model, an nn.Module or a model name, got {type(model).__name__}"
             )
         return fw.load_model(model, device=device)
-    if device is None or torch.device(device) == model.device:
-        return model
-    return fw.Model(
-        model.module,
-        mean=model.mean,
-        std=model.std,
-        input_size=model.input_size,
-        labels=model.labels,
-        name=model.name,
-        reg_layer=model.default_reg_layer,
-        device=device,
-    )
+    return fw.as_model(model, device=device)  # a private copy when the model lives elsewhere
 
 
 def _weights_digest(module: torch.nn.Module) -> str:
