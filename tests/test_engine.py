@@ -32,7 +32,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_batched_crops_match_per_crop_reference(chelsea, coffee):
-    """One batched roi_align call equals slicing each box and an antialiased resize, crop by crop."""
+    """The batched crop equals slicing each box and an antialiased resize, crop by crop."""
     images = torch.stack([fw.load_image(chelsea, size=(200, 300)), fw.load_image(coffee, size=(200, 300))])
     gen = torch.Generator().manual_seed(3)
     boxes = sample_boxes(16, 200, 300, (0.05, 0.99), gen)
@@ -50,6 +50,35 @@ def test_batched_crops_match_per_crop_reference(chelsea, coffee):
             ref = F.interpolate(patch, size=(96, 96), mode="bilinear", antialias=True, align_corners=False)
             worst = min(worst, _psnr(crops[b * 16 + j : b * 16 + j + 1], ref))
     assert worst > 40, worst
+
+
+@pytest.mark.parametrize("hw", [(60, 90), (90, 60), (7, 9)])
+def test_cpu_crops_equal_roi_align_forward_and_backward(hw):
+    """The CPU's two sparse products are roi_align's sampling exactly: values and image gradients agree
+    to float64 round-off, for boxes inside, overlapping and past the edges, smaller and larger than the
+    output, on wide, tall and tiny images, for two images at once."""
+    from torchvision.ops import roi_align
+
+    h, w = hw
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand(2, 3, h, w, generator=gen, dtype=torch.float64)
+    boxes = sample_boxes(6, h, w, (0.05, 0.99), gen).double()
+    edges = [[-3.0, -2.0, 0.5 * w, 0.5 * w + 1], [w - 5.5, h - 4.0, w + 3.0, h + 4.5]]
+    edges += [[0, 0, w, h], [1.3, 0.7, 1.9, 1.2]]
+    boxes = torch.cat([boxes, torch.tensor(edges, dtype=torch.float64)])
+    size = 11
+    index = torch.arange(2.0, dtype=torch.float64).repeat_interleave(len(boxes))[:, None]
+    rois = torch.cat([index, boxes.repeat(2, 1)], 1)
+    a = images.clone().requires_grad_(True)
+    b = images.clone().requires_grad_(True)
+    ref = roi_align(a, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    ours = crop_boxes(b, boxes, size)
+    torch.testing.assert_close(ours, ref, rtol=0, atol=1e-12)
+    upstream = torch.randn(ref.shape, generator=gen, dtype=torch.float64)
+    (ref * upstream).sum().backward()
+    (ours * upstream).sum().backward()
+    torch.testing.assert_close(b.grad, a.grad, rtol=0, atol=1e-11)
+    assert a.grad.abs().max() > 0.1  # the comparison is not between two zero gradients
 
 
 def test_seed_and_candidate_share_every_augmentation(model, chelsea):

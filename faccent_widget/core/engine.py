@@ -259,13 +259,15 @@ class AccentuationRun:
         noise = sample_noise(n, size, cfg.noise, self.generator)
         noise = noise.to(self.device) if noise is not None else None
 
+        max_side = cfg.crop_range[1] * min(self.h, self.w)  # sample_boxes' bound
         x = self.param.image()
-        crops = self._layout(add_noise(crop_boxes(x, boxes, size), noise))
+        fmt = torch.channels_last if self.policy.channels_last else torch.contiguous_format
+        crops = self._layout(add_noise(crop_boxes(x, boxes, size, max_side, fmt), noise))
         dtype = self.policy.autocast_dtype
         with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             feats = self.model.features(crops, self.layers, logits=self.needs_logits)
             with torch.no_grad():
-                seed_crops = self._layout(add_noise(crop_boxes(self.seeds, boxes, size), noise))
+                seed_crops = self._layout(add_noise(crop_boxes(self.seeds, boxes, size, max_side, fmt), noise))
                 ref = self.model.features(seed_crops, [self.reg_layer])[self.reg_layer]
             ref = ref.reshape(-1, n, *ref.shape[1:])[self.seed_index].reshape(-1, *ref.shape[1:])
         distance = channel_distance(feats[self.reg_layer], ref, self.reg_layout).view(self.b, -1).mean(1)

@@ -2,11 +2,18 @@
 
 Sampling (:func:`sample_boxes`, :func:`sample_noise`) draws the parameters of one step once; applying
 (:func:`crop_boxes`, :func:`add_noise`) uses them on any batch, so the candidate and the seed get the
-very same τ. Crops are resized in one batched ``torchvision.ops.roi_align`` call (adaptive sampling,
-i.e. box-filtered like an antialiased resize).
+very same τ. Crops are resized as ``torchvision.ops.roi_align(aligned=True, sampling_ratio=-1)`` does
+(adaptive sampling, i.e. box-filtered like an antialiased resize). On a GPU that is one ``roi_align``
+call. On the CPU, whose ``roi_align`` kernels run serially (its backward was a quarter of a paper
+step), the same weights are applied as two sparse matrix products — roi_align's sampling is separable
+into a row pass and a column pass — which equals ``roi_align`` to float round-off, forward and
+backward, at 4–6× less time.
 """
 
 from __future__ import annotations
+
+import math
+import warnings
 
 import torch
 from torchvision.ops import roi_align
@@ -44,16 +51,113 @@ def sample_boxes(
     return torch.stack([x1, y1, x1 + side, y1 + side], dim=1)
 
 
-def crop_boxes(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+def crop_boxes(
+    images: torch.Tensor,
+    boxes: torch.Tensor,
+    size: int,
+    max_side: float | None = None,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> torch.Tensor:
     """Cut every box out of every image and resize it to ``size``², in one batched op.
 
     ``images``: (B, C, H, W); ``boxes``: (n, 4). Returns (B·n, C, size, size), item-major
-    (all crops of image 0, then of image 1, …).
+    (all crops of image 0, then of image 1, …). Same values as ``roi_align(aligned=True,
+    sampling_ratio=-1)`` on every device (see the module docstring). ``max_side``: an upper bound on
+    the boxes' sides, when known (saves reading the boxes back to the host on the CPU path).
+    ``memory_format``: of the returned crops (``torch.channels_last`` for models run channels_last).
     """
+    if images.device.type == "cpu" and images.dtype in (torch.float32, torch.float64) and boxes.shape[0] > 0:
+        with torch.autocast("cpu", enabled=False):  # crops stay in the image's dtype (MKL's sparse products)
+            crops = _crop_separable(images, boxes, size, max_side)
+    else:
+        crops = _crop_roi_align(images, boxes, size)
+    return crops.contiguous(memory_format=memory_format)
+
+
+def _crop_roi_align(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     b, n = images.shape[0], boxes.shape[0]
     idx = torch.arange(b, device=boxes.device, dtype=boxes.dtype).repeat_interleave(n)[:, None]
     rois = torch.cat([idx, boxes.repeat(b, 1)], dim=1).to(images.dtype)
     return roi_align(images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+
+
+def _axis_weights(
+    start: torch.Tensor, end: torch.Tensor, size: int, length: int, grid: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """roi_align's 1-D weights along one axis, as a band of ``K`` taps per output pixel.
+
+    For ``n`` boxes spanning [start, end) of an axis of ``length`` pixels: ``first`` (n, size) is the
+    first input pixel of each output pixel's band, ``weights`` (n, size, K) the band's weights. Each
+    output pixel averages ``g = ceil(side / size)`` bilinear samples (at most ``grid``), spread evenly
+    over its bin, with roi_align's edge rules (a sample beyond −1 or ``length`` counts as 0, one in
+    [−1, 0] reads pixel 0, one past the last pixel reads the last).
+    """
+    n = start.shape[0]
+    device = start.device
+    lo = start.to(dtype) - 0.5  # aligned=True: pixel centres at +0.5
+    side = (end - start).to(dtype)
+    bin_size = side / size
+    g = torch.ceil(side / size).clamp_min(1)
+    p = torch.arange(size, device=device, dtype=dtype)[None, :, None]
+    i = torch.arange(grid, device=device, dtype=dtype)[None, None, :]
+    y = lo[:, None, None] + p * bin_size[:, None, None] + (i + 0.5) * (bin_size / g)[:, None, None]  # (n, size, grid)
+    valid = (i < g[:, None, None]) & (y >= -1.0) & (y <= length)
+    y = y.clamp_min(0)
+    low = y.floor().clamp_max(length - 1)
+    frac = torch.where(y >= length - 1, torch.zeros_like(y), y - low)
+    weight = valid.to(dtype) / g[:, None, None]
+    # the samples of one output pixel lie within g + 2 consecutive input pixels; the band is shifted
+    # to end inside the axis so that every column index of the sparse matrix is distinct
+    k = min(grid + 2, length)
+    first = low[:, :, 0].clamp_max(length - k).long()
+    offset = low.long() - first[:, :, None]
+    weights = torch.zeros(n, size, k, device=device, dtype=dtype)
+    weights.scatter_add_(2, offset, (1 - frac) * weight)
+    weights.scatter_add_(2, (offset + 1).clamp_max(k - 1), frac * weight)  # frac is 0 where it clamps
+    return first, weights
+
+
+def _band_matrix(first: torch.Tensor, weights: torch.Tensor, length: int, block_diagonal: bool) -> torch.Tensor:
+    """(n·size) × length sparse CSR matrix of the bands (block-diagonal n·size × n·length when asked)."""
+    n, size, k = weights.shape
+    cols = first[:, :, None] + torch.arange(k, device=first.device)
+    if block_diagonal:
+        cols = cols + torch.arange(n, device=first.device)[:, None, None] * length
+    rows = n * size
+    crow = torch.arange(0, (rows + 1) * k, k, device=first.device)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(
+            crow,
+            cols.reshape(-1),
+            weights.reshape(-1),
+            (rows, n * length if block_diagonal else length),
+            check_invariants=False,  # built sorted, distinct and in range above
+        )
+
+
+def _crop_separable(images: torch.Tensor, boxes: torch.Tensor, size: int, max_side: float | None) -> torch.Tensor:
+    """roi_align as a column pass then a row pass, each one sparse × dense product (the CPU path)."""
+    b, c, h, w = images.shape
+    if h > w:  # the first pass runs along the longer axis: its output is the smaller one
+        out = _crop_separable(images.transpose(2, 3), boxes[:, [1, 0, 3, 2]], size, max_side)
+        return out.transpose(2, 3)
+    n = boxes.shape[0]
+    if max_side is None:
+        max_side = float((boxes[:, 2:] - boxes[:, :2]).max())
+    grid = max(1, math.ceil(max_side / size))
+    dtype = images.dtype
+    boxes = boxes.to(dtype)
+    first_x, weights_x = _axis_weights(boxes[:, 0], boxes[:, 2], size, w, grid, dtype)
+    first_y, weights_y = _axis_weights(boxes[:, 1], boxes[:, 3], size, h, grid, dtype)
+    cols = _band_matrix(first_x, weights_x, w, block_diagonal=False)  # (n·size) × W
+    rows = _band_matrix(first_y, weights_y, h, block_diagonal=True)  # (n·size) × (n·H)
+    x = images.permute(3, 0, 1, 2).reshape(w, b * c * h)
+    x = (cols @ x).view(n, size, b, c, h)  # columns resized: (n, Q, B, C, H)
+    x = x.permute(0, 4, 1, 2, 3).reshape(n * h, size * b * c)  # (n·H, Q·B·C)
+    x = (rows @ x).view(n, size, size, b, c)  # rows resized: (n, P, Q, B, C)
+    # (B·n, C, P, Q); for one image a channels_last view without a copy
+    return x.permute(3, 0, 4, 1, 2).reshape(b * n, c, size, size)
 
 
 def sample_noise(n: int, size: int, sigma: float, generator: torch.Generator) -> torch.Tensor | None:
@@ -71,4 +175,4 @@ def add_noise(crops: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
     if noise is None:
         return crops
     n = noise.shape[0]
-    return (crops.view(-1, n, *crops.shape[1:]) + noise.to(crops.dtype)).view_as(crops)
+    return (crops.reshape(-1, n, *crops.shape[1:]) + noise.to(crops.dtype)).reshape(crops.shape)
