@@ -12,10 +12,12 @@ It also prints the *floor* of a step: the model's own work for it, which no reci
 forward+backward of the n candidate crops to the logits plus a no-grad forward of the n seed crops
 to the regularisation layer (best of fp32 and bf16+channels_last) — and the step/floor ratio, both for
 ``AccentuationRun.step()`` alone and through the public API (``accentuate(steps=8)`` minus
-``accentuate(steps=2)``, per step).
+``accentuate(steps=2)``, per step). The floor is measured round by round in between the timings it
+divides (the speed of these machines drifts by ±30 % within minutes).
 
     python benchmarks/bench_step.py                  # both presets, default model + GoogLeNet
     python benchmarks/bench_step.py --presets preview --repeats 5
+    python benchmarks/bench_step.py --precision      # the step in fp32 vs bf16 autocast
 """
 
 from __future__ import annotations
@@ -52,98 +54,145 @@ def reference_step(model, param, seed, boxes, size, target, reg_layer, lam, opti
     optimizer.step()
 
 
-def bench(model, image, preset: str, repeats: int) -> tuple[float, float]:
+def floor_iteration(model, n: int, size: int, reg: str, low: bool) -> float:
+    """Seconds of the model's own work for one step: forward+backward of ``n`` candidate crops to the
+    logits and a no-grad forward of ``n`` seed crops to ``reg`` (fp32, or bf16 autocast + channels_last)."""
+    fmt = torch.channels_last if low else torch.contiguous_format
+    crops = torch.rand(n, 3, size, size).contiguous(memory_format=fmt).requires_grad_(True)
+    seeds = torch.rand(n, 3, size, size).contiguous(memory_format=fmt)
+    t0 = time.perf_counter()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=low):
+        logits = model.features(crops, logits=True)["logits"]
+        with torch.no_grad():
+            model.features(seeds, [reg])
+    logits.float()[:, 0].sum().backward()
+    return time.perf_counter() - t0
+
+
+class Floor:
+    """The floor, measured in between the timings it is compared with (these machines drift):
+    the better of fp32 and bf16 + channels_last, each a median over the rounds."""
+
+    def __init__(self, model, n: int, size: int) -> None:
+        self.args = (model, n, size, model.default_reg_layer)
+        self.times: dict[bool, list[float]] = {False: [], True: []}
+        for low in (False, True):
+            floor_iteration(*self.args, low)  # warm-up
+
+    def sample(self) -> None:
+        for low in (False, True):
+            self.times[low].append(floor_iteration(*self.args, low))
+
+    def ms(self) -> float:
+        return 1000 * min(statistics.median(t) for t in self.times.values())
+
+
+def bench(model, image, preset: str, repeats: int, reference: bool) -> dict[str, float]:
+    """Lean step, reference step and floor, interleaved round by round (ms, medians)."""
     target = model.predict(image, k=2)[1].index
     run = fw.start_run(model, image, target, preset=preset, steps=10_000, seed=0)
     cfg = run.config
+    floor = Floor(model, cfg.n_crops, run.crop_size)
     param = Fourier(run.seeds.clone())
     opt = torch.optim.Adam(param.params, lr=cfg.lr)
     attribution = torch.zeros(1, run.h, run.w)
     gen = torch.Generator().manual_seed(0)
+
+    def ref_step() -> None:
+        boxes = sample_boxes(cfg.n_crops, run.h, run.w, cfg.crop_range, gen)
+        reference_step(model, param, run.seeds, boxes, run.crop_size, target, run.reg_layer, 1.0, opt, attribution)
+
     lean, ref = [], []
-    run.step()  # warm-up both
-    reference_step(
-        model,
-        param,
-        run.seeds,
-        sample_boxes(cfg.n_crops, run.h, run.w, cfg.crop_range, gen),
-        cfg.input_size,
-        target,
-        run.reg_layer,
-        1.0,
-        opt,
-        attribution,
-    )
+    for _ in range(3):  # warm-up, past the balance step
+        run.step()
+    if reference:
+        ref_step()
     for _ in range(repeats):
         t0 = time.perf_counter()
         run.step()
         lean.append(time.perf_counter() - t0)
-        boxes = sample_boxes(cfg.n_crops, run.h, run.w, cfg.crop_range, gen)
-        t0 = time.perf_counter()
-        reference_step(model, param, run.seeds, boxes, cfg.input_size, target, run.reg_layer, 1.0, opt, attribution)
-        ref.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(lean), 1000 * statistics.median(ref)
-
-
-def floor_ms(model, preset: str, repeats: int) -> float:
-    """Median ms of the model's own work for one step (see the module docstring)."""
-    cfg = fw.PRESETS[preset]
-    n, size = cfg.n_crops, model.crop_size(cfg.input_size, cfg.input_scale)
-    reg = model.default_reg_layer
-    best = float("inf")
-    for low in (False, True):
-        times = []
-        for _ in range(repeats + 1):
-            crops = torch.rand(n, 3, size, size)
-            seeds = torch.rand(n, 3, size, size)
-            if low:
-                crops = crops.contiguous(memory_format=torch.channels_last)
-                seeds = seeds.contiguous(memory_format=torch.channels_last)
-            crops.requires_grad_(True)
+        floor.sample()
+        if reference:
             t0 = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=low):
-                logits = model.features(crops, logits=True)["logits"]
-                with torch.no_grad():
-                    model.features(seeds, [reg])
-            logits.float()[:, 0].sum().backward()
-            times.append(time.perf_counter() - t0)
-        best = min(best, statistics.median(times[1:]))
-    return 1000 * best
+            ref_step()
+            ref.append(time.perf_counter() - t0)
+    return {
+        "lean": 1000 * statistics.median(lean),
+        "reference": 1000 * statistics.median(ref) if ref else float("nan"),
+        "floor": floor.ms(),
+        "precision": run.policy.precision,
+    }
 
 
-def api_ms(model, image, preset: str) -> float:
-    """Per-step ms through the public API: accentuate(steps=8) minus accentuate(steps=2), over 6 steps."""
+def api(model, image, preset: str, repeats: int, lo: int = 2, hi: int = 8) -> dict[str, float]:
+    """Per-step ms through the public API, ``accentuate(steps=hi)`` minus ``accentuate(steps=lo)``
+    over ``hi − lo`` steps (medians over alternating calls), with the floor measured in between."""
     target = model.predict(image, k=2)[1].index
-    t = {}
-    for steps in (2, 8, 2, 8):
-        t0 = time.perf_counter()
-        fw.accentuate(model, image, target, preset=preset, steps=steps, seed=0)
-        t.setdefault(steps, []).append(time.perf_counter() - t0)
-    return 1000 * (min(t[8]) - min(t[2])) / 6
+    cfg = fw.PRESETS[preset]
+    floor = Floor(model, cfg.n_crops, model.crop_size(cfg.input_size, cfg.input_scale))
+    t: dict[int, list[float]] = {lo: [], hi: []}
+    fw.accentuate(model, image, target, preset=preset, steps=lo, seed=0)  # warm-up
+    for _ in range(repeats):
+        for steps in (lo, hi):
+            t0 = time.perf_counter()
+            fw.accentuate(model, image, target, preset=preset, steps=steps, seed=0)
+            t[steps].append(time.perf_counter() - t0)
+            floor.sample()
+    per_step = 1000 * (statistics.median(t[hi]) - statistics.median(t[lo])) / (hi - lo)
+    return {"api": per_step, "floor": floor.ms()}
+
+
+def precision(model, image, preset: str, repeats: int) -> dict[str, float]:
+    """The engine step with fp32 vs bf16 autocast (+ channels_last), interleaved (ms, medians)."""
+    target = model.predict(image, k=2)[1].index
+    runs = {
+        ac: fw.start_run(model, image, target, preset=preset, steps=10_000, seed=0, autocast=ac) for ac in (False, True)
+    }
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for r in runs.values():
+        for _ in range(3):
+            r.step()
+    for _ in range(repeats):
+        for ac, r in runs.items():
+            t0 = time.perf_counter()
+            r.step()
+            times[ac].append(time.perf_counter() - t0)
+    return {"fp32": 1000 * statistics.median(times[False]), "bf16": 1000 * statistics.median(times[True])}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=["preview", "paper"])
     parser.add_argument("--models", nargs="+", default=["efficientnet_lite0", "googlenet"])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--no-api", action="store_true", help="skip the public-API timing (8 vs 2 steps)")
+    parser.add_argument("--no-reference", action="store_true", help="skip the reference step (slow)")
+    parser.add_argument("--precision", action="store_true", help="only compare the step in fp32 and bf16")
     args = parser.parse_args()
     image = fw.sample_image("chelsea")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    if args.precision:
+        print(f"{'model':<30s} {'preset':<8s} {'fp32 ms/step':>13s} {'bf16 ms/step':>13s} {'fp32/bf16':>10s}")
+        for name in args.models:
+            model = fw.load_model(name, pretrained=(name == "efficientnet_lite0"))
+            for preset in args.presets:
+                r = precision(model, image, preset, args.repeats)
+                ratio = r["fp32"] / r["bf16"]
+                print(f"{model.name:<30s} {preset:<8s} {r['fp32']:13.0f} {r['bf16']:13.0f} {ratio:9.2f}x")
+        return
     print(
-        f"{'model':<34s} {'preset':<8s} {'lean ms/step':>13s} {'reference ms/step':>18s} {'speed-up':>9s} "
-        f"{'floor ms':>9s} {'step/floor':>11s} {'API ms/step':>12s} {'API/floor':>10s}"
+        f"{'model':<30s} {'preset':<8s} {'prec':<5s} {'lean ms':>8s} {'reference ms':>13s} {'speed-up':>9s} "
+        f"{'floor ms':>9s} {'step/floor':>11s} {'API ms':>7s} {'floor ms':>9s} {'API/floor':>10s}"
     )
     for name in args.models:
         model = fw.load_model(name, pretrained=(name == "efficientnet_lite0"))
         for preset in args.presets:
-            lean, ref = bench(model, image, preset, args.repeats)
-            floor = floor_ms(model, preset, args.repeats)
-            api = api_ms(model, image, preset) if not args.no_api else float("nan")
+            r = bench(model, image, preset, args.repeats, reference=not args.no_reference)
+            a = api(model, image, preset, max(2, args.repeats // 2)) if not args.no_api else None
+            api_cols = f"{a['api']:7.0f} {a['floor']:9.0f} {a['api'] / a['floor']:9.2f}x" if a else ""
             print(
-                f"{model.name:<34s} {preset:<8s} {lean:13.0f} {ref:18.0f} {ref / lean:8.2f}x "
-                f"{floor:9.0f} {lean / floor:10.2f}x {api:12.0f} {api / floor:9.2f}x",
+                f"{model.name:<30s} {preset:<8s} {r['precision']:<5s} {r['lean']:8.0f} {r['reference']:13.0f} "
+                f"{r['reference'] / r['lean']:8.2f}x {r['floor']:9.0f} {r['lean'] / r['floor']:10.2f}x {api_cols}",
                 flush=True,
             )
 

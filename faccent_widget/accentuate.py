@@ -202,8 +202,9 @@ def accentuate(model, image, target, **settings):
     side), ``lr``, ``param`` ("fourier", "pixel", "maco"), ``noise`` (σ), ``balance``,
     ``snapshot_every``, ``attribution_every`` (sample the gradient attribution every k regularised
     steps; 1 = exact, at the cost of a second backward per step), ``autocast`` (low-precision model
-    passes; default: by device — bf16 on CUDA sm80+ and on CPUs with native bf16 for models without
-    depthwise convolutions, fp16 on T4/V100, fp32 elsewhere and for fp16/bf16 models; ``False`` = fp32,
+    passes; default: by device — bf16 on CUDA sm80+, on AMX CPUs and on other CPUs with native bf16 for
+    models without depthwise convolutions, fp16 on T4/V100, fp32 elsewhere and for fp16/bf16 models;
+    ``False`` = fp32,
     ``"fp16"``/``"bf16"`` to force), ``preset``, ``seed``, ``device``.
 
     A list of targets (e.g. the top-5 classes) or of images runs as one batch and returns a list.

@@ -42,21 +42,30 @@ def test_mps_runs_fp32_without_channels_last():
     assert p.chunk_budget_s <= 1 / 10
 
 
-def test_cpu_with_native_bf16_and_no_depthwise():
-    p = device_policy("cpu", cpu_bf16=True)
+@pytest.mark.parametrize("amx", [True, False])
+def test_cpu_with_native_bf16_and_no_depthwise(amx):
+    p = device_policy("cpu", cpu_bf16=True, cpu_amx=amx)
     assert p.autocast_dtype == torch.bfloat16 and p.channels_last and p.chunk_budget_s == pytest.approx(0.2)
 
 
-def test_cpu_without_bf16_or_with_depthwise_runs_fp32():
-    for p in (device_policy("cpu", cpu_bf16=False), device_policy("cpu", cpu_bf16=True, has_depthwise=True)):
+def test_depthwise_models_get_bf16_only_on_amx_cpus():
+    amx = device_policy("cpu", cpu_bf16=True, cpu_amx=True, has_depthwise=True)
+    assert amx.autocast_dtype == torch.bfloat16 and amx.channels_last and "AMX" in amx.reason
+    no_amx = device_policy("cpu", cpu_bf16=True, cpu_amx=False, has_depthwise=True)
+    assert no_amx.autocast_dtype is None and not no_amx.channels_last and "depthwise" in no_amx.reason
+
+
+def test_cpu_without_bf16_runs_fp32():
+    for depthwise in (False, True):
+        p = device_policy("cpu", cpu_bf16=False, cpu_amx=False, has_depthwise=depthwise)
         assert p.autocast_dtype is None and not p.channels_last and p.grad_scale == 1.0
-    assert "depthwise" in device_policy("cpu", cpu_bf16=True, has_depthwise=True).reason
 
 
 def test_cpu_default_asks_the_machine():
-    expected = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    assert device_policy("cpu").autocast == expected
-    assert device_policy(torch.device("cpu"), has_depthwise=True).autocast is False
+    bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    amx = bool(torch.cpu._is_amx_tile_supported())
+    assert device_policy("cpu").autocast == bf16
+    assert device_policy(torch.device("cpu"), has_depthwise=True).autocast == (bf16 and amx)
 
 
 @pytest.mark.parametrize("device, capability", [("cpu", None), ("cuda", (9, 0)), ("cuda", (7, 5)), ("mps", None)])

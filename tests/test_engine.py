@@ -111,11 +111,13 @@ def test_stronger_regularisation_stays_closer(model, chelsea):
 
 
 def test_batched_equals_sequential(model, chelsea):
+    """The batch is the same computation as one run per item. In fp32: bf16 kernels round differently
+    for different batch sizes, and Adam amplifies that (bf16 runs: test_bf16_autocast_runs...)."""
     targets = ["tiger cat", "tabby", "lynx"]
-    settings = dict(seed=5, lam=[1.0, 0.5, 2.0], **FAST)
+    settings = dict(seed=5, lam=[1.0, 0.5, 2.0], autocast=False, **FAST)
     batched = fw.accentuate(model, chelsea, targets, **settings)
     for i, target in enumerate(targets):
-        single = fw.accentuate(model, chelsea, target, seed=5, lam=settings["lam"][i], **FAST)
+        single = fw.accentuate(model, chelsea, target, seed=5, lam=settings["lam"][i], autocast=False, **FAST)
         diff = (batched[i].image - single.image).abs()  # float noise, amplified a little by Adam
         assert float(diff.max()) < 5e-3 and float(diff.mean()) < 1e-4
         np.testing.assert_allclose(batched[i].history["distance"], single.history["distance"], rtol=1e-3, atol=1e-5)
@@ -265,7 +267,8 @@ def test_bf16_autocast_runs_and_scores_in_fp32(model, chelsea):
     googlenet = fw.load_model("googlenet", pretrained=False)
     run = fw.start_run(googlenet, chelsea, 5, seed=0, **FAST)
     assert run.autocast == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())  # auto rule: no depthwise convs
-    assert fw.start_run(model, chelsea, 5, seed=0, **FAST).autocast is False  # EfficientNet: depthwise
+    amx = bool(torch.cpu._is_amx_tile_supported())  # EfficientNet (depthwise): bf16 only with AMX
+    assert fw.start_run(model, chelsea, 5, seed=0, **FAST).autocast == (run.autocast and amx)
 
 
 def test_forced_fp16_autocast_follows_fp32(model, chelsea):
@@ -288,8 +291,9 @@ def test_lambda_list_sweeps_one_target(model, chelsea):
 
 def test_one_backward_step_matches_the_split_gradients(model, chelsea):
     """The combined one-backward step is the same mathematics as separate objective and distance
-    gradients (attribution_every=1 takes them apart at every step): histories and images agree."""
-    kw = dict(seed=3, lam=1.0, **{**FAST, "steps": 5})
+    gradients (attribution_every=1 takes them apart at every step): histories and images agree. In
+    fp32 (measured: 6e-6 apart); bf16 backward passes round the two orders differently (0.2 logits)."""
+    kw = dict(seed=3, lam=1.0, autocast=False, **{**FAST, "steps": 5})
     split = fw.accentuate(model, chelsea, "tabby", attribution_every=1, **kw)
     fused = fw.accentuate(model, chelsea, "tabby", **kw)
     for key in ("objective", "distance"):
