@@ -48,14 +48,19 @@ def _ranged(name: str | Callable[[], str], fn: Callable[..., Any]) -> Callable[.
 @contextlib.contextmanager
 def marked(run: Any) -> Iterator[None]:
     """Wrap the functions one step calls in named ranges, and unwrap them afterwards."""
-    saved_module = {k: getattr(engine_module, k) for k in ("sample_boxes", "sample_noise", "crop_boxes", "add_noise")}
-    saved_module["channel_distance"] = engine_module.channel_distance
+    names = ("sample_boxes", "sample_noise", "crop_boxes", "add_noise", "channel_distance")
+    saved_module = {k: getattr(engine_module, k) for k in names if hasattr(engine_module, k)}
+    plan = getattr(engine_module, "CropPlan", None)  # the crops since the CPU's sparse products
+    saved_call = plan.__call__ if plan is not None else None
     saved_grad, saved_backward = torch.autograd.grad, torch.Tensor.backward
     try:
         for k in ("sample_boxes", "sample_noise"):
             setattr(engine_module, k, _ranged("sampling", saved_module[k]))
         for k in ("crop_boxes", "add_noise"):
-            setattr(engine_module, k, _ranged("crops", saved_module[k]))
+            if k in saved_module:
+                setattr(engine_module, k, _ranged("crops", saved_module[k]))
+        if plan is not None:
+            plan.__call__ = _ranged("crops", saved_call)
         engine_module.channel_distance = _ranged("losses", saved_module["channel_distance"])
         run.objective_values = _ranged("losses", run.objective_values)
         run.param.image = _ranged("image", run.param.image)
@@ -68,6 +73,8 @@ def marked(run: Any) -> Iterator[None]:
     finally:
         for k, v in saved_module.items():
             setattr(engine_module, k, v)
+        if plan is not None:
+            plan.__call__ = saved_call
         torch.autograd.grad = saved_grad
         torch.Tensor.backward = saved_backward  # type: ignore[method-assign]
         for attr in ("objective_values",):

@@ -18,7 +18,7 @@ import warnings
 import torch
 from torchvision.ops import roi_align
 
-__all__ = ["sample_boxes", "crop_boxes", "sample_noise", "add_noise", "check_crop_range"]
+__all__ = ["sample_boxes", "CropPlan", "crop_boxes", "sample_noise", "add_noise", "check_crop_range"]
 
 
 def check_crop_range(crop_range: tuple[float, float]) -> tuple[float, float]:
@@ -51,6 +51,85 @@ def sample_boxes(
     return torch.stack([x1, y1, x1 + side, y1 + side], dim=1)
 
 
+class CropPlan:
+    """The crops τ of one step: ``n`` boxes of a (H, W) canvas, each resized to ``size``².
+
+    Built once per step and applied to the candidate and to the seed (same τ for both), with the
+    step's pixel noise added in place. Values are those of ``roi_align(aligned=True, sampling_ratio=-1)``
+    on every device (see the module docstring); on the CPU the two sparse matrices are built here, once.
+
+    Args:
+        boxes: (n, 4) boxes (x1, y1, x2, y2) in canvas pixels.
+        size: output side of every crop.
+        height, width: the canvas the boxes live on.
+        max_side: an upper bound on the boxes' sides, when known (saves reading the boxes back to the
+            host on the CPU path).
+    """
+
+    def __init__(self, boxes: torch.Tensor, size: int, height: int, width: int, max_side: float | None = None) -> None:
+        self.boxes, self.size, self.height, self.width = boxes, int(size), int(height), int(width)
+        self.max_side = max_side
+        self._matrices: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(
+        self,
+        images: torch.Tensor,
+        noise: torch.Tensor | None = None,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ) -> torch.Tensor:
+        """(B·n, C, size, size) crops of (B, C, H, W) ``images``, item-major (all crops of image 0,
+        then of image 1, …), plus ``noise`` ((n, C, size, size), the same for every image), in
+        ``memory_format`` (``torch.channels_last`` for models run channels_last)."""
+        if tuple(images.shape[-2:]) != (self.height, self.width):
+            raise ValueError(f"images are {tuple(images.shape[-2:])}, the boxes are on {(self.height, self.width)}")
+        if _separable(images, self.boxes):
+            with torch.autocast("cpu", enabled=False):  # crops stay in the image's dtype (MKL's sparse products)
+                crops = self._separable(images)
+        else:
+            crops = _crop_roi_align(images, self.boxes, self.size)
+        crops = crops.contiguous(memory_format=memory_format)
+        if noise is not None:  # in place: no crop backward needs its output
+            n = self.boxes.shape[0]
+            crops.view(-1, n, *crops.shape[1:]).add_(noise.to(crops.dtype))
+        return crops
+
+    def _separable(self, images: torch.Tensor) -> torch.Tensor:
+        """roi_align as a column pass then a row pass, each one sparse × dense product (the CPU path)."""
+        b, c, h, w = images.shape
+        if h > w:  # the first pass runs along the longer axis: its output is the smaller one
+            images = images.transpose(2, 3)
+            h, w = w, h
+        n, size = self.boxes.shape[0], self.size
+        cols, rows = self._band_matrices(images.dtype)
+        x = images.permute(3, 0, 1, 2).reshape(w, b * c * h)
+        x = (cols @ x).view(n, size, b, c, h)  # columns resized: (n, Q, B, C, H)
+        x = x.permute(0, 4, 1, 2, 3).reshape(n * h, size * b * c)  # (n·H, Q·B·C)
+        x = (rows @ x).view(n, size, size, b, c)  # rows resized: (n, P, Q, B, C)
+        # (B·n, C, P, Q); for one image a channels_last view without a copy
+        x = x.permute(3, 0, 4, 1, 2).reshape(b * n, c, size, size)
+        return x.transpose(2, 3) if self.height > self.width else x
+
+    def _band_matrices(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The column pass (n·size × W) and block-diagonal row pass (n·size × n·H) matrices, with H
+        and W the canvas sides, shorter first (built once per dtype)."""
+        if dtype not in self._matrices:
+            boxes = self.boxes.to(dtype)
+            h, w = self.height, self.width
+            if h > w:
+                boxes, h, w = boxes[:, [1, 0, 3, 2]], w, h
+            max_side = self.max_side
+            if max_side is None:
+                max_side = float((boxes[:, 2:] - boxes[:, :2]).max())
+            grid = max(1, math.ceil(max_side / self.size))
+            first_x, weights_x = _axis_weights(boxes[:, 0], boxes[:, 2], self.size, w, grid, dtype)
+            first_y, weights_y = _axis_weights(boxes[:, 1], boxes[:, 3], self.size, h, grid, dtype)
+            self._matrices[dtype] = (
+                _band_matrix(first_x, weights_x, w, block_diagonal=False),
+                _band_matrix(first_y, weights_y, h, block_diagonal=True),
+            )
+        return self._matrices[dtype]
+
+
 def crop_boxes(
     images: torch.Tensor,
     boxes: torch.Tensor,
@@ -61,17 +140,13 @@ def crop_boxes(
     """Cut every box out of every image and resize it to ``size``², in one batched op.
 
     ``images``: (B, C, H, W); ``boxes``: (n, 4). Returns (B·n, C, size, size), item-major
-    (all crops of image 0, then of image 1, …). Same values as ``roi_align(aligned=True,
-    sampling_ratio=-1)`` on every device (see the module docstring). ``max_side``: an upper bound on
-    the boxes' sides, when known (saves reading the boxes back to the host on the CPU path).
-    ``memory_format``: of the returned crops (``torch.channels_last`` for models run channels_last).
+    (all crops of image 0, then of image 1, …); see :class:`CropPlan` for the arguments.
     """
-    if images.device.type == "cpu" and images.dtype in (torch.float32, torch.float64) and boxes.shape[0] > 0:
-        with torch.autocast("cpu", enabled=False):  # crops stay in the image's dtype (MKL's sparse products)
-            crops = _crop_separable(images, boxes, size, max_side)
-    else:
-        crops = _crop_roi_align(images, boxes, size)
-    return crops.contiguous(memory_format=memory_format)
+    return CropPlan(boxes, size, images.shape[-2], images.shape[-1], max_side)(images, memory_format=memory_format)
+
+
+def _separable(images: torch.Tensor, boxes: torch.Tensor) -> bool:
+    return images.device.type == "cpu" and images.dtype in (torch.float32, torch.float64) and boxes.shape[0] > 0
 
 
 def _crop_roi_align(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
@@ -136,38 +211,13 @@ def _band_matrix(first: torch.Tensor, weights: torch.Tensor, length: int, block_
         )
 
 
-def _crop_separable(images: torch.Tensor, boxes: torch.Tensor, size: int, max_side: float | None) -> torch.Tensor:
-    """roi_align as a column pass then a row pass, each one sparse × dense product (the CPU path)."""
-    b, c, h, w = images.shape
-    if h > w:  # the first pass runs along the longer axis: its output is the smaller one
-        out = _crop_separable(images.transpose(2, 3), boxes[:, [1, 0, 3, 2]], size, max_side)
-        return out.transpose(2, 3)
-    n = boxes.shape[0]
-    if max_side is None:
-        max_side = float((boxes[:, 2:] - boxes[:, :2]).max())
-    grid = max(1, math.ceil(max_side / size))
-    dtype = images.dtype
-    boxes = boxes.to(dtype)
-    first_x, weights_x = _axis_weights(boxes[:, 0], boxes[:, 2], size, w, grid, dtype)
-    first_y, weights_y = _axis_weights(boxes[:, 1], boxes[:, 3], size, h, grid, dtype)
-    cols = _band_matrix(first_x, weights_x, w, block_diagonal=False)  # (n·size) × W
-    rows = _band_matrix(first_y, weights_y, h, block_diagonal=True)  # (n·size) × (n·H)
-    x = images.permute(3, 0, 1, 2).reshape(w, b * c * h)
-    x = (cols @ x).view(n, size, b, c, h)  # columns resized: (n, Q, B, C, H)
-    x = x.permute(0, 4, 1, 2, 3).reshape(n * h, size * b * c)  # (n·H, Q·B·C)
-    x = (rows @ x).view(n, size, size, b, c)  # rows resized: (n, P, Q, B, C)
-    # (B·n, C, P, Q); for one image a channels_last view without a copy
-    return x.permute(3, 0, 4, 1, 2).reshape(b * n, c, size, size)
-
-
 def sample_noise(n: int, size: int, sigma: float, generator: torch.Generator) -> torch.Tensor | None:
     """Gaussian (σ) plus uniform (±σ/2) pixel noise for ``n`` crops, or None when σ is 0."""
     if sigma <= 0:
         return None
     shape = (n, 3, size, size)
-    gauss = torch.randn(shape, generator=generator, device=generator.device) * sigma
-    unif = (torch.rand(shape, generator=generator, device=generator.device) - 0.5) * sigma
-    return gauss + unif
+    gauss = torch.randn(shape, generator=generator, device=generator.device).mul_(sigma)
+    return gauss.add_(torch.rand(shape, generator=generator, device=generator.device).sub_(0.5).mul_(sigma))
 
 
 def add_noise(crops: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
