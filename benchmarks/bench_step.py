@@ -13,7 +13,11 @@ forward+backward of the n candidate crops to the logits plus a no-grad forward o
 to the regularisation layer (best of fp32 and bf16+channels_last) — and the step/floor ratio, both for
 ``AccentuationRun.step()`` alone and through the public API (``accentuate(steps=8)`` minus
 ``accentuate(steps=2)``, per step). The floor is measured round by round in between the timings it
-divides (the speed of these machines drifts by ±30 % within minutes).
+divides, and each ratio is the median of the rounds' ratios (the speed of these machines drifts by
+±30 % within minutes). Milliseconds are medians.
+
+GoogLeNet has random weights with BatchNorm statistics re-estimated on the sample images (see
+``benchmarks/_models.py``: torchvision's own random init drives the optimiser into denormal floats).
 
     python benchmarks/bench_step.py                  # both presets, default model + GoogLeNet
     python benchmarks/bench_step.py --presets preview --repeats 5
@@ -28,6 +32,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _models import load_benchmark_model  # benchmarks/_models.py: GoogLeNet with trained-scale activations
 
 import faccent_widget as fw
 from faccent_widget.core.engine import channel_distance
@@ -70,8 +75,9 @@ def floor_iteration(model, n: int, size: int, reg: str, low: bool) -> float:
 
 
 class Floor:
-    """The floor, measured in between the timings it is compared with (these machines drift):
-    the better of fp32 and bf16 + channels_last, each a median over the rounds."""
+    """The floor, measured in between the timings it is compared with (these machines drift by
+    ±30 % within minutes): per round the better of fp32 and bf16 + channels_last; ratios are taken
+    round by round, against the floor of the same round, and their median is reported."""
 
     def __init__(self, model, n: int, size: int) -> None:
         self.args = (model, n, size, model.default_reg_layer)
@@ -79,9 +85,11 @@ class Floor:
         for low in (False, True):
             floor_iteration(*self.args, low)  # warm-up
 
-    def sample(self) -> None:
+    def sample(self) -> float:
+        """Measure one round; returns its floor in seconds."""
         for low in (False, True):
             self.times[low].append(floor_iteration(*self.args, low))
+        return min(t[-1] for t in self.times.values())
 
     def ms(self) -> float:
         return 1000 * min(statistics.median(t) for t in self.times.values())
@@ -102,7 +110,7 @@ def bench(model, image, preset: str, repeats: int, reference: bool) -> dict[str,
         boxes = sample_boxes(cfg.n_crops, run.h, run.w, cfg.crop_range, gen)
         reference_step(model, param, run.seeds, boxes, run.crop_size, target, run.reg_layer, 1.0, opt, attribution)
 
-    lean, ref = [], []
+    lean, ref, ratios = [], [], []
     for _ in range(3):  # warm-up, past the balance step
         run.step()
     if reference:
@@ -111,7 +119,7 @@ def bench(model, image, preset: str, repeats: int, reference: bool) -> dict[str,
         t0 = time.perf_counter()
         run.step()
         lean.append(time.perf_counter() - t0)
-        floor.sample()
+        ratios.append(lean[-1] / floor.sample())
         if reference:
             t0 = time.perf_counter()
             ref_step()
@@ -120,26 +128,30 @@ def bench(model, image, preset: str, repeats: int, reference: bool) -> dict[str,
         "lean": 1000 * statistics.median(lean),
         "reference": 1000 * statistics.median(ref) if ref else float("nan"),
         "floor": floor.ms(),
+        "ratio": statistics.median(ratios),
         "precision": run.policy.precision,
     }
 
 
 def api(model, image, preset: str, repeats: int, lo: int = 2, hi: int = 8) -> dict[str, float]:
     """Per-step ms through the public API, ``accentuate(steps=hi)`` minus ``accentuate(steps=lo)``
-    over ``hi − lo`` steps (medians over alternating calls), with the floor measured in between."""
+    over ``hi − lo`` steps, round by round with the floor measured in between (medians)."""
     target = model.predict(image, k=2)[1].index
     cfg = fw.PRESETS[preset]
     floor = Floor(model, cfg.n_crops, model.crop_size(cfg.input_size, cfg.input_scale))
-    t: dict[int, list[float]] = {lo: [], hi: []}
     fw.accentuate(model, image, target, preset=preset, steps=lo, seed=0)  # warm-up
+    per_step, ratios = [], []
     for _ in range(repeats):
+        t = {}
+        floors = []
         for steps in (lo, hi):
             t0 = time.perf_counter()
             fw.accentuate(model, image, target, preset=preset, steps=steps, seed=0)
-            t[steps].append(time.perf_counter() - t0)
-            floor.sample()
-    per_step = 1000 * (statistics.median(t[hi]) - statistics.median(t[lo])) / (hi - lo)
-    return {"api": per_step, "floor": floor.ms()}
+            t[steps] = time.perf_counter() - t0
+            floors.append(floor.sample())
+        per_step.append((t[hi] - t[lo]) / (hi - lo))
+        ratios.append(per_step[-1] / statistics.mean(floors))
+    return {"api": 1000 * statistics.median(per_step), "floor": floor.ms(), "ratio": statistics.median(ratios)}
 
 
 def precision(model, image, preset: str, repeats: int) -> dict[str, float]:
@@ -174,7 +186,7 @@ def main() -> None:
     if args.precision:
         print(f"{'model':<30s} {'preset':<8s} {'fp32 ms/step':>13s} {'bf16 ms/step':>13s} {'fp32/bf16':>10s}")
         for name in args.models:
-            model = fw.load_model(name, pretrained=(name == "efficientnet_lite0"))
+            model = load_benchmark_model(name)
             for preset in args.presets:
                 r = precision(model, image, preset, args.repeats)
                 ratio = r["fp32"] / r["bf16"]
@@ -185,14 +197,14 @@ def main() -> None:
         f"{'floor ms':>9s} {'step/floor':>11s} {'API ms':>7s} {'floor ms':>9s} {'API/floor':>10s}"
     )
     for name in args.models:
-        model = fw.load_model(name, pretrained=(name == "efficientnet_lite0"))
+        model = load_benchmark_model(name)
         for preset in args.presets:
             r = bench(model, image, preset, args.repeats, reference=not args.no_reference)
-            a = api(model, image, preset, max(2, args.repeats // 2)) if not args.no_api else None
-            api_cols = f"{a['api']:7.0f} {a['floor']:9.0f} {a['api'] / a['floor']:9.2f}x" if a else ""
+            a = api(model, image, preset, args.repeats) if not args.no_api else None
+            api_cols = f"{a['api']:7.0f} {a['floor']:9.0f} {a['ratio']:9.2f}x" if a else ""
             print(
                 f"{model.name:<30s} {preset:<8s} {r['precision']:<5s} {r['lean']:8.0f} {r['reference']:13.0f} "
-                f"{r['reference'] / r['lean']:8.2f}x {r['floor']:9.0f} {r['lean'] / r['floor']:10.2f}x {api_cols}",
+                f"{r['reference'] / r['lean']:8.2f}x {r['floor']:9.0f} {r['ratio']:10.2f}x {api_cols}",
                 flush=True,
             )
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
+from _models import load_benchmark_model  # benchmarks/_models.py: GoogLeNet with trained-scale activations
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import faccent_widget as fw
@@ -145,7 +146,7 @@ def main() -> None:
     image = fw.sample_image("chelsea")
     rows = []
     for name in args.models:
-        model = fw.load_model(name, pretrained=(name == "efficientnet_lite0"))
+        model = load_benchmark_model(name)
         for preset in args.presets:
             parts = profile_one(model, image, preset, args.steps)
             rows.append((model.name.split(" ")[0], preset, parts))

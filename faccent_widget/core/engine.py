@@ -290,10 +290,12 @@ class AccentuationRun:
         crops = crop(x, noise, fmt)
         dtype = self.policy.autocast_dtype
         with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            feats = self.model.features(crops, self.layers, logits=self.needs_logits)
+            # freeze=False: every gradient below is taken with autograd.grad with respect to the image,
+            # so none reaches the model's weights, and the seed pass reuses autocast's weight casts
+            feats = self.model.features(crops, self.layers, logits=self.needs_logits, freeze=False)
             with torch.no_grad():
                 seed_crops = crop(self.seeds, noise, fmt)
-                ref = self.model.features(seed_crops, [self.reg_layer])[self.reg_layer]
+                ref = self.model.features(seed_crops, [self.reg_layer], freeze=False)[self.reg_layer]
             ref = ref.reshape(-1, n, *ref.shape[1:])[self.seed_index].reshape(-1, *ref.shape[1:])
         distance = channel_distance(feats[self.reg_layer], ref, self.reg_layout).view(self.b, -1).mean(1)
         objective = self.objective_values(feats, n)

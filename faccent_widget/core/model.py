@@ -541,12 +541,17 @@ class Model:
         *,
         logits: bool = False,
         normalize: bool = True,
+        freeze: bool = True,
     ) -> dict[str, torch.Tensor]:
         """Activations of exactly ``layers`` (and ``"logits"`` when asked) for a [0, 1] batch ``x``.
 
         Hooks go only on the requested layers and are removed afterwards. Without ``logits`` the
         forward pass stops right after the deepest requested layer. Gradients flow to ``x``; the
         model's parameters are not trained (their ``requires_grad`` is restored afterwards).
+        ``freeze=False`` leaves their ``requires_grad`` alone: for callers that take gradients only
+        with respect to ``x`` (``torch.autograd.grad``, as the engine does), so that nothing reaches the
+        parameters' ``.grad`` and autocast can reuse its weight casts between two calls in one
+        autocast region.
         """
         names = list(dict.fromkeys(self.resolve_layer(n) for n in layers))
         if not names and not logits:
@@ -577,7 +582,7 @@ class Model:
             return hook
 
         try:
-            with self.preserved():
+            with self.preserved(freeze=freeze):
                 for n in names:
                     handles.append(self._modules[n].register_forward_hook(make_hook(n, n == stop_at)))
                 try:
