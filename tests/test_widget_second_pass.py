@@ -117,7 +117,7 @@ def test_view_change_after_a_mid_run_stop_redraws(ready):
     # the redrawn image is the stopped candidate, not the seed
     seed = Image.open(io.BytesIO(w.seed_png)).convert("RGB")
     shown = Image.open(io.BytesIO(rec.of("image")[-1][1][0])).convert("RGB").resize(seed.size)
-    assert list(shown.getdata()) != list(seed.getdata())
+    assert shown.tobytes() != seed.tobytes()
 
 
 def test_view_change_while_running_waits_for_the_next_frame(ready):
