@@ -207,6 +207,14 @@ class AccentuationRun:
             self.noise_seeded = False
         self.b = b
         self.h, self.w = self.seeds.shape[-2:]
+        # The model's input normalisation is affine per channel and every crop's weights sum to 1 (the
+        # boxes lie inside the canvas), so the canvas is normalised before cropping — the same values
+        # as normalising the crops, on fewer pixels, and the seed's once — with the noise scaled by the
+        # normalisation's slope (1 / std).
+        with torch.no_grad():
+            self.seeds_normalized = model.normalize(self.seeds)
+            ones = torch.ones(1, 3, 1, 1, device=self.device)
+            self.noise_scale = model.normalize(ones) - model.normalize(torch.zeros_like(ones))
         #: autocast dtype, memory format and fp16 gradient scale (see ``device_policy``); ``config.autocast``
         #: None = the device's rule, True/False, or "fp16"/"bf16" to force a dtype.
         self.policy: DevicePolicy = device_policy(
@@ -281,21 +289,22 @@ class AccentuationRun:
         cfg, n, size = self.config, self.config.n_crops, self.crop_size
         boxes = sample_boxes(n, self.h, self.w, cfg.crop_range, self.generator).to(self.device)
         noise = sample_noise(n, size, cfg.noise, self.generator)
-        noise = noise.to(self.device) if noise is not None else None
+        noise = noise.to(self.device).mul_(self.noise_scale) if noise is not None else None  # normalised units
 
         # one plan for the candidate and the seed: the same τ (boxes and noise) for both
         crop = CropPlan(boxes, size, self.h, self.w, max_side=cfg.crop_range[1] * min(self.h, self.w))
         fmt = torch.channels_last if self.policy.channels_last else torch.contiguous_format
         x = self.param.image()
-        crops = crop(x, noise, fmt)
+        crops = crop(self.model.normalize(x), noise, fmt)
         dtype = self.policy.autocast_dtype
         with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
             # freeze=False: every gradient below is taken with autograd.grad with respect to the image,
             # so none reaches the model's weights, and the seed pass reuses autocast's weight casts
-            feats = self.model.features(crops, self.layers, logits=self.needs_logits, freeze=False)
+            feats = self.model.features(crops, self.layers, logits=self.needs_logits, normalize=False, freeze=False)
             with torch.no_grad():
-                seed_crops = crop(self.seeds, noise, fmt)
-                ref = self.model.features(seed_crops, [self.reg_layer], freeze=False)[self.reg_layer]
+                seed_crops = crop(self.seeds_normalized, noise, fmt)
+                ref = self.model.features(seed_crops, [self.reg_layer], normalize=False, freeze=False)
+                ref = ref[self.reg_layer]
             ref = ref.reshape(-1, n, *ref.shape[1:])[self.seed_index].reshape(-1, *ref.shape[1:])
         distance = channel_distance(feats[self.reg_layer], ref, self.reg_layout).view(self.b, -1).mean(1)
         objective = self.objective_values(feats, n)
