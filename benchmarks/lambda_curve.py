@@ -25,10 +25,10 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
-from faccent_widget.core.validation.calibration import DEFAULT_LAMBDA_GRID  # noqa: E402
 
 import faccent_widget as fw  # noqa: E402
 from faccent_widget.validation import calibrate_lambda  # noqa: E402
+from faccent_widget.validation.calibration import DEFAULT_LAMBDA_GRID  # noqa: E402
 
 FIGURE = Path(__file__).resolve().parents[1] / "docs" / "figures" / "lambda_curve.png"
 
@@ -58,6 +58,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="engine seed (crops) and random-weight seed")
     parser.add_argument("--batch-images", action="store_true", help="all images × λ in one batch (GPU)")
     parser.add_argument("--device", default=None)
+    parser.add_argument(
+        "--fp32", action="store_true", help="fp32 model passes (default: the device policy, bf16 on AMX CPUs)"
+    )
     parser.add_argument("--out", type=Path, default=FIGURE)
     args = parser.parse_args()
 
@@ -72,6 +75,8 @@ def main() -> None:
         canvas=args.canvas,
         seed=args.seed,
     )
+    if args.fp32:
+        settings["autocast"] = False
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_NUM_THREADS="
         f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; images: {', '.join(names)}"
