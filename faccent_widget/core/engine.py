@@ -303,8 +303,8 @@ class AccentuationRun:
             feats = self.model.features(crops, self.layers, logits=self.needs_logits, normalize=False, freeze=False)
             with torch.no_grad():
                 seed_crops = crop(self.seeds_normalized, noise, fmt)
-                ref = self.model.features(seed_crops, [self.reg_layer], normalize=False, freeze=False)
-                ref = ref[self.reg_layer]
+                seed_feats = self.model.features(seed_crops, [self.reg_layer], normalize=False, freeze=False)
+                ref = seed_feats[self.reg_layer]
             ref = ref.reshape(-1, n, *ref.shape[1:])[self.seed_index].reshape(-1, *ref.shape[1:])
         distance = channel_distance(feats[self.reg_layer], ref, self.reg_layout).view(self.b, -1).mean(1)
         objective = self.objective_values(feats, n)
