@@ -263,6 +263,26 @@ def test_channel_distance_is_per_position_l2():
     torch.testing.assert_close(channel_distance(a, b), torch.tensor([[5.0, 1.0]]), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_channel_distance_gradient_matches_autograd_in_every_dtype(dtype):
+    """The fused distance's backward equals autograd's on the plain formula, also where the distance is
+    exactly 0 (there the gradient is 0, not NaN: in fp16 the scale factor alone would overflow)."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(2, 8, 5, 5, generator=gen)
+    b = torch.randn(2, 8, 5, 5, generator=gen)
+    b[:, :, :2] = a[:, :, :2]  # zero distance at some positions
+    upstream = torch.rand(2, 25, generator=gen) * 1e3  # a gradient scale as fp16 runs use
+    x = a.clone().to(dtype).requires_grad_(True)
+    (channel_distance(x, b.to(dtype)) * upstream).sum().backward()
+    ref = a.detach().clone().requires_grad_(True)
+    plain = torch.sqrt((ref - b).pow(2).sum(1) + 1e-30).flatten(1)
+    (plain * upstream).sum().backward()
+    assert torch.isfinite(x.grad).all()
+    tol = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 3e-3}[dtype]
+    torch.testing.assert_close(x.grad.float(), ref.grad, rtol=tol, atol=tol * float(ref.grad.abs().max()))
+    assert float(x.grad[:, :, :2].abs().max()) == 0.0
+
+
 def test_bf16_autocast_runs_and_scores_in_fp32(model, chelsea):
     r = fw.accentuate(model, chelsea, "tabby", autocast=True, seed=0, **FAST)
     assert r.config["autocast"] is True

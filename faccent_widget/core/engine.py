@@ -72,7 +72,11 @@ class _ChannelNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         diff, norm = ctx.saved_tensors
-        g = diff * (grad / norm.clamp_min(1e-6)).unsqueeze(1).to(diff.dtype)
+        factor = (grad / norm.clamp_min(1e-6)).unsqueeze(1)
+        if diff.dtype == torch.float16:  # where the distance is ~0 the factor can pass fp16's range
+            g = (diff.float() * factor).to(diff.dtype)
+        else:
+            g = diff * factor.to(diff.dtype)
         return (g if ctx.needs_input_grad[0] else None), (-g if ctx.needs_input_grad[1] else None)
 
 
