@@ -2,12 +2,13 @@
 
 The parts of a step are marked from the outside (the engine itself carries no profiling code): while
 profiling, the functions the step calls — ``sample_boxes``/``sample_noise``, the parameterization's
-``image()``, ``crop_boxes``/``add_noise``, ``Model.features`` (with grad: the candidate; without: the
-seed), the losses, ``torch.autograd.grad``/``Tensor.backward`` and the optimiser's ``step`` — are
-wrapped in ``record_function`` ranges. Backward work is charged to the forward part that created it
-(autograd nodes carry the sequence number of the forward op that made them), so "backward: crops" is
-the crop op's backward and "backward: model" the network's. The same script runs at any commit whose
-engine calls these functions (for a before/after table, run it in a worktree of the older commit).
+``image()``, the crops (``CropPlan``; ``crop_boxes``/``add_noise`` at older commits),
+``Model.features`` (with grad: the candidate; without: the seed), the losses,
+``torch.autograd.grad``/``Tensor.backward`` and the optimiser's ``step`` — are wrapped in
+``record_function`` ranges. Backward work is charged to the forward part that created it (autograd
+nodes carry the sequence number of the forward op that made them), so "backward: crops" is the crop
+op's backward and "backward: model" the network's. The same script runs at any commit whose engine
+calls these functions (for a before/after table, run it in a worktree of the older commit).
 
     python benchmarks/profile_step.py                       # preview and paper, Lite0 and GoogLeNet
     python benchmarks/profile_step.py --presets preview --steps 3

@@ -1,13 +1,13 @@
 """Augmentations τ: random square box crops and pixel noise, with sampling kept apart from applying.
 
 Sampling (:func:`sample_boxes`, :func:`sample_noise`) draws the parameters of one step once; applying
-(:func:`crop_boxes`, :func:`add_noise`) uses them on any batch, so the candidate and the seed get the
-very same τ. Crops are resized as ``torchvision.ops.roi_align(aligned=True, sampling_ratio=-1)`` does
-(adaptive sampling, i.e. box-filtered like an antialiased resize). On a GPU that is one ``roi_align``
-call. On the CPU, whose ``roi_align`` kernels run serially (its backward was a quarter of a paper
-step), the same weights are applied as two sparse matrix products — roi_align's sampling is separable
-into a row pass and a column pass — which equals ``roi_align`` to float round-off, forward and
-backward, at 4–6× less time.
+(one :class:`CropPlan` per step, or :func:`crop_boxes` for a single batch) uses them on any batch, so
+the candidate and the seed get the very same τ. Crops are resized as
+``torchvision.ops.roi_align(aligned=True, sampling_ratio=-1)`` does (adaptive sampling, i.e.
+box-filtered like an antialiased resize). On a GPU that is one ``roi_align`` call. On the CPU, whose
+``roi_align`` kernels run serially (its backward was a quarter of a paper step), the same weights are
+applied as two sparse matrix products — roi_align's sampling is separable into a row pass and a column
+pass — which equals ``roi_align`` to float round-off, forward and backward, at 4–6× less time.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import warnings
 import torch
 from torchvision.ops import roi_align
 
-__all__ = ["sample_boxes", "CropPlan", "crop_boxes", "sample_noise", "add_noise", "check_crop_range"]
+__all__ = ["sample_boxes", "CropPlan", "crop_boxes", "sample_noise", "check_crop_range"]
 
 
 def check_crop_range(crop_range: tuple[float, float]) -> tuple[float, float]:
@@ -218,11 +218,3 @@ def sample_noise(n: int, size: int, sigma: float, generator: torch.Generator) ->
     shape = (n, 3, size, size)
     gauss = torch.randn(shape, generator=generator, device=generator.device).mul_(sigma)
     return gauss.add_(torch.rand(shape, generator=generator, device=generator.device).sub_(0.5).mul_(sigma))
-
-
-def add_noise(crops: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-    """Add the same per-crop noise to each item's crops ((B·n, …) + (n, …) broadcast over B)."""
-    if noise is None:
-        return crops
-    n = noise.shape[0]
-    return (crops.reshape(-1, n, *crops.shape[1:]) + noise.to(crops.dtype)).reshape(crops.shape)
