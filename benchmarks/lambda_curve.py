@@ -25,6 +25,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from _settings import add_engine_arguments, engine_settings
 
 import faccent_widget as fw  # noqa: E402
 from faccent_widget.validation import calibrate_lambda  # noqa: E402
@@ -50,33 +51,16 @@ def main() -> None:
     )
     parser.add_argument("--images", nargs="+", default=None, help="sample image names (default: all)")
     parser.add_argument("--lambdas", nargs="+", type=float, default=list(DEFAULT_LAMBDA_GRID))
-    parser.add_argument("--preset", default="preview")
-    parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--n-crops", type=int, default=4)
-    parser.add_argument("--input-size", type=int, default=None)
-    parser.add_argument("--canvas", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0, help="engine seed (crops) and random-weight seed")
+    add_engine_arguments(parser)  # --preset --steps --n-crops --input-size --canvas --seed --fp32
     parser.add_argument("--batch-images", action="store_true", help="all images × λ in one batch (GPU)")
     parser.add_argument("--device", default=None)
-    parser.add_argument(
-        "--fp32", action="store_true", help="fp32 model passes (default: the device policy, bf16 on AMX CPUs)"
-    )
     parser.add_argument("--out", type=Path, default=FIGURE)
     args = parser.parse_args()
 
     samples = fw.sample_images()
     names = args.images or list(samples)
     images = [samples[n] for n in names]
-    settings = dict(
-        preset=args.preset,
-        steps=args.steps,
-        n_crops=args.n_crops,
-        input_size=args.input_size,
-        canvas=args.canvas,
-        seed=args.seed,
-    )
-    if args.fp32:
-        settings["autocast"] = False
+    settings = engine_settings(args)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_NUM_THREADS="
         f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; images: {', '.join(names)}"

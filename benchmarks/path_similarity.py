@@ -25,6 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _settings import add_engine_arguments, engine_settings
 
 import faccent_widget as fw  # noqa: E402
 from faccent_widget.validation import PathSimilarity, path_similarity  # noqa: E402
@@ -36,12 +37,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", nargs="+", default=None, help="sample image names (default: all)")
     parser.add_argument("--lambdas", nargs="+", type=float, default=[0.0, 0.1, 1.0, 10.0])
-    parser.add_argument("--preset", default="preview")
-    parser.add_argument("--steps", type=int, default=25)
-    parser.add_argument("--n-crops", type=int, default=4)
-    parser.add_argument("--input-size", type=int, default=None)
-    parser.add_argument("--canvas", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    add_engine_arguments(parser)  # --preset --steps --n-crops --input-size --canvas --seed --fp32
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path, default=FIGURE)
     args = parser.parse_args()
@@ -50,14 +46,7 @@ def main() -> None:
     samples = fw.sample_images()
     names = args.images or list(samples)
     seeds = [samples[n] for n in names]
-    settings = dict(
-        preset=args.preset,
-        steps=args.steps,
-        n_crops=args.n_crops,
-        input_size=args.input_size,
-        canvas=args.canvas,
-        seed=args.seed,
-    )
+    settings = engine_settings(args)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, OMP_NUM_THREADS="
         f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; model {model.name}; images: {', '.join(names)}"

@@ -82,7 +82,7 @@ class CropPlan:
         ``memory_format`` (``torch.channels_last`` for models run channels_last)."""
         if tuple(images.shape[-2:]) != (self.height, self.width):
             raise ValueError(f"images are {tuple(images.shape[-2:])}, the boxes are on {(self.height, self.width)}")
-        if _separable(images, self.boxes):
+        if _cpu_sparse_path(images, self.boxes):
             with torch.autocast("cpu", enabled=False):  # crops stay in the image's dtype (MKL's sparse products)
                 crops = self._separable(images)
         else:
@@ -145,7 +145,7 @@ def crop_boxes(
     return CropPlan(boxes, size, images.shape[-2], images.shape[-1], max_side)(images, memory_format=memory_format)
 
 
-def _separable(images: torch.Tensor, boxes: torch.Tensor) -> bool:
+def _cpu_sparse_path(images: torch.Tensor, boxes: torch.Tensor) -> bool:
     return images.device.type == "cpu" and images.dtype in (torch.float32, torch.float64) and boxes.shape[0] > 0
 
 
