@@ -17,14 +17,32 @@ JS = Path(__file__).resolve().parent.parent / "js"
 WIDGET_JS = (JS / "widget.js").read_text(encoding="utf-8")
 
 
+def _npm_dependencies_installed(npm: str) -> None:
+    """Install js/'s locked dev dependencies (``npm ci``) when they are missing or older than the lock file,
+    so that the README's test command needs no set-up step of its own; an up-to-date install is reused."""
+    marker = JS / "node_modules" / ".package-lock.json"  # npm writes it at the end of every install
+    lock = JS / "package-lock.json"
+    if marker.is_file() and marker.stat().st_mtime >= lock.stat().st_mtime:
+        return
+    proc = subprocess.run(
+        [npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=JS,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, (
+        f"`npm ci` in {JS} (the front-end tests' dependencies, from the npm registry) failed "
+        f"(exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-4000:]}"
+    )
+
+
 def test_js_unit_tests() -> None:
     if shutil.which("node") is None:
         pytest.skip("node is not installed (the front-end tests need Node.js ≥ 18)")
     npm = shutil.which("npm")
-    assert npm is not None, "node is installed but npm is not: install npm, then run `npm ci` in js/"
-    assert (JS / "node_modules").is_dir(), (
-        f"{JS / 'node_modules'} is missing: run `npm ci` in js/ (cd js && npm ci) before the tests"
-    )
+    assert npm is not None, "node is installed but npm is not: install npm (the front-end tests run `npm ci` in js/)"
+    _npm_dependencies_installed(npm)
     proc = subprocess.run(
         [npm, "test", "--silent"],
         cwd=JS,
