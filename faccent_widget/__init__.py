@@ -14,9 +14,11 @@ from .validation import (
     LambdaCalibration,
     PathSimilarity,
     RandomizationCheck,
+    Transferability,
     calibrate_lambda,
     path_similarity,
     randomization_check,
+    transferability,
 )
 from .widget import FaccentWidget
 from .zoo import WeightsUnavailableError, available_models, load_model
@@ -24,6 +26,8 @@ from .zoo import WeightsUnavailableError, available_models, load_model
 __version__ = "0.1.0"
 
 __all__ = [
+    "Transferability",
+    "transferability",
     "CollectiveNormalizer",
     "FaccentWidget",
     "activation_attribution",
