@@ -7,7 +7,7 @@ from .core.config import DEFAULT_LAMBDA, PRESETS, EngineConfig
 from .core.engine import Accentuation, AccentuationRun, Score, StepState
 from .core.masks import CollectiveNormalizer, per_image_normalize
 from .core.model import LayerNotFoundError, Model, Prediction
-from .core.objectives import Objective, channel, direction, logit, neuron
+from .core.objectives import Objective, caricature, channel, direction, logit, neuron, suppress
 from .images import load_image, sample_image, sample_image_names, sample_images, to_pil, to_png_bytes
 from .triage import TriageReport, triage
 from .validation import (
@@ -26,6 +26,8 @@ from .zoo import WeightsUnavailableError, available_models, load_model
 __version__ = "0.1.0"
 
 __all__ = [
+    "caricature",
+    "suppress",
     "Transferability",
     "transferability",
     "CollectiveNormalizer",
