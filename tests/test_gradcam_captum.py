@@ -29,7 +29,7 @@ from torch import nn
 
 import faccent_widget as fw
 from faccent_widget.core.attribution import default_gradcam_layer, gradcam
-from faccent_widget.core.objectives import Objective, resolve_objective
+from faccent_widget.core.objectives import Features, Objective, resolve_objective
 
 # --------------------------------------------------------------------------- oracles
 
@@ -142,8 +142,13 @@ def _swin(_: fw.Model) -> tuple[fw.Model, str | None, Any, str]:
 
 
 def _convnext(_: fw.Model) -> tuple[fw.Model, str | None, Any, str]:
-    # torchvision's CNBlock: Conv2d, Permute to (N, h, w, C), LayerNorm, Linear, GELU, Linear, Permute back
-    return fw.load_model("convnext_tiny", pretrained=False), "features.5.8.block.2", _channels_last_to_map, "channels_last"
+    import torchvision
+
+    # torchvision's CNBlock: Conv2d, Permute to (N, h, w, C), LayerNorm, Linear, GELU, Linear, Permute
+    # back, times a layer scale; that scale starts at 1e-6, which leaves a random model's maps at ~1e-9
+    net = torchvision.models.convnext_tiny(layer_scale=0.5)
+    model = fw.load_model(net, name="convnext_tiny", input_size=128)
+    return model, "features.5.8.block.2", _channels_last_to_map, "channels_last"
 
 
 FAMILIES = {"cnn": _cnn, "vit": _vit, "swin": _swin, "convnext": _convnext}
@@ -216,7 +221,7 @@ def test_only_the_gradcam_layer_is_hooked_and_only_during_the_call(tiny: fw.Mode
         needs_logits = True
         description = "spy"
 
-        def __call__(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        def __call__(self, feats: Features) -> torch.Tensor:
             seen.append(
                 [
                     (n, len(m._forward_hooks), len(m._backward_hooks) + len(m._backward_pre_hooks))
@@ -236,6 +241,7 @@ def test_only_the_gradcam_layer_is_hooked_and_only_during_the_call(tiny: fw.Mode
 
 def test_errors_leave_the_users_model_as_it_was(tiny: fw.Model) -> None:
     net = tiny.user_module
+    assert isinstance(net, _TinyNet)
     net.train()
     net.conv.eval()
     net.fc.bias.requires_grad_(False)
@@ -246,14 +252,14 @@ def test_errors_leave_the_users_model_as_it_was(tiny: fw.Model) -> None:
         layers = ("act",)
         description = "broken"
 
-        def __call__(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        def __call__(self, feats: Features) -> torch.Tensor:
             raise RuntimeError("boom")
 
     class TwoValues(Objective):
         needs_logits = True
         description = "two values"
 
-        def __call__(self, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+        def __call__(self, feats: Features) -> torch.Tensor:
             return feats["logits"][:, :2]
 
     with pytest.raises(RuntimeError, match="boom"):

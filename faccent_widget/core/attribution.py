@@ -4,7 +4,8 @@ Three sources of attribution maps, all returned as raw (N, H, W) float32 CPU ten
 resolution, ready for :class:`~faccent_widget.core.masks.CollectiveNormalizer`:
 
 * :func:`gradcam` — Grad-CAM of any target: logits, channels, neurons, directions, or combinations
-  (figure 9 of the paper), at spatial, channels-last or token layers;
+  (figure 9 of the paper), at spatial, channels-last or token layers, computed by Captum's
+  ``LayerGradCam`` (pointed at an identity probe that sees the layer's output as (N, C, h, w));
 * :func:`activation_attribution` — the target's own activation map, for channel / neuron / direction
   targets of convolutional layers, which are already spatial (figure 10);
 * :func:`gradient_attribution` — the accumulated ``|∂objective/∂image|`` map that the accentuation
@@ -12,8 +13,9 @@ resolution, ready for :class:`~faccent_widget.core.masks.CollectiveNormalizer`:
 
 Every function takes a :class:`~faccent_widget.Model` (or a bare ``nn.Module``, wrapped with
 :func:`~faccent_widget.core.model.as_model`). The wrapped ``nn.Module`` is never changed: Grad-CAM runs inside
-``model.preserved()`` (eval mode, parameters frozen, both restored afterwards) and its hooks, like
-the adapter's, are removed when the call returns, also after an exception.
+``model.preserved()`` (eval mode, parameters frozen, both restored afterwards); its one hook on the
+user's module (on the Grad-CAM layer, through ``core.hooks.hooked_forward``) is removed when each
+forward pass returns, also after an exception, and Captum's hooks go only on the probe.
 """
 
 from __future__ import annotations
@@ -290,7 +292,7 @@ def gradcam(
     """Raw Grad-CAM maps of ``target`` for ``images``: a (N, H, W) float32 CPU tensor.
 
     Args:
-        model: a :class:`faccent_widget.Model` (or anything with the same interface).
+        model: a :class:`faccent_widget.Model`, or a bare ``nn.Module`` (wrapped with ``as_model``).
         images: a (N, 3, H, W) float tensor in [0, 1], or a list of anything ``load_image`` accepts
             (each then resized to the model's square input, ``model.input_size``; see
             :func:`as_image_batch`).
