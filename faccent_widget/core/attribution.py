@@ -255,6 +255,8 @@ def _gradcam_maps(model: Model, objective: Objective, layer: str, x: torch.Tenso
     probe = _LayoutProbe()
     seen: list[bool] = []
     hooks = {layer: _probe_hook(model.layout(layer), probe, layer, seen)}
+    # hooked_forward runs `net`, whose forward reaches the user's layer through Model.features; the
+    # table names that layer, so the hook sits on it (and nowhere else) for each forward pass
     table = {layer: model.module.get_submodule(layer)}
     net = _ObjectiveForward(model, objective)
 
@@ -313,8 +315,7 @@ def gradcam(
         probe that sees the layer's output as (N, C, h, w)), i.e. before any ReLU and before any
         normalisation, so negative values (evidence against the target) are kept, and upsampled
         bilinearly (``LayerAttribution.interpolate``, ``align_corners=False``) from the layer's h×w
-        to the image's H×W. Apply
-        ``.clamp(min=0)`` for the classic ReLU'd Grad-CAM, and a
+        to the image's H×W. Apply ``.clamp(min=0)`` for the classic ReLU'd Grad-CAM, and a
         :class:`~faccent_widget.core.masks.CollectiveNormalizer` to turn maps into masks.
     """
     model = as_model(model)
