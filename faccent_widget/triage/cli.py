@@ -18,7 +18,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+from ..zoo import WeightsUnavailableError
+from .distributed import RankError
+from .store import TriageStoreLocked
+
+__all__ = ["USER_ERRORS", "main"]
+
+#: What the command reports as one line with exit status 2 (anything else is a bug: its traceback shows).
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,  # TriageInputError, TriageImageError, TriageStoreError, TriageSettingsMismatch, bad settings
+    OSError,  # unreadable folders, a read-only --out
+    WeightsUnavailableError,
+    TriageStoreLocked,
+    RankError,
+)
 
 #: Quick settings of ``--demo`` (about a minute on a 2-core CPU): the preview preset, shortened.
 DEMO_SETTINGS: dict[str, Any] = {"preset": "preview", "steps": 12, "n_crops": 2, "canvas": 160, "input_size": 128}
@@ -64,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed of the crops (default 0)")
     p.add_argument("--device", help="device, e.g. cpu or cuda:0 (default: the model's; torchrun: cuda:LOCAL_RANK)")
     p.add_argument("--html-items", type=_positive, help="put only the first N mistakes in report.html")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first image or folder that cannot be read (default: skip it and list it in the summary)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return p
 
@@ -112,6 +130,12 @@ def _summary(report: Any, seconds: float, html_path: Path) -> str:
                 f"  {item.rank}. {item.key}: true {item.true_label} ({100 * item.p_true:.1f}%) -> "
                 f"predicted {item.predicted_label} ({100 * item.p_predicted:.1f}%)"
             )
+    skipped = report.skipped
+    if skipped:
+        lines.append(f"skipped: {len(skipped)} file(s) or folder(s) that could not be read:")
+        lines += [f"  {r['key']}: {r['reason']}" for r in skipped[:10]]
+        if len(skipped) > 10:
+            lines.append(f"  … and {len(skipped) - 10} more (listed in the report and in index.json)")
     lines.append(f"report: {html_path.resolve()}")
     return "\n".join(lines)
 
@@ -121,9 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from . import _lib as fw
     from .data import TriageInputError
     from .demo import build_demo_folder
-    from .distributed import RankError
     from .run import triage
-    from .store import TriageSettingsMismatch
 
     args = _parser().parse_args(argv)
     is_main = int(os.environ.get("RANK", "0")) == 0
@@ -154,12 +176,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=args.seed,
                 device=args.device,
                 progress=_Progress(is_main and not args.quiet),
+                on_error="raise" if args.strict else "skip",
                 **_settings(args),
             )
         if is_main:
             html_path = report.to_html(out / "report.html", max_items=args.html_items)
             print(_summary(report, time.perf_counter() - t0, html_path))
         return 0
-    except (TriageInputError, TriageSettingsMismatch, RankError, FileExistsError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        print(f"error: {_message(exc)}", file=sys.stderr)
         return 2
+
+
+def _message(exc: BaseException) -> str:
+    """One line for a user error (an OSError as "what: file", without its errno)."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    return " ".join(str(exc).split()) or type(exc).__name__

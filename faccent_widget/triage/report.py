@@ -20,6 +20,7 @@ forbids any network access, and every label, file name and setting is escaped wi
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import os
@@ -62,18 +63,19 @@ def _normalizer(rows: Sequence[Mapping[str, Any]]) -> Any:
 
 def build_index(
     store: TriageStore,
-    selected: Sequence[int],
-    predictions: Mapping[int, Mapping[str, Any]],
+    predictions: Sequence[Mapping[str, Any]],
+    skipped: Sequence[Mapping[str, Any]],
     rank_by: str,
     fingerprint: Mapping[str, Any],
     run: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The merged index of a store: summary, every prediction, the ranked finished mistakes, the
+    """The merged index of a store: summary, every prediction (in dataset order, at this run's
+    positions), the ranked finished mistakes, the skipped files and folders (key and reason), the
     normaliser, and the history of runs that filled the store."""
-    preds = [dict(predictions[i]) for i in selected]
-    mistakes = [p["index"] for p in preds if p["predicted"] != p["true"]]
+    preds = [dict(p) for p in predictions]
+    mistakes = [p for p in preds if p["predicted"] != p["true"]]
     done = store.done()
-    rows = store.rows(i for i in mistakes if i in done)
+    rows = [{**store.item_row(p["id"]), "index": p["index"], "key": p["key"]} for p in mistakes if p["id"] in done]
     norm = _normalizer(rows)
     n = len(preds)
     runs = []
@@ -90,12 +92,14 @@ def build_index(
             "mistakes": len(mistakes),
             "accentuated": len(rows),
             "missing": len(mistakes) - len(rows),
+            "skipped": len(skipped),
         },
         "rank_by": rank_by,
         "fingerprint": dict(fingerprint),
         "normalizer": norm.to_dict() if norm is not None else None,
         "runs": runs,
         "predictions": preds,
+        "skipped": [{"key": str(r["key"]), "reason": str(r["reason"])} for r in skipped],
         "items": [dict(r) for r in rank_rows(rows, rank_by)],
     }
 
@@ -217,7 +221,7 @@ class TriageReport:
         rows = rank_rows(self.index["items"], self.rank_by)
         store = TriageStore(self.root)
         self.items: list[TriageItem] = [
-            TriageItem(dict(r), k + 1, store.item_dir(int(r["index"])), self.normalizer) for k, r in enumerate(rows)
+            TriageItem(dict(r), k + 1, store.item_dir(str(r["id"])), self.normalizer) for k, r in enumerate(rows)
         ]
         self._tmp: Any = None  # keeps a temporary output folder alive as long as the report
 
@@ -261,8 +265,14 @@ class TriageReport:
 
     @property
     def summary(self) -> dict[str, Any]:
-        """Counts: ``items``, ``correct``, ``accuracy``, ``mistakes``, ``accentuated``, ``missing``."""
-        return dict(self.index["summary"])
+        """Counts: ``items`` (images predicted), ``correct``, ``accuracy``, ``mistakes``,
+        ``accentuated``, ``missing``, ``skipped`` (files and folders that could not be read)."""
+        return {"skipped": 0, **self.index["summary"]}
+
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        """The files and folders this triage could not read: ``{"key", "reason"}`` each."""
+        return [dict(r) for r in self.index.get("skipped", [])]
 
     @property
     def predictions(self) -> list[dict[str, Any]]:
@@ -364,6 +374,10 @@ document.querySelectorAll('.card').forEach(function (card) {
 });
 """
 
+#: The page runs only its own script: the CSP allows it by its SHA-256, not by 'unsafe-inline'.
+SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(_SCRIPT.encode("utf-8")).digest()).decode("ascii")
+CSP = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src '{SCRIPT_HASH}'"
+
 
 def _card(item: TriageItem, tile: int) -> str:
     figures = "".join(
@@ -402,9 +416,17 @@ def _render_html(report: TriageReport, *, max_items: int | None, tile: int) -> s
     )
     shown = f"showing the first {len(items)}" if len(items) < len(report.items) else ""
     cards = "".join(_card(item, tile) for item in items) or '<p class="muted">No mistakes.</p>'
+    unread = report.skipped
+    skipped = (
+        f"<h2>Skipped: {len(unread)} file(s) or folder(s) could not be read</h2><table>"
+        + "".join(f'<tr><td class="key">{_e(r["key"])}</td><td>{_e(r["reason"])}</td></tr>' for r in unread)
+        + "</table>"
+        if unread
+        else ""
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Triage: {_e(model)}</title><style>{_CSS}</style></head>
 <body>
@@ -413,10 +435,12 @@ def _render_html(report: TriageReport, *, max_items: int | None, tile: int) -> s
 <div class="stats">
 <div><b>{s["items"]}</b>images</div><div><b>{100 * s["accuracy"]:.1f}%</b>accuracy</div>
 <div><b class="bad">{s["mistakes"]}</b>mistakes</div><div><b>{s["accentuated"]}</b>accentuated</div>
+{f'<div><b class="bad">{len(unread)}</b>skipped</div>' if unread else ""}
 </div>
 <div>Ranked by {_e(rule)}{"; " + _e(shown) if shown else ""}. Masks: one collective normalisation over the
 Grad-CAM maps of all mistakes. Settings: {settings}.</div>
 <h2>Most frequent confusions</h2><table><tr><th>true</th><th>predicted</th><th>count</th></tr>{confusions}</table>
+{skipped}
 <h2>Mistakes</h2>
 <div class="cards">{cards}</div>
 <script>{_SCRIPT}</script>

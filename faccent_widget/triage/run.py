@@ -16,12 +16,19 @@ The run, per process (one process, or one per device under ``torchrun``):
    masks are comparable across the whole report), ranks the mistakes and writes ``index.json``.
 
 Everything goes through the resumable store (:mod:`faccent_widget.triage.store`): a rerun after an
-interruption predicts and accentuates only what is missing. The random seed defaults to 0, so a
-rerun computes the same crops.
+interruption predicts and accentuates only what is missing, and a rerun after files were added,
+removed or repaired only what changed (results are stored by item id, see :mod:`.data`). The random
+seed defaults to 0, so a rerun computes the same crops. The store's lock refuses a second run into the
+same folder while one is writing.
+
+An image that cannot be read (truncated, not an image, too large, no permission) is skipped and
+listed with its reason in the summary, the report and ``index.json``, as are folders that cannot be
+scanned; ``on_error="raise"`` makes either fatal (:class:`~.data.TriageImageError`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
@@ -36,14 +43,18 @@ from typing import Any
 import torch
 
 from . import distributed
-from .data import TriageData, TriageSample, as_triage_data
+from .data import TriageImageError, TriageSample, as_triage_data, check_limit
+from .decode import UNREADABLE, reason
 from .report import RANKINGS, TriageReport, build_index
-from .store import TriageSettingsMismatch, TriageStore
+from .store import TriageSettingsMismatch, TriageStore, TriageStoreLocked
 
-__all__ = ["TARGETS", "ProgressCallback", "canvas_seed", "triage"]
+__all__ = ["ON_ERROR", "TARGETS", "ProgressCallback", "canvas_seed", "triage"]
 
 #: The accentuation targets a triage can ask for, per mistake.
 TARGETS = ("predicted", "true")
+
+#: What a triage does with an unreadable image or folder: skip and list it, or stop.
+ON_ERROR = ("skip", "raise")
 
 #: ``progress(stage, done, total)``; ``stage`` is "predict", "accentuate" or "merge" (this process's share).
 ProgressCallback = Callable[[str, int, int], None]
@@ -129,8 +140,9 @@ def _resolved_settings(adapter: Any, preset: str | None, seed: int, settings: Ma
 
 
 def _fingerprint(
-    adapter: Any, data: TriageData, engine: Mapping[str, Any], targets: Sequence[str], gradcam_layer: str | None
+    adapter: Any, engine: Mapping[str, Any], targets: Sequence[str], gradcam_layer: str | None
 ) -> dict[str, Any]:
+    """What the stored results depend on (the images are not part of it: they are stored by item id)."""
     return {
         "model": {
             "name": adapter.name,
@@ -143,7 +155,6 @@ def _fingerprint(
         "engine": dict(engine),
         "targets": list(targets),
         "gradcam_layer": gradcam_layer or "default",
-        "data": {"items": len(data), "sha256": data.digest()},
     }
 
 
@@ -157,6 +168,7 @@ def _prediction_row(sample: TriageSample, probs: torch.Tensor, labels: Sequence[
     pred = int(top_i[0])
     p_true = float(probs[sample.label])
     return {
+        "id": sample.item_id,
         "index": sample.index,
         "key": sample.key,
         "true": sample.label,
@@ -170,28 +182,55 @@ def _prediction_row(sample: TriageSample, probs: torch.Tensor, labels: Sequence[
     }
 
 
+def _skipped(sample: TriageSample, why: str) -> dict[str, Any]:
+    return {"index": sample.index, "key": sample.key, "reason": why}
+
+
+def _load_or_reason(
+    sample: TriageSample, min_side: int, fit: Callable[[torch.Tensor], torch.Tensor], strict: bool
+) -> torch.Tensor | str:
+    """``fit(sample.load(min_side))``, or the reason it could not be read (raised when ``strict``)."""
+    try:
+        return fit(sample.load(min_side))
+    except UNREADABLE as exc:
+        why = reason(exc)
+        if strict:
+            raise TriageImageError(f"cannot read image {sample.key!r}: {why}") from exc
+        return why
+
+
 def _predict(
     adapter: Any,
     samples: Sequence[TriageSample],
     store: TriageStore,
     rank: int,
+    run_id: str,
     batch: int,
     pool: ThreadPoolExecutor,
     progress: ProgressCallback | None,
-) -> int:
+    strict: bool,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Predict ``samples`` in batches; returns (images predicted, skipped files)."""
     from . import _lib as fw
 
-    size = (int(adapter.input_size), int(adapter.input_size))
+    side = int(adapter.input_size)
     done = 0
+    skipped: list[dict[str, Any]] = []
     for chunk in _chunks(samples, batch):
-        images = list(pool.map(lambda s: fw.load_image(s.load(), size=size), chunk))
-        with torch.no_grad():
-            probs = adapter.logits(torch.stack(images)).float().softmax(-1).cpu()
-        store.write_predictions(rank, [_prediction_row(s, probs[i], adapter.labels) for i, s in enumerate(chunk)])
-        done += len(chunk)
+        loaded = list(
+            pool.map(lambda s: _load_or_reason(s, side, lambda t: fw.load_image(t, size=(side, side)), strict), chunk)
+        )
+        good = [(s, img) for s, img in zip(chunk, loaded) if isinstance(img, torch.Tensor)]
+        skipped += [_skipped(s, why) for s, why in zip(chunk, loaded) if isinstance(why, str)]
+        if good:
+            with torch.no_grad():
+                probs = adapter.logits(torch.stack([img for _, img in good])).float().softmax(-1).cpu()
+            rows = [_prediction_row(s, probs[i], adapter.labels) for i, (s, _) in enumerate(good)]
+            store.write_predictions(rank, run_id, rows)
+        done += len(good)
         if progress is not None:
-            progress("predict", done, len(samples))
-    return done
+            progress("predict", done + len(skipped), len(samples))
+    return done, skipped
 
 
 def _prefetch(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Iterable[Any], ahead: int) -> Iterator[Any]:
@@ -258,14 +297,14 @@ def _accentuate_group(
             "finished": time.time(),
             "seconds": seconds,
         }
-        written += int(store.write_item(int(row["index"]), item, files))
+        written += int(store.write_item(str(row["id"]), item, files))
     return written
 
 
 def _accentuate(
     adapter: Any,
     rows: Sequence[dict[str, Any]],
-    samples: Mapping[int, TriageSample],
+    samples: Mapping[str, TriageSample],
     targets: Sequence[str],
     engine_kwargs: Mapping[str, Any],
     canvas: int,
@@ -276,8 +315,10 @@ def _accentuate(
     rank: int,
     pool: ThreadPoolExecutor,
     progress: ProgressCallback | None,
-) -> int:
-    """Accentuate ``rows`` (mistakes) in groups of equal seed shape; flush a group when it is full."""
+    strict: bool,
+) -> tuple[int, list[dict[str, Any]]]:
+    """Accentuate ``rows`` (mistakes) in groups of equal seed shape; flush a group when it is full.
+    Returns (mistakes accentuated, seeds that could not be read)."""
     buckets: dict[tuple[int, int], list[tuple[dict[str, Any], torch.Tensor]]] = {}
     done = 0
 
@@ -289,15 +330,22 @@ def _accentuate(
         if progress is not None:
             progress("accentuate", done, len(rows))
 
-    loaded = _prefetch(pool, lambda r: (r, canvas_seed(samples[int(r["index"])].load(), canvas)), rows, 2 * batch)
-    for row, seed in loaded:
+    skipped: list[dict[str, Any]] = []
+
+    def load(row: dict[str, Any]) -> tuple[dict[str, Any], torch.Tensor | str]:
+        return row, _load_or_reason(samples[row["id"]], canvas, lambda t: canvas_seed(t, canvas), strict)
+
+    for row, seed in _prefetch(pool, load, rows, 2 * batch):
+        if isinstance(seed, str):
+            skipped.append(_skipped(samples[row["id"]], seed))
+            continue
         shape = (int(seed.shape[-2]), int(seed.shape[-1]))
         buckets.setdefault(shape, []).append((row, seed))
         if len(buckets[shape]) >= batch:
             flush(shape)
     for shape in sorted(buckets):
         flush(shape)
-    return done
+    return done, skipped
 
 
 def triage(
@@ -317,6 +365,7 @@ def triage(
     device: str | torch.device | None = None,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
+    on_error: str = "skip",
     **settings: Any,
 ) -> TriageReport:
     """Find a model's mistakes in labelled images and accentuate each toward its predicted and true class.
@@ -347,16 +396,26 @@ def triage(
         device: run here (default: the model's device; under ``torchrun`` ``cuda:LOCAL_RANK`` or the CPU).
         workers: threads that load images (default ``min(4, cpu_count)``).
         progress: ``progress(stage, done, total)`` after every batch (stage "predict" or "accentuate").
+        on_error: ``"skip"`` (default): an image that cannot be read (truncated, not an image, over
+            the pixel cap, no permission) or a folder that cannot be scanned is skipped and listed
+            with its reason in ``report.skipped``, the HTML report and the store; ``"raise"``: stop
+            with :class:`~faccent_widget.triage.data.TriageImageError` naming it.
 
     Returns:
         A :class:`TriageReport` of the mistakes, ranked by ``rank_by`` (on every process under torchrun).
+        The output folder is locked while the run writes it: a second run into it raises
+        :class:`~faccent_widget.triage.store.TriageStoreLocked` at once.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) each process takes a deterministic share and rank 0 merges
     the index once all are done; ``out`` is then required and must be a folder all processes share.
     """
     if rank_by not in RANKINGS:
         raise ValueError(f"rank_by must be one of {', '.join(RANKINGS)}, got {rank_by!r}")
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {', '.join(map(repr, ON_ERROR))}, got {on_error!r}")
+    strict = on_error == "raise"
     names = _check_targets(targets)
+    check_limit(limit)
     unknown = sorted(set(settings) - set(_SETTING_NAMES))
     if unknown:
         raise TypeError(
@@ -372,85 +431,125 @@ def triage(
             raise ValueError("under torchrun, pass out= (a folder every process can reach)")
         adapter = _adapter(model, ctx.device)
         data_ = as_triage_data(data, adapter.labels, class_map)
+        if strict and data_.problems:
+            p = data_.problems[0]
+            raise TriageImageError(f"cannot read {p.key!r}: {p.reason}")
         selected = data_.select(limit)
         engine = _resolved_settings(adapter, preset, seed, settings)
-        fingerprint = _fingerprint(adapter, data_, engine, names, gradcam_layer)
+        fingerprint = _fingerprint(adapter, engine, names, gradcam_layer)
         tmp = tempfile.TemporaryDirectory(prefix="faccent-triage-") if out is None else None
         store = TriageStore(tmp.name if tmp is not None else out)  # type: ignore[arg-type]  # out is set when tmp is None
-        error = None
-        if ctx.is_main:
-            try:
-                store.open(fingerprint)
-                store.remove_temporaries()
-            except (TriageSettingsMismatch, FileExistsError) as exc:
-                if not ctx.distributed:
-                    raise
-                error = f"{type(exc).__name__}: {exc}"
-        ctx.agree(error)
-        if not ctx.is_main:
-            store.check(fingerprint)
-
-        cuda = adapter.device.type == "cuda"
-        pbs = predict_batch_size or (128 if cuda else 32)
-        abs_ = batch_size or (16 if cuda else 4)
-        run_id = uuid.uuid4().hex[:12]
-        n_workers = workers or max(1, min(4, os.cpu_count() or 1))
-        by_index = {s.index: s for s in selected}
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            have = store.predictions()
-            mine = [s for s in distributed.shard(selected, ctx.rank, ctx.world_size) if s.index not in have]
-            predicted = _predict(adapter, mine, store, ctx.rank, pbs, pool, progress)
-            ctx.barrier()
-            preds = store.predictions()
-            missing = [s.key for s in selected if s.index not in preds]
-            if missing:
-                raise RuntimeError(
-                    f"{len(missing)} item(s) have no prediction after the prediction pass, e.g. {missing[0]!r}"
-                )
-            mistakes = [preds[s.index] for s in selected if preds[s.index]["predicted"] != preds[s.index]["true"]]
-            done = store.done()
-            todo = [r for r in distributed.shard(mistakes, ctx.rank, ctx.world_size) if int(r["index"]) not in done]
-            engine_kwargs = {
-                **settings,
-                "preset": engine["preset"],
-                "seed": seed,
-                "lam": engine["lam"],
-                "reg_layer": engine["reg_layer"],
-            }
-            accentuated = _accentuate(
-                adapter,
-                todo,
-                by_index,
-                names,
-                engine_kwargs,
-                int(engine["canvas"]),
-                abs_,
-                gradcam_layer,
-                store,
-                run_id,
-                ctx.rank,
-                pool,
-                progress,
-            )
-        counts = ctx.gather({"predicted": predicted, "accentuated": accentuated})
-        ctx.barrier()
-        if ctx.is_main:
-            if progress is not None:
-                progress("merge", 0, 1)
-            seconds = time.perf_counter() - t_start
-            run = {
-                "run_id": run_id,
-                "seconds": seconds,
-                "world_size": ctx.world_size,
-                "predicted": sum(c["predicted"] for c in counts),
-                "accentuated": sum(c["accentuated"] for c in counts),
-            }
-            store.write_index(build_index(store, [s.index for s in selected], preds, rank_by, fingerprint, run))
-            if progress is not None:
-                progress("merge", 1, 1)
-        ctx.barrier()
-        report = TriageReport.load(store.root, model=adapter)
+        with contextlib.ExitStack() as held:
+            error = None
+            if ctx.is_main:
+                try:
+                    held.enter_context(store.locked())
+                    store.open(fingerprint)
+                    store.remove_temporaries()
+                except (TriageSettingsMismatch, TriageStoreLocked, FileExistsError, PermissionError) as exc:
+                    if not ctx.distributed:
+                        raise
+                    error = f"{type(exc).__name__}: {exc}"
+            ctx.agree(error)
+            if not ctx.is_main:
+                store.check(fingerprint)
+            report = _run_stages(
+                adapter, store, selected, data_.problems, names, engine, settings, fingerprint, ctx, rank_by,
+                seed, batch_size, predict_batch_size, gradcam_layer, workers, progress, strict, t_start,
+            )  # fmt: skip
         report._tmp = tmp
         return report
     finally:
         ctx.close()
+
+
+def _run_stages(
+    adapter: Any,
+    store: TriageStore,
+    selected: Sequence[TriageSample],
+    problems: Sequence[Any],
+    names: Sequence[str],
+    engine: Mapping[str, Any],
+    settings: Mapping[str, Any],
+    fingerprint: Mapping[str, Any],
+    ctx: distributed.DistContext,
+    rank_by: str,
+    seed: int,
+    batch_size: int | None,
+    predict_batch_size: int | None,
+    gradcam_layer: str | None,
+    workers: int | None,
+    progress: ProgressCallback | None,
+    strict: bool,
+    t_start: float,
+) -> TriageReport:
+    cuda = adapter.device.type == "cuda"
+    pbs = predict_batch_size or (128 if cuda else 32)
+    abs_ = batch_size or (16 if cuda else 4)
+    run_id = uuid.uuid4().hex[:12]
+    n_workers = workers or max(1, min(4, os.cpu_count() or 1))
+    by_id = {s.item_id: s for s in selected}
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        have = store.predictions()
+        mine = [s for s in distributed.shard(selected, ctx.rank, ctx.world_size) if s.item_id not in have]
+        error = None
+        try:
+            predicted, skipped = _predict(adapter, mine, store, ctx.rank, run_id, pbs, pool, progress, strict)
+        except TriageImageError as exc:
+            if not ctx.distributed:
+                raise
+            error, predicted, skipped = str(exc), 0, []
+        ctx.agree(error)
+        skipped = [row for rows in ctx.gather(skipped) for row in rows]
+        ctx.barrier()
+        preds = store.predictions()
+        unread = {int(r["index"]) for r in skipped}
+        missing = [s.key for s in selected if s.item_id not in preds and s.index not in unread]
+        if missing:
+            raise RuntimeError(
+                f"{len(missing)} item(s) have no prediction after the prediction pass, e.g. {missing[0]!r}"
+            )
+        rows = [
+            {**preds[s.item_id], "index": s.index, "key": s.key} for s in selected if s.item_id in preds
+        ]  # stored rows, at this run's positions
+        mistakes = [r for r in rows if r["predicted"] != r["true"]]
+        done = store.done()
+        todo = [r for r in distributed.shard(mistakes, ctx.rank, ctx.world_size) if r["id"] not in done]
+        engine_kwargs = {
+            **settings,
+            "preset": engine["preset"],
+            "seed": seed,
+            "lam": engine["lam"],
+            "reg_layer": engine["reg_layer"],
+        }
+        try:
+            accentuated, unseeded = _accentuate(
+                adapter, todo, by_id, names, engine_kwargs, int(engine["canvas"]), abs_, gradcam_layer, store,
+                run_id, ctx.rank, pool, progress, strict,
+            )  # fmt: skip
+            error = None
+        except TriageImageError as exc:
+            if not ctx.distributed:
+                raise
+            error, accentuated, unseeded = str(exc), 0, []
+        ctx.agree(error)
+    counts = ctx.gather({"predicted": predicted, "accentuated": accentuated, "skipped": unseeded})
+    skipped += [row for c in counts for row in c["skipped"]]
+    skipped = [*({"key": p.key, "reason": p.reason} for p in problems), *sorted(skipped, key=lambda r: r["index"])]
+    ctx.barrier()
+    if ctx.is_main:
+        if progress is not None:
+            progress("merge", 0, 1)
+        run = {
+            "run_id": run_id,
+            "seconds": time.perf_counter() - t_start,
+            "world_size": ctx.world_size,
+            "predicted": sum(c["predicted"] for c in counts),
+            "accentuated": sum(c["accentuated"] for c in counts),
+            "skipped": len(skipped),
+        }
+        store.write_index(build_index(store, rows, skipped, rank_by, fingerprint, run))
+        if progress is not None:
+            progress("merge", 1, 1)
+    ctx.barrier()
+    return TriageReport.load(store.root, model=adapter)
