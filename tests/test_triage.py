@@ -32,10 +32,13 @@ from faccent_widget.triage import (
     build_demo_folder,
     load_class_map,
 )
+from faccent_widget.triage.cli import safe
 from faccent_widget.triage.data import TriageImageError, as_triage_data
+from faccent_widget.triage.decode import ImageTooLargeError, open_bounded
 from faccent_widget.triage.distributed import shard
+from faccent_widget.triage.report import SCRIPT_HASH
 from faccent_widget.triage.run import canvas_seed
-from faccent_widget.triage.store import TriageStore, TriageStoreLocked
+from faccent_widget.triage.store import TriageStore, TriageStoreError, TriageStoreLocked
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(steps=3, n_crops=2, input_size=96, canvas=96)
@@ -608,3 +611,110 @@ def test_a_second_run_into_a_folder_in_use_is_refused(
         assert not (out / "items").exists()  # nothing touched
     report = fw.triage(model, demo_dir, out=out, limit=1, targets="predicted", **FAST)  # released
     assert report.summary["items"] == 1
+
+
+# --------------------------------------------------------------------------- reliability round 3 (issue 25)
+
+ESCAPES = "\x1b]0;pwned\x07\x1b[2J"
+
+
+def test_cli_non_utf8_and_escape_file_names_are_triaged_and_printed_inert(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    _save(fw.sample_image("coffee", size=96), data / "espresso" / "coffee.png")
+    (data / "missile").mkdir()
+    rocket = fw.to_png_bytes(fw.sample_image("rocket", size=96))
+    Path(os.fsdecode(os.fsencode(data / "missile") + b"/r\xe9cket.png")).write_bytes(rocket)  # Latin-1 name
+    (data / "missile" / f"{ESCAPES}.png").write_bytes(rocket)
+    out = tmp_path / "out"
+    assert cli_main(["triage", str(data), "--out", str(out), "--targets", "predicted", *FAST_ARGS]) == 0
+    text = capsys.readouterr().out
+    assert "missile/r\\xe9cket.png: true missile" in text  # shown escaped, not a crash
+    assert "missile/\\x1b]0;pwned\\x07\\x1b[2J.png: true missile" in text
+    assert "\x1b" not in text and "\x07" not in text
+    keys = {p["key"] for p in TriageReport.load(out).predictions}
+    assert keys == {"espresso/coffee.png", "missile/r\\xe9cket.png", f"missile/{ESCAPES}.png"}
+    assert safe("tab\tby\u202egnp.exe\x9b") == "tab\\x09by\\u202egnp.exe\\x9b"  # C1 and bidi too
+
+
+def test_cli_device_model_and_unreadable_image_errors_are_one_line_with_status_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    _save(fw.sample_image("rocket", size=64), data / "missile" / "rocket.png")
+    _truncated_jpeg(data / "tabby" / "cut.jpg")
+    base = ["triage", str(data), "--out", str(tmp_path / "out"), *FAST_ARGS]
+    cases = [
+        (["--device", "banana"], "unknown device 'banana'; use cpu, cuda, cuda:N or mps"),
+        (["--strict"], "cannot read image 'tabby/cut.jpg': OSError: image file is truncated"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "device 'cuda': CUDA is not available on this machine"))
+    weights = Path(torch.hub.get_dir()) / "checkpoints" / "resnet18-f37072fd.pth"
+    if not weights.exists():
+        cases.append((["--model", "resnet18"], "pretrained weights for 'resnet18' are not cached"))
+    for extra, text in cases:
+        assert cli_main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "Traceback" not in err and text in err, (extra, err)
+    assert not (tmp_path / "out" / "index.json").exists()
+
+
+def test_a_deleted_or_damaged_file_in_the_store_is_noticed(model: fw.Model, tmp_path: Path) -> None:
+    data, out = tmp_path / "data", tmp_path / "out"
+    _save(fw.sample_image("rocket", size=96), data / "missile" / "rocket.png")
+    report = fw.triage(model, data, out=out, targets="predicted", **FAST)
+    item = report.root / "items" / _item_id(report[0])
+    (item / "predicted.png").unlink()
+    again = fw.triage(model, data, out=out, targets="predicted", **FAST)
+    assert again.runs[-1]["accentuated"] == 1 and (item / "predicted.png").is_file()
+    assert again.runs[-1]["predicted"] == 0
+    (out / "index.json").write_text('{"format": "faccent-widget/tri')
+    with pytest.raises(TriageStoreError, match=r"the triage index .*index.json is damaged \(JSONDecodeError"):
+        TriageReport.load(out)
+    (out / "triage.json").write_text("{not json")
+    with pytest.raises(TriageStoreError, match=r"the triage manifest .*triage.json is damaged"):
+        fw.triage(model, data, out=out, targets="predicted", **FAST)
+
+
+def test_a_label_the_model_repeats_must_be_given_by_index(model: fw.Model, tmp_path: Path) -> None:
+    labels = list(model.labels)
+    labels[282] = labels[281]  # "tabby" twice
+    image = fw.sample_image("chelsea", size=48)
+    with pytest.raises(TriageInputError, match=r"item 0: 'tabby' matches 2 model classes .*indices 281, 282"):
+        as_triage_data([(image, "tabby")], labels)
+    assert as_triage_data([(image, 282)], labels)[0].label == 282
+    _save(image, tmp_path / "tabby" / "a.png")
+    with pytest.raises(TriageInputError, match=r"class folder 'tabby': 'tabby' matches 2 .*'tabby: 281'"):
+        as_triage_data(tmp_path, labels)
+    assert as_triage_data(tmp_path, labels, class_map={"tabby": 282})[0].label == 282
+
+
+def test_html_report_allows_only_its_own_script_by_hash(evil_report: TriageReport) -> None:
+    import base64
+    import hashlib
+
+    page = evil_report.html()
+    csp = page.split('http-equiv="Content-Security-Policy" content="', 1)[1].split('"', 1)[0]
+    assert "unsafe-inline" not in csp.split("script-src", 1)[1] and f"script-src '{SCRIPT_HASH}'" in csp
+    scripts = [chunk.split("</script>", 1)[0] for chunk in page.split("<script>")[1:]]
+    assert len(scripts) == 1
+    digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
+    assert SCRIPT_HASH == f"sha256-{digest}"  # the browser runs it; any other inline script is refused
+
+
+def test_large_images_are_decoded_reduced_and_huge_ones_refused(model: fw.Model, tmp_path: Path) -> None:
+    big = tmp_path / "val" / "tabby" / "big.jpg"
+    big.parent.mkdir(parents=True)
+    fw.to_pil(fw.sample_image("chelsea", size=64)).resize((3000, 2000)).save(big, quality=85)
+    reduced = open_bounded(big, 224)
+    assert reduced.size == (750, 500)  # DCT scaling by 1/4: the shorter side stays ≥ 2 × 224
+    assert open_bounded(big).size == (3000, 2000)
+    huge = tmp_path / "val" / "tabby" / "huge.png"
+    ihdr = struct.pack(">IIBBBBB", 9000, 8000, 8, 2, 0, 0, 0)  # 72 Mpx: under Pillow's bomb limit
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IEND", b""))
+    with pytest.raises(ImageTooLargeError, match="9000 × 8000 = 72 Mpx; triage reads images up to 64 Mpx"):
+        open_bounded(huge)
+    data = as_triage_data(tmp_path / "val", model.labels)
+    assert data[0].load(min_side=224).shape == (3, 500, 750)

@@ -4,13 +4,16 @@ Writes the resumable store and ``OUT/report.html`` and prints a short summary (a
 done, time). ``--demo`` builds a small labelled folder from the bundled sample images and triages it
 with quick settings. Under ``torchrun --nproc_per_node N -m faccent_widget triage ...`` each process
 takes a share and rank 0 writes the report. User errors print one line on stderr and exit with 2.
-Progress goes to stderr (rank 0 only); the summary to stdout.
+Progress goes to stderr (rank 0 only); the summary to stdout. Everything printed that comes from
+files or the model (file names, labels, messages) has its control characters shown as ``\\xNN``
+escapes, so a file name cannot move the cursor, retitle or clear the terminal.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import time
@@ -22,7 +25,7 @@ from ..zoo import WeightsUnavailableError
 from .distributed import RankError
 from .store import TriageStoreLocked
 
-__all__ = ["USER_ERRORS", "main"]
+__all__ = ["USER_ERRORS", "main", "safe"]
 
 #: What the command reports as one line with exit status 2 (anything else is a bug: its traceback shows).
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -35,6 +38,22 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 #: Quick settings of ``--demo`` (about a minute on a 2-core CPU): the preview preset, shortened.
 DEMO_SETTINGS: dict[str, Any] = {"preset": "preview", "steps": 12, "n_crops": 2, "canvas": 160, "input_size": 128}
+
+
+#: C0 and C1 control characters, DEL, and the bidirectional overrides (they reorder what is shown).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(value: Any) -> str:
+    """``str(value)`` fit for a terminal: control characters and undecodable bytes as escapes."""
+    text = str(value)
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate outside the escape range
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return _CONTROL.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}", text
+    )
 
 
 def _positive(text: str) -> int:
@@ -117,7 +136,8 @@ def _summary(report: Any, seconds: float, html_path: Path) -> str:
     s = report.summary
     run = report.runs[-1] if report.runs else {}
     lines = [
-        f"model: {report.settings['model']['name']}   images: {s['items']}   processes: {run.get('world_size', 1)}",
+        f"model: {safe(report.settings['model']['name'])}   images: {s['items']}   "
+        f"processes: {run.get('world_size', 1)}",
         f"accuracy: {100 * s['accuracy']:.1f}% ({s['correct']}/{s['items']})   mistakes: {s['mistakes']}   "
         f"accentuated: {s['accentuated']} ({run.get('accentuated', 0)} this run, {run.get('predicted', 0)} images "
         f"predicted this run)",
@@ -127,16 +147,16 @@ def _summary(report: Any, seconds: float, html_path: Path) -> str:
         lines.append(f"top mistakes (ranked by {report.rank_by}):")
         for item in list(report)[:5]:
             lines.append(
-                f"  {item.rank}. {item.key}: true {item.true_label} ({100 * item.p_true:.1f}%) -> "
-                f"predicted {item.predicted_label} ({100 * item.p_predicted:.1f}%)"
+                f"  {item.rank}. {safe(item.key)}: true {safe(item.true_label)} ({100 * item.p_true:.1f}%) -> "
+                f"predicted {safe(item.predicted_label)} ({100 * item.p_predicted:.1f}%)"
             )
     skipped = report.skipped
     if skipped:
         lines.append(f"skipped: {len(skipped)} file(s) or folder(s) that could not be read:")
-        lines += [f"  {r['key']}: {r['reason']}" for r in skipped[:10]]
+        lines += [f"  {safe(r['key'])}: {safe(r['reason'])}" for r in skipped[:10]]
         if len(skipped) > 10:
             lines.append(f"  … and {len(skipped) - 10} more (listed in the report and in index.json)")
-    lines.append(f"report: {html_path.resolve()}")
+    lines.append(f"report: {safe(html_path.resolve())}")
     return "\n".join(lines)
 
 
@@ -184,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(_summary(report, time.perf_counter() - t0, html_path))
         return 0
     except USER_ERRORS as exc:
-        print(f"error: {_message(exc)}", file=sys.stderr)
+        print(f"error: {safe(_message(exc))}", file=sys.stderr)
         return 2
 
 

@@ -98,6 +98,31 @@ def _check_targets(targets: Sequence[str] | str) -> tuple[str, ...]:
     return tuple(t for t in TARGETS if t in names)
 
 
+def _check_device(device: str | torch.device | None) -> torch.device | None:
+    """``device`` as a ``torch.device`` this machine has, or a one-line ``ValueError`` saying why not."""
+    if device is None:
+        return None
+    accepted = "cpu, cuda, cuda:N or mps"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use {accepted}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r}: CUDA is not available on this machine; use cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(
+                f"device {str(device)!r}: this machine has {count} CUDA device(s), cuda:0…cuda:{count - 1}"
+            )
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {str(device)!r}: MPS is not available on this machine; use cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {str(device)!r} is not one triage runs on; use {accepted}")
+    return dev
+
+
 def _adapter(model: Any, device: torch.device | None) -> Any:
     """A ``fw.Model`` on ``device`` (a private copy when the given model lives elsewhere; never moved)."""
     from . import _lib as fw
@@ -425,7 +450,7 @@ def triage(
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{what} must be a positive int or None, got {value!r}")
     t_start = time.perf_counter()
-    ctx = distributed.context(device)
+    ctx = distributed.context(_check_device(device))
     try:
         if ctx.distributed and out is None:
             raise ValueError("under torchrun, pass out= (a folder every process can reach)")
