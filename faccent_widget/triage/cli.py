@@ -21,8 +21,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..zoo import WeightsUnavailableError
+from ..zoo import WeightsUnavailableError, load_model
+from .data import TriageInputError
+from .demo import build_demo_folder
 from .distributed import RankError
+from .report import RANKINGS, TriageReport
+from .run import triage
 from .store import TriageStoreLocked
 
 __all__ = ["USER_ERRORS", "main", "safe"]
@@ -67,8 +71,6 @@ def _positive(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .report import RANKINGS
-
     p = argparse.ArgumentParser(
         prog="python -m faccent_widget triage",
         description=__doc__,
@@ -132,7 +134,7 @@ class _Progress:
         print(f"  {what}: {done}/{total}  ({time.perf_counter() - self.t0:.0f} s)", file=sys.stderr, flush=True)
 
 
-def _summary(report: Any, seconds: float, html_path: Path) -> str:
+def _summary(report: TriageReport, seconds: float, html_path: Path) -> str:
     s = report.summary
     run = report.runs[-1] if report.runs else {}
     lines = [
@@ -162,11 +164,6 @@ def _summary(report: Any, seconds: float, html_path: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the triage command line; returns the exit status (2 on a user error)."""
-    from . import _lib as fw
-    from .data import TriageInputError
-    from .demo import build_demo_folder
-    from .run import triage
-
     args = _parser().parse_args(argv)
     is_main = int(os.environ.get("RANK", "0")) == 0
     t0 = time.perf_counter()
@@ -183,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             folder = build_demo_folder(Path(tmp) / "images") if args.demo else Path(args.folder)
             if not folder.is_dir():
                 raise TriageInputError(f"image folder not found: {folder}")
-            model = fw.load_model(args.model)
+            model = load_model(args.model)
             report = triage(
                 model,
                 folder,

@@ -28,11 +28,18 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..core.compositing import heatmap_overlay, masked_accentuation
+from ..core.masks import CollectiveNormalizer
+from ..core.model import Model
+from ..images import load_image, to_pil
 from .store import FORMAT, TriageStore
+
+if TYPE_CHECKING:  # the browser (ipywidgets, the widget) is imported only when a report is shown
+    from .browser import TriageBrowser
 
 __all__ = ["RANKINGS", "TriageItem", "TriageReport", "build_index", "rank_rows"]
 
@@ -51,13 +58,11 @@ def rank_rows(rows: Sequence[Mapping[str, Any]], by: str) -> list[Mapping[str, A
     return sorted(rows, key=RANKINGS[by])
 
 
-def _normalizer(rows: Sequence[Mapping[str, Any]]) -> Any:
-    from . import _lib as fw
-
+def _normalizer(rows: Sequence[Mapping[str, Any]]) -> CollectiveNormalizer | None:
     maps = [torch.tensor(r["gradcam"][t], dtype=torch.float32) for r in rows for t in r["targets"]]
     if not maps:
         return None
-    norm = fw.CollectiveNormalizer(target="triage: predicted and true class of every mistake", source="gradcam")
+    norm = CollectiveNormalizer(target="triage: predicted and true class of every mistake", source="gradcam")
     return norm.fit(maps)
 
 
@@ -119,7 +124,7 @@ class TriageItem:
     row: dict[str, Any] = field(repr=False)
     rank: int
     directory: Path = field(repr=False)
-    normalizer: Any = field(repr=False, default=None)
+    normalizer: CollectiveNormalizer | None = field(repr=False, default=None)
 
     index: int = field(init=False)
     key: str = field(init=False)
@@ -151,9 +156,7 @@ class TriageItem:
         return [(int(i), str(lab), float(p)) for i, lab, p in self.row["top5"]]
 
     def _png(self, name: str) -> torch.Tensor:
-        from . import _lib as fw
-
-        return fw.load_image(self.directory / name)
+        return load_image(self.directory / name)
 
     @property
     def seed(self) -> torch.Tensor:
@@ -173,30 +176,27 @@ class TriageItem:
     @property
     def masks(self) -> dict[str, torch.Tensor]:
         """Target → collectively normalised mask (h, w) in [0, 1] (see the module docstring)."""
-        if self.normalizer is None:
+        norm = self.normalizer
+        if norm is None:
             raise RuntimeError("this report has no fitted normaliser (no finished mistakes)")
-        return {t: self.normalizer(m) for t, m in self.gradcam.items()}
+        return {t: norm(m) for t, m in self.gradcam.items()}
 
     def masked(self, target: str) -> torch.Tensor:
         """The accentuation toward ``target`` blended over the seed through its mask (3, H, W)."""
-        from . import _lib as fw
-
         if target not in self.targets:
             raise KeyError(f"no accentuation toward {target!r}; this item has {', '.join(self.targets)}")
-        return fw.masked_accentuation(self.seed, self.accentuations[target], self.masks[target])
+        return masked_accentuation(self.seed, self.accentuations[target], self.masks[target])
 
     def tiles(self) -> list[tuple[str, torch.Tensor]]:
         """(caption, image) pairs of the report's card: seed, then per target its mask over the seed
         and the masked accentuation."""
-        from . import _lib as fw
-
         seed = self.seed
         accents, masks = self.accentuations, self.masks
         out = [("seed", seed)]
         for t in self.targets:
             label = self.scores[t]["label"]
-            out.append((f"where: {label} ({t})", fw.heatmap_overlay(seed, masks[t], alpha=0.5)))
-            out.append((f"→ {label} ({t})", fw.masked_accentuation(seed, accents[t], masks[t])))
+            out.append((f"where: {label} ({t})", heatmap_overlay(seed, masks[t], alpha=0.5)))
+            out.append((f"→ {label} ({t})", masked_accentuation(seed, accents[t], masks[t])))
         return out
 
 
@@ -207,13 +207,21 @@ class TriageReport:
     """The result of :func:`~faccent_widget.triage`: the ranked mistakes (iterate, index, ``len``), the
     ``summary``, every prediction, ``to_html(path)`` and ``show()``.
 
-    Load a finished store with ``TriageReport.load(out)``.
+    Load a finished store with ``TriageReport.load(out)``. ``keep_alive``: an object the report holds
+    on to (a temporary output folder lives as long as the report).
     """
 
     def __init__(
-        self, root: str | os.PathLike, index: Mapping[str, Any], model: Any = None, rank_by: str | None = None
+        self,
+        root: str | os.PathLike,
+        index: Mapping[str, Any],
+        model: Model | None = None,
+        rank_by: str | None = None,
+        *,
+        keep_alive: Any = None,
     ) -> None:
         self.root = Path(root)
+        self.keep_alive = keep_alive
         self.index = dict(index)
         self.model = model
         self.rank_by = rank_by or self.index.get("rank_by", "margin")
@@ -223,28 +231,25 @@ class TriageReport:
         self.items: list[TriageItem] = [
             TriageItem(dict(r), k + 1, store.item_dir(str(r["id"])), self.normalizer) for k, r in enumerate(rows)
         ]
-        self._tmp: Any = None  # keeps a temporary output folder alive as long as the report
 
     @classmethod
-    def load(cls, out: str | os.PathLike, model: Any = None, rank_by: str | None = None) -> TriageReport:
+    def load(
+        cls, out: str | os.PathLike, model: Model | None = None, rank_by: str | None = None, *, keep_alive: Any = None
+    ) -> TriageReport:
         """The report of a finished triage folder."""
         store = TriageStore(out)
         index = store.read_index()
         if index.get("format") != FORMAT + "/index":
             raise ValueError(f"{store.index_path} is not a faccent-widget triage index")
-        return cls(out, index, model=model, rank_by=rank_by)
+        return cls(out, index, model=model, rank_by=rank_by, keep_alive=keep_alive)
 
-    def _load_normalizer(self) -> Any:
-        from . import _lib as fw
-
+    def _load_normalizer(self) -> CollectiveNormalizer | None:
         data = self.index.get("normalizer")
-        return fw.CollectiveNormalizer.from_dict(data) if data else None
+        return CollectiveNormalizer.from_dict(data) if data else None
 
     def ranked(self, by: str) -> TriageReport:
         """The same report ordered by another ranking (see the module docstring)."""
-        other = TriageReport(self.root, self.index, model=self.model, rank_by=by)
-        other._tmp = self._tmp
-        return other
+        return TriageReport(self.root, self.index, model=self.model, rank_by=by, keep_alive=self.keep_alive)
 
     # ------------------------------------------------------------------ container
     def __len__(self) -> int:
@@ -311,7 +316,7 @@ class TriageReport:
         p.write_text(self.html(max_items=max_items, tile=tile), encoding="utf-8")
         return p
 
-    def show(self, model: Any = None, *, page_size: int = 12) -> Any:
+    def show(self, model: Model | None = None, *, page_size: int = 12) -> TriageBrowser:
         """A browsable widget: a grid of the mistakes; click one to see it large, and open it in a
         ``FaccentWidget`` (``model`` defaults to the triage's model, or loads it by name)."""
         from .browser import TriageBrowser
@@ -323,9 +328,7 @@ class TriageReport:
 
 
 def _data_uri(image: torch.Tensor, tile: int) -> str:
-    from . import _lib as fw
-
-    pil = fw.to_pil(image).convert("RGB")
+    pil = to_pil(image).convert("RGB")
     short = min(pil.size)
     if tile and short > tile:
         scale = tile / short
