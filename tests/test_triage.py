@@ -239,6 +239,7 @@ def test_bad_arguments_are_named(model: fw.Model, demo_dir: Path, tmp_path: Path
     with pytest.raises(FileExistsError, match="not empty"):
         fw.triage(model, demo_dir, out=tmp_path / "full", limit=1, **FAST)
     assert (tmp_path / "full" / "thesis.txt").read_text() == "keep me"
+    assert [p.name for p in (tmp_path / "full").iterdir()] == ["thesis.txt"]  # not even a lock file
 
 
 # --------------------------------------------------------------------------- HTML and the browser
@@ -718,3 +719,31 @@ def test_large_images_are_decoded_reduced_and_huge_ones_refused(model: fw.Model,
         open_bounded(huge)
     data = as_triage_data(tmp_path / "val", model.labels)
     assert data[0].load(min_side=224).shape == (3, 500, 750)
+
+
+@pytest.mark.slow
+def test_a_second_process_into_a_folder_in_use_is_refused_and_the_first_finishes(
+    demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    args = ["triage", str(demo_dir), "--out", str(out), *FAST_ARGS, "--batch-size", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "faccent_widget", *args], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None and not (out / "triage.json").is_file():
+            time.sleep(0.02)
+        assert proc.poll() is None, "the first run ended before the second could start"
+        assert cli_main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: another triage is writing to {out} (pid {proc.pid} on ") and "\n" not in err
+        _, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr.decode()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    report = TriageReport.load(out)
+    assert report.summary["accentuated"] == report.summary["mistakes"] == len(report) > 0
+    assert [r["run_id"] for r in report.runs] == [report.runs[0]["run_id"]]  # one run wrote the store

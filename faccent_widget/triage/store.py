@@ -126,15 +126,21 @@ class TriageStore:
             return
         if not create:
             raise FileNotFoundError(f"no triage store in {self.root} (missing {self.manifest_path.name})")
+        self._check_usable()
+        self.items_dir.mkdir(parents=True, exist_ok=True)
+        self.predictions_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.manifest_path, {"format": FORMAT, "version": VERSION, "fingerprint": dict(fingerprint)})
+
+    def _check_usable(self) -> None:
+        """Raise ``FileExistsError`` unless the output path is missing, an empty folder or a triage store."""
         if self.root.exists() and not self.root.is_dir():
             raise FileExistsError(f"the output path {self.root} exists and is not a folder")
+        if self.manifest_path.exists():
+            return
         if self.root.exists() and any(p for p in self.root.iterdir() if not p.name.startswith(".")):
             raise FileExistsError(
                 f"the output folder {self.root} is not empty and holds no triage store; pick a new or empty folder"
             )
-        self.items_dir.mkdir(parents=True, exist_ok=True)
-        self.predictions_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.manifest_path, {"format": FORMAT, "version": VERSION, "fingerprint": dict(fingerprint)})
 
     def manifest(self) -> dict[str, Any]:
         data = _read_store_json(self.manifest_path, "triage manifest")
@@ -164,8 +170,7 @@ class TriageStore:
     def locked(self) -> Iterator[None]:
         """Hold the store's lock (``.lock``, an ``flock``) while the block runs; raise
         :class:`TriageStoreLocked` at once when another run holds it (the lock goes with its process)."""
-        if self.root.exists() and not self.root.is_dir():
-            raise FileExistsError(f"the output path {self.root} exists and is not a folder")
+        self._check_usable()  # before the lock file is made: another folder is left as it was
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / ".lock"
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
