@@ -133,7 +133,8 @@ def _weights_digest(module: torch.nn.Module) -> str:
 
 
 def _resolved_settings(adapter: Model, preset: str | None, seed: int, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The engine settings a run will use (resolved through ``start_run`` on a tiny probe image)."""
+    """The engine settings a run will use (resolved through ``start_run`` on a tiny probe image; to be
+    replaced by ``core.config.resolve_run_config`` once it lands, issue 20 item 4)."""
     probe = torch.full((3, 32, 32), 0.5)
     run = start_run(adapter, probe, 0, preset=preset, seed=seed, **settings)
     cfg = run.config
