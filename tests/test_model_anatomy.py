@@ -47,7 +47,8 @@ def test_meta_from_timm():
     assert vit.input_size == (64, 64) and vit.fixed_size is True and vit.size_source == "timm patch_embed.img_size"
     assert vit.patch_grid == (4, 4) and vit.prefix_tokens == 1 and vit.mean == (0.5, 0.5, 0.5)
     cnn = ModelMeta.of(timm.create_model("resnet10t"))
-    assert cnn.input_size == (176, 176) and cnn.fixed_size is False  # resnet10t.c3_in1k trains at 176 and cnn.mean == pytest.approx(IMAGENET_MEAN)
+    # resnet10t.c3_in1k was trained at 176 px; a CNN's pretrained_cfg says it is not fixed-size
+    assert cnn.input_size == (176, 176) and cnn.fixed_size is False and cnn.mean == pytest.approx(IMAGENET_MEAN)
 
 
 def test_meta_from_torchvision():

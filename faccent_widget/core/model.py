@@ -13,8 +13,10 @@ traced pass tells about its layers (layouts, layer lists, the default regularisa
 from __future__ import annotations
 
 import contextlib
+import copy
 import difflib
 import functools
+import itertools
 import operator
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
@@ -38,6 +40,9 @@ __all__ = [
     "imagenet_labels",
     "as_model",
 ]
+
+
+_CPU = torch.device("cpu")
 
 
 class LayerNotFoundError(KeyError):
@@ -71,16 +76,12 @@ class Model:
             ``pretrained_cfg`` or torchvision ``weights`` when known, else ImageNet's.
         input_range: alternative to mean/std, e.g. ``(0, 255)`` or ``(-1, 1)``.
         input_size: side of the square model input (default from the metadata, see
-            :class:`~faccent_widget.core.model_meta.ModelMeta`: timm's ``patch_embed.img_size`` /
-            ``pretrained_cfg``, torchvision ``weights`` or ``VisionTransformer.image_size`` (299 for
-            ``Inception3``), a Hugging Face ``config.image_size``; else 224). For a fixed-size model
+            :class:`~faccent_widget.core.model_meta.ModelMeta`; else 224). For a fixed-size model
             another value is an error naming its size.
         accepts_any_size: whether the model runs at input sizes other than ``input_size``. Default:
-            what the metadata says (False for timm ViT/DeiT/Swin with a strict patch embedding,
-            torchvision ``VisionTransformer``, Hugging Face models with absolute position
-            embeddings); where it says nothing, one blank forward pass at a smaller size
-            (0.7 × ``input_size``) decides: a model that raises there (Hugging Face Swin) is
-            fixed-size. Fixed-size models always get crops of exactly ``input_size``.
+            what the metadata says, else one blank forward pass at 0.7 × ``input_size`` decides (a
+            model that raises there, e.g. Hugging Face Swin, is fixed-size; see
+            :meth:`ModelMeta.resolve_size`). Fixed-size models always get crops of ``input_size``.
         labels: class names; 1000-way models get the ImageNet names by default.
         weights: a torchvision ``Weights`` enum member to take preprocessing and labels from.
         reg_layer: override the default regularisation layer.
@@ -161,19 +162,12 @@ class Model:
     @property
     def device(self) -> torch.device:
         """Device the model runs on (of its first parameter or buffer; CPU if it has none)."""
-        for p in self.module.parameters():
-            return p.device
-        for b in self.module.buffers():
-            return b.device
-        return torch.device("cpu")
+        return next((t.device for t in itertools.chain(self.module.parameters(), self.module.buffers())), _CPU)
 
     @property
     def dtype(self) -> torch.dtype:
         """Floating-point dtype of the model's parameters (inputs are cast to it; float32 if none)."""
-        for t in self.module.parameters():
-            if t.is_floating_point():
-                return t.dtype
-        return torch.float32
+        return next((p.dtype for p in self.module.parameters() if p.is_floating_point()), torch.float32)
 
     @property
     def layer_names(self) -> list[str]:
@@ -182,6 +176,7 @@ class Model:
 
     @property
     def num_classes(self) -> int:
+        """Number of logits (from the traced pass)."""
         return self.anatomy.trace.num_classes
 
     @property
@@ -412,11 +407,9 @@ class Model:
 
     def view(self, images: ImageInput | Sequence[ImageInput] | torch.Tensor) -> torch.Tensor:
         """The model view: images resized (bilinear, antialiased, aspect not kept) to the model's
-        square input, as a (N, 3, S, S) float batch in [0, 1].
-
-        A (N, 3, H, W) float tensor stays on its device; anything else ``load_image`` accepts (or a
-        list of such images) is loaded on the CPU. The engine's scores, Grad-CAM and the validation
-        tools all see images through this one resize.
+        square input, as a (N, 3, S, S) float batch in [0, 1]. A (N, 3, H, W) float tensor stays on its
+        device; anything else ``load_image`` accepts (or a list of such images) is loaded on the CPU.
+        The engine's scores, Grad-CAM and the validation tools all see images through this one resize.
         """
         size = (self.input_size, self.input_size)
         if isinstance(images, torch.Tensor) and images.dim() == 4:
@@ -487,8 +480,6 @@ def _on_device(module: nn.Module, device: str | torch.device | None) -> nn.Modul
     current = next(iter(module.parameters()), None)
     if current is not None and current.device == target:
         return module
-    import copy
-
     return copy.deepcopy(module).to(target)
 
 
