@@ -18,7 +18,7 @@ import difflib
 import functools
 import itertools
 import operator
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -343,12 +343,10 @@ class Model:
         )
 
     # ------------------------------------------------------------------ state guarding
-    @contextlib.contextmanager
-    def preserved(self, *, freeze: bool = True) -> Iterator[None]:
+    def preserved(self, *, freeze: bool = True) -> contextlib.AbstractContextManager[None]:
         """Context: eval mode (and, with ``freeze``, parameters not requiring grad) inside; every
         module's ``training`` flag and every parameter's ``requires_grad`` restored on exit."""
-        with preserved(self.module, freeze=freeze):
-            yield
+        return preserved(self.module, freeze=freeze)
 
     # ------------------------------------------------------------------ running
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
