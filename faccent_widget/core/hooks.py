@@ -7,17 +7,21 @@ and the hooks are removed afterwards, also after an error. A hook may end the pa
 :class:`StopForward` (the caller then gets ``stopped=True`` and no output); any exception raised
 after that signal — a user's forward that wraps it in another exception type, say — counts as the
 stop too.
+
+:func:`preserved` is the other half of never changing a user's module while running it: eval mode
+(and frozen parameters) inside, every flag restored on the way out.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
 
-__all__ = ["ForwardHook", "HookedResult", "PreHook", "StopForward", "hooked_forward"]
+__all__ = ["ForwardHook", "HookedResult", "PreHook", "StopForward", "hooked_forward", "preserved"]
 
 ForwardHook = Callable[[str, Any], Any]
 """``hook(name, output)``: called after the named module returns; a non-None return replaces its output."""
@@ -106,3 +110,29 @@ def hooked_forward(
         for handle in handles:
             handle.remove()
     return HookedResult(output, False)
+
+
+@contextlib.contextmanager
+def preserved(module: nn.Module, *, freeze: bool = True) -> Iterator[None]:
+    """Context: ``module`` in eval mode (and, with ``freeze``, its parameters not requiring grad)
+    inside; every sub-module's ``training`` flag and every parameter's ``requires_grad`` restored on
+    exit, also after an exception."""
+    # touched only where they change: setting a flag on every module and parameter twice per call
+    # was a few ms of Python per engine step
+    modules = list(module.modules())
+    modes = [m.training for m in modules]
+    flags = [(p, p.requires_grad) for p in module.parameters()] if freeze else []
+    try:
+        if any(modes):
+            module.eval()
+        for p, flag in flags:
+            if flag:
+                p.requires_grad_(False)
+        yield
+    finally:
+        for m, mode in zip(modules, modes):
+            if m.training != mode:
+                m.training = mode
+        for p, flag in flags:
+            if p.requires_grad != flag:
+                p.requires_grad_(flag)

@@ -23,8 +23,17 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
-__all__ = ["LayerLayout", "LAYOUT_KINDS"]
+__all__ = [
+    "LayerLayout",
+    "LAYOUT_KINDS",
+    "ACTIVATION_TYPES",
+    "TRACE_BATCH",
+    "classify_output",
+    "is_activation_module",
+    "is_attention_module",
+]
 
 #: The layout kinds, see the module docstring.
 LAYOUT_KINDS = ("spatial", "channels_last", "tokens", "pooled", "internal")
@@ -152,3 +161,119 @@ class LayerLayout:
             return self.grid
         side = math.isqrt(max(count, 0))
         return (side, side) if side > 0 and side * side == count else None
+
+
+# ---------------------------------------------------------------------- classification of traced outputs
+
+#: Module types counted as "activation layers" for the default regularisation layer.
+ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.SiLU,
+    nn.GELU,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.Hardswish,
+    nn.Mish,
+    nn.PReLU,
+)
+#: Modules from these packages count as activation layers too (Hugging Face's ``GELUActivation``, …).
+_ACTIVATION_PACKAGES = ("transformers.activations", "timm.layers.activations")
+#: Module types whose 4-D output is channels-first (N, C, H, W) by construction.
+_CHANNELS_FIRST_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Conv2d,
+    nn.ConvTranspose2d,
+    nn.BatchNorm2d,
+    nn.InstanceNorm2d,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Upsample,
+)
+#: Module types that act on the last axis: their 3-/4-D outputs are tokens or channels-last.
+_LAST_AXIS_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.LayerNorm)
+#: Module types whose 3-D output is a (N, C, L) sequence, not tokens.
+_SEQUENCE_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Conv1d,
+    nn.BatchNorm1d,
+    nn.InstanceNorm1d,
+    nn.MaxPool1d,
+    nn.AvgPool1d,
+    nn.AdaptiveAvgPool1d,
+)
+#: Batch size of the tracing forward pass: an output whose first axis differs is not per image.
+TRACE_BATCH = 2
+
+
+def is_activation_module(module: nn.Module) -> bool:
+    """Whether ``module`` is an activation (:data:`ACTIVATION_TYPES` or a timm/Hugging Face activation class)."""
+    return isinstance(module, ACTIVATION_TYPES) or type(module).__module__.startswith(_ACTIVATION_PACKAGES)
+
+
+def is_attention_module(module: nn.Module) -> bool:
+    """Attention modules by type: ``nn.MultiheadAttention``, or a class named like ``*Attention*`` /
+    ``*Attn*`` (timm ``Attention``/``WindowAttention``, torchvision ``ShiftedWindowAttention``, Hugging
+    Face ``ViTAttention``, …)."""
+    if isinstance(module, nn.MultiheadAttention):
+        return True
+    cls = type(module).__name__.lower()
+    return "attention" in cls or "attn" in cls
+
+
+def classify_output(
+    module: nn.Module,
+    shape: tuple[int, ...] | None,
+    inside_attention: str | None,
+    prefix_tokens: int | None,
+    patch_grid: tuple[int, int] | None,
+) -> LayerLayout:
+    """The layout of one module's output, traced with a batch of :data:`TRACE_BATCH` square images.
+
+    ``shape`` is None when the output is not a tensor; ``inside_attention`` names the attention
+    module holding ``module`` (None if none); ``prefix_tokens`` and ``patch_grid`` are the model's own
+    token facts (from its metadata), used for token outputs."""
+    one = (1, *shape[1:]) if shape else ()
+    if inside_attention is not None:
+        return LayerLayout("internal", one, note=f"inside attention module {inside_attention!r}")
+    if isinstance(module, (nn.Softmax, nn.Softmin)):
+        return LayerLayout("internal", one, note="softmax (attention map)")
+    if shape is None:
+        return LayerLayout("internal", note="output is not a tensor")
+    if not shape or shape[0] != TRACE_BATCH:
+        return LayerLayout("internal", one, note="first axis is not the image batch")
+    if len(shape) == 2:
+        return LayerLayout("pooled", one)
+    if len(shape) == 3:
+        return _classify_3d(module, shape, one, int(prefix_tokens or 0), patch_grid)
+    if len(shape) == 4:
+        a, b, c = shape[1:]
+        first, last = b == c, a == b
+        if first and last:
+            last_axis = isinstance(module, _LAST_AXIS_TYPES) and "2d" not in type(module).__name__.lower()
+            first = not last_axis or isinstance(module, _CHANNELS_FIRST_TYPES)
+        if first:
+            return LayerLayout("spatial" if b * c > 1 else "pooled", one, grid=(b, c))
+        if last:
+            return LayerLayout("channels_last" if a * b > 1 else "pooled", one, grid=(a, b))
+        return LayerLayout("internal", one, note="4-D output is neither (N, C, h, h) nor (N, h, h, C)")
+    return LayerLayout("internal", one, note=f"{len(shape)}-D output")
+
+
+def _classify_3d(
+    module: nn.Module, shape: tuple[int, ...], one: tuple[int, ...], prefix: int, grid: tuple[int, int] | None
+) -> LayerLayout:
+    if isinstance(module, _SEQUENCE_TYPES):
+        return LayerLayout("internal", one, note="(N, C, L) sequence")
+    count = shape[1]
+    if grid is not None and count == prefix + grid[0] * grid[1]:
+        return LayerLayout("tokens", one, grid=grid, prefix_tokens=prefix)
+    for p in dict.fromkeys((0, prefix)):
+        side = math.isqrt(max(count - p, 0))
+        if side > 0 and side * side == count - p:
+            return LayerLayout("tokens", one, grid=(side, side), prefix_tokens=p)
+    if count <= prefix:
+        return LayerLayout("pooled", one, note="prefix tokens only")
+    return LayerLayout("tokens", one, grid=None, prefix_tokens=prefix)
