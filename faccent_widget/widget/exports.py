@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..core.compositing import panel
 from ..core.objectives import Logit, Objective
@@ -51,10 +52,19 @@ def frame_indices(count: int, budget: int | None = None) -> list[int]:
     return sorted({round(i * (count - 1) / (cap - 1)) for i in range(cap)})
 
 
+def _pil(image: torch.Tensor) -> Image.Image:
+    """A (3, H, W) image or an (H, W) map in [0, 1] as an RGB PIL image, read as channels-first whatever its
+    size (``to_pil`` takes a (3, 1024, 1) strip for a 3 × 1024 image with one channel)."""
+    t = image.detach().float().clamp(0, 1).cpu()
+    if t.dim() == 2:
+        t = t[None].expand(3, -1, -1)
+    return Image.fromarray((t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+
+
 def gallery_strip(images: torch.Tensor) -> torch.Tensor:
     """A side-by-side strip (3, H, W) of a batch of candidates (B, 3, h, w), for the gallery's live frame."""
     hw = (int(images.shape[-2]), int(images.shape[-1] * images.shape[0]))
-    strip = panel(list(images.clamp(0, 1).cpu()), None, height=export_height(hw, 160))
+    strip = panel([_pil(im) for im in images], None, height=export_height(hw, 160))
     return torch.from_numpy(np.array(strip)).permute(2, 0, 1).float() / 255.0
 
 
@@ -64,7 +74,7 @@ def panel_png(session: Session, objective: Objective, label: str, p1: float, p2:
     seed = session.display_seed
     accent = session.result.image if session.result is not None else seed
     strip = panel(
-        [seed, heat, mask, session.compose(accent, mask, view)],
+        [_pil(im) for im in (seed, heat, mask, session.compose(accent, mask, view))],
         ["seed", f"Grad-CAM: {label}", "mask (collective)", f"accentuation ({view})"],
         height=export_height((int(seed.shape[-2]), int(seed.shape[-1]))),
     )
