@@ -43,7 +43,7 @@ const LAM_MAX = 1e2;
  */
 
 /** @typedef {"masked" | "unmasked" | "diff"} View */
-/** @typedef {"topk" | "inhibited" | "triage"} GalleryMode */
+/** @typedef {"topk" | "inhibited" | "predicted_vs_true"} GalleryMode */
 
 /**
  * The synced traits of `FaccentWidget` (faccent_widget/widget/panel.py).
@@ -75,19 +75,20 @@ const LAM_MAX = 1e2;
  * @property {number | null} prob
  * @property {string} status
  * @property {string} error
- * @property {string} triage
+ * @property {string} predicted_vs_true
  * @property {string} device
  * @property {number[]} snapshot_steps
  */
 
 /**
- * Custom messages JS → Python.
+ * Custom messages JS → Python. The requests Python answers (search, gallery, download, scrub, calibrate,
+ * export_gif) carry an `id` that the reply echoes.
  * @typedef {{ type: "ready" } | { type: "start" } | { type: "chunk", budget_ms: number } | { type: "stop" }
  *   | { type: "reset" } | { type: "set_target", index: number }
- *   | { type: "set_latent", layer: string, channel: number } | { type: "search", query: string }
- *   | { type: "gallery", mode: GalleryMode } | { type: "download" } | { type: "scrub", index: number }
- *   | { type: "calibrate", budget_ms: number } | { type: "load_image", name: string }
- *   | { type: "export_gif" }} Request
+ *   | { type: "set_latent", layer: string, channel: number } | { type: "search", query: string, id?: number }
+ *   | { type: "gallery", mode: GalleryMode, id?: number } | { type: "download", id?: number }
+ *   | { type: "scrub", index: number, id?: number } | { type: "calibrate", budget_ms: number, id?: number }
+ *   | { type: "load_image", name: string } | { type: "export_gif", id?: number }} Request
  */
 
 /**
@@ -106,16 +107,18 @@ const LAM_MAX = 1e2;
  */
 
 /**
- * @typedef {{ type: "search_results", query: string, items: ClassItem[] }} SearchResultsMessage
+ * Replies carry the request's `id` (absent for a request sent without one).
+ * @typedef {number | string | null} ReplyId
+ * @typedef {{ type: "search_results", query: string, items: ClassItem[], id?: ReplyId }} SearchResultsMessage
  * @typedef {{ label: string, index: number, prob_before: number | null, prob_after: number | null }}
  *   GalleryItem
- * @typedef {{ type: "gallery", mode?: GalleryMode, items: GalleryItem[] }} GalleryMessage
- * @typedef {{ type: "download", filename?: string }} DownloadMessage
- * @typedef {{ type: "error", message: string }} ErrorMessage
- * @typedef {{ type: "scrub", index: number, step: number, count: number }} ScrubMessage
+ * @typedef {{ type: "gallery", mode?: GalleryMode, items: GalleryItem[], id?: ReplyId }} GalleryMessage
+ * @typedef {{ type: "download", filename?: string, id?: ReplyId }} DownloadMessage
+ * @typedef {{ type: "error", message: string, id?: ReplyId }} ErrorMessage
+ * @typedef {{ type: "scrub", index: number, step: number, count: number, id?: ReplyId }} ScrubMessage
  * @typedef {{ type: "image", tile: "accent", index: number | null }} ImageMessage
- * @typedef {{ type: "calibration", done: boolean, progress?: number, value: number | null, error?: string }}
- *   CalibrationMessage
+ * @typedef {{ type: "calibration", done: boolean, progress?: number, value: number | null, error?: string,
+ *   id?: ReplyId }} CalibrationMessage
  */
 
 /**
@@ -455,112 +458,38 @@ function fillSelect(select, values, current, decorate = (v) => v) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The panel
+// The panel: a coordinator (Panel) and its parts, each with one job and its own teardown (destroy):
+// Tiles (the four images, compare, view), Stats (numbers, sparkline, scrub slider), Controls (target,
+// λ, buttons, advanced settings), Gallery, Overlay (the enlarged view) and Messages (error, status).
+
+let idCounter = 0;
 
 /**
- * @typedef {object} Loop  the browser-driven chunk loop
- * @property {boolean} active  asking for chunks
- * @property {"accent" | "gallery" | null} mode
- * @property {number} inFlight  chunks asked for and not yet answered (kept at most 1)
- * @property {number | null} clickAt  performance.now() of the last Accentuate click
- * @property {boolean} awaitingFirst  no frame painted since that click
+ * A unique element id (labels point at their controls by id).
+ * @param {string} name
  */
+function uid(name) {
+  idCounter += 1;
+  return `faccent-${name}-${idCounter}`;
+}
 
-class Panel {
-  /** Counter for unique element ids (labels point at their controls by id). */
-  static counter = 0;
-
-  // The DOM parts, created by build() (render() calls it right after the constructor).
-  /** @type {HTMLDivElement} */ root;
-  /** @type {HTMLParagraphElement} */ triageEl;
-  /** @type {HTMLOListElement} */ topList;
-  /** @type {HTMLButtonElement[]} */ viewButtons;
-  /** @type {HTMLSpanElement} */ stepEl;
-  /** @type {HTMLProgressElement} */ progressEl;
-  /** @type {HTMLSpanElement} */ probEl;
-  /** @type {HTMLSpanElement} */ objEl;
-  /** @type {SVGSVGElement} */ spark;
-  /** @type {SVGPolylineElement[]} */ sparkLines;
-  /** @type {HTMLSpanElement} */ deviceEl;
-  /** @type {HTMLSpanElement} */ targetEl;
-  /** @type {HTMLDivElement} */ chipsEl;
-  /** @type {HTMLInputElement} */ searchInput;
-  /** @type {HTMLDivElement} */ resultsEl;
-  /** @type {HTMLSelectElement} */ latentSelect;
-  /** @type {HTMLInputElement} */ channelInput;
-  /** @type {HTMLInputElement} */ lamInput;
-  /** @type {HTMLOutputElement} */ lamValue;
-  /** @type {HTMLSpanElement} */ lamMark;
-  /** @type {HTMLButtonElement} */ lamRec;
-  /** @type {HTMLSelectElement} */ regSelect;
-  /** @type {HTMLSelectElement} */ presetSelect;
-  /** @type {HTMLInputElement} */ stepsInput;
-  /** @type {HTMLInputElement} */ p1Input;
-  /** @type {HTMLInputElement} */ p2Input;
-  /** @type {HTMLButtonElement} */ accentBtn;
-  /** @type {HTMLButtonElement} */ stopBtn;
-  /** @type {HTMLButtonElement} */ resetBtn;
-  /** @type {HTMLButtonElement} */ downloadBtn;
-  /** @type {HTMLButtonElement} */ triageBtn;
-  /** @type {HTMLDivElement} */ galleryEl;
-  /** @type {HTMLSpanElement} */ errorText;
-  /** @type {HTMLDivElement} */ errorBox;
-  /** @type {HTMLDivElement} */ statusEl;
-  /** @type {HTMLDivElement} */ dropHint;
-  /** @type {HTMLImageElement} */ compareImg;
-  /** @type {ImageSlot} */ compareSlot;
-  /** @type {HTMLElement} */ accentTile;
-  /** @type {HTMLButtonElement} */ compareBtn;
-  /** @type {HTMLInputElement} */ scrubInput;
-  /** @type {HTMLOutputElement} */ scrubValue;
-  /** @type {HTMLSpanElement} */ lamNote;
-  /** @type {HTMLButtonElement} */ gifBtn;
-  /** @type {HTMLInputElement} */ fileInput;
-  /** @type {HTMLDetailsElement} */ advanced;
-  /** @type {HTMLDivElement} */ overlay;
-  /** @type {HTMLButtonElement} */ overlayClose;
-  /** @type {{ img: HTMLImageElement, cap: HTMLElement, slot: ImageSlot, fig: HTMLElement }[]} */ overlayPanes;
-  /** @type {HTMLImageElement} */ galleryLive;
-  /** @type {ImageSlot} */ galleryLiveSlot;
-
+/** The listeners, model handlers and timers of one part, removed together by `dispose()`. */
+class Scope {
   /**
    * @param {Model} model
-   * @param {HTMLElement} el
+   * @param {Document} doc
    */
-  constructor(model, el) {
+  constructor(model, doc) {
     this.model = model;
-    this.el = el;
-    this.doc = el.ownerDocument;
+    this.doc = doc;
     /** @type {[EventTarget, string, EventListener][]} */
     this.domListeners = [];
     /** @type {[string, (...args: any[]) => void][]} */
     this.modelHandlers = [];
     /** @type {Set<ReturnType<typeof setTimeout>>} */
     this.timers = new Set();
-    this.slots = /** @type {Record<TileKey, ImageSlot>} */ ({});
-    /** @type {string[]} */
-    this.galleryUrls = [];
-    /** @type {Set<string>} */
-    this.downloadUrls = new Set();
-    /** @type {Loop} */
-    this.loop = { active: false, mode: null, inFlight: 0, clickAt: null, awaitingFirst: false };
-    this.frames = 0;
-    this.destroyed = false;
-    /** Scrub state: `follow` = the slider sits at its right end and live frames are painted. */
-    /** @type {{ follow: boolean, inFlight: boolean, pending: number | null }} */
-    this.scrub = { follow: true, inFlight: false, pending: null };
-    /** λ-mark calibration driven by the browser in small chunks while no run is going. */
-    this.calib = { active: false, waiting: false, done: false };
-    /** @type {{ key: TileKey | null, opener: HTMLElement | null }} */
-    this.overlayState = { key: null, opener: null };
-    /** @type {{ objective: number[], distance: number[] }} */
-    this.history = { objective: [], distance: [] };
-    this.status = throttle((/** @type {string} */ text) => {
-      this.statusEl.textContent = text;
-    }, STATUS_THROTTLE_MS);
   }
 
-  // -- small utilities ------------------------------------------------------------------------
   /**
    * A trait's value, or `fallback` while the model has none.
    * @template {keyof Traits} K
@@ -582,11 +511,6 @@ class Panel {
   setTrait(name, value) {
     this.model.set(name, value);
     this.model.save_changes();
-  }
-
-  /** @param {Request} msg */
-  send(msg) {
-    this.model.send(msg);
   }
 
   /**
@@ -631,6 +555,13 @@ class Panel {
     return id;
   }
 
+  /** @param {ReturnType<typeof setTimeout> | null} id */
+  cancel(id) {
+    if (id == null) return;
+    clearTimeout(id);
+    this.timers.delete(id);
+  }
+
   /**
    * @param {string} text
    * @param {Record<string, unknown>} [props]
@@ -642,88 +573,95 @@ class Panel {
     return b;
   }
 
-  // -- building -------------------------------------------------------------------------------
-  build() {
-    const d = this.doc;
-    this.root = h(d, "div", { class: "faccent", "data-lm-suppress-shortcuts": "true" });
-    this.triageEl = h(d, "p", { class: "faccent-triage", "data-testid": "triage", hidden: true });
-    this.dropHint = h(d, "div", {
-      class: "faccent-drop-hint",
-      "aria-hidden": "true",
-      text: "Drop an image to use it as the seed",
+  /**
+   * A label and its control(s) that wrap as one unit, so a label never ends a line without its input.
+   * @param {...Node} children
+   */
+  field(...children) {
+    return h(this.doc, "span", { class: "faccent-field" }, ...children);
+  }
+
+  dispose() {
+    for (const [event, fn] of this.modelHandlers) this.model.off(event, fn);
+    this.modelHandlers = [];
+    for (const [node, type, fn] of this.domListeners) node.removeEventListener(type, fn);
+    this.domListeners = [];
+    for (const id of this.timers) clearTimeout(id);
+    this.timers.clear();
+  }
+}
+
+// -- Tiles: seed, Grad-CAM, mask and accentuation; the top-5 under the seed; compare; the view toggle
+
+class Tiles {
+  /**
+   * @param {Scope} scope
+   * @param {{ zoom: (key: TileKey, opener: HTMLElement) => void, painted: (key: TileKey, data: unknown) => void,
+   *   following: () => boolean }} hooks  open the enlarged view; a tile was painted; the accent tile follows the run
+   */
+  constructor(scope, hooks) {
+    this.scope = scope;
+    this.hooks = hooks;
+    this.slots = /** @type {Record<TileKey, ImageSlot>} */ ({});
+    const d = scope.doc;
+    this.el = h(d, "div", { class: "faccent-tiles" });
+    /** @type {HTMLOListElement} */
+    this.topList = h(d, "ol", { class: "faccent-top", "aria-label": "Top-5 classes on the seed" });
+    /** @type {HTMLImageElement} */
+    this.compareImg = h(d, "img", {
+      class: "faccent-img faccent-compare-img",
+      alt: "Seed (comparing)",
+      "data-testid": "compare-img",
     });
-    this.root.append(
-      this.triageEl,
-      this.buildTiles(),
-      this.buildStats(),
-      this.buildControls(),
-      this.buildAdvanced(),
-      this.buildGallery(),
-      this.buildMessages(),
-      this.buildOverlay(),
-      this.dropHint,
-    );
-    this.el.append(this.root);
-    this.bindDrop();
+    this.compareSlot = imageSlot(this.compareImg);
+    /** @type {HTMLButtonElement[]} */
+    this.viewButtons = [];
+    /** @type {HTMLElement | null} */
+    this.accentTile = null;
+    this.compareBtn = this.buildCompare();
+    for (const t of TILES) this.el.append(this.buildTile(t));
     this.bindTraits();
-    this.onModel("msg:custom", (/** @type {Message} */ msg, /** @type {unknown[]} */ buffers) =>
-      this.onMessage(msg, buffers),
+  }
+
+  /** @param {(typeof TILES)[number]} t */
+  buildTile(t) {
+    const d = this.scope.doc;
+    const img = h(d, "img", { class: "faccent-img", alt: `${t.caption} image`, "data-testid": `${t.key}-img` });
+    this.slots[t.key] = imageSlot(img);
+    // the image is a button: click (or Enter) opens it large, with the seed beside it
+    const zoom = this.scope.button("", { class: "faccent-zoom", "aria-label": `Enlarge ${t.caption}`, title: t.title }, () =>
+      this.hooks.zoom(t.key, zoom),
     );
-    this.send({ type: "ready" });
-    this.later(() => this.maybeCalibrate(), CALIBRATE_DELAY_MS);
+    zoom.append(img);
+    const frame = h(d, "div", { class: "faccent-frame" }, zoom);
+    const fig = h(d, "figure", { class: `faccent-tile faccent-tile-${t.key}`, "data-testid": `${t.key}-tile` }, frame);
+    fig.append(h(d, "figcaption", { text: t.caption, title: t.title }));
+    if (t.key === "seed") {
+      this.scope.listen(img, "load", () => this.onSeedLoad(img));
+      fig.append(this.topList);
+    }
+    if (t.key === "accent") {
+      // the seed, stacked on the accentuation, shown while "compare" is held
+      frame.append(this.compareImg);
+      this.accentTile = fig;
+      fig.append(h(d, "div", { class: "faccent-tile-tools" }, this.buildViewToggle(), this.compareBtn));
+    }
+    return fig;
   }
 
-  buildTiles() {
-    const d = this.doc;
-    const grid = h(d, "div", { class: "faccent-tiles" });
-    for (const t of TILES) {
-      const img = h(d, "img", {
-        class: "faccent-img",
-        alt: `${t.caption} image`,
-        "data-testid": `${t.key}-img`,
-      });
-      this.slots[t.key] = imageSlot(img);
-      // the image is a button: click (or Enter) opens it large, with the seed beside it
-      const zoom = this.button("", { class: "faccent-zoom", "aria-label": `Enlarge ${t.caption}`, title: t.title }, () =>
-        this.openOverlay(t.key, zoom),
-      );
-      zoom.append(img);
-      const frame = h(d, "div", { class: "faccent-frame" }, zoom);
-      const fig = h(d, "figure", { class: `faccent-tile faccent-tile-${t.key}`, "data-testid": `${t.key}-tile` }, frame);
-      fig.append(h(d, "figcaption", { text: t.caption, title: t.title }));
-      if (t.key === "seed") {
-        img.addEventListener("load", this.onSeedLoad);
-        this.domListeners.push([img, "load", this.onSeedLoad]);
-        this.topList = h(d, "ol", { class: "faccent-top", "aria-label": "Top-5 classes on the seed" });
-        fig.append(this.topList);
-      }
-      if (t.key === "accent") {
-        // the seed, stacked on the accentuation, shown while "compare" is held
-        this.compareImg = h(d, "img", {
-          class: "faccent-img faccent-compare-img",
-          alt: "Seed (comparing)",
-          "data-testid": "compare-img",
-        });
-        this.compareSlot = imageSlot(this.compareImg);
-        frame.append(this.compareImg);
-        this.accentTile = fig;
-        fig.append(h(d, "div", { class: "faccent-tile-tools" }, this.buildViewToggle(), this.buildCompare()));
-      }
-      grid.append(fig);
+  /**
+   * Seed loaded: every tile takes the seed's aspect ratio.
+   * @param {HTMLImageElement} img
+   */
+  onSeedLoad(img) {
+    const root = /** @type {HTMLElement | null} */ (this.el.closest(".faccent"));
+    if (root && img.naturalWidth > 0 && img.naturalHeight > 0) {
+      root.style.setProperty("--fa-aspect", `${img.naturalWidth} / ${img.naturalHeight}`);
     }
-    return grid;
   }
-
-  /** Seed loaded: every tile takes the seed's aspect ratio. */
-  onSeedLoad = () => {
-    const img = /** @type {HTMLImageElement} */ (this.root.querySelector("[data-testid=seed-img]"));
-    if (img && img.naturalWidth > 0 && img.naturalHeight > 0) {
-      this.root.style.setProperty("--fa-aspect", `${img.naturalWidth} / ${img.naturalHeight}`);
-    }
-  };
 
   buildCompare() {
-    this.compareBtn = this.button("Hold to compare", {
+    const btn = this.scope.button("Hold to compare", {
       class: "faccent-btn faccent-compare",
       "aria-pressed": "false",
       "data-testid": "compare",
@@ -743,26 +681,20 @@ class Panel {
       if (e.type === "keyup" && key !== " " && key !== "Enter") return;
       this.setComparing(false);
     };
-    this.listen(this.compareBtn, "pointerdown", on);
-    this.listen(this.compareBtn, "keydown", on);
-    for (const type of ["pointerup", "pointerleave", "pointercancel", "keyup", "blur"]) {
-      this.listen(this.compareBtn, type, off);
-    }
-    return this.compareBtn;
+    this.scope.listen(btn, "pointerdown", on);
+    this.scope.listen(btn, "keydown", on);
+    for (const type of ["pointerup", "pointerleave", "pointercancel", "keyup", "blur"]) this.scope.listen(btn, type, off);
+    return btn;
   }
 
   /** @param {boolean} on */
   setComparing(on) {
-    this.accentTile.classList.toggle("faccent-comparing", on);
+    if (this.accentTile) this.accentTile.classList.toggle("faccent-comparing", on);
     this.compareBtn.setAttribute("aria-pressed", String(on));
   }
 
   buildViewToggle() {
-    const group = h(this.doc, "div", {
-      class: "faccent-views",
-      role: "group",
-      "aria-label": "Accentuation view",
-    });
+    const group = h(this.scope.doc, "div", { class: "faccent-views", role: "group", "aria-label": "Accentuation view" });
     /** @type {Record<View, string>} */
     const titles = {
       masked: "The accentuation inside the mask, the seed outside it",
@@ -770,8 +702,8 @@ class Panel {
       diff: "What changed: grey = unchanged, brighter or darker = colour added or removed",
     };
     this.viewButtons = VIEWS.map(([value, text]) => {
-      const b = this.button(text, { "aria-pressed": "false", "data-view": value, title: titles[value] }, () =>
-        this.setTrait("view", value),
+      const b = this.scope.button(text, { "aria-pressed": "false", "data-view": value, title: titles[value] }, () =>
+        this.scope.setTrait("view", value),
       );
       group.append(b);
       return b;
@@ -779,15 +711,85 @@ class Panel {
     return group;
   }
 
-  buildStats() {
-    const d = this.doc;
-    this.stepEl = h(d, "span", { class: "faccent-step", "data-testid": "step", text: "step 0 / 0" });
-    this.progressEl = h(d, "progress", {
-      max: 1,
-      value: 0,
-      "aria-label": "Run progress",
-      "data-testid": "progress",
+  bindTraits() {
+    const s = this.scope;
+    for (const t of TILES) {
+      s.bind([t.trait], () => {
+        // a scrubbed-back accentuation stays until the user scrubs again or a new run starts
+        if (t.key === "accent" && !this.hooks.following()) return;
+        this.paint(t.key, s.get(t.trait, null));
+      });
+    }
+    s.bind(["seed_png"], () => this.compareSlot.show(s.get("seed_png", null)));
+    s.bind(["top"], () => this.renderTop());
+    s.bind(["view"], () => {
+      const view = s.get("view", "masked");
+      for (const b of this.viewButtons) b.setAttribute("aria-pressed", String(b.dataset.view === view));
     });
+  }
+
+  renderTop() {
+    const d = this.scope.doc;
+    const items = this.scope.get("top", []) || [];
+    this.topList.replaceChildren(
+      ...items.map((it) => {
+        const p = Math.max(0, Math.min(1, finite(it.prob, 0)));
+        const bar = h(d, "span", { class: "faccent-bar", "aria-hidden": "true" });
+        bar.style.width = `${(p * 100).toFixed(1)}%`;
+        return h(
+          d,
+          "li",
+          {},
+          h(d, "span", { class: "faccent-top-label", text: it.label }),
+          h(d, "span", { class: "faccent-bar-track" }, bar),
+          h(d, "span", { class: "faccent-top-prob", text: formatProb(it.prob) }),
+        );
+      }),
+    );
+  }
+
+  /**
+   * Paint a tile (the enlarged view follows); true when an image is shown.
+   * @param {TileKey} key
+   * @param {unknown} data
+   */
+  paint(key, data) {
+    const painted = this.slots[key].show(data);
+    this.hooks.painted(key, data);
+    return painted;
+  }
+
+  /** @param {TileKey} key */
+  bytes(key) {
+    return this.slots[key].bytes();
+  }
+
+  destroy() {
+    this.scope.dispose();
+    for (const slot of Object.values(this.slots)) slot.dispose();
+    this.compareSlot.dispose();
+    this.el.remove();
+  }
+}
+
+// -- Stats: step and progress, p(target), objective and distance with their sparkline, the device, and
+// the scrub slider over the run's snapshots
+
+class Stats {
+  /**
+   * @param {Scope} scope
+   * @param {{ scrubTo: (index: number) => void }} hooks  the user moved the scrub slider
+   */
+  constructor(scope, hooks) {
+    this.scope = scope;
+    this.hooks = hooks;
+    /** `follow` = the slider sits at its right end and live frames are painted. */
+    this.follow = true;
+    /** @type {{ objective: number[], distance: number[] }} */
+    this.history = { objective: [], distance: [] };
+    const d = scope.doc;
+    this.stepEl = h(d, "span", { class: "faccent-step", "data-testid": "step", text: "step 0 / 0" });
+    this.progressEl = h(d, "progress", { max: 1, value: 0, "aria-label": "Run progress", "data-testid": "progress" });
     this.probEl = h(d, "span", { class: "faccent-prob", "data-testid": "prob", text: "seed – → now –" });
     this.objEl = h(d, "span", { class: "faccent-obj", text: "objective – · distance –" });
     this.spark = d.createElementNS(SVG_NS, "svg");
@@ -808,7 +810,7 @@ class Panel {
     // scrub: a slider over the run's snapshots (0 = the seed); at its right end it follows the run
     this.scrubInput = h(d, "input", {
       type: "range",
-      id: this.uid("scrub"),
+      id: uid("scrub"),
       min: 0,
       max: 0,
       step: 1,
@@ -819,13 +821,9 @@ class Panel {
       title: "Step back through the run: left end = the seed, right end = the latest image",
     });
     this.scrubValue = h(d, "output", { for: this.scrubInput.id, class: "faccent-scrub-value", "data-testid": "scrub-value" });
-    this.listen(this.scrubInput, "input", () => this.onScrubInput());
-    const scrub = this.field(
-      h(d, "label", { for: this.scrubInput.id, text: "Snapshot" }),
-      this.scrubInput,
-      this.scrubValue,
-    );
-    return h(
+    scope.listen(this.scrubInput, "input", () => this.onScrubInput());
+    const scrub = scope.field(h(d, "label", { for: this.scrubInput.id, text: "Snapshot" }), this.scrubInput, this.scrubValue);
+    this.el = h(
       d,
       "div",
       { class: "faccent-stats" },
@@ -837,46 +835,408 @@ class Panel {
       this.spark,
       this.deviceEl,
     );
+    this.bindTraits();
   }
 
-  buildControls() {
-    const d = this.doc;
-    const strip = h(d, "div", { class: "faccent-controls", "data-testid": "controls" });
-    strip.append(this.buildTargetRow(), this.buildMainRow(), this.buildIoRow());
-    return strip;
+  bindTraits() {
+    const s = this.scope;
+    s.bind(["snapshot_steps", "step"], () => this.renderScrub());
+    s.bind(["step", "steps"], () => this.renderStep(s.get("step", 0), s.get("steps", 0)));
+    s.bind(["seed_prob", "prob"], () => this.renderProb());
+    s.bind(["device"], () => (this.deviceEl.textContent = s.get("device", "") ? `device: ${s.get("device", "")}` : ""));
+  }
+
+  /**
+   * @param {number} step
+   * @param {number} steps
+   */
+  renderStep(step, steps) {
+    const k = Math.max(0, finite(step, 0));
+    const n = Math.max(0, finite(steps, 0));
+    this.stepEl.textContent = `step ${k} / ${n}`;
+    this.progressEl.max = Math.max(1, n);
+    this.progressEl.value = Math.min(k, Math.max(1, n));
+  }
+
+  /** @param {number | null} [now] */
+  renderProb(now = this.scope.get("prob", null)) {
+    this.probEl.textContent = `seed ${formatProb(this.scope.get("seed_prob", null))} → now ${formatProb(now)}`;
+  }
+
+  /** Forget the sparkline (a new run, a reset, a new seed). */
+  clearHistory() {
+    this.history = { objective: [], distance: [] };
+  }
+
+  /**
+   * @param {number | null | undefined} objective
+   * @param {number | null | undefined} distance
+   */
+  renderHistory(objective, distance) {
+    this.objEl.textContent = `objective ${formatNum(objective)} · distance ${formatNum(distance)}`;
+    this.sparkLines[0].setAttribute("points", sparklinePoints(this.history.objective, 80, 20));
+    this.sparkLines[1].setAttribute("points", sparklinePoints(this.history.distance, 80, 20));
+  }
+
+  /**
+   * A frame's numbers: its step, p(target) and sparkline data.
+   * @param {FrameMessage} msg
+   */
+  showFrame(msg) {
+    if (msg.step != null || msg.steps != null) {
+      this.renderStep(msg.step ?? this.scope.get("step", 0), msg.steps ?? this.scope.get("steps", 0));
+    }
+    if (msg.prob != null) this.renderProb(msg.prob);
+    if (Array.isArray(msg.objective_history)) this.history.objective = msg.objective_history.slice();
+    else if (msg.objective != null) this.history.objective.push(Number(msg.objective));
+    if (Array.isArray(msg.distance_history)) this.history.distance = msg.distance_history.slice();
+    else if (msg.distance != null) this.history.distance.push(Number(msg.distance));
+    this.renderHistory(msg.objective, msg.distance);
+  }
+
+  /** Put the scrub slider back at its right end: live frames are painted again. */
+  followLive() {
+    this.follow = true;
+    this.renderScrub();
+  }
+
+  renderScrub() {
+    const steps = this.scope.get("snapshot_steps", []) || [];
+    const count = steps.length;
+    this.scrubInput.max = String(Math.max(0, count - 1));
+    this.scrubInput.disabled = count < 2;
+    if (this.follow) this.scrubInput.value = String(Math.max(0, count - 1));
+    const idx = clampIndex(this.scrubInput.value, count);
+    // the right end shows the latest image, which may be newer than the last snapshot
+    const step = idx === count - 1 ? Math.max(steps[idx], finite(this.scope.get("step", 0), 0)) : steps[idx];
+    const text = idx < 0 ? "–" : idx === 0 ? "seed" : `step ${step}`;
+    this.scrubValue.textContent = text;
+    this.scrubInput.setAttribute("aria-valuetext", text);
+  }
+
+  onScrubInput() {
+    const count = (this.scope.get("snapshot_steps", []) || []).length;
+    const idx = clampIndex(this.scrubInput.value, count);
+    if (idx < 0) return;
+    this.follow = idx === count - 1;
+    this.renderScrub();
+    this.hooks.scrubTo(idx);
+  }
+
+  destroy() {
+    this.scope.dispose();
+    this.el.remove();
+  }
+}
+
+// -- Messages: the error box and the status line (the aria-live region)
+
+class Messages {
+  /** @param {Scope} scope */
+  constructor(scope) {
+    this.scope = scope;
+    const d = scope.doc;
+    this.errorText = h(d, "span", { class: "faccent-error-text", "data-testid": "error" });
+    const dismiss = scope.button("×", { class: "faccent-btn faccent-dismiss", "aria-label": "Dismiss error" }, () =>
+      this.showError(""),
+    );
+    this.errorBox = h(d, "div", { class: "faccent-error", hidden: true }, this.errorText, dismiss);
+    this.statusEl = h(d, "div", { class: "faccent-status", role: "status", "aria-live": "polite", "data-testid": "status" });
+    this.statusLine = throttle((/** @type {string} */ text) => {
+      this.statusEl.textContent = text;
+    }, STATUS_THROTTLE_MS);
+    this.el = h(d, "div", { class: "faccent-messages" }, this.errorBox, this.statusEl);
+    scope.bind(["error"], () => this.showError(String(scope.get("error", "") || "")));
+    scope.bind(["status"], () => this.status(String(scope.get("status", "") || "")));
+  }
+
+  /** @param {string} text */
+  status(text) {
+    this.statusLine.push(text);
+  }
+
+  /** @param {string} text */
+  showError(text) {
+    this.errorText.textContent = text;
+    this.errorBox.hidden = !text;
+    if (text) this.status(`Error: ${text}`);
+  }
+
+  destroy() {
+    this.scope.dispose();
+    this.statusLine.cancel();
+    this.el.remove();
+  }
+}
+
+// -- Gallery: the live strip of a batch in progress, then one figure per target
+
+class Gallery {
+  /** @param {Scope} scope */
+  constructor(scope) {
+    this.scope = scope;
+    const d = scope.doc;
+    /** @type {string[]} */
+    this.urls = [];
+    this.list = h(d, "div", { class: "faccent-gallery", "data-testid": "gallery", "aria-label": "Gallery", role: "group", hidden: true });
+    this.live = h(d, "img", { class: "faccent-gallery-live", alt: "Gallery in progress", "data-testid": "gallery-live", hidden: true });
+    this.liveSlot = imageSlot(this.live);
+    this.el = h(d, "div", { class: "faccent-gallery-wrap" }, this.live, this.list);
+    scope.onModel("change:top", () => this.hide()); // a new seed: the gallery belongs to the old one
+  }
+
+  clear() {
+    for (const u of this.urls) URL.revokeObjectURL(u);
+    this.urls = [];
+    this.list.replaceChildren();
+  }
+
+  hide() {
+    this.clear();
+    this.list.hidden = true;
+  }
+
+  /** @param {GalleryMode} mode */
+  showRunning(mode) {
+    this.clear();
+    this.list.hidden = false;
+    const name = mode === "predicted_vs_true" ? "predicted vs true" : mode;
+    this.list.append(h(this.scope.doc, "p", { class: "faccent-muted", text: `running ${name} gallery…` }));
+  }
+
+  /**
+   * The batch's progress strip; true when painted.
+   * @param {unknown} data
+   */
+  showLive(data) {
+    const painted = this.liveSlot.show(data);
+    if (painted) this.live.hidden = false;
+    return painted;
+  }
+
+  /**
+   * @param {unknown} data
+   * @param {string} alt
+   */
+  image(data, alt) {
+    const img = h(this.scope.doc, "img", { class: "faccent-gallery-img", alt });
+    const bytes = toBytes(data);
+    if (bytes && bytes.byteLength > 0) {
+      const url = URL.createObjectURL(new Blob([bytes], { type: sniffType(bytes) }));
+      this.urls.push(url);
+      img.src = url;
+    }
+    return img;
+  }
+
+  /**
+   * The finished batch: buffers are n accentuations, then n masks.
+   * @param {GalleryItem[]} items
+   * @param {unknown[]} buffers
+   */
+  show(items, buffers) {
+    const d = this.scope.doc;
+    this.clear();
+    this.liveSlot.show(null);
+    this.live.hidden = true;
+    this.list.hidden = false;
+    items.forEach((it, i) => {
+      const label = String(it.label ?? "");
+      const fig = h(
+        d,
+        "figure",
+        { class: "faccent-gallery-item" },
+        h(
+          d,
+          "div",
+          { class: "faccent-gallery-pair" },
+          this.image(buffers[i], `Accentuation for ${label}`),
+          this.image(buffers[items.length + i], `Mask for ${label}`),
+        ),
+        h(
+          d,
+          "figcaption",
+          {},
+          h(d, "span", { class: "faccent-gallery-label", text: label }),
+          h(d, "span", { class: "faccent-gallery-prob", text: `p ${formatProb(it.prob_before)} → ${formatProb(it.prob_after)}` }),
+        ),
+      );
+      this.list.append(fig);
+    });
+  }
+
+  destroy() {
+    this.scope.dispose();
+    this.clear();
+    this.liveSlot.dispose();
+    this.el.remove();
+  }
+}
+
+// -- Overlay: a tile enlarged, with the seed (or the accentuation) beside it
+
+class Overlay {
+  /**
+   * @param {Scope} scope
+   * @param {(key: TileKey) => Uint8Array<ArrayBuffer> | null} tileBytes  what a tile shows now
+   */
+  constructor(scope, tileBytes) {
+    this.scope = scope;
+    this.tileBytes = tileBytes;
+    /** @type {{ key: TileKey | null, opener: HTMLElement | null }} */
+    this.state = { key: null, opener: null };
+    const d = scope.doc;
+    const pane = (/** @type {string} */ testid) => {
+      const img = h(d, "img", { class: "faccent-overlay-img", alt: "", "data-testid": testid });
+      const cap = h(d, "figcaption", {});
+      return { img, cap, slot: imageSlot(img), fig: h(d, "figure", { class: "faccent-overlay-fig" }, img, cap) };
+    };
+    this.panes = [pane("overlay-main"), pane("overlay-seed")];
+    this.closeBtn = scope.button("Close", { class: "faccent-btn faccent-overlay-close", "data-testid": "overlay-close" });
+    this.el = h(
+      d,
+      "div",
+      { class: "faccent-overlay", role: "dialog", "aria-modal": "true", "aria-label": "Enlarged image", "data-testid": "overlay", hidden: true },
+      h(d, "div", { class: "faccent-overlay-body" }, this.panes[0].fig, this.panes[1].fig),
+      this.closeBtn,
+    );
+    scope.listen(this.el, "click", () => this.close());
+    scope.listen(this.el, "keydown", (e) => {
+      if (/** @type {KeyboardEvent} */ (e).key === "Escape") {
+        e.preventDefault();
+        e.stopPropagation();
+        this.close();
+      }
+    });
+  }
+
+  /**
+   * @param {TileKey} key
+   * @param {HTMLElement} opener
+   */
+  open(key, opener) {
+    const other = key === "seed" ? "accent" : "seed";
+    this.state = { key, opener };
+    const caption = (/** @type {TileKey} */ k) => {
+      const t = TILES.find((x) => x.key === k);
+      const base = t ? t.caption : k;
+      return k === "accent" ? `${base} (${String(this.scope.get("view", "masked"))})` : base;
+    };
+    const [a, b] = this.panes;
+    a.slot.show(this.tileBytes(key));
+    a.img.alt = `${caption(key)}, enlarged`;
+    a.cap.textContent = caption(key);
+    b.slot.show(this.tileBytes(other));
+    b.img.alt = `${caption(other)}, enlarged`;
+    b.cap.textContent = caption(other);
+    this.el.hidden = false;
+    this.closeBtn.focus();
+  }
+
+  close() {
+    if (this.el.hidden) return;
+    this.el.hidden = true;
+    for (const p of this.panes) p.slot.show(null);
+    const opener = this.state.opener;
+    this.state = { key: null, opener: null };
+    if (opener) opener.focus();
+  }
+
+  /**
+   * A tile was painted: the open enlarged view shows the same bytes.
+   * @param {TileKey} key
+   * @param {unknown} data
+   */
+  sync(key, data) {
+    const open = this.state.key;
+    if (!open || this.el.hidden) return;
+    if (open === key) this.panes[0].slot.show(data);
+    else if ((open === "seed" ? "accent" : "seed") === key) this.panes[1].slot.show(data);
+  }
+
+  destroy() {
+    this.scope.dispose();
+    for (const p of this.panes) p.slot.dispose();
+    this.el.remove();
+  }
+}
+
+// -- Controls: the target (chips, search, a hidden unit), λ, the run and gallery buttons, your own
+// image and the downloads, the advanced settings
+
+/**
+ * What the controls ask the panel to do.
+ * @typedef {object} Actions
+ * @property {() => void} accentuate
+ * @property {() => void} stop
+ * @property {() => void} reset
+ * @property {(mode: GalleryMode) => void} gallery
+ * @property {() => void} download
+ * @property {() => void} exportGif
+ * @property {(file: File) => void} loadFile
+ * @property {(index: number) => void} setTarget
+ * @property {(query: string) => void} search
+ * @property {(layer: string, channel: number) => void} latent
+ * @property {(text: string) => void} error
+ */
+
+class Controls {
+  // DOM parts, created by the build methods the constructor calls.
+  /** @type {HTMLSpanElement} */ targetEl;
+  /** @type {HTMLDivElement} */ chipsEl;
+  /** @type {HTMLInputElement} */ searchInput;
+  /** @type {HTMLDivElement} */ resultsEl;
+  /** @type {HTMLInputElement} */ lamInput;
+  /** @type {HTMLOutputElement} */ lamValue;
+  /** @type {HTMLSpanElement} */ lamMark;
+  /** @type {HTMLButtonElement} */ lamRec;
+  /** @type {HTMLSpanElement} */ lamNote;
+  /** @type {HTMLButtonElement} */ accentBtn;
+  /** @type {HTMLButtonElement} */ stopBtn;
+  /** @type {HTMLButtonElement} */ resetBtn;
+  /** @type {HTMLButtonElement} */ predictedVsTrueBtn;
+  /** @type {HTMLSelectElement} */ regSelect;
+  /** @type {HTMLSelectElement} */ presetSelect;
+  /** @type {HTMLInputElement} */ stepsInput;
+  /** @type {HTMLInputElement} */ p1Input;
+  /** @type {HTMLInputElement} */ p2Input;
+  /** @type {HTMLSelectElement} */ latentSelect;
+  /** @type {HTMLInputElement} */ channelInput;
+
+  /**
+   * @param {Scope} scope
+   * @param {Actions} actions
+   */
+  constructor(scope, actions) {
+    this.scope = scope;
+    this.actions = actions;
+    const d = scope.doc;
+    /** The predicted-vs-true line shown above the tiles when the model gets a known label wrong. */
+    this.predictedVsTrue = h(d, "p", { class: "faccent-triage", "data-testid": "triage", hidden: true });
+    this.el = h(d, "div", { class: "faccent-controls", "data-testid": "controls" });
+    this.el.append(this.buildTargetRow(), this.buildMainRow(), this.buildIoRow());
+    this.advanced = this.buildAdvanced();
+    this.bindTraits();
   }
 
   buildTargetRow() {
-    const d = this.doc;
+    const d = this.scope.doc;
     this.targetEl = h(d, "span", { class: "faccent-target", "data-testid": "target" });
-    this.chipsEl = h(d, "div", {
-      class: "faccent-chips",
-      role: "group",
-      "aria-label": "Top-5 target classes",
-      "data-testid": "chips",
-    });
+    this.chipsEl = h(d, "div", { class: "faccent-chips", role: "group", "aria-label": "Top-5 target classes", "data-testid": "chips" });
     this.searchInput = h(d, "input", {
       type: "search",
-      id: this.uid("search"),
+      id: uid("search"),
       class: "faccent-search",
       placeholder: "search all classes…",
       autocomplete: "off",
       "aria-label": "Search target classes",
     });
-    this.resultsEl = h(d, "div", {
-      class: "faccent-results",
-      role: "group",
-      "aria-label": "Search results",
-      "data-testid": "search-results",
-    });
+    this.resultsEl = h(d, "div", { class: "faccent-results", role: "group", "aria-label": "Search results", "data-testid": "search-results" });
     /** @type {ReturnType<typeof setTimeout> | null} */
     let debounce = null;
-    this.listen(this.searchInput, "input", () => {
-      if (debounce) {
-        clearTimeout(debounce);
-        this.timers.delete(debounce);
-      }
-      debounce = this.later(() => this.runSearch(), SEARCH_DEBOUNCE_MS);
+    this.scope.listen(this.searchInput, "input", () => {
+      this.scope.cancel(debounce);
+      debounce = this.scope.later(() => this.runSearch(), SEARCH_DEBOUNCE_MS);
     });
     return h(
       d,
@@ -891,113 +1251,90 @@ class Panel {
   }
 
   buildMainRow() {
-    const d = this.doc;
+    const d = this.scope.doc;
+    const s = this.scope;
     const row = h(d, "div", { class: "faccent-row faccent-actions" });
     // λ log slider with its value and a mark at the recommended λ.
-    this.lamInput = h(d, "input", {
-      type: "range",
-      id: this.uid("lam"),
-      step: 0.01,
-      class: "faccent-lam",
-      "data-testid": "lam",
-    });
-    this.lamValue = h(d, "output", {
-      for: this.lamInput.id,
-      class: "faccent-lam-value",
-      "data-testid": "lam-value",
-    });
+    this.lamInput = h(d, "input", { type: "range", id: uid("lam"), step: 0.01, class: "faccent-lam", "data-testid": "lam" });
+    this.lamValue = h(d, "output", { for: this.lamInput.id, class: "faccent-lam-value", "data-testid": "lam-value" });
     this.lamMark = h(d, "span", { class: "faccent-lam-mark", "aria-hidden": "true", hidden: true });
-    this.lamRec = this.button(
-      "recommended",
-      { class: "faccent-btn faccent-lam-rec", hidden: true, "data-testid": "lam-rec" },
-      () => {
-        const rec = this.get("lam_recommended", null);
-        if (rec != null) this.setTrait("lam", Number(rec));
-      },
-    );
+    this.lamRec = s.button("recommended", { class: "faccent-btn faccent-lam-rec", hidden: true, "data-testid": "lam-rec" }, () => {
+      const rec = s.get("lam_recommended", null);
+      if (rec != null) s.setTrait("lam", Number(rec));
+    });
     this.lamNote = h(d, "span", { class: "faccent-muted faccent-lam-note", "data-testid": "lam-note" });
-    this.listen(this.lamInput, "input", () => this.showLam(sliderToLam(this.lamInput.value)));
-    this.listen(this.lamInput, "change", () => this.setTrait("lam", sliderToLam(this.lamInput.value)));
+    s.listen(this.lamInput, "input", () => this.showLam(sliderToLam(this.lamInput.value)));
+    s.listen(this.lamInput, "change", () => s.setTrait("lam", sliderToLam(this.lamInput.value)));
     const track = h(d, "span", { class: "faccent-lam-track" }, this.lamInput, this.lamMark);
     const lamLabel = h(d, "label", {
       for: this.lamInput.id,
       text: "λ",
       title: "How strongly the accentuation is kept close to the seed: small λ = bolder changes",
     });
-    row.append(this.field(lamLabel, track, this.lamValue), this.lamRec, this.lamNote);
+    row.append(s.field(lamLabel, track, this.lamValue), this.lamRec, this.lamNote);
 
-    this.accentBtn = this.button(
-      "Accentuate",
-      { class: "faccent-btn faccent-primary", "data-testid": "accentuate" },
-      () => this.accentuate(),
-    );
-    this.stopBtn = this.button("Stop", { "data-testid": "stop" }, () => this.stop());
-    this.resetBtn = this.button("Reset", { "data-testid": "reset", title: "Discard the run and show the seed" }, () =>
-      this.reset(),
-    );
-    const topk = this.button(
+    const a = this.actions;
+    this.accentBtn = s.button("Accentuate", { class: "faccent-btn faccent-primary", "data-testid": "accentuate" }, () => a.accentuate());
+    this.stopBtn = s.button("Stop", { "data-testid": "stop" }, () => a.stop());
+    this.resetBtn = s.button("Reset", { "data-testid": "reset", title: "Discard the run and show the seed" }, () => a.reset());
+    const topk = s.button(
       "Top-k gallery",
       { "data-testid": "gallery-topk", title: "Accentuate each of the top-5 classes (below the tiles)" },
-      () => this.runGallery("topk"),
+      () => a.gallery("topk"),
     );
-    const inhib = this.button(
+    const inhib = s.button(
       "Most inhibited",
       { "data-testid": "gallery-inhibited", title: "Accentuate the 5 least likely classes" },
-      () => this.runGallery("inhibited"),
+      () => a.gallery("inhibited"),
     );
-    this.triageBtn = this.button("Predicted vs true", { "data-testid": "gallery-triage", hidden: true }, () =>
-      this.runGallery("triage"),
+    this.predictedVsTrueBtn = s.button(
+      "Predicted vs true",
+      { "data-testid": "gallery-triage", title: "Accentuate the predicted class and the true class", hidden: true },
+      () => a.gallery("predicted_vs_true"),
     );
     row.append(
       h(d, "span", { class: "faccent-group faccent-run-group" }, this.accentBtn, this.stopBtn, this.resetBtn),
-      h(d, "span", { class: "faccent-group" }, topk, inhib, this.triageBtn),
+      h(d, "span", { class: "faccent-group" }, topk, inhib, this.predictedVsTrueBtn),
     );
     return row;
   }
 
   buildIoRow() {
-    const d = this.doc;
-    this.downloadBtn = this.button("Download PNG", { "data-testid": "download", title: "The four tiles as one PNG" }, () =>
-      this.send({ type: "download" }),
+    const d = this.scope.doc;
+    const s = this.scope;
+    const download = s.button("Download PNG", { "data-testid": "download", title: "The four tiles as one PNG" }, () =>
+      this.actions.download(),
     );
-    this.gifBtn = this.button(
+    const gif = s.button(
       "Download GIF",
       { "data-testid": "export-gif", title: "An animation of the run, seed → accentuation, in the chosen view" },
-      () => this.send({ type: "export_gif" }),
+      () => this.actions.exportGif(),
     );
-    this.fileInput = h(d, "input", {
+    const fileInput = h(d, "input", {
       type: "file",
       accept: "image/*",
-      id: this.uid("file"),
+      id: uid("file"),
       class: "faccent-file",
       "data-testid": "file",
       "aria-label": "Open your own image",
     });
-    this.listen(this.fileInput, "change", () => {
-      const file = this.fileInput.files && this.fileInput.files[0];
-      if (file) this.loadFile(file);
-      this.fileInput.value = "";
+    s.listen(fileInput, "change", () => {
+      const file = fileInput.files && fileInput.files[0];
+      if (file) this.actions.loadFile(file);
+      fileInput.value = "";
     });
-    const pick = this.button(
+    const pick = s.button(
       "Your image…",
       { "data-testid": "pick-file", title: "Use your own photo as the seed (or drop it onto the panel)" },
-      () => this.fileInput.click(),
+      () => fileInput.click(),
     );
-    return h(
-      d,
-      "div",
-      { class: "faccent-row faccent-io" },
-      pick,
-      this.fileInput,
-      this.downloadBtn,
-      this.gifBtn,
-    );
+    return h(d, "div", { class: "faccent-row faccent-io" }, pick, fileInput, download, gif);
   }
 
   buildAdvanced() {
-    const d = this.doc;
-    this.advanced = h(d, "details", { class: "faccent-advanced", "data-testid": "advanced" });
-    this.advanced.append(h(d, "summary", { text: "Advanced" }));
+    const d = this.scope.doc;
+    const advanced = h(d, "details", { class: "faccent-advanced", "data-testid": "advanced" });
+    advanced.append(h(d, "summary", { text: "Advanced" }));
     const row = h(d, "div", { class: "faccent-row" });
     this.regSelect = this.selectControl(
       row,
@@ -1012,14 +1349,7 @@ class Panel {
       "preset",
       "preview: fewer, smaller crops (quick on a CPU); paper: the paper's settings (meant for a GPU)",
     );
-    this.stepsInput = this.numberControl(
-      row,
-      "Steps",
-      "steps",
-      { min: 1, step: 1 },
-      "How many optimisation steps one run takes",
-      true,
-    );
+    this.stepsInput = this.numberControl(row, "Steps", "steps", { min: 1, step: 1 }, "How many optimisation steps one run takes", true);
     // the two mask percentiles wrap as one unit: "Mask ramps from percentile [50] to [98]"
     const mask = h(d, "span", { class: "faccent-field" });
     row.append(mask);
@@ -1037,23 +1367,24 @@ class Panel {
       { min: 0, max: 100, step: 0.5 },
       "Grad-CAM values above this percentile of the reference images get mask 1 (the accentuation shows)",
     );
-    this.advanced.append(row, this.buildLatentRow());
-    return this.advanced;
+    advanced.append(row, this.buildLatentRow());
+    return advanced;
   }
 
   buildLatentRow() {
-    const d = this.doc;
-    this.latentSelect = h(d, "select", { id: this.uid("latent-layer"), "data-testid": "latent-layer" });
+    const d = this.scope.doc;
+    const s = this.scope;
+    this.latentSelect = h(d, "select", { id: uid("latent-layer"), "data-testid": "latent-layer" });
     this.channelInput = h(d, "input", {
       type: "number",
-      id: this.uid("channel"),
+      id: uid("channel"),
       min: 0,
       step: 1,
       value: 0,
       class: "faccent-num",
       "data-testid": "channel",
     });
-    const use = this.button(
+    const use = s.button(
       "Use",
       { "aria-label": "Use latent target", "data-testid": "use-latent", title: "Accentuate this channel" },
       () => this.useLatent(),
@@ -1063,18 +1394,10 @@ class Panel {
       d,
       "div",
       { class: "faccent-row" },
-      this.field(h(d, "label", { for: this.latentSelect.id, text: "Hidden unit: layer", title: tip }), this.latentSelect),
-      this.field(h(d, "label", { for: this.channelInput.id, text: "channel", title: tip }), this.channelInput),
+      s.field(h(d, "label", { for: this.latentSelect.id, text: "Hidden unit: layer", title: tip }), this.latentSelect),
+      s.field(h(d, "label", { for: this.channelInput.id, text: "channel", title: tip }), this.channelInput),
       use,
     );
-  }
-
-  /**
-   * A label and its control(s) that wrap as one unit, so a label never ends a line without its input.
-   * @param {...Node} children
-   */
-  field(...children) {
-    return h(this.doc, "span", { class: "faccent-field" }, ...children);
   }
 
   /**
@@ -1084,9 +1407,9 @@ class Panel {
    * @param {string} title
    */
   selectControl(row, text, trait, title) {
-    const select = h(this.doc, "select", { id: this.uid(trait), "data-testid": trait, title });
-    this.listen(select, "change", () => this.setTrait(trait, select.value));
-    row.append(this.field(h(this.doc, "label", { for: select.id, text, title }), select));
+    const select = h(this.scope.doc, "select", { id: uid(trait), "data-testid": trait, title });
+    this.scope.listen(select, "change", () => this.scope.setTrait(trait, select.value));
+    row.append(this.scope.field(h(this.scope.doc, "label", { for: select.id, text, title }), select));
     return select;
   }
 
@@ -1099,293 +1422,70 @@ class Panel {
    * @param {boolean} [integer]
    */
   numberControl(row, text, trait, attrs, title, integer = false) {
-    const input = h(this.doc, "input", {
-      type: "number",
-      id: this.uid(trait),
-      class: "faccent-num",
-      "data-testid": trait,
-      title,
-      ...attrs,
-    });
-    this.listen(input, "change", () => {
+    const s = this.scope;
+    const input = h(s.doc, "input", { type: "number", id: uid(trait), class: "faccent-num", "data-testid": trait, title, ...attrs });
+    s.listen(input, "change", () => {
       const v = integer ? parseInt(input.value, 10) : parseFloat(input.value);
-      if (Number.isFinite(v)) this.setTrait(trait, v);
-      else input.value = String(this.get(trait, ""));
+      if (Number.isFinite(v)) s.setTrait(trait, v);
+      else input.value = String(s.get(trait, ""));
     });
-    row.append(this.field(h(this.doc, "label", { for: input.id, text, title }), input));
+    row.append(s.field(h(s.doc, "label", { for: input.id, text, title }), input));
     return input;
   }
 
-  buildOverlay() {
-    const d = this.doc;
-    const pane = (/** @type {string} */ testid) => {
-      const img = h(d, "img", { class: "faccent-overlay-img", alt: "", "data-testid": testid });
-      const cap = h(d, "figcaption", {});
-      return { img, cap, slot: imageSlot(img), fig: h(d, "figure", { class: "faccent-overlay-fig" }, img, cap) };
-    };
-    this.overlayPanes = [pane("overlay-main"), pane("overlay-seed")];
-    this.overlayClose = this.button("Close", { class: "faccent-btn faccent-overlay-close", "data-testid": "overlay-close" });
-    this.overlay = h(
-      d,
-      "div",
-      {
-        class: "faccent-overlay",
-        role: "dialog",
-        "aria-modal": "true",
-        "aria-label": "Enlarged image",
-        "data-testid": "overlay",
-        hidden: true,
-      },
-      h(d, "div", { class: "faccent-overlay-body" }, this.overlayPanes[0].fig, this.overlayPanes[1].fig),
-      this.overlayClose,
-    );
-    this.listen(this.overlay, "click", () => this.closeOverlay());
-    this.listen(this.overlay, "keydown", (e) => {
-      if (/** @type {KeyboardEvent} */ (e).key === "Escape") {
-        e.preventDefault();
-        e.stopPropagation();
-        this.closeOverlay();
-      }
-    });
-    return this.overlay;
-  }
-
-  /**
-   * @param {TileKey} key
-   * @param {HTMLElement} opener
-   */
-  openOverlay(key, opener) {
-    const other = key === "seed" ? "accent" : "seed";
-    this.overlayState = { key, opener };
-    const caption = (/** @type {TileKey} */ k) => {
-      const t = TILES.find((x) => x.key === k);
-      const base = t ? t.caption : k;
-      return k === "accent" ? `${base} (${String(this.get("view", "masked"))})` : base;
-    };
-    const [a, b] = this.overlayPanes;
-    a.slot.show(this.slots[key].bytes());
-    a.img.alt = `${caption(key)}, enlarged`;
-    a.cap.textContent = caption(key);
-    b.slot.show(this.slots[other].bytes());
-    b.img.alt = `${caption(other)}, enlarged`;
-    b.cap.textContent = caption(other);
-    this.overlay.hidden = false;
-    this.overlayClose.focus();
-  }
-
-  closeOverlay() {
-    if (this.overlay.hidden) return;
-    this.overlay.hidden = true;
-    for (const p of this.overlayPanes) p.slot.show(null);
-    const opener = this.overlayState.opener;
-    this.overlayState = { key: null, opener: null };
-    if (opener) opener.focus();
-  }
-
-  bindDrop() {
-    const over = (/** @type {Event} */ e) => {
-      const dt = /** @type {DragEvent} */ (e).dataTransfer;
-      if (!dt || !Array.from(dt.types || []).includes("Files")) return;
-      e.preventDefault();
-      dt.dropEffect = "copy";
-      this.root.classList.add("faccent-dragover");
-    };
-    this.listen(this.root, "dragenter", over);
-    this.listen(this.root, "dragover", over);
-    this.listen(this.root, "dragleave", (e) => {
-      const related = /** @type {Node | null} */ (/** @type {DragEvent} */ (e).relatedTarget);
-      if (!related || !this.root.contains(related)) this.root.classList.remove("faccent-dragover");
-    });
-    this.listen(this.root, "drop", (e) => {
-      const dt = /** @type {DragEvent} */ (e).dataTransfer;
-      this.root.classList.remove("faccent-dragover");
-      if (!dt || !dt.files || dt.files.length === 0) return;
-      e.preventDefault();
-      e.stopPropagation(); // JupyterLab would otherwise open the file as a document
-      this.loadFile(dt.files[0]);
-    });
-  }
-
-  /** @param {File} file */
-  loadFile(file) {
-    const name = String(file.name || "image");
-    if (file.size > MAX_UPLOAD_BYTES) {
-      this.showError(`${name}: the file is too large (at most ${MAX_UPLOAD_BYTES >> 20} MB); the previous image stays`);
-      return;
-    }
-    this.status.push(`reading ${name}…`);
-    file.arrayBuffer().then(
-      (buf) => {
-        if (this.destroyed) return;
-        this.endLoop();
-        this.model.send({ type: "load_image", name }, undefined, [buf]);
-      },
-      (err) => {
-        if (!this.destroyed) this.showError(`${name}: could not read the file (${String(err)}); the previous image stays`);
-      },
-    );
-  }
-
-  buildGallery() {
-    const d = this.doc;
-    this.galleryEl = h(d, "div", {
-      class: "faccent-gallery",
-      "data-testid": "gallery",
-      "aria-label": "Gallery",
-      role: "group",
-      hidden: true,
-    });
-    this.galleryLive = h(d, "img", {
-      class: "faccent-gallery-live",
-      alt: "Gallery in progress",
-      "data-testid": "gallery-live",
-      hidden: true,
-    });
-    this.galleryLiveSlot = imageSlot(this.galleryLive);
-    return h(d, "div", { class: "faccent-gallery-wrap" }, this.galleryLive, this.galleryEl);
-  }
-
-  buildMessages() {
-    const d = this.doc;
-    this.errorText = h(d, "span", { class: "faccent-error-text", "data-testid": "error" });
-    const dismiss = this.button(
-      "×",
-      { class: "faccent-btn faccent-dismiss", "aria-label": "Dismiss error" },
-      () => this.showError(""),
-    );
-    this.errorBox = h(d, "div", { class: "faccent-error", hidden: true }, this.errorText, dismiss);
-    this.statusEl = h(d, "div", {
-      class: "faccent-status",
-      role: "status",
-      "aria-live": "polite",
-      "data-testid": "status",
-    });
-    return h(d, "div", { class: "faccent-messages" }, this.errorBox, this.statusEl);
-  }
-
-  /** @param {string} name */
-  uid(name) {
-    Panel.counter += 1;
-    return `faccent-${name}-${Panel.counter}`;
-  }
-
-  // -- traits → DOM ---------------------------------------------------------------------------
   bindTraits() {
-    for (const t of TILES) {
-      this.bind([t.trait], () => {
-        // a scrubbed-back accentuation stays until the user scrubs again or a new run starts
-        if (t.key === "accent" && !this.scrub.follow) return;
-        this.paint(t.key, this.get(t.trait, null));
-      });
-    }
-    this.bind(["seed_png"], () => this.compareSlot.show(this.get("seed_png", null)));
-    this.bind(["snapshot_steps", "step"], () => this.renderScrub());
-    this.onModel("change:lam_recommended", () => {
-      if (this.get("lam_recommended", null) == null) {
-        this.calib.done = false; // the regularisation layer changed: a new mark is needed
-        this.later(() => this.maybeCalibrate(), 0);
-      }
-    });
-    this.bind(["top"], () => this.renderTop());
-    this.onModel("change:top", () => {
-      // a new seed: the gallery and the sparkline belong to the old one
-      this.clearGallery();
-      this.galleryEl.hidden = true;
-      this.history = { objective: [], distance: [] };
-      this.renderHistory(null, null);
-    });
-    this.bind(["top", "target"], () => this.renderChips());
-    this.bind(["view"], () => {
-      const view = this.get("view", "masked");
-      for (const b of this.viewButtons) b.setAttribute("aria-pressed", String(b.dataset.view === view));
-    });
-    this.bind(["latent_layers", "default_reg_layer"], () => {
-      const layers = this.get("latent_layers", []);
-      const current = this.latentSelect.value || defaultLatent(layers, this.get("default_reg_layer", ""));
+    const s = this.scope;
+    s.bind(["top", "target"], () => this.renderChips());
+    s.bind(["latent_layers", "default_reg_layer"], () => {
+      const layers = s.get("latent_layers", []);
+      const current = this.latentSelect.value || defaultLatent(layers, s.get("default_reg_layer", ""));
       fillSelect(this.latentSelect, layers, current || null);
     });
-    this.bind(["lam", "lam_min", "lam_max", "lam_recommended"], () => this.renderLam());
-    this.bind(["reg_layer", "reg_layers", "default_reg_layer"], () => {
-      const def = this.get("default_reg_layer", "");
-      fillSelect(this.regSelect, this.get("reg_layers", []), this.get("reg_layer", ""), (v) =>
-        v === def ? `${v} (default)` : v,
-      );
+    s.bind(["lam", "lam_min", "lam_max", "lam_recommended"], () => this.renderLam());
+    s.bind(["reg_layer", "reg_layers", "default_reg_layer"], () => {
+      const def = s.get("default_reg_layer", "");
+      fillSelect(this.regSelect, s.get("reg_layers", []), s.get("reg_layer", ""), (v) => (v === def ? `${v} (default)` : v));
     });
-    this.bind(["preset", "presets"], () =>
-      fillSelect(this.presetSelect, this.get("presets", []), this.get("preset", "")),
-    );
-    this.bind(["steps"], () => (this.stepsInput.value = String(this.get("steps", ""))));
-    this.bind(["p1"], () => (this.p1Input.value = String(this.get("p1", ""))));
-    this.bind(["p2"], () => (this.p2Input.value = String(this.get("p2", ""))));
-    this.bind(["step", "steps"], () => this.renderStep(this.get("step", 0), this.get("steps", 0)));
-    this.bind(["seed_prob", "prob"], () => this.renderProb());
-    this.bind(
-      ["device"],
-      () => (this.deviceEl.textContent = this.get("device", "") ? `device: ${this.get("device", "")}` : ""),
-    );
-    this.bind(["triage"], () => {
-      const text = String(this.get("triage", "") || "");
-      this.triageEl.textContent = text;
-      this.triageEl.hidden = !text;
-      this.triageBtn.hidden = !text;
+    s.bind(["preset", "presets"], () => fillSelect(this.presetSelect, s.get("presets", []), s.get("preset", "")));
+    s.bind(["steps"], () => (this.stepsInput.value = String(s.get("steps", ""))));
+    s.bind(["p1"], () => (this.p1Input.value = String(s.get("p1", ""))));
+    s.bind(["p2"], () => (this.p2Input.value = String(s.get("p2", ""))));
+    s.bind(["predicted_vs_true"], () => {
+      const text = String(s.get("predicted_vs_true", "") || "");
+      this.predictedVsTrue.textContent = text;
+      this.predictedVsTrue.hidden = !text;
+      this.predictedVsTrueBtn.hidden = !text;
     });
-    this.bind(["error"], () => this.showError(String(this.get("error", "") || "")));
-    this.bind(["status"], () => this.status.push(String(this.get("status", "") || "")));
-    this.bind(["running"], () => this.renderRunning());
-  }
-
-  renderTop() {
-    const d = this.doc;
-    const items = this.get("top", []) || [];
-    this.topList.replaceChildren(
-      ...items.map((it) => {
-        const p = Math.max(0, Math.min(1, finite(it.prob, 0)));
-        const bar = h(d, "span", { class: "faccent-bar", "aria-hidden": "true" });
-        bar.style.width = `${(p * 100).toFixed(1)}%`;
-        return h(
-          d,
-          "li",
-          {},
-          h(d, "span", { class: "faccent-top-label", text: it.label }),
-          h(d, "span", { class: "faccent-bar-track" }, bar),
-          h(d, "span", { class: "faccent-top-prob", text: formatProb(it.prob) }),
-        );
-      }),
-    );
   }
 
   renderChips() {
     /** @type {Traits["target"]} */
-    const target = this.get("target", null) || {};
+    const target = this.scope.get("target", null) || {};
     this.targetEl.textContent = target.label != null ? String(target.label) : "–";
-    const items = this.get("top", []) || [];
+    const items = this.scope.get("top", []) || [];
     this.chipsEl.replaceChildren(
       ...items.map((it) => {
         const selected = target.kind === "class" && Number(target.index) === Number(it.index);
-        return this.button(
+        return this.scope.button(
           String(it.label),
-          {
-            class: "faccent-btn faccent-chip",
-            "aria-pressed": String(selected),
-            "data-index": it.index,
-            title: `p = ${formatProb(it.prob)}`,
-          },
-          () => this.setTarget(it.index),
+          { class: "faccent-btn faccent-chip", "aria-pressed": String(selected), "data-index": it.index, title: `p = ${formatProb(it.prob)}` },
+          () => this.actions.setTarget(it.index),
         );
       }),
     );
   }
 
   renderLam() {
-    const lamMin = this.get("lam_min", LAM_MIN);
-    const lamMax = this.get("lam_max", LAM_MAX);
+    const s = this.scope;
+    const lamMin = s.get("lam_min", LAM_MIN);
+    const lamMax = s.get("lam_max", LAM_MAX);
     const [lo, hi] = lamBounds(lamMin, lamMax);
     this.lamInput.min = String(lo);
     this.lamInput.max = String(hi);
-    const lam = this.get("lam", 1);
+    const lam = s.get("lam", 1);
     this.lamInput.value = String(lamToSlider(lam, lamMin, lamMax));
     this.showLam(lam);
-    const rec = this.get("lam_recommended", null);
+    const rec = s.get("lam_recommended", null);
     const hasRec = rec != null && Number(rec) > 0;
     this.lamMark.hidden = !hasRec;
     this.lamRec.hidden = !hasRec;
@@ -1405,75 +1505,251 @@ class Panel {
   }
 
   /**
-   * @param {number} step
-   * @param {number} steps
+   * The hint next to the λ slider ("" clears it).
+   * @param {string} text
+   * @param {string | null} title
    */
-  renderStep(step, steps) {
-    const k = Math.max(0, finite(step, 0));
-    const n = Math.max(0, finite(steps, 0));
-    this.stepEl.textContent = `step ${k} / ${n}`;
-    this.progressEl.max = Math.max(1, n);
-    this.progressEl.value = Math.min(k, Math.max(1, n));
+  lamHint(text, title) {
+    this.lamNote.textContent = text;
+    if (title) this.lamNote.title = title;
+    else this.lamNote.removeAttribute("title");
   }
 
-  /** @param {number | null} [now] */
-  renderProb(now = this.get("prob", null)) {
-    this.probEl.textContent = `seed ${formatProb(this.get("seed_prob", null))} → now ${formatProb(now)}`;
-  }
-
-  renderRunning() {
-    const running = this.loop.active || Boolean(this.get("running", false));
+  /** @param {boolean} running */
+  renderRunning(running) {
     this.stopBtn.disabled = !running;
-    this.root.classList.toggle("faccent-running", running);
   }
 
-  /**
-   * @param {number | null | undefined} objective
-   * @param {number | null | undefined} distance
-   */
-  renderHistory(objective, distance) {
-    this.objEl.textContent = `objective ${formatNum(objective)} · distance ${formatNum(distance)}`;
-    this.sparkLines[0].setAttribute("points", sparklinePoints(this.history.objective, 80, 20));
-    this.sparkLines[1].setAttribute("points", sparklinePoints(this.history.distance, 80, 20));
-  }
-
-  /** @param {string} text */
-  showError(text) {
-    this.errorText.textContent = text;
-    this.errorBox.hidden = !text;
-    if (text) this.status.push(`Error: ${text}`);
-  }
-
-  // -- actions --------------------------------------------------------------------------------
-  /** @param {number} index */
-  setTarget(index) {
-    this.send({ type: "set_target", index: Number(index) });
+  /** The search box's query, trimmed. */
+  query() {
+    return this.searchInput.value.trim();
   }
 
   runSearch() {
-    const query = this.searchInput.value.trim();
+    const query = this.query();
     if (!query) {
       this.resultsEl.replaceChildren();
       return;
     }
-    this.send({ type: "search", query });
+    this.actions.search(query);
+  }
+
+  /** @param {ClassItem[]} items */
+  showResults(items) {
+    if (items.length === 0) {
+      this.resultsEl.replaceChildren(h(this.scope.doc, "span", { class: "faccent-muted", text: "no match" }));
+      return;
+    }
+    this.resultsEl.replaceChildren(
+      ...items.map((it) =>
+        this.scope.button(String(it.label), { class: "faccent-btn faccent-chip", "data-index": it.index }, () =>
+          this.actions.setTarget(it.index),
+        ),
+      ),
+    );
   }
 
   useLatent() {
     const layer = this.latentSelect.value;
     const channel = parseInt(this.channelInput.value, 10);
     if (!layer || !Number.isInteger(channel) || channel < 0) {
-      this.showError("Latent mode needs a layer and a channel ≥ 0.");
+      this.actions.error("Latent mode needs a layer and a channel ≥ 0.");
       return;
     }
-    this.send({ type: "set_latent", layer, channel });
+    this.actions.latent(layer, channel);
   }
 
+  destroy() {
+    this.scope.dispose();
+    this.predictedVsTrue.remove();
+    this.advanced.remove();
+    this.el.remove();
+  }
+}
+
+// -- Panel: builds the parts, drives the chunk loop, sends the requests (with ids) and routes the replies
+
+/**
+ * @typedef {object} Loop  the browser-driven chunk loop
+ * @property {boolean} active  asking for chunks
+ * @property {"accent" | "gallery" | null} mode
+ * @property {number} inFlight  chunks asked for and not yet answered (kept at most 1)
+ * @property {number | null} clickAt  performance.now() of the last Accentuate click
+ * @property {boolean} awaitingFirst  no frame painted since that click
+ */
+
+/** @typedef {"search" | "scrub" | "calibrate" | "gallery" | "download" | "export_gif"} RequestKind */
+
+class Panel {
+  /**
+   * @param {Model} model
+   * @param {HTMLElement} el
+   */
+  constructor(model, el) {
+    this.model = model;
+    this.el = el;
+    this.doc = el.ownerDocument;
+    this.scope = new Scope(model, this.doc);
+    /** @type {Set<string>} */
+    this.downloadUrls = new Set();
+    /** @type {Loop} */
+    this.loop = { active: false, mode: null, inFlight: 0, clickAt: null, awaitingFirst: false };
+    this.frames = 0;
+    this.destroyed = false;
+    /** The last request id sent, and per kind the id whose reply is awaited (older replies are stale). */
+    this.lastId = 0;
+    /** @type {Partial<Record<RequestKind, number>>} */
+    this.latest = {};
+    /** One scrub request in flight; only the latest position is asked for next. */
+    /** @type {{ inFlight: boolean, pending: number | null }} */
+    this.scrub = { inFlight: false, pending: null };
+    /** λ-mark calibration driven by the browser in small chunks while no run is going. */
+    this.calib = { active: false, waiting: false, done: false };
+    const part = () => new Scope(model, this.doc);
+    this.overlay = new Overlay(part(), (key) => this.tiles.bytes(key));
+    this.stats = new Stats(part(), { scrubTo: (index) => this.requestScrub(index) });
+    this.tiles = new Tiles(part(), {
+      zoom: (key, opener) => this.overlay.open(key, opener),
+      painted: (key, data) => this.overlay.sync(key, data),
+      following: () => this.stats.follow,
+    });
+    this.messages = new Messages(part());
+    this.gallery = new Gallery(part());
+    this.controls = new Controls(part(), {
+      accentuate: () => this.accentuate(),
+      stop: () => this.stop(),
+      reset: () => this.reset(),
+      gallery: (mode) => this.runGallery(mode),
+      download: () => this.request({ type: "download" }),
+      exportGif: () => this.request({ type: "export_gif" }),
+      loadFile: (file) => this.loadFile(file),
+      setTarget: (index) => this.send({ type: "set_target", index: Number(index) }),
+      search: (query) => this.request({ type: "search", query }),
+      latent: (layer, channel) => this.send({ type: "set_latent", layer, channel }),
+      error: (text) => this.messages.showError(text),
+    });
+    this.root = h(this.doc, "div", { class: "faccent", "data-lm-suppress-shortcuts": "true" });
+    this.dropHint = h(this.doc, "div", {
+      class: "faccent-drop-hint",
+      "aria-hidden": "true",
+      text: "Drop an image to use it as the seed",
+    });
+  }
+
+  build() {
+    this.root.append(
+      this.controls.predictedVsTrue,
+      this.tiles.el,
+      this.stats.el,
+      this.controls.el,
+      this.controls.advanced,
+      this.gallery.el,
+      this.messages.el,
+      this.overlay.el,
+      this.dropHint,
+    );
+    this.el.append(this.root);
+    this.bindDrop();
+    const s = this.scope;
+    s.onModel("change:lam_recommended", () => {
+      if (s.get("lam_recommended", null) == null) {
+        this.calib.done = false; // the regularisation layer changed: a new mark is needed
+        s.later(() => this.maybeCalibrate(), 0);
+      }
+    });
+    s.onModel("change:top", () => {
+      // a new seed: the sparkline belongs to the old one (the gallery clears itself)
+      this.stats.clearHistory();
+      this.stats.renderHistory(null, null);
+    });
+    s.bind(["running"], () => this.renderRunning());
+    s.onModel("msg:custom", (/** @type {Message} */ msg, /** @type {unknown[]} */ buffers) => this.onMessage(msg, buffers));
+    this.send({ type: "ready" });
+    s.later(() => this.maybeCalibrate(), CALIBRATE_DELAY_MS);
+  }
+
+  /** @param {Request} msg */
+  send(msg) {
+    this.model.send(msg);
+  }
+
+  /**
+   * Send a request that Python answers, with a fresh `id`; its reply is awaited, older ones are stale.
+   * @param {Extract<Request, { type: RequestKind }>} msg
+   */
+  request(msg) {
+    this.lastId += 1;
+    this.latest[msg.type] = this.lastId;
+    this.send({ ...msg, id: this.lastId });
+  }
+
+  /**
+   * A reply to an older request of `kind` than the one awaited (replies without an id are never stale).
+   * @param {RequestKind} kind
+   * @param {{ id?: number | string | null }} msg
+   */
+  stale(kind, msg) {
+    return msg.id != null && msg.id !== this.latest[kind];
+  }
+
+  bindDrop() {
+    const s = this.scope;
+    const root = this.root;
+    const over = (/** @type {Event} */ e) => {
+      const dt = /** @type {DragEvent} */ (e).dataTransfer;
+      if (!dt || !Array.from(dt.types || []).includes("Files")) return;
+      e.preventDefault();
+      dt.dropEffect = "copy";
+      root.classList.add("faccent-dragover");
+    };
+    s.listen(root, "dragenter", over);
+    s.listen(root, "dragover", over);
+    s.listen(root, "dragleave", (e) => {
+      const related = /** @type {Node | null} */ (/** @type {DragEvent} */ (e).relatedTarget);
+      if (!related || !root.contains(related)) root.classList.remove("faccent-dragover");
+    });
+    s.listen(root, "drop", (e) => {
+      const dt = /** @type {DragEvent} */ (e).dataTransfer;
+      root.classList.remove("faccent-dragover");
+      if (!dt || !dt.files || dt.files.length === 0) return;
+      e.preventDefault();
+      e.stopPropagation(); // JupyterLab would otherwise open the file as a document
+      this.loadFile(dt.files[0]);
+    });
+  }
+
+  /** @param {File} file */
+  loadFile(file) {
+    const name = String(file.name || "image");
+    if (file.size > MAX_UPLOAD_BYTES) {
+      this.messages.showError(`${name}: the file is too large (at most ${MAX_UPLOAD_BYTES >> 20} MB); the previous image stays`);
+      return;
+    }
+    this.messages.status(`reading ${name}…`);
+    file.arrayBuffer().then(
+      (buf) => {
+        if (this.destroyed) return;
+        this.endLoop();
+        this.model.send({ type: "load_image", name }, undefined, [buf]);
+      },
+      (err) => {
+        if (!this.destroyed) this.messages.showError(`${name}: could not read the file (${String(err)}); the previous image stays`);
+      },
+    );
+  }
+
+  renderRunning() {
+    const running = this.loop.active || Boolean(this.scope.get("running", false));
+    this.controls.renderRunning(running);
+    this.root.classList.toggle("faccent-running", running);
+  }
+
+  // -- the loop -------------------------------------------------------------------------------
   accentuate() {
     this.followLive();
     this.loop.clickAt = performance.now();
     this.loop.awaitingFirst = true;
-    this.history = { objective: [], distance: [] };
+    this.stats.clearHistory();
     this.send({ type: "start" });
     this.startLoop("accent");
   }
@@ -1481,10 +1757,8 @@ class Panel {
   /** @param {GalleryMode} mode */
   runGallery(mode) {
     this.loop.awaitingFirst = false;
-    this.clearGallery();
-    this.galleryEl.hidden = false;
-    this.galleryEl.append(h(this.doc, "p", { class: "faccent-muted", text: `running ${mode} gallery…` }));
-    this.send({ type: "gallery", mode });
+    this.gallery.showRunning(mode);
+    this.request({ type: "gallery", mode });
     this.startLoop("gallery");
   }
 
@@ -1520,7 +1794,7 @@ class Panel {
     this.renderRunning();
     if (this.calib.waiting) {
       this.calib.waiting = false;
-      this.later(() => this.maybeCalibrate(), 0);
+      this.scope.later(() => this.maybeCalibrate(), 0);
     }
   }
 
@@ -1532,9 +1806,9 @@ class Panel {
   reset() {
     this.endLoop();
     this.followLive();
-    this.paint("accent", this.get("seed_png", null));
-    this.history = { objective: [], distance: [] };
-    this.renderHistory(null, null);
+    this.tiles.paint("accent", this.scope.get("seed_png", null));
+    this.stats.clearHistory();
+    this.stats.renderHistory(null, null);
     this.send({ type: "reset" });
   }
 
@@ -1545,21 +1819,22 @@ class Panel {
    */
   onMessage(msg, buffers = []) {
     if (!msg || typeof msg !== "object") return;
+    const bufs = buffers || [];
     switch (msg.type) {
       case "frame":
-        return this.onFrame(msg, buffers || []);
+        return this.onFrame(msg, bufs);
       case "search_results":
         return this.onSearchResults(msg);
       case "gallery":
-        return this.onGallery(msg, buffers || []);
+        return this.onGallery(msg, bufs);
       case "download":
-        return this.onDownload(msg, buffers || []);
+        return this.onDownload(msg, bufs);
       case "error":
         return this.onErrorMsg(msg);
       case "scrub":
-        return this.onScrub(msg, buffers || []);
+        return this.onScrub(msg, bufs);
       case "image":
-        return this.onImage(msg, buffers || []);
+        return this.onImage(msg, bufs);
       case "calibration":
         return this.onCalibration(msg);
       default:
@@ -1574,21 +1849,11 @@ class Panel {
   onFrame(msg, buffers) {
     this.setInFlight(this.loop.inFlight - 1);
     if (buffers.length > 0) {
-      if (msg.gallery) {
-        // the gallery batch never draws into the main tiles: its progress strip shows in the gallery
-        if (this.galleryLiveSlot.show(buffers[0])) {
-          this.galleryLive.hidden = false;
-          this.countFrame();
-        }
-      } else if (this.scrub.follow && this.paint("accent", buffers[0])) {
-        this.countFrame();
-      }
+      // the gallery batch never draws into the main tiles: its progress strip shows in the gallery
+      const painted = msg.gallery ? this.gallery.showLive(buffers[0]) : this.stats.follow && this.tiles.paint("accent", buffers[0]);
+      if (painted) this.countFrame();
     }
-    if (msg.step != null || msg.steps != null) {
-      this.renderStep(msg.step ?? this.get("step", 0), msg.steps ?? this.get("steps", 0));
-    }
-    if (msg.prob != null) this.renderProb(msg.prob);
-    this.recordHistory(msg);
+    this.stats.showFrame(msg);
     if (msg.done) {
       this.endLoop(); // a gallery frame is `done` only when the whole batch has finished
     } else if (this.loop.active && this.loop.inFlight === 0) {
@@ -1605,51 +1870,11 @@ class Panel {
     }
   }
 
-  /** @param {FrameMessage} msg */
-  recordHistory(msg) {
-    if (Array.isArray(msg.objective_history)) this.history.objective = msg.objective_history.slice();
-    else if (msg.objective != null) this.history.objective.push(Number(msg.objective));
-    if (Array.isArray(msg.distance_history)) this.history.distance = msg.distance_history.slice();
-    else if (msg.distance != null) this.history.distance.push(Number(msg.distance));
-    this.renderHistory(msg.objective, msg.distance);
-  }
-
   /** @param {SearchResultsMessage} msg */
   onSearchResults(msg) {
-    if (String(msg.query ?? "").trim() !== this.searchInput.value.trim()) return; // stale answer
-    const items = Array.isArray(msg.items) ? msg.items : [];
-    if (items.length === 0) {
-      this.resultsEl.replaceChildren(h(this.doc, "span", { class: "faccent-muted", text: "no match" }));
-      return;
-    }
-    this.resultsEl.replaceChildren(
-      ...items.map((it) =>
-        this.button(String(it.label), { class: "faccent-btn faccent-chip", "data-index": it.index }, () =>
-          this.setTarget(it.index),
-        ),
-      ),
-    );
-  }
-
-  clearGallery() {
-    for (const u of this.galleryUrls) URL.revokeObjectURL(u);
-    this.galleryUrls = [];
-    this.galleryEl.replaceChildren();
-  }
-
-  /**
-   * @param {unknown} data
-   * @param {string} alt
-   */
-  galleryImage(data, alt) {
-    const img = h(this.doc, "img", { class: "faccent-gallery-img", alt });
-    const bytes = toBytes(data);
-    if (bytes && bytes.byteLength > 0) {
-      const url = URL.createObjectURL(new Blob([bytes], { type: sniffType(bytes) }));
-      this.galleryUrls.push(url);
-      img.src = url;
-    }
-    return img;
+    if (this.stale("search", msg)) return;
+    if (String(msg.query ?? "").trim() !== this.controls.query()) return; // the box changed since
+    this.controls.showResults(Array.isArray(msg.items) ? msg.items : []);
   }
 
   /**
@@ -1657,38 +1882,8 @@ class Panel {
    * @param {unknown[]} buffers
    */
   onGallery(msg, buffers) {
-    const d = this.doc;
-    const items = Array.isArray(msg.items) ? msg.items : [];
-    this.clearGallery();
-    this.galleryLiveSlot.show(null);
-    this.galleryLive.hidden = true;
-    this.galleryEl.hidden = false;
-    items.forEach((it, i) => {
-      const label = String(it.label ?? "");
-      const fig = h(
-        d,
-        "figure",
-        { class: "faccent-gallery-item" },
-        h(
-          d,
-          "div",
-          { class: "faccent-gallery-pair" },
-          this.galleryImage(buffers[i], `Accentuation for ${label}`),
-          this.galleryImage(buffers[items.length + i], `Mask for ${label}`),
-        ),
-        h(
-          d,
-          "figcaption",
-          {},
-          h(d, "span", { class: "faccent-gallery-label", text: label }),
-          h(d, "span", {
-            class: "faccent-gallery-prob",
-            text: `p ${formatProb(it.prob_before)} → ${formatProb(it.prob_after)}`,
-          }),
-        ),
-      );
-      this.galleryEl.append(fig);
-    });
+    if (this.stale("gallery", msg)) return; // a batch replaced by a newer one
+    this.gallery.show(Array.isArray(msg.items) ? msg.items : [], buffers);
     if (this.loop.mode === "gallery") this.endLoop();
   }
 
@@ -1697,9 +1892,10 @@ class Panel {
    * @param {unknown[]} buffers
    */
   onDownload(msg, buffers) {
+    if (this.stale("download", msg) && this.stale("export_gif", msg)) return;
     const bytes = toBytes(buffers[0]);
     if (!bytes || bytes.byteLength === 0) {
-      this.showError("Download failed: no image data.");
+      this.messages.showError("Download failed: no image data.");
       return;
     }
     const url = URL.createObjectURL(new Blob([bytes], { type: sniffType(bytes) }));
@@ -1708,7 +1904,7 @@ class Panel {
     this.root.append(a);
     a.click();
     a.remove();
-    this.later(() => {
+    this.scope.later(() => {
       this.downloadUrls.delete(url);
       URL.revokeObjectURL(url);
     }, DOWNLOAD_REVOKE_MS);
@@ -1716,60 +1912,25 @@ class Panel {
 
   /** @param {ErrorMessage} msg */
   onErrorMsg(msg) {
-    this.showError(String(msg.message ?? "error"));
-    this.scrub.inFlight = false; // a refused scrub gets no scrub reply
-    this.scrub.pending = null;
-    // A chunk answered with an error gets no frame: stop asking, the user can start again.
-    if (this.loop.active) {
+    this.messages.showError(String(msg.message ?? "error"));
+    if (msg.id == null || msg.id === this.latest.scrub) {
+      this.scrub.inFlight = false; // a refused scrub gets no scrub reply
+      this.scrub.pending = null;
+    }
+    if (msg.id === this.latest.calibrate) this.calib.active = false;
+    // A chunk answered with an error gets no frame: stop asking, the user can start again. (An error
+    // with an id answers another request: the chunk's own reply still comes.)
+    if (this.loop.active && msg.id == null) {
       this.setInFlight(this.loop.inFlight - 1);
       this.endLoop();
     }
   }
 
-  // -- painting, scrub, compare, λ mark -------------------------------------------------------
-  /**
-   * Paint a tile (and the enlarged view when it shows that tile).
-   * @param {TileKey} key
-   * @param {unknown} data
-   */
-  paint(key, data) {
-    const painted = this.slots[key].show(data);
-    const open = this.overlayState.key;
-    if (open && !this.overlay.hidden) {
-      if (open === key) this.overlayPanes[0].slot.show(data);
-      else if ((open === "seed" ? "accent" : "seed") === key) this.overlayPanes[1].slot.show(data);
-    }
-    return painted;
-  }
-
+  // -- scrub, redraw, λ mark ------------------------------------------------------------------
   /** Put the scrub slider back at its right end: live frames are painted again. */
   followLive() {
-    this.scrub.follow = true;
     this.scrub.pending = null;
-    this.renderScrub();
-  }
-
-  renderScrub() {
-    const steps = this.get("snapshot_steps", []) || [];
-    const count = steps.length;
-    this.scrubInput.max = String(Math.max(0, count - 1));
-    this.scrubInput.disabled = count < 2;
-    if (this.scrub.follow) this.scrubInput.value = String(Math.max(0, count - 1));
-    const idx = clampIndex(this.scrubInput.value, count);
-    // the right end shows the latest image, which may be newer than the last snapshot
-    const step = idx === count - 1 ? Math.max(steps[idx], finite(this.get("step", 0), 0)) : steps[idx];
-    const text = idx < 0 ? "–" : idx === 0 ? "seed" : `step ${step}`;
-    this.scrubValue.textContent = text;
-    this.scrubInput.setAttribute("aria-valuetext", text);
-  }
-
-  onScrubInput() {
-    const count = (this.get("snapshot_steps", []) || []).length;
-    const idx = clampIndex(this.scrubInput.value, count);
-    if (idx < 0) return;
-    this.scrub.follow = idx === count - 1;
-    this.renderScrub();
-    this.requestScrub(idx);
+    this.stats.followLive();
   }
 
   /** @param {number} index */
@@ -1779,7 +1940,7 @@ class Panel {
       return;
     }
     this.scrub.inFlight = true;
-    this.send({ type: "scrub", index });
+    this.request({ type: "scrub", index });
   }
 
   /**
@@ -1787,6 +1948,7 @@ class Panel {
    * @param {unknown[]} buffers
    */
   onScrub(msg, buffers) {
+    if (this.stale("scrub", msg)) return;
     this.scrub.inFlight = false;
     const pending = this.scrub.pending;
     this.scrub.pending = null;
@@ -1795,7 +1957,7 @@ class Panel {
       return;
     }
     // following a live run: its frames take over again
-    if (!(this.scrub.follow && this.loop.active) && buffers.length > 0) this.paint("accent", buffers[0]);
+    if (!(this.stats.follow && this.loop.active) && buffers.length > 0) this.tiles.paint("accent", buffers[0]);
   }
 
   /**
@@ -1805,13 +1967,13 @@ class Panel {
    */
   onImage(msg, buffers) {
     if (msg.index == null) this.followLive();
-    else if (this.scrub.follow) return; // a scrub position the slider has left
-    if (buffers.length > 0) this.paint("accent", buffers[0]);
+    else if (this.stats.follow) return; // a scrub position the slider has left
+    if (buffers.length > 0) this.tiles.paint("accent", buffers[0]);
   }
 
   maybeCalibrate() {
     if (this.destroyed || this.calib.active || this.calib.done) return;
-    if (this.get("lam_recommended", null) != null) {
+    if (this.scope.get("lam_recommended", null) != null) {
       this.calib.done = true;
       return;
     }
@@ -1820,47 +1982,37 @@ class Panel {
       return;
     }
     this.calib.active = true;
-    this.send({ type: "calibrate", budget_ms: CALIBRATE_BUDGET_MS });
+    this.request({ type: "calibrate", budget_ms: CALIBRATE_BUDGET_MS });
   }
 
   /** @param {CalibrationMessage} msg */
   onCalibration(msg) {
+    if (this.stale("calibrate", msg)) return;
     this.calib.active = false;
     if (msg.error) {
       this.calib.done = true;
-      this.lamNote.textContent = "no λ mark";
-      this.lamNote.title = `The recommended λ could not be computed: ${String(msg.error)}`;
+      this.controls.lamHint("no λ mark", `The recommended λ could not be computed: ${String(msg.error)}`);
       return;
     }
     if (msg.done) {
       this.calib.done = true;
-      this.lamNote.textContent = "";
-      this.lamNote.removeAttribute("title");
+      this.controls.lamHint("", null);
       return;
     }
     const pct = Math.round(100 * Math.min(1, Math.max(0, finite(msg.progress, 0))));
-    this.lamNote.textContent = `finding the recommended λ… ${pct}%`;
-    this.lamNote.title = "A short λ calibration on two sample images; it pauses while a run is going";
-    this.later(() => this.maybeCalibrate(), CALIBRATE_GAP_MS);
+    this.controls.lamHint(
+      `finding the recommended λ… ${pct}%`,
+      "A short λ calibration on two sample images; it pauses while a run is going",
+    );
+    this.scope.later(() => this.maybeCalibrate(), CALIBRATE_GAP_MS);
   }
 
   // -- teardown -------------------------------------------------------------------------------
   destroy() {
     this.destroyed = true;
     this.loop.active = false;
-    for (const [event, fn] of this.modelHandlers) this.model.off(event, fn);
-    this.modelHandlers = [];
-    for (const [node, type, fn] of this.domListeners) node.removeEventListener(type, fn);
-    this.domListeners = [];
-    this.status.cancel();
-    for (const id of this.timers) clearTimeout(id);
-    this.timers.clear();
-    for (const slot of Object.values(this.slots)) slot.dispose();
-    this.compareSlot.dispose();
-    this.galleryLiveSlot.dispose();
-    for (const p of this.overlayPanes) p.slot.dispose();
-    for (const u of this.galleryUrls) URL.revokeObjectURL(u);
-    this.galleryUrls = [];
+    this.scope.dispose();
+    for (const part of [this.tiles, this.stats, this.controls, this.gallery, this.overlay, this.messages]) part.destroy();
     for (const u of this.downloadUrls) URL.revokeObjectURL(u);
     this.downloadUrls.clear();
     this.root.remove();

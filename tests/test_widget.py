@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 import faccent_widget as fw
+from faccent_widget.core.config import resolve_config
 from faccent_widget.core.engine import Accentuation
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -104,7 +105,7 @@ def test_construction_top5_default_layer_and_target(widget, model, chelsea):
     assert w.lam_min < w.lam < w.lam_max
     assert w.lam_recommended is None or w.lam_min <= w.lam_recommended <= w.lam_max
     assert w.steps == 4 and w.preset == "preview" and w.device == "cpu"
-    assert (w.running, w.step, w.error, w.triage, w.prob) == (False, 0, "", "", None)
+    assert (w.running, w.step, w.error, w.predicted_vs_true, w.prob) == (False, 0, "", "", None)
     assert w.top[0]["label"] in w.status
     # images are sent only after the front end says it is ready
     assert all(getattr(w, t) == b"" for t in TILE_TRAITS)
@@ -450,27 +451,30 @@ def test_gallery_inhibited(widget):
     assert len(bufs) == 10
 
 
-def test_triage_with_a_wrong_true_label(model, chelsea):
+def test_predicted_vs_true_with_a_wrong_true_label(model, chelsea):
     w, rec = make(model, chelsea, true_label="tabby", steps=3)
     pred = w.top[0]["label"]
     assert pred != "tabby"
-    assert w.triage.startswith(f"predicted {pred} (") and "true tabby (" in w.triage
+    text = w.predicted_vs_true
+    assert text.startswith(f"predicted {pred} (") and "true tabby (" in text
+    with pytest.warns(DeprecationWarning, match="predicted_vs_true"):
+        assert w.triage == text  # the old name still reads
     assert w.true_index == model.class_index("tabby")
-    gallery, bufs = _run_gallery(w, rec, "triage")
+    gallery, bufs = _run_gallery(w, rec, "predicted_vs_true")
     assert [it["label"] for it in gallery["items"]] == [pred, "tabby"]
     assert len(bufs) == 4 and all(b.startswith(PNG) for b in bufs)
 
 
 @pytest.mark.parametrize("true_label", ["top1-label", "top1-index"])
-def test_triage_with_the_correct_true_label_is_empty(model, chelsea, true_label):
+def test_predicted_vs_true_with_the_correct_true_label_is_empty(model, chelsea, true_label):
     top1 = model.predict(chelsea, k=1)[0]
     w, _ = make(model, chelsea, true_label=top1.label if true_label == "top1-label" else top1.index)
-    assert w.triage == "" and w.true_index == top1.index
+    assert w.predicted_vs_true == "" and w.true_index == top1.index
 
 
-def test_triage_without_true_label_is_an_error(widget):
+def test_predicted_vs_true_without_true_label_is_an_error(widget):
     w, rec = widget
-    send(w, "gallery", mode="triage")
+    send(w, "gallery", mode="predicted_vs_true")
     ((msg, _),) = rec.sent
     assert msg["type"] == "error" and "true_label" in msg["message"] and not w.running
 
@@ -551,3 +555,128 @@ def test_users_model_is_unchanged(chelsea):
     assert after[3].keys() == before[3].keys()
     assert all(torch.equal(after[3][k], before[3][k]) for k in before[3])  # weights and BN statistics
     assert rec.of("error") == []
+
+
+# ---------------------------------------------------------------------------------------- router and state (issue 20)
+def test_replies_echo_the_request_id(ready_widget):
+    w, rec = ready_widget
+    w._on_msg(w, {"type": "search", "query": "tab", "id": 7}, [])
+    assert rec.sent[-1][0]["type"] == "search_results" and rec.sent[-1][0]["id"] == 7
+    w._on_msg(w, {"type": "scrub", "index": 0, "id": 8}, [])  # no run yet: an error that answers request 8
+    assert rec.sent[-1][0]["type"] == "error" and rec.sent[-1][0]["id"] == 8
+    w._on_msg(w, {"type": "download", "id": "d1"}, [])
+    assert rec.sent[-1][0]["type"] == "download" and rec.sent[-1][0]["id"] == "d1"
+    send(w, "search", query="tab")  # without an id, none comes back
+    assert "id" not in rec.sent[-1][0]
+    w._on_msg(w, {"type": "search", "query": "tab", "id": [1]}, [])  # an id that is no int or string is ignored
+    assert "id" not in rec.sent[-1][0]
+
+
+def test_the_gallery_reply_carries_the_gallery_request_id(model, chelsea):
+    w, rec = make(model, chelsea, steps=2, reference=[chelsea])
+    send(w, "ready")
+    w._on_msg(w, {"type": "gallery", "mode": "topk", "id": 41}, [])
+    while w.running:
+        chunk(w, rec)
+    ((msg, _),) = rec.of("gallery")
+    assert msg["id"] == 41 and msg["mode"] == "topk"
+    assert all("id" not in m for m, _ in rec.of("frame"))  # chunks carry no id
+
+
+def test_frames_compose_with_the_runs_canvas_seed_without_resizing(ready_widget, monkeypatch):
+    from faccent_widget.widget import session as session_mod
+
+    w, rec = ready_widget
+    send(w, "start")
+    run = w._session.run
+    calls = []
+    real = session_mod.resize_image
+    monkeypatch.setattr(session_mod, "resize_image", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    for view in ("masked", "diff"):
+        w.view = view
+        chunk(w, rec)
+    send(w, "scrub", index=0)
+    assert calls == []  # the seed at the canvas size is the one the run holds, not resized per frame
+    assert torch.equal(w._session.seed_at((run.h, run.w)), run.seeds[0].cpu())
+
+
+def test_session_compose_and_the_deprecated_view(ready_widget):
+    w, _ = ready_widget
+    session = w._session
+    accent = torch.rand(3, 24, 32)
+    assert torch.equal(session.compose(accent, session.mask, "unmasked"), accent)
+    with pytest.warns(DeprecationWarning, match="compose"):
+        diff = session.view(accent, session.mask, "diff")
+    assert torch.equal(diff, session.compose(accent, session.mask, "diff"))
+
+
+def test_the_deprecated_triage_gallery_mode_still_works(model, chelsea):
+    w, _ = make(model, chelsea, true_label="tabby", steps=2, reference=[chelsea])
+    with pytest.warns(DeprecationWarning, match="predicted_vs_true"):
+        w.start_gallery("triage")
+    assert w.running and w._session.gallery_mode == "predicted_vs_true"
+    w.stop()
+
+
+def test_a_photo_swap_reuses_the_reference_maps(ready_widget, chelsea):
+    w, rec = ready_widget
+    old = w._session
+    ref_maps = old.maps(w._objective)[1]
+    w.image = chelsea.flip(-1)
+    new = w._session
+    assert new is not old and new.references is old.references
+    assert new.maps(w._objective)[1] is ref_maps  # not computed again
+    assert not torch.equal(new.seed, old.seed) and w.gradcam_png
+
+
+# ---------------------------------------------------------------------------------------- bounded (issue 25)
+def test_snapshots_and_gif_frames_are_capped(model, chelsea, monkeypatch):
+    from faccent_widget.widget import exports, session
+
+    # a 2000-step run at snapshot_every=2 kept 1001 snapshots; now at most MAX_SNAPSHOTS (+ the seed)
+    cfg = resolve_config("preview", "cpu", steps=2000)
+    assert cfg.snapshot_every == 2 and 2000 // session.snapshot_every(cfg) <= session.MAX_SNAPSHOTS
+    picked = exports.frame_indices(1001)
+    assert len(picked) == exports.GIF_MAX_FRAMES and picked[0] == 0 and picked[-1] == 1000
+    # the same rules on a real run, with small budgets
+    monkeypatch.setattr(session, "MAX_SNAPSHOTS", 3)
+    monkeypatch.setattr(exports, "GIF_MAX_FRAMES", 3)
+    w, _ = make(model, chelsea, steps=8, snapshot_every=1, reference=[chelsea])
+    w.run()
+    assert w.result.snapshot_steps == [3, 6, 8] and w.snapshot_steps == [0, 3, 6, 8]
+    gif = Image.open(io.BytesIO(w.gif()))
+    assert gif.n_frames == 3  # 4 scrub positions thinned to 3: the seed and the final image kept
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 2000), (3, 2000, 1)])
+def test_exports_of_thin_images_are_bounded(model, chelsea, tmp_path, shape):
+    w, _ = make(model, torch.rand(*shape), steps=2, reference=[chelsea])
+    w.run()
+    png = Image.open(w.save(tmp_path / "x.png"))
+    assert png.width * png.height < 2_000_000  # it was 246 Mpx for 1 × 2000
+    gif = Image.open(w.save(tmp_path / "x.gif"))  # it raised OverflowError
+    assert max(gif.size) <= 1024 and gif.n_frames >= 2
+
+
+def test_images_over_40_mpx_are_refused_on_every_path(model, chelsea):
+    import numpy as np
+
+    big = np.zeros((6000, 8000, 3), np.uint8)  # 48 Mpx: uploads of it were refused, w.image took it
+    with pytest.raises(ValueError, match=r"too large \(8000×6000 = 48 Mpx; at most 40 Mpx\)"):
+        fw.FaccentWidget(model, big, steps=2, **FAST)
+    w, _ = make(model, chelsea, reference=[chelsea])
+    with pytest.raises(ValueError, match="too large"):
+        w.image = big
+    with pytest.raises(ValueError, match="too large"):
+        w.image = torch.zeros(1, 1, 1).expand(3, 8000, 6000)  # (no memory behind it)
+    assert torch.equal(w.image, chelsea)  # the current seed stays
+
+
+def test_a_new_image_says_that_the_true_label_is_dropped_or_takes_a_new_one(model, chelsea):
+    w, _ = make(model, chelsea, true_label="tabby", reference=[chelsea])
+    assert w.predicted_vs_true
+    with pytest.warns(UserWarning, match="true label 'tabby' was for the previous image"):
+        w.image = chelsea.flip(-1)
+    assert w.true_index is None and w.predicted_vs_true == "" and "true label 'tabby'" in w.status
+    w.set_image(chelsea, true_label="tabby")
+    assert w.true_index == model.class_index("tabby") and w.predicted_vs_true.endswith(")")

@@ -89,7 +89,7 @@ def test_scrub_live_during_a_run(ready):
     chunk(w, rec)
     chunk(w, rec)
     send(w, "scrub", index=0)
-    assert rec.of("scrub")[-1][0]["step"] == 0 and w._scrub_index == 0
+    assert rec.of("scrub")[-1][0]["step"] == 0 and w._session.scrub_index == 0
     # while scrubbed back, a view change redraws the scrubbed frame (no run frame will show it)
     rec.clear()
     w.view = "unmasked"
@@ -298,7 +298,7 @@ def test_scrub_to_the_right_end_after_stop_shows_the_latest_candidate_and_follow
     last = len(w.snapshot_steps) - 1
     send(w, "scrub", index=0)
     send(w, "scrub", index=last)
-    assert w._scrub_index is None
+    assert w._session.scrub_index is None
     rec.clear()
     w.view = "diff"
     ((msg, bufs),) = rec.of("image")

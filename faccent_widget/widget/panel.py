@@ -5,45 +5,48 @@ The browser drives the loop (see ``docs/widget-protocol.md``): it asks for a chu
 Python runs them and answers with one frame (JPEG bytes in a message buffer), the browser paints it and
 asks again. No threads, so it behaves the same in JupyterLab, Notebook 7, VS Code and Colab, and the
 kernel stays free between chunks. ``run()`` does the same from Python, headless.
+
+This class holds the traits, routes the browser's messages and sends the replies; the state (seed, maps,
+run, snapshots, results) is the :class:`~faccent_widget.widget.session.Session`'s, the exports are
+:mod:`~faccent_widget.widget.exports`' and the checks of what comes in are :mod:`~faccent_widget.widget.inputs`'.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import anywidget
-import numpy as np
 import torch
 import traitlets
 from torch import nn
 
-from ..core.compositing import panel
 from ..core.config import (
     DEFAULT_LAMBDA,
-    LAMBDA_MAX,
-    LAMBDA_SLIDER,
     PRESETS,
     EngineConfig,
     check_int,
     check_lambda,
     check_real,
-    check_setting,
     resolve_config,
 )
 from ..core.device_policy import device_policy
-from ..core.engine import Accentuation
-from ..core.masks import DEFAULT_P1, DEFAULT_P2
 from ..core.model import Model, as_model
-from ..core.objectives import Channel, Logit, Objective, resolve_objective
-from ..images import ImageInput, load_image, resize_image, to_jpeg_bytes, to_png_bytes
-from .extras import LambdaCalibrator, cached_lambda, decode_image, gif_bytes
-from .session import VIEWS, Frame, Session
+from ..core.objectives import Objective, resolve_objective
+from ..images import ImageInput, to_jpeg_bytes, to_png_bytes
+from . import exports
+from .extras import LambdaCalibrator, cached_lambda, decode_image
+from .inputs import GALLERY_MODES, check_image_size, target_from_trait
+from .playback import Playback
+from .session import Session
+from .traits import PanelTraits
 
 __all__ = ["FaccentWidget"]
+
+#: The traits whose changes go through ``_on_setting``.
+_SETTINGS = ("lam", "reg_layer", "preset", "steps", "p1", "p2", "view", "lam_min", "lam_max", "lam_recommended")
 
 
 def _asset(name: str) -> Path:
@@ -52,14 +55,20 @@ def _asset(name: str) -> Path:
     return packaged if packaged.exists() else here.parent / "js" / name
 
 
-class FaccentWidget(anywidget.AnyWidget):
+def _request_id(content: dict[str, Any]) -> int | str | None:
+    """The ``id`` a request carries (an int or a string), echoed in its reply; None when absent or odd."""
+    rid = content.get("id")
+    return rid if isinstance(rid, (int, str)) and not isinstance(rid, bool) else None
+
+
+class FaccentWidget(Playback):
     """Interactive feature accentuation of one image.
 
     Args:
         model: a :class:`~faccent_widget.Model` or a bare ``nn.Module`` (wrapped automatically).
-        img: anything :func:`~faccent_widget.load_image` accepts.
+        img: anything :func:`~faccent_widget.load_image` accepts (at most 40 Mpx, as uploads).
         labels: class names for a bare module.
-        true_label: the image's true class (index or label) — enables the triage view.
+        true_label: the image's true class (index or label) — enables the predicted-vs-true gallery.
         reference: images for collective mask normalisation (default: the bundled sample images).
         preset: a name from ``fw.PRESETS`` ("preview", "gpu", "paper"; default by device).
         device: run on this device (a private copy of the model if it lives elsewhere).
@@ -69,50 +78,8 @@ class FaccentWidget(anywidget.AnyWidget):
     _esm = _asset("widget.js")
     _css = _asset("widget.css")
 
-    top: traitlets.List[Any] = traitlets.List([]).tag(sync=True)
-    inhibited: traitlets.List[Any] = traitlets.List([]).tag(sync=True)
-    target = traitlets.Dict({}).tag(sync=True)
-    lam = traitlets.Float(DEFAULT_LAMBDA).tag(sync=True)
-    lam_min = traitlets.Float(LAMBDA_SLIDER[0]).tag(sync=True)
-    lam_max = traitlets.Float(LAMBDA_SLIDER[1]).tag(sync=True)
-    lam_recommended = traitlets.Float(None, allow_none=True).tag(sync=True)
-    reg_layer = traitlets.Unicode("").tag(sync=True)
-    reg_layers: traitlets.List[Any] = traitlets.List([]).tag(sync=True)
-    default_reg_layer = traitlets.Unicode("").tag(sync=True)
-    latent_layers: traitlets.List[Any] = traitlets.List([]).tag(sync=True)
-    preset = traitlets.Unicode("preview").tag(sync=True)
-    presets = traitlets.List(list(PRESETS)).tag(sync=True)
-    steps = traitlets.Int(40).tag(sync=True)
-    p1 = traitlets.Float(DEFAULT_P1).tag(sync=True)
-    p2 = traitlets.Float(DEFAULT_P2).tag(sync=True)
-    view = traitlets.Unicode("masked").tag(sync=True)
-    seed_png = traitlets.Bytes(b"").tag(sync=True)
-    gradcam_png = traitlets.Bytes(b"").tag(sync=True)
-    mask_png = traitlets.Bytes(b"").tag(sync=True)
-    accent_png = traitlets.Bytes(b"").tag(sync=True)
-    running = traitlets.Bool(False).tag(sync=True)
-    step = traitlets.Int(0).tag(sync=True)
-    seed_prob = traitlets.Float(None, allow_none=True).tag(sync=True)
-    prob = traitlets.Float(None, allow_none=True).tag(sync=True)
-    status = traitlets.Unicode("").tag(sync=True)
-    error = traitlets.Unicode("").tag(sync=True)
-    triage = traitlets.Unicode("").tag(sync=True)
-    device = traitlets.Unicode("cpu").tag(sync=True)
-    snapshot_steps: traitlets.List[Any] = traitlets.List([]).tag(sync=True)
-
-    _reverting = False
-    _setting_target = False
-
     #: Traits the browser may set (the controls); the others are the kernel's to set (see ``set_state``).
     BROWSER_SETTABLE = ("lam", "reg_layer", "preset", "steps", "p1", "p2", "view", "target")
-
-    #: compute the recommended λ mark in chunks when the browser asks (``calibrate`` messages)
-    auto_lambda = True
-    _calibrator: LambdaCalibrator | None = None
-    _auto_lam_layer: str | None = None
-    _single_run: Any = None
-    _scrub_index: int | None = None
-    _last_buffers: list[bytes] = []
 
     def __init__(
         self,
@@ -131,6 +98,7 @@ class FaccentWidget(anywidget.AnyWidget):
         lam = DEFAULT_LAMBDA if lam_given is None else check_lambda(lam_given)
         config = resolve_config(preset, adapter.device, **engine_overrides)  # bad settings fail here, not later
         reg_layer = adapter.check_reg_layer(config.reg_layer)
+        check_image_size(img)
         session = Session(adapter, img, reference=reference)
         top = session.top(5)
         super().__init__(
@@ -157,27 +125,53 @@ class FaccentWidget(anywidget.AnyWidget):
         #: The one resolved engine configuration; trait changes replace fields of it.
         self.engine_config: EngineConfig = dataclasses.replace(config, reg_layer=reg_layer)
         self._objective: Objective = resolve_objective(adapter, top[0]["index"])
-        self._mask = torch.ones(1, 1)
         self._ready = False
-        self._gallery_mode: str | None = None
-        self.result: Accentuation | None = None
-        self.gallery: list[Accentuation] = []
+        self._reverting = False  # our own revert of a refused value is no new setting
+        self._setting_target = False  # our own change of ``target`` is no request from outside
+        self._request: int | str | None = None  # the id of the request being handled (echoed in replies)
+        self._gallery_request: int | str | None = None  # the id of the gallery request (its final reply)
+        self._calibrator: LambdaCalibrator | None = None
+        self._auto_lam_layer: str | None = None
         self.true_index = adapter.class_index(true_label) if true_label is not None else None
         self._set_target_trait()
-        self.triage = self._triage_text()
+        self.predicted_vs_true = self._predicted_vs_true_text()
         self.seed_prob = self._seed_prob()
         self.status = f"predicted {top[0]['label']} ({top[0]['prob']:.2f})"
+        # observers are connected once the widget is complete (the constructor's values are no changes)
+        self.observe(self._on_setting, names=list(_SETTINGS))
+        self.observe(self._on_target, names=["target"])
+        self.observe(self._sync_snapshots, names=["step", "running"])
+        self.observe(self._redraw_on_view, names=["view"])
+        self.observe(self._forget_auto_lambda, names=["reg_layer"])
         self.on_msg(self._on_msg)
+
+    # ------------------------------------------------------------------ state
+    @property
+    def triage(self) -> str:
+        """Deprecated name of :attr:`predicted_vs_true`."""
+        warnings.warn(
+            "FaccentWidget.triage is deprecated; use FaccentWidget.predicted_vs_true", DeprecationWarning, stacklevel=2
+        )
+        return self.predicted_vs_true
+
+    @property
+    def image(self) -> torch.Tensor:
+        """The seed (3, H, W); assigning anything ``load_image`` accepts (or file bytes) swaps it."""
+        return self._session.seed
+
+    @image.setter
+    def image(self, value: ImageInput | bytes) -> None:
+        self.set_image(value)
 
     # ------------------------------------------------------------------ messages from the browser
     def _on_msg(self, _widget: Any, content: dict[str, Any], buffers: Sequence[bytes]) -> None:
         kind = content.get("type") if isinstance(content, dict) else None
-        handler = {
+        handlers: dict[str, Callable[[dict[str, Any], list[bytes]], None]] = {
             "ready": self._handle_ready,
-            "start": self._handle_start,
+            "start": lambda _m, _b: self.start(),
             "chunk": self._handle_chunk,
-            "stop": self._handle_stop,
-            "reset": self._handle_reset,
+            "stop": lambda _m, _b: self.stop(),
+            "reset": lambda _m, _b: self.reset(),
             "set_target": self._handle_set_target,
             "set_latent": self._handle_set_latent,
             "search": self._handle_search,
@@ -187,23 +181,31 @@ class FaccentWidget(anywidget.AnyWidget):
             "calibrate": self._handle_calibrate,
             "load_image": self._handle_load_image,
             "export_gif": self._handle_export_gif,
-        }.get(str(kind))
+        }
+        handler = handlers.get(str(kind))
         if handler is None:
             self._fail(f"unknown message type {kind!r}")
             return
-        self._last_buffers = [bytes(b) for b in (buffers or [])]
+        self._request = _request_id(content)
         try:
-            handler(content)
+            handler(content, [bytes(b) for b in (buffers or [])])
         except Exception as exc:  # shown in the panel; the widget stays usable
             self.running = False
             self._fail(f"{type(exc).__name__}: {exc}")
+        finally:
+            self._request = None
+
+    def _reply(self, content: dict[str, Any], buffers: Sequence[bytes] | None = None, rid: Any = None) -> None:
+        """Send ``content``, with the id of the request being answered (``rid``, or the current one)."""
+        rid = self._request if rid is None else rid
+        self.send(content if rid is None else {**content, "id": rid}, list(buffers) if buffers else None)
 
     def _fail(self, message: str) -> None:
         self.error = message
         self.status = "error: " + message
-        self.send({"type": "error", "message": message})
+        self._reply({"type": "error", "message": message})
 
-    def _handle_ready(self, _msg: dict[str, Any]) -> None:
+    def _handle_ready(self, _msg: dict[str, Any], _buffers: list[bytes]) -> None:
         self._ready = True
         self.seed_png = to_png_bytes(self._session.display_seed)
         if not self.accent_png:
@@ -214,15 +216,13 @@ class FaccentWidget(anywidget.AnyWidget):
             f"predicted {self.top[0]['label']} ({self.top[0]['prob']:.2f}) — pick a target and press Accentuate"
         )
 
-    def _handle_start(self, _msg: dict[str, Any]) -> None:
-        self.start()
-
-    def _handle_chunk(self, msg: dict[str, Any]) -> None:
+    def _handle_chunk(self, msg: dict[str, Any], _buffers: list[bytes]) -> None:
         requested = check_real(msg.get("budget_ms", 1000 * self._chunk_budget_s), "budget_ms", 0.0) / 1000.0
         frame = self.advance(max(0.02, min(requested, self._chunk_budget_s, 5.0)))
         if frame is None:
             self.send({"type": "frame", "step": self.step, "steps": self.steps, "done": True})
             return
+        gallery = self._session.gallery_mode is not None
         payload = {
             "type": "frame",
             "step": frame.step,
@@ -233,195 +233,70 @@ class FaccentWidget(anywidget.AnyWidget):
             "done": frame.done,
             "objective_history": frame.objective_history,
             "distance_history": frame.distance_history,
-            "gallery": self._gallery_mode is not None,
+            "gallery": gallery,
         }
         image = to_png_bytes(frame.image) if frame.done else to_jpeg_bytes(frame.image, quality=85)
         self.send(payload, [image])
-        if frame.done and self._gallery_mode is not None:
-            self._send_gallery()
+        if frame.done and gallery:
+            items, buffers = exports.gallery_message(self._session, self.p1, self.p2)
+            content = {"type": "gallery", "mode": self._session.gallery_mode, "items": items}
+            self._reply(content, buffers, rid=self._gallery_request)
 
-    def _handle_stop(self, _msg: dict[str, Any]) -> None:
-        self.stop()
-
-    def _handle_reset(self, _msg: dict[str, Any]) -> None:
-        self.reset()
-
-    def _handle_set_target(self, msg: dict[str, Any]) -> None:
+    def _handle_set_target(self, msg: dict[str, Any], _buffers: list[bytes]) -> None:
         self.set_target(check_int(msg.get("index"), "index", 0))
 
-    def _handle_set_latent(self, msg: dict[str, Any]) -> None:
+    def _handle_set_latent(self, msg: dict[str, Any], _buffers: list[bytes]) -> None:
         layer, channel = msg.get("layer"), msg.get("channel")
         if not isinstance(layer, str):
             raise TypeError(f"layer must be a layer name (a string), got {layer!r}")
         self.set_target(f"{layer}:{check_int(channel, 'channel', 0)}")
 
-    def _handle_search(self, msg: dict[str, Any]) -> None:
+    def _handle_search(self, msg: dict[str, Any], _buffers: list[bytes]) -> None:
         query = msg.get("query", "")
         if not isinstance(query, str):
             raise TypeError(f"query must be a string, got {query!r}")
-        self.send({"type": "search_results", "query": query, "items": self._session.search(query)})
+        self._reply({"type": "search_results", "query": query, "items": self._session.search(query)})
 
-    def _handle_gallery(self, msg: dict[str, Any]) -> None:
+    def _handle_gallery(self, msg: dict[str, Any], _buffers: list[bytes]) -> None:
         mode = msg.get("mode", "topk")
         if not isinstance(mode, str):
-            raise TypeError(f"mode must be 'topk', 'inhibited' or 'triage', got {mode!r}")
+            raise TypeError(f"mode must be {', '.join(map(repr, GALLERY_MODES))}, got {mode!r}")
         self.start_gallery(mode)
+        self._gallery_request = self._request
 
-    def _handle_download(self, _msg: dict[str, Any]) -> None:
-        self.send({"type": "download", "filename": "faccent_panel.png"}, [self.panel_png()])
+    def _handle_download(self, _msg: dict[str, Any], _buffers: list[bytes]) -> None:
+        self._reply({"type": "download", "filename": "faccent_panel.png"}, [self.panel_png()])
 
-    # ------------------------------------------------------------------ public Python API
-    def set_target(self, target: int | str | Objective) -> None:
-        """Pick the target (class index/label, ``"layer:unit"`` or an objective); restarts a running run.
+    def _handle_export_gif(self, _msg: dict[str, Any], _buffers: list[bytes]) -> None:
+        self._reply({"type": "download", "filename": f"faccent_{self.view}.gif"}, [self.gif()])
 
-        A refused target (unknown class, layer or channel) raises and leaves the widget as it was."""
-        objective = resolve_objective(self._model, target)
-        tiles = self._tiles(objective) if self._ready else None  # may fail: nothing is changed yet
-        self._objective = objective
-        self._set_target_trait()
-        self.seed_prob = self._seed_prob()
-        self.prob = None
-        if tiles is not None:
-            self._show_tiles(*tiles)
-        if self.running:
-            self.start()
+    def _handle_scrub(self, msg: dict[str, Any], _buffers: list[bytes]) -> None:
+        index, step, image = self._session.scrub(int(msg["index"]), self.view)
+        count = len(self._session.scrub_steps())
+        self._reply({"type": "scrub", "index": index, "step": step, "count": count}, [to_png_bytes(image)])
 
-    def start(self) -> None:
-        """Start a fresh run for the current target and settings (replacing any run in progress)."""
-        self._gallery_mode = None
+    def _handle_calibrate(self, msg: dict[str, Any], _buffers: list[bytes]) -> None:
         try:
-            self._session.start([self._objective], lam=self.lam, config=self.engine_config)
-        except BaseException:
-            self.running = False
-            raise
-        self.result = None
-        self.error = ""
-        self.step = 0
-        self.running = True
-        self.status = f"accentuating {self.target.get('label', '')}…"
+            done = self.calibrate_step(float(msg.get("budget_ms", 1000 * self._chunk_budget_s)) / 1000.0)
+        except Exception as exc:  # the λ mark is a convenience: its failure is no panel error
+            self._calibrator = None
+            self._reply({"type": "calibration", "done": True, "value": None, "error": f"{type(exc).__name__}: {exc}"})
+            return
+        progress = 1.0 if done or self._calibrator is None else self._calibrator.progress
+        self._reply({"type": "calibration", "done": done, "progress": progress, "value": self.lam_recommended})
 
-    def start_gallery(self, mode: str) -> None:
-        """Accentuate several targets in one batch: "topk", "inhibited" or "triage" (predicted vs true)."""
-        if mode == "topk":
-            targets = [t["index"] for t in self.top]
-        elif mode == "inhibited":
-            targets = [t["index"] for t in self.inhibited]
-        elif mode == "triage":
-            if self.true_index is None:
-                raise ValueError("no true_label was given to the widget, so there is nothing to compare")
-            targets = [self.top[0]["index"], self.true_index]
-        else:
-            raise ValueError(f"unknown gallery mode {mode!r}; use 'topk', 'inhibited' or 'triage'")
+    def _handle_load_image(self, msg: dict[str, Any], buffers: list[bytes]) -> None:
+        if not buffers:
+            raise ValueError("no file data arrived")
+        name = str(msg.get("name", "") or "the file")
         try:
-            self._session.start(targets, lam=self.lam, config=self.engine_config)
-        except BaseException:
-            self.running = False
-            raise
-        self._gallery_mode = mode
-        self.gallery = []
-        self.error = ""
-        self.step = 0
-        self.running = True
-        self.status = f"accentuating {len(targets)} classes ({mode})…"
+            seed = decode_image(buffers[0])
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}; the previous image stays") from None
+        dropped = self._swap_image(seed, None)
+        self.status = f"new image {name}: predicted {self.top[0]['label']} ({self.top[0]['prob']:.2f}){dropped}"
 
-    def stop(self) -> None:
-        """Stop asking for steps; the current image stays."""
-        self.running = False
-        self.status = f"stopped at step {self.step}"
-
-    def reset(self) -> None:
-        """Discard the run and show the seed again."""
-        self._session.run = None
-        self.running = False
-        self.step = 0
-        self.prob = None
-        self.result = None
-        self.accent_png = to_png_bytes(self._session.display_seed)
-        self.status = "reset"
-
-    def advance(self, budget_s: float | None = None) -> Frame | None:
-        """Run about ``budget_s`` seconds of steps (default: the device's chunk budget) and return the
-        frame to show (None if idle)."""
-        session = self._session
-        if not self.running or session.run is None:
-            return None
-        states = session.advance(self._chunk_budget_s if budget_s is None else budget_s)
-        run = session.run
-        last = states[-1] if states else None
-        done = run.done
-        self.step = run.step_count
-        if self._gallery_mode is not None:
-            image = self._gallery_strip(last.image if last is not None else run.current_image())
-            prob = None
-        else:
-            accent = (last.image if last is not None else run.current_image())[0].clamp(0, 1).cpu()
-            image = session.view(accent, self._mask, self.view)
-            prob = session.current_prob() if done or run.step_count % 5 == 0 or len(states) > 1 else self.prob
-            self.prob = prob
-        history = run.history
-        # one device→host copy per chunk for the whole sparkline (item 0), not one per step
-        curves = torch.stack([torch.stack((o[0], d[0])) for o, d in history]).tolist() if history else []
-        objective = [c[0] for c in curves]
-        distance = [c[1] for c in curves]
-        if done:
-            self.running = False
-            if self._gallery_mode is None:
-                self.result = session.results[0]
-                self.prob = self.result.score.prob
-                self.accent_png = to_png_bytes(image)
-                self.status = self._done_text()
-            else:
-                self.gallery = list(session.results)
-                self.status = f"gallery done: {len(self.gallery)} accentuations"
-        return Frame(
-            self.step,
-            run.config.steps,
-            image,
-            objective[-1] if objective else math.nan,
-            distance[-1] if distance else math.nan,
-            self.prob,
-            done,
-            objective,
-            distance,
-        )
-
-    def run(self, steps: int | None = None) -> Accentuation:
-        """Run an accentuation to completion from Python (scripts, CI); returns ``self.result``.
-
-        On an error (or Ctrl-C) the run stops (``running`` False), ``status``/``error`` say why, and the
-        exception is raised; the widget stays usable."""
-        if steps is not None:
-            self.steps = check_setting("steps", steps)
-        try:
-            self.start()
-            while self.running:
-                self.advance(1.0)
-        except KeyboardInterrupt:
-            self.running = False
-            self.status = f"interrupted at step {self.step}"
-            raise
-        except Exception as exc:
-            self.running = False
-            self.error = f"{type(exc).__name__}: {exc}"
-            self.status = "error: " + self.error
-            raise
-        if self.result is None:  # pragma: no cover - a run always ends with a result
-            raise RuntimeError("the run ended without a result")
-        return self.result
-
-    def panel_png(self) -> bytes:
-        """PNG of the panel: seed | Grad-CAM | mask | accentuation."""
-        heat, mask = self._session.heat_and_mask(self._objective, self.p1, self.p2)
-        accent = self.result.image if self.result is not None else self._session.display_seed
-        label = self.target.get("label", "")
-        strip = panel(
-            [self._session.display_seed, heat, mask, self._session.view(accent, mask, self.view)],
-            ["seed", f"Grad-CAM: {label}", "mask (collective)", f"accentuation ({self.view})"],
-            height=256,
-        )
-        return to_png_bytes(strip)
-
-    # ------------------------------------------------------------------ trait validation
+    # ------------------------------------------------------------------ trait validation and sync
     def set_state(self, sync_data: dict[str, Any]) -> None:
         """State from the browser. Values of the wrong type (``lam: null``, ``steps: 3.5``) and traits
         that are the kernel's to set (``top``, ``running``, the images, …) are refused: ``error`` says
@@ -429,7 +304,7 @@ class FaccentWidget(anywidget.AnyWidget):
         through the usual validation (``_on_setting``, ``_on_target``)."""
         accepted: dict[str, Any] = {}
         refused: dict[str, str] = {}
-        own = FaccentWidget.class_own_traits(sync=True)
+        own = PanelTraits.class_own_traits(sync=True)
         for name, value in sync_data.items():
             if name in own and name not in self.BROWSER_SETTABLE:
                 refused[name] = f"{name} is set by the kernel, not by the browser"
@@ -448,12 +323,9 @@ class FaccentWidget(anywidget.AnyWidget):
             self.error = "; ".join(refused.values())
             self.send_state(list(refused))  # the browser gets the kernel's values back
 
-    @traitlets.observe(
-        "lam", "reg_layer", "preset", "steps", "p1", "p2", "view", "lam_min", "lam_max", "lam_recommended"
-    )
     def _on_setting(self, change: dict[str, Any]) -> None:
-        if not hasattr(self, "_session") or self._reverting:
-            return  # constructor defaults, or our own revert of a refused value
+        if self._reverting:
+            return  # our own revert of a refused value
         name, new, old = change["name"], change["new"], change["old"]
         problem = self._invalid(name, new)
         if problem:
@@ -474,7 +346,7 @@ class FaccentWidget(anywidget.AnyWidget):
                 self._refresh_tiles()
             elif name == "view":
                 if self.result is not None:
-                    self.accent_png = to_png_bytes(self._session.view(self.result.image, self._mask, new))
+                    self.accent_png = to_png_bytes(self._session.compose(self.result.image, self._session.mask, new))
             elif name in ("lam", "reg_layer", "preset", "steps") and self.running:
                 self.start()  # λ, layer, preset or steps changed mid-run: restart cleanly
         except Exception as exc:  # nothing half-applied: the old value and configuration come back
@@ -483,14 +355,13 @@ class FaccentWidget(anywidget.AnyWidget):
             self.running = False
             self._fail(f"{type(exc).__name__}: {exc}")
 
-    @traitlets.observe("target")
     def _on_target(self, change: dict[str, Any]) -> None:
         """``target`` set from outside (the browser, or ``w.target = …``): applied through
         :meth:`set_target` when it names a class index or a layer channel, else refused."""
-        if not hasattr(self, "_session") or self._setting_target:
+        if self._setting_target:
             return
         try:
-            self.set_target(_target_from_trait(change["new"]))
+            self.set_target(target_from_trait(change["new"]))
         except Exception as exc:
             self._setting_target = True
             try:
@@ -506,328 +377,30 @@ class FaccentWidget(anywidget.AnyWidget):
         finally:
             self._reverting = False
 
-    def _invalid(self, name: str, value: Any) -> str:
-        """'' if ``value`` is acceptable for trait ``name``, else the message saying why not (the engine
-        settings are checked by :mod:`faccent_widget.core.config`, the one place they are defined)."""
-        try:
-            if name in ("lam", "lam_recommended"):
-                if value is not None or name == "lam":
-                    check_lambda(value)
-            elif name in ("lam_min", "lam_max"):
-                lo, hi = (value, self.lam_max) if name == "lam_min" else (self.lam_min, value)
-                check_real(value, name, 0.0, LAMBDA_MAX, lo_open=True)  # a log-scale slider: > 0
-                if not lo < hi:
-                    return f"the λ slider needs lam_min < lam_max, got lam_min={lo!r}, lam_max={hi!r}"
-            elif name == "reg_layer":
-                check_setting(name, value)
-                if value not in self._model.layer_names or not self._model.layout(value).is_activation:
-                    return f"unknown regularisation layer {value!r}; pick one from the list"
-            elif name in ("preset", "steps"):
-                check_setting(name, value)
-            elif name in ("p1", "p2"):
-                check_real(value, name, 0.0, 100.0)
-                p1, p2 = (value, self.p2) if name == "p1" else (self.p1, value)
-                if not p1 < p2:
-                    return f"mask percentiles need 0 ≤ p1 < p2 ≤ 100, got p1={p1}, p2={p2}"
-            elif name == "view" and value not in VIEWS:
-                return f"view must be one of {', '.join(VIEWS)}, got {value!r}"
-        except (TypeError, ValueError) as exc:
-            return str(exc)
-        return ""
-
-    # ------------------------------------------------------------------ helpers
-    def _refresh_tiles(self) -> None:
-        if not self._ready:
-            return
-        self._show_tiles(*self._tiles(self._objective))
-
-    def _tiles(self, objective: Objective) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._session.heat_and_mask(objective, self.p1, self.p2)
-
-    def _show_tiles(self, heat: torch.Tensor, mask: torch.Tensor) -> None:
-        self._mask = mask
-        self.gradcam_png = to_png_bytes(heat)
-        self.mask_png = to_png_bytes(mask)
-
-    def _set_target_trait(self) -> None:
-        obj = self._objective
-        if isinstance(obj, Logit):
-            value = {"kind": "class", "index": obj.index, "label": self._model.labels[obj.index]}
-        elif isinstance(obj, Channel):
-            value = {"kind": "latent", "layer": obj.layer, "channel": obj.unit, "label": obj.description}
-        else:
-            value = {"kind": "latent", "label": obj.description}
-        self._setting_target = True
-        try:
-            self.target = value
-        finally:
-            self._setting_target = False
-
-    def _seed_prob(self) -> float | None:
-        if isinstance(self._objective, Logit):
-            return float(self._session.probs[self._objective.index])
-        return None
-
-    def _triage_text(self) -> str:
-        if self.true_index is None:
-            return ""
-        pred = self.top[0]
-        if pred["index"] == self.true_index:
-            return ""
-        true_p = float(self._session.probs[self.true_index])
-        return (
-            f"predicted {pred['label']} ({pred['prob']:.2f}) — "
-            f"true {self._model.labels[self.true_index]} ({true_p:.2f})"
-        )
-
-    def _done_text(self) -> str:
-        r = self.result
-        if r is None:
-            return ""
-        if r.seed_score.prob is not None and r.score.prob is not None:
-            return f"done: {self.target.get('label', '')} {r.seed_score.prob:.3f} → {r.score.prob:.3f}"
-        return f"done: {r.target} {r.seed_score.value:.2f} → {r.score.value:.2f}"
-
-    def _gallery_strip(self, images: torch.Tensor) -> torch.Tensor:
-        strip = panel(list(images.clamp(0, 1).cpu()), None, height=160)
-        return torch.from_numpy(np.array(strip)).permute(2, 0, 1).float() / 255.0
-
-    def _send_gallery(self) -> None:
-        items, accents, masks = [], [], []
-        for res, obj in zip(self.gallery, self._session.gallery_targets):
-            _, mask = self._session.heat_and_mask(obj, self.p1, self.p2)
-            label = self._model.labels[obj.index] if isinstance(obj, Logit) else obj.description
-            items.append(
-                {
-                    "label": label,
-                    "index": getattr(obj, "index", None),
-                    "prob_before": res.seed_score.prob,
-                    "prob_after": res.score.prob,
-                }
-            )
-            accents.append(to_png_bytes(self._session.view(res.image, mask, "masked")))
-            masks.append(to_png_bytes(mask))
-        self.send({"type": "gallery", "mode": self._gallery_mode, "items": items}, accents + masks)
-
-    # ------------------------------------------------------------------ scrub, redraw, λ mark, own photo, GIF
-    def _handle_scrub(self, msg: dict[str, Any]) -> None:
-        steps = list(self.snapshot_steps)
-        if not steps:
-            raise ValueError("there are no snapshots to scrub through yet: press Accentuate first")
-        index = max(0, min(int(msg["index"]), len(steps) - 1))
-        # the right end is "the latest image": the current candidate (after a Stop it can be newer than the
-        # last snapshot), and a later view change redraws that, like an unscrubbed panel
-        self._scrub_index = None if index == len(steps) - 1 else index
-        current = self._current_accent() if self._scrub_index is None else None
-        image = self._session.view(current, self._mask, self.view) if current is not None else self.snapshot_view(index)
-        assert image is not None
-        self.send({"type": "scrub", "index": index, "step": steps[index], "count": len(steps)}, [to_png_bytes(image)])
-
-    def _handle_calibrate(self, msg: dict[str, Any]) -> None:
-        try:
-            done = self.calibrate_step(float(msg.get("budget_ms", 1000 * self._chunk_budget_s)) / 1000.0)
-        except Exception as exc:  # the λ mark is a convenience: its failure is no panel error
-            self._calibrator = None
-            self.send({"type": "calibration", "done": True, "value": None, "error": f"{type(exc).__name__}: {exc}"})
-            return
-        progress = 1.0 if done or self._calibrator is None else self._calibrator.progress
-        self.send({"type": "calibration", "done": done, "progress": progress, "value": self.lam_recommended})
-
-    def _handle_load_image(self, msg: dict[str, Any]) -> None:
-        if not self._last_buffers:
-            raise ValueError("no file data arrived")
-        name = str(msg.get("name", "") or "the file")
-        try:
-            self.set_image(self._last_buffers[0])
-        except ValueError as exc:
-            raise ValueError(f"{name}: {exc}; the previous image stays") from None
-        self.status = f"new image {name}: predicted {self.top[0]['label']} ({self.top[0]['prob']:.2f})"
-
-    def _handle_export_gif(self, _msg: dict[str, Any]) -> None:
-        self.send({"type": "download", "filename": f"faccent_{self.view}.gif"}, [self.gif()])
-
-    @traitlets.observe("step", "running")
     def _sync_snapshots(self, change: dict[str, Any]) -> None:
-        if not hasattr(self, "_session"):
-            return
         if change["name"] == "step" and change["new"] == 0:
-            self._scrub_index = None  # a new run (or a reset) shows the live image again
-        steps = self._scrub_source()[0]
+            self._session.scrub_index = None  # a new run (or a reset) shows the live image again
+        steps = self._session.scrub_steps()
         if steps != list(self.snapshot_steps):
             self.snapshot_steps = steps
 
-    @traitlets.observe("view")
     def _redraw_on_view(self, change: dict[str, Any]) -> None:
         """Redraw the accentuation in the new view when no frame is coming (after Stop, or while scrubbed)."""
-        if not hasattr(self, "_session") or self._reverting or self._invalid("view", change["new"]):
+        session = self._session
+        if self._reverting or self._invalid("view", change["new"]):
             return
-        if self.running and self._scrub_index is None:
+        if self.running and session.scrub_index is None:
             return  # the next frame comes in the new view
-        if self._scrub_index is not None:
-            image = self.snapshot_view(self._scrub_index)
-        else:
-            current = self._current_accent()
-            image = self._session.view(current, self._mask, self.view) if current is not None else None
+        image = session.shown(self.view)
         if image is None or not self._ready:
             return
         png = to_png_bytes(image)
-        if self._scrub_index is None:
+        if session.scrub_index is None:
             self.accent_png = png
-        self.send({"type": "image", "tile": "accent", "index": self._scrub_index}, [png])
+        self.send({"type": "image", "tile": "accent", "index": session.scrub_index}, [png])
 
-    def _live_single_run(self) -> Any:
-        """The single (non-gallery) run whose snapshots the panel scrubs: a gallery run keeps the last one."""
-        run = self._session.run
-        if run is None:
-            self._single_run = None
-        elif not self._session.gallery_targets:
-            self._single_run = run
-        return self._single_run
-
-    def _scrub_source(self) -> tuple[list[int], Any]:
-        """(steps of the scrub positions, position → (3, H, W) image); position 0 is the seed."""
-        run = self._live_single_run()
-        if run is None:  # reset, or a new image: nothing to scrub (even while ``result`` is being cleared)
-            return [], None
-        if self.result is not None:
-            snaps, steps = self.result.snapshots, list(self.result.snapshot_steps)
-            hw = tuple(self.result.image.shape[-2:])
-
-            def get(k: int) -> torch.Tensor:
-                return snaps[k - 1].float() / 255.0
-        else:
-            steps, hw = list(run.snapshot_steps), (run.h, run.w)
-
-            def get(k: int) -> torch.Tensor:
-                return run.snapshots[k - 1][0].float().cpu() / 255.0
-
-        seed = resize_image(self._session.seed, (int(hw[0]), int(hw[1])))
-        return [0, *steps], (lambda k: seed if k == 0 else get(k))
-
-    def _current_accent(self) -> torch.Tensor | None:
-        if self.result is not None:
-            return self.result.image
-        run = self._live_single_run()
-        return run.current_image()[0].cpu() if run is not None else None
-
-    def snapshot_view(self, index: int, view: str | None = None) -> torch.Tensor | None:
-        """Scrub position ``index`` (0 = the seed, then the run's snapshots) in ``view`` (default: the
-        current view), or None when there is no run."""
-        steps, get = self._scrub_source()
-        if not steps:
-            return None
-        k = max(0, min(int(index), len(steps) - 1))
-        return self._session.view(get(k), self._mask, view or self.view)
-
-    def calibrate_step(self, budget_s: float) -> bool:
-        """One chunk of the automatic λ calibration (small budget, cached per model and layer); True when
-        ``lam_recommended`` is final. A λ mark set by the user is kept."""
-        layer = self.reg_layer
-        if not self.auto_lambda or (self.lam_recommended is not None and self._auto_lam_layer in (None, layer)):
-            return True
-        cached = cached_lambda(self._model, layer)
-        if cached is None:
-            if self._calibrator is None or self._calibrator.reg_layer != layer:
-                self._calibrator = LambdaCalibrator(self._model, layer)
-            if not self._calibrator.advance(max(0.02, min(budget_s, self._chunk_budget_s))):
-                return False
-            cached = self._calibrator.recommended
-            self._calibrator = None
-        assert cached is not None
-        self._auto_lam_layer = layer
-        self.lam_recommended = min(max(cached, self.lam_min), self.lam_max)
-        return True
-
-    @traitlets.observe("reg_layer")
     def _forget_auto_lambda(self, change: dict[str, Any]) -> None:
         if self._auto_lam_layer is not None and change["new"] != self._auto_lam_layer and not self._reverting:
             cached = cached_lambda(self._model, change["new"])
             self.lam_recommended = min(max(cached, self.lam_min), self.lam_max) if cached is not None else None
             self._auto_lam_layer = change["new"] if cached is not None else self._auto_lam_layer
-
-    def set_image(self, img: ImageInput | bytes) -> None:
-        """Swap the seed (anything ``load_image`` accepts, or an image file's bytes): new top-5, tiles and
-        target, the run is discarded. A bad image raises and the current seed stays."""
-        seed = decode_image(img) if isinstance(img, (bytes, bytearray, memoryview)) else load_image(img)
-        old = self._session
-        session = Session(self._model, seed, reference=old._reference_inputs)
-        session._reference = old._reference  # same reference set (its maps are cached with the seed's, per target)
-        top = session.top(5)
-        inhibited = session.inhibited(5)
-        objective = resolve_objective(self._model, top[0]["index"])
-        # nothing above touched the widget: from here on the new seed replaces the old one
-        self.running = False
-        self._session = session
-        self._gallery_mode = None
-        self._single_run = None
-        self._scrub_index = None
-        self.result = None
-        self.gallery = []
-        self.true_index = None
-        self._objective = objective
-        with self.hold_sync():
-            self.top, self.inhibited = top, inhibited
-            self._set_target_trait()
-            self.seed_prob = self._seed_prob()
-            self.prob = None
-            self.step = 0
-            self.snapshot_steps = []
-            self.triage = ""
-            self.error = ""
-            if self._ready:
-                self.seed_png = to_png_bytes(session.display_seed)
-                self.accent_png = self.seed_png
-        self._refresh_tiles()
-        self.send({"type": "image", "tile": "accent", "index": None}, [to_png_bytes(session.display_seed)])
-        self.status = f"new image: predicted {top[0]['label']} ({top[0]['prob']:.2f})"
-
-    @property
-    def image(self) -> torch.Tensor:
-        """The seed (3, H, W); assigning anything ``load_image`` accepts (or file bytes) swaps it."""
-        return self._session.seed
-
-    @image.setter
-    def image(self, value: ImageInput | bytes) -> None:
-        self.set_image(value)
-
-    def gif(self, view: str | None = None) -> bytes:
-        """Animated GIF of the run's snapshots, seed → accentuation, in ``view`` (default: the current one)."""
-        problem = self._invalid("view", view) if view is not None else ""
-        if problem:
-            raise ValueError(problem)
-        steps, _ = self._scrub_source()
-        if len(steps) < 2:
-            raise ValueError("there is nothing to animate yet: run an accentuation first")
-        frames = [self.snapshot_view(k, view) for k in range(len(steps))]
-        return gif_bytes([f for f in frames if f is not None])
-
-    def save(self, path: str | Path, view: str | None = None) -> Path:
-        """Write ``x.png`` (the panel: seed | Grad-CAM | mask | accentuation) or ``x.gif`` (the animation)."""
-        out = Path(path)
-        suffix = out.suffix.lower()
-        if suffix == ".gif":
-            data = self.gif(view)
-        elif suffix == ".png":
-            data = self.panel_png()
-        else:
-            raise ValueError(
-                f"save() writes .png (the panel) or .gif (the animation), not {out.suffix or 'no suffix'!r}"
-            )
-        out.write_bytes(data)
-        return out
-
-
-def _target_from_trait(value: Any) -> int | str:
-    """A ``target`` trait value → what :meth:`FaccentWidget.set_target` takes (class index or
-    ``"layer:channel"``), or a clear error."""
-    if not isinstance(value, dict):
-        raise TypeError(f"target must be a dict like {{'kind': 'class', 'index': 3}}, got {type(value).__name__}")
-    kind = value.get("kind")
-    if kind == "class":
-        return check_int(value.get("index"), "target index", 0)
-    if kind == "latent" and "layer" in value:
-        layer = value.get("layer")
-        if not isinstance(layer, str):
-            raise TypeError(f"target layer must be a layer name, got {layer!r}")
-        return f"{layer}:{check_int(value.get('channel'), 'target channel', 0)}"
-    raise ValueError("target must be {'kind': 'class', 'index': i} or {'kind': 'latent', 'layer': name, 'channel': c}")

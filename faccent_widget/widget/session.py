@@ -1,5 +1,6 @@
-"""Widget-independent state of one FaccentWidget: the seed, its predictions, its attribution tiles
-and the run in progress.
+"""Widget-independent state of one FaccentWidget: the seed, its predictions, its attribution tiles, the
+run in progress and its playback (snapshots, scrub position, results of the single run and of the
+gallery).
 
 The images and numbers the panel shows are computed here; :mod:`faccent_widget.widget.panel` holds
 the settings, turns browser messages into calls of this class and chooses what to send back. Keeping
@@ -8,16 +9,16 @@ this apart makes it testable without a kernel or a browser.
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import math
 import time
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 
 from ..accentuate import start_run
 from ..core.attribution import attribution_maps
@@ -27,14 +28,19 @@ from ..core.engine import Accentuation, AccentuationRun, StepState
 from ..core.masks import CollectiveNormalizer
 from ..core.model import Model
 from ..core.objectives import Logit, Objective
-from ..images import ImageInput, canvas_size, load_image, resize_image, sample_images
+from ..images import ImageInput, canvas_size, load_image, resize_image
+from .exports import gallery_strip
+from .reference import ReferenceMaps
 
-__all__ = ["Session", "Frame", "VIEWS", "MAPS_CACHE_SIZE"]
+__all__ = ["Session", "Frame", "VIEWS", "MAPS_CACHE_SIZE", "MAX_SNAPSHOTS"]
 
 VIEWS = ("masked", "unmasked", "diff")
 #: Attribution maps (seed and reference set) are kept for this many targets, least recently used
 #: dropped first (one entry of the default model is about 1.5 MiB).
 MAPS_CACHE_SIZE = 16
+#: A widget run keeps at most this many snapshots (the scrub positions after the seed): longer runs take
+#: one every ``ceil(steps / MAX_SNAPSHOTS)`` steps instead of the preset's ``snapshot_every``.
+MAX_SNAPSHOTS = 120
 
 
 @dataclass
@@ -52,37 +58,69 @@ class Frame:
     distance_history: list[float] = field(default_factory=list)
 
 
+def snapshot_every(config: EngineConfig, budget: int | None = None) -> int:
+    """``config.snapshot_every``, raised so that a run of ``config.steps`` keeps at most ``budget``
+    (default ``MAX_SNAPSHOTS``) snapshots."""
+    cap = MAX_SNAPSHOTS if budget is None else budget
+    return max(int(config.snapshot_every), math.ceil(int(config.steps) / max(1, cap)))
+
+
 class Session:
-    """Seed image, target, reference set and the run in progress."""
+    """Seed image, target maps, reference set, the run in progress and its playback state.
+
+    Args:
+        model: the wrapped model.
+        image: the seed (anything :func:`~faccent_widget.load_image` accepts).
+        reference: images for collective mask normalisation (default: the bundled sample images).
+        mask_size: the shorter side of the shown tiles.
+    """
 
     def __init__(
-        self, model: Model, image: ImageInput, *, reference: Sequence[ImageInput] | None = None, mask_size: int = 256
+        self,
+        model: Model,
+        image: ImageInput,
+        *,
+        reference: Sequence[ImageInput] | None = None,
+        mask_size: int = 256,
+        _references: ReferenceMaps | None = None,
     ) -> None:
-        if reference is not None:
-            single = isinstance(reference, (str, bytes, os.PathLike, Image.Image)) or (
-                isinstance(reference, (torch.Tensor, np.ndarray)) and reference.ndim < 4
-            )
-            if single or not hasattr(reference, "__len__"):
-                raise TypeError(
-                    "reference must be a list of images (anything load_image accepts) or an (N, 3, H, W) batch, "
-                    f"got {type(reference).__name__}"
-                )
-            if len(reference) == 0:
-                raise ValueError("the reference set for collective normalisation is empty; pass images or None")
         self.model = model
+        #: the reference set and its maps per target (shared with the sessions made by ``with_image``)
+        self.references = _references if _references is not None else ReferenceMaps(model, reference, MAPS_CACHE_SIZE)
+        self.mask_size = mask_size
         self.seed = load_image(image)
         # the shown tiles: shorter side mask_size, longer side capped (thin images stay bounded)
         self.display_seed = resize_image(
             self.seed, canvas_size((int(self.seed.shape[-2]), int(self.seed.shape[-1])), mask_size)
         )
-        self._reference_inputs = reference
-        self._reference: torch.Tensor | None = None
+        #: the seed at each size it is composed at (the display size, the canvas of the last run)
+        self._seeds: dict[tuple[int, int], torch.Tensor] = {_hw(self.display_seed): self.display_seed}
         #: target description → (seed map (H, W), reference maps (N, h, w)); an LRU of MAPS_CACHE_SIZE
         self._maps: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
-        self.run: AccentuationRun | None = None
-        self.gallery_targets: list[Objective] = []
-        self.results: list[Accentuation] = []
         self.probs = model.probabilities(self.seed)
+        # ---- playback
+        self.run: AccentuationRun | None = None
+        #: the targets of the gallery batch in progress ([] for a single run)
+        self.gallery_targets: list[Objective] = []
+        #: "topk", "inhibited" or "predicted_vs_true" while a gallery batch is the current run, else None
+        self.gallery_mode: str | None = None
+        #: the results of the current run once it is done
+        self.results: list[Accentuation] = []
+        #: the finished single run's accentuation (None while it runs, after a reset, for a new seed)
+        self.result: Accentuation | None = None
+        #: the last finished gallery batch
+        self.gallery: list[Accentuation] = []
+        #: the single (non-gallery) run whose snapshots are scrubbed: a gallery batch keeps the last one
+        self.single_run: AccentuationRun | None = None
+        #: the scrub position shown instead of the latest image (None = follow the run)
+        self.scrub_index: int | None = None
+        #: the collective mask of the current target at the display size (set with the tiles)
+        self.mask: torch.Tensor = torch.ones(1, 1)
+
+    def with_image(self, image: ImageInput) -> Session:
+        """A session for another seed with the same model and reference set: the reference maps already
+        computed are reused (a photo swap computes only the new seed's maps)."""
+        return Session(self.model, image, mask_size=self.mask_size, _references=self.references)
 
     # ------------------------------------------------------------------ predictions
     def top(self, k: int = 5) -> list[dict[str, Any]]:
@@ -99,6 +137,7 @@ class Session:
         return {"index": index, "label": self.model.labels[index], "prob": prob}
 
     def search(self, query: str, limit: int = 12) -> list[dict[str, Any]]:
+        """Classes whose label contains ``query`` (prefix matches first, then by probability)."""
         q = query.strip().lower()
         if not q:
             return []
@@ -108,29 +147,22 @@ class Session:
 
     # ------------------------------------------------------------------ attribution tiles
     def reference(self) -> torch.Tensor:
-        if self._reference is None:
-            if self._reference_inputs is None:
-                images = list(sample_images().values())
-            else:
-                images = list(self._reference_inputs)  # type: ignore[arg-type]
-            if not images:
-                raise ValueError("the reference set for collective normalisation is empty")
-            self._reference = self.model.view(images)
-        return self._reference
+        """The reference images at the model's input (N, 3, h, w)."""
+        return self.references.images()
 
     def _source(self, objective: Objective) -> str:
         return "gradcam" if isinstance(objective, Logit) or objective.spatial_layer is None else "activation"
 
     def maps(self, objective: Objective) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw attribution of the seed (H, W) and of the reference set (N, h, w), cached per target
-        (the ``MAPS_CACHE_SIZE`` most recently used targets)."""
+        (the ``MAPS_CACHE_SIZE`` most recently used targets; the reference maps per widget)."""
         key = objective.description
         if key in self._maps:
             self._maps.move_to_end(key)
             return self._maps[key]
         source = self._source(objective)
         seed_map = attribution_maps(self.model, self.model.view(self.seed), objective, source=source)[0]
-        ref_maps = attribution_maps(self.model, self.reference(), objective, source=source)
+        ref_maps = self.references.maps(objective, source, MAPS_CACHE_SIZE)
         self._maps[key] = (seed_map, ref_maps)
         while len(self._maps) > MAPS_CACHE_SIZE:
             self._maps.popitem(last=False)
@@ -146,13 +178,40 @@ class Session:
         return heat, torch.as_tensor(mask).float()
 
     # ------------------------------------------------------------------ runs
-    def start(self, targets: Sequence[Any], *, lam: float, config: EngineConfig) -> AccentuationRun:
-        """Start a new run (replacing any other): one target, or a batch for the gallery."""
+    def start(
+        self, targets: Sequence[Any], *, lam: float, config: EngineConfig, gallery_mode: str | None = None
+    ) -> AccentuationRun:
+        """Start a new run (replacing any other): one target, or a batch for the gallery (``gallery_mode``
+        names it). At most ``MAX_SNAPSHOTS`` snapshots are kept (see :func:`snapshot_every`)."""
         self.run = None
+        self.single_run = None if gallery_mode is None else self.single_run
+        self.gallery_mode = None
+        self.gallery_targets = []
         self.results = []
-        self.run = start_run(self.model, self.seed, list(targets), lam=lam, config=config)
-        self.gallery_targets = list(self.run.objectives) if len(targets) > 1 else []
-        return self.run
+        every = snapshot_every(config)
+        if every != config.snapshot_every:
+            config = dataclasses.replace(config, snapshot_every=every)
+        run = start_run(self.model, self.seed, list(targets), lam=lam, config=config)
+        self.run = run
+        self._remember_seed(run.seeds[0].detach().cpu())  # the canvas-sized seed the run already holds
+        self.gallery_mode = gallery_mode
+        self.gallery_targets = list(run.objectives) if gallery_mode is not None else []
+        if gallery_mode is None:
+            self.single_run = run
+            self.result = None
+            self.scrub_index = None
+        else:
+            self.gallery = []
+        return run
+
+    def reset(self) -> None:
+        """Discard the run (and what is scrubbed): the panel shows the seed again."""
+        self.run = None
+        self.single_run = None
+        self.result = None
+        self.gallery_mode = None
+        self.gallery_targets = []
+        self.scrub_index = None
 
     def advance(self, budget_s: float) -> list[StepState]:
         """Run steps for about ``budget_s`` seconds (at least one).
@@ -177,7 +236,45 @@ class Session:
                 break
         if run.done:
             self.results = run.result()
+            if self.gallery_mode is None:
+                self.result = self.results[0]
+            else:
+                self.gallery = list(self.results)
         return states
+
+    def next_frame(self, budget_s: float, view: str, prob: float | None) -> Frame | None:
+        """Advance the run for about ``budget_s`` seconds and return the frame to show (None without a
+        run): the accentuation in ``view`` (a strip of the batch for a gallery). ``prob`` is the last
+        known target probability, re-measured every 5 steps, after a chunk of several steps and at the end."""
+        run = self.run
+        if run is None:
+            return None
+        states = self.advance(budget_s)
+        current = states[-1].image if states else run.current_image()
+        if self.gallery_mode is not None:
+            image = gallery_strip(current)
+        else:
+            image = self.compose(current[0].clamp(0, 1).cpu(), self.mask, view)
+            if self.result is not None:
+                prob = self.result.score.prob
+            elif run.step_count % 5 == 0 or len(states) > 1:
+                prob = self.current_prob()
+        # one device→host copy per chunk for the whole sparkline (item 0), not one per step
+        history = run.history
+        curves = torch.stack([torch.stack((o[0], d[0])) for o, d in history]).tolist() if history else []
+        objective = [c[0] for c in curves]
+        distance = [c[1] for c in curves]
+        return Frame(
+            run.step_count,
+            run.config.steps,
+            image,
+            objective[-1] if objective else math.nan,
+            distance[-1] if distance else math.nan,
+            prob,
+            run.done,
+            objective,
+            distance,
+        )
 
     def current_prob(self) -> float | None:
         """Target probability of the current candidate (item 0) on the un-augmented image."""
@@ -186,14 +283,93 @@ class Session:
         score = self.run.evaluate(self.run.current_image()[:1])[0]
         return score.prob
 
-    def view(self, accent: torch.Tensor, mask: torch.Tensor, view: str) -> torch.Tensor:
+    # ------------------------------------------------------------------ composition and playback
+    def seed_at(self, hw: tuple[int, int]) -> torch.Tensor:
+        """The seed at size ``hw``: the display seed or the last run's canvas seed as they are, other
+        sizes resized once and kept."""
+        seed = self._seeds.get(hw)
+        if seed is None:
+            seed = self._remember_seed(resize_image(self.seed, hw))
+        return seed
+
+    def _remember_seed(self, seed: torch.Tensor) -> torch.Tensor:
+        self._seeds[_hw(seed)] = seed
+        while len(self._seeds) > 4:  # the display size and the last few canvases
+            self._seeds.pop(next(k for k in self._seeds if k != _hw(self.display_seed)))
+        return seed
+
+    def compose(
+        self, accent: torch.Tensor, mask: torch.Tensor, view: str, seed: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The accentuation tile in ``view``: masked over the seed, unmasked, or the difference."""
-        seed = resize_image(self.seed, (int(accent.shape[-2]), int(accent.shape[-1])))
+        if view == "unmasked":
+            return accent
+        base = self.seed_at(_hw(accent)) if seed is None else seed
         if view == "diff":
-            return difference_image(seed, accent, gain=4.0)
-        if view == "masked":
-            return masked_accentuation(seed, accent, mask)
-        return accent
+            return difference_image(base, accent, gain=4.0)
+        return masked_accentuation(base, accent, mask)
+
+    def view(self, accent: torch.Tensor, mask: torch.Tensor, view: str) -> torch.Tensor:
+        """Deprecated spelling of :meth:`compose`."""
+        warnings.warn("Session.view is deprecated; use Session.compose", DeprecationWarning, stacklevel=2)
+        return self.compose(accent, mask, view)
+
+    def scrub_steps(self) -> list[int]:
+        """The steps of the scrub positions: ``[0, s1, s2, …]`` (0 = the seed, then the snapshots of the
+        single run), or ``[]`` without one."""
+        run = self.single_run
+        if run is None:
+            return []
+        return [0, *(self.result.snapshot_steps if self.result is not None else run.snapshot_steps)]
+
+    def scrub_image(self, index: int) -> torch.Tensor:
+        """Scrub position ``index`` (clamped) as a (3, H, W) image at the canvas size, not composed."""
+        run = self.single_run
+        if run is None:
+            raise ValueError("there are no snapshots to scrub through yet: press Accentuate first")
+        k = max(0, min(int(index), len(self.scrub_steps()) - 1))
+        if k == 0:
+            return self.result.seed if self.result is not None else self.seed_at((run.h, run.w))
+        if self.result is not None:
+            return self.result.snapshots[k - 1].float() / 255.0
+        return run.snapshots[k - 1][0].float().cpu() / 255.0
+
+    def snapshot(self, index: int, view: str) -> torch.Tensor | None:
+        """Scrub position ``index`` composed in ``view`` (None without a single run)."""
+        if self.single_run is None:
+            return None
+        return self.compose(self.scrub_image(index), self.mask, view)
+
+    def current_accent(self) -> torch.Tensor | None:
+        """The latest image of the single run (the result once done), or None."""
+        if self.result is not None:
+            return self.result.image
+        run = self.single_run
+        return run.current_image()[0].cpu() if run is not None else None
+
+    def scrub(self, index: int, view: str) -> tuple[int, int, torch.Tensor]:
+        """Go to scrub position ``index`` (clamped): (position, its step, the image in ``view``). The right
+        end is "the latest image" (after a Stop it can be newer than the last snapshot) and follows the run."""
+        steps = self.scrub_steps()
+        if not steps:
+            raise ValueError("there are no snapshots to scrub through yet: press Accentuate first")
+        k = max(0, min(int(index), len(steps) - 1))
+        self.scrub_index = None if k == len(steps) - 1 else k
+        image = self.shown(view)
+        if image is None:  # pragma: no cover - a single run always has an image
+            raise RuntimeError("the run has no image to show")
+        return k, steps[k], image
+
+    def shown(self, view: str) -> torch.Tensor | None:
+        """The accentuation tile as it stands in ``view``: the scrub position, or the latest image."""
+        if self.scrub_index is not None:
+            return self.snapshot(self.scrub_index, view)
+        current = self.current_accent()
+        return self.compose(current, self.mask, view) if current is not None else None
+
+
+def _hw(image: torch.Tensor) -> tuple[int, int]:
+    return int(image.shape[-2]), int(image.shape[-1])
 
 
 def _step_marker(device: torch.device) -> Any:

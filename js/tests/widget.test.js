@@ -62,7 +62,7 @@ function defaults() {
     prob: 0.62,
     status: "ready",
     error: "",
-    triage: "",
+    predicted_vs_true: "",
     device: "cpu",
   };
 }
@@ -72,6 +72,7 @@ class FakeModel {
     this.state = { ...defaults(), ...overrides };
     this.handlers = new Map();
     this.sent = [];
+    this.raw = [];
     this.buffers = [];
     this.saves = 0;
   }
@@ -86,7 +87,10 @@ class FakeModel {
     this.saves += 1;
   }
   send(msg, _callbacks, buffers) {
-    this.sent.push(msg);
+    // `sent` keeps the messages without their request ids (most tests compare contents); `raw` keeps them as sent
+    this.raw.push(msg);
+    const { id: _id, ...content } = msg;
+    this.sent.push(content);
     this.buffers.push(buffers);
   }
   on(event, fn) {
@@ -465,14 +469,14 @@ describe("targets", () => {
 });
 
 describe("safety", () => {
-  it("labels, errors, layer names and triage with markup are shown as text", () => {
+  it("labels, errors, layer names and the predicted-vs-true line with markup are shown as text", () => {
     mount({
       top: [{ index: 3, label: XSS, prob: 0.5 }],
       target: { kind: "class", index: 3, label: XSS },
       reg_layers: [XSS],
       reg_layer: XSS,
       default_reg_layer: XSS,
-      triage: XSS,
+      predicted_vs_true: XSS,
       error: XSS,
       device: XSS,
     });
@@ -565,16 +569,16 @@ describe("controls", () => {
     assert.equal(model.state.p1, 42.5);
   });
 
-  it("the triage button and text appear only when triage is set", () => {
+  it("the predicted-vs-true button and text appear only when predicted_vs_true is set", () => {
     mount();
     assert.equal(q("gallery-triage").hidden, true);
     assert.equal(q("triage").hidden, true);
-    model.change("triage", "predicted tabby (0.41) — true tiger cat (0.12)");
+    model.change("predicted_vs_true", "predicted tabby (0.41) — true tiger cat (0.12)");
     assert.equal(q("gallery-triage").hidden, false);
     assert.equal(q("triage").textContent, "predicted tabby (0.41) — true tiger cat (0.12)");
     click(q("gallery-triage"));
     assert.deepEqual(model.sent.slice(-2), [
-      { type: "gallery", mode: "triage" },
+      { type: "gallery", mode: "predicted_vs_true" },
       { type: "chunk", budget_ms: 200 },
     ]);
   });
@@ -1025,5 +1029,88 @@ describe("second pass: λ mark and GIF", () => {
     cleanup = null;
     for (const c of created) assert.ok(revoked.includes(c.url), c.url);
     assert.equal(model.listenerCount(), 0);
+  });
+});
+
+describe("request ids", () => {
+  it("requests that Python answers carry increasing ids; the loop's own messages carry none", async () => {
+    mount();
+    const input = el.querySelector('input[type="search"]');
+    input.value = "tench";
+    fire(input, "input");
+    await sleep(320);
+    click(q("download"));
+    click(q("export-gif"));
+    click(q("gallery-topk"));
+    const ids = model.raw.filter((m) => ["search", "download", "export_gif", "gallery"].includes(m.type)).map((m) => m.id);
+    assert.deepEqual(ids, [1, 2, 3, 4]);
+    for (const m of model.raw.filter((m) => ["ready", "chunk"].includes(m.type))) assert.equal("id" in m, false);
+  });
+
+  it("a reply to an older request is dropped: search, gallery, scrub, download", async () => {
+    mount({ snapshot_steps: [0, 2, 4], step: 4 });
+    const input = el.querySelector('input[type="search"]');
+    input.value = "tench";
+    fire(input, "input");
+    await sleep(320);
+    fire(input, "input"); // the same query again: a second request
+    await sleep(320);
+    const [first, second] = model.raw.filter((m) => m.type === "search").map((m) => m.id);
+    model.msg({ type: "search_results", query: "tench", id: first, items: [{ index: 1, label: "old" }] });
+    assert.equal(q("search-results").querySelectorAll("button").length, 0);
+    model.msg({ type: "search_results", query: "tench", id: second, items: [{ index: 0, label: "tench" }] });
+    assert.equal(q("search-results").querySelectorAll("button").length, 1);
+
+    click(q("gallery-topk"));
+    const oldGallery = model.raw.at(-2).id;
+    click(q("gallery-inhibited"));
+    const item = { index: 1, label: "a", prob_before: 0, prob_after: 1 };
+    model.msg({ type: "gallery", id: oldGallery, items: [item] }, [new Uint8Array(PNG), new Uint8Array(PNG)]);
+    assert.equal(q("gallery").querySelectorAll("figure").length, 0); // still "running inhibited gallery…"
+    model.msg({ type: "frame", gallery: true, step: 1, steps: 5, done: false }, []); // the first batch's chunk
+    model.msg({ type: "frame", gallery: true, step: 1, steps: 5, done: false }, []);
+    assert.equal(model.sentOfType("chunk").length, 3); // the newer batch's loop goes on
+    model.msg({ type: "frame", gallery: true, step: 5, steps: 5, done: true }, []);
+
+    const scrub = q("scrub");
+    scrub.value = "0";
+    fire(scrub, "input");
+    const scrubId = model.raw.filter((m) => m.type === "scrub").at(-1).id;
+    model.msg({ type: "scrub", index: 0, step: 0, count: 3, id: scrubId - 100 }, [new Uint8Array(PNG)]);
+    assert.equal(q("accent-img").getAttribute("src"), null); // stale: not painted
+    model.msg({ type: "scrub", index: 0, step: 0, count: 3, id: scrubId }, [new Uint8Array(PNG)]);
+    assert.ok(q("accent-img").getAttribute("src"));
+
+    click(q("download"));
+    const before = created.length;
+    model.msg({ type: "download", filename: "old.png", id: 0 }, [new Uint8Array(PNG)]);
+    assert.equal(created.length, before);
+  });
+
+  it("an error answering a request (with its id) does not end the run loop; a chunk's error does", () => {
+    mount();
+    click(q("accentuate"));
+    click(q("download"));
+    const id = model.raw.at(-1).id;
+    model.msg({ type: "error", message: "no panel", id });
+    assert.equal(q("error").textContent, "no panel");
+    model.msg({ type: "frame", step: 1, steps: 10, done: false }, []);
+    assert.equal(model.sentOfType("chunk").length, 2); // still running
+    model.msg({ type: "error", message: "CUDA out of memory" });
+    model.msg({ type: "frame", step: 2, steps: 10, done: false }, []);
+    assert.equal(model.sentOfType("chunk").length, 2); // stopped
+  });
+});
+
+describe("parts", () => {
+  it("each part tears down its own listeners: after cleanup nothing is left on the model or the page", () => {
+    mount({ seed_png: new Uint8Array(PNG) });
+    assert.ok(model.listenerCount() > 10);
+    const root = el.querySelector(".faccent");
+    cleanup();
+    cleanup = null;
+    assert.equal(model.listenerCount(), 0);
+    assert.equal(root.isConnected, false);
+    assert.equal(el.children.length, 0);
   });
 });

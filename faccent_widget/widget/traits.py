@@ -1,0 +1,50 @@
+"""The synced traits of :class:`~faccent_widget.FaccentWidget` (``docs/widget-protocol.md`` lists them with
+their meaning; ``js/widget.js``'s ``Traits`` typedef restates them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anywidget
+import traitlets
+
+from ..core.config import DEFAULT_LAMBDA, LAMBDA_SLIDER, PRESETS
+from ..core.masks import DEFAULT_P1, DEFAULT_P2
+
+__all__ = ["PanelTraits"]
+
+
+class PanelTraits(anywidget.AnyWidget):
+    """The state the browser sees: settings (``lam``, ``steps``, …), tiles, progress and messages."""
+
+    top: traitlets.List[Any] = traitlets.List([]).tag(sync=True)
+    inhibited: traitlets.List[Any] = traitlets.List([]).tag(sync=True)
+    target = traitlets.Dict({}).tag(sync=True)
+    lam = traitlets.Float(DEFAULT_LAMBDA).tag(sync=True)
+    lam_min = traitlets.Float(LAMBDA_SLIDER[0]).tag(sync=True)
+    lam_max = traitlets.Float(LAMBDA_SLIDER[1]).tag(sync=True)
+    lam_recommended = traitlets.Float(None, allow_none=True).tag(sync=True)
+    reg_layer = traitlets.Unicode("").tag(sync=True)
+    reg_layers: traitlets.List[Any] = traitlets.List([]).tag(sync=True)
+    default_reg_layer = traitlets.Unicode("").tag(sync=True)
+    latent_layers: traitlets.List[Any] = traitlets.List([]).tag(sync=True)
+    preset = traitlets.Unicode("preview").tag(sync=True)
+    presets = traitlets.List(list(PRESETS)).tag(sync=True)
+    steps = traitlets.Int(40).tag(sync=True)
+    p1 = traitlets.Float(DEFAULT_P1).tag(sync=True)
+    p2 = traitlets.Float(DEFAULT_P2).tag(sync=True)
+    view = traitlets.Unicode("masked").tag(sync=True)
+    seed_png = traitlets.Bytes(b"").tag(sync=True)
+    gradcam_png = traitlets.Bytes(b"").tag(sync=True)
+    mask_png = traitlets.Bytes(b"").tag(sync=True)
+    accent_png = traitlets.Bytes(b"").tag(sync=True)
+    running = traitlets.Bool(False).tag(sync=True)
+    step = traitlets.Int(0).tag(sync=True)
+    seed_prob = traitlets.Float(None, allow_none=True).tag(sync=True)
+    prob = traitlets.Float(None, allow_none=True).tag(sync=True)
+    status = traitlets.Unicode("").tag(sync=True)
+    error = traitlets.Unicode("").tag(sync=True)
+    #: "predicted X (0.41) — true Y (0.12)" when a true label is known and the model gets it wrong, else ""
+    predicted_vs_true = traitlets.Unicode("").tag(sync=True)
+    device = traitlets.Unicode("cpu").tag(sync=True)
+    snapshot_steps: traitlets.List[Any] = traitlets.List([]).tag(sync=True)
