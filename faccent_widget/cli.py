@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="class label, class index or layer:unit (default: the 2nd most likely class)")
     p.add_argument("--lam", type=float, default=None, help="regularisation strength λ (balanced; default 1)")
     p.add_argument(
-        "--preset", choices=list(PRESETS), default=None, help="settings preset (default: paper on CUDA, preview on CPU)"
+        "--preset", choices=list(PRESETS), default=None, help="settings preset (default: gpu on CUDA, preview on CPU)"
     )
     p.add_argument("--steps", type=int, default=None, help="override the preset's step count")
     p.add_argument("--model", default="efficientnet_lite0", help=f"one of {', '.join(available_models())}")
@@ -108,8 +108,8 @@ def _run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - t0
     cfg = result.config
     print(
-        f"accentuating {result.target}: preset {cfg['preset']}, {cfg['steps']} steps, {cfg['n_crops']} crops of "
-        f"{cfg['input_size']} px, λ={cfg['lam']:g}, reg layer {cfg['reg_layer']}"
+        f"accentuating {result.target}: preset {cfg.preset}, {cfg.steps} steps, {cfg.n_crops} crops of "
+        f"{cfg.input_size} px, λ={result.lam:g}, reg layer {result.reg_layer}"
     )
     if result.seed_score.prob is not None and result.score.prob is not None:
         print(
@@ -118,7 +118,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     else:
         print(f"target activation: {result.seed_score.value:.3f} -> {result.score.value:.3f}")
-    print(f"time: {elapsed:.1f} s ({1000 * elapsed / cfg['steps']:.0f} ms/step)")
+    print(f"time: {elapsed:.1f} s ({1000 * elapsed / cfg.steps:.0f} ms/step)")
     strip = panel(
         [result.seed, result.image, difference_image(result.seed, result.image, gain=4.0)],
         ["seed", f"accentuation: {result.target}", "difference x4"],
