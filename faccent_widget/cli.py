@@ -9,6 +9,7 @@ taken, and writes a PNG panel: seed | accentuation | amplified difference.
 
 User errors (a bad setting, an unknown class or layer, an unreadable image, an unwritable ``--out``)
 print one line on stderr and exit with status 2, before any long work where they can be checked first.
+Anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -25,13 +26,17 @@ from PIL import Image
 from .accentuate import accentuate
 from .core.compositing import difference_image, panel
 from .core.config import PRESETS, check_lambda, check_setting
+from .core.model import LayerNotFoundError, Model
+from .core.objectives import Objective, resolve_objective
 from .images import load_image, sample_image, sample_image_names
 from .zoo import WeightsUnavailableError, available_models, load_model
 
 __all__ = ["main", "USER_ERRORS"]
 
-#: Exceptions that mean "the input was wrong" (reported in one line, exit status 2), not a bug.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, LookupError, OSError, WeightsUnavailableError)
+#: Exceptions that mean "the input was wrong" (reported in one line, exit status 2), not a bug: the
+#: library's bad-value and file errors and the project's own user errors. A ``KeyError`` or
+#: ``TypeError`` from elsewhere is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, LayerNotFoundError, WeightsUnavailableError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -100,9 +105,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"model: {model.name}   image: {name}   device: {model.device}")
     for rank, p in enumerate(top, 1):
         print(f"  {rank}. {p.label:<28s} p={p.prob:.3f}  (class {p.index})")
-    target: int | str = args.target if args.target is not None else top[1].index
-    if isinstance(target, str) and target.isdigit():
-        target = int(target)
+    target = _target(model, args.target if args.target is not None else top[1].index)
     t0 = time.perf_counter()
     result = accentuate(model, image, target, lam=args.lam, preset=args.preset, steps=args.steps, seed=args.seed)
     elapsed = time.perf_counter() - t0
@@ -126,6 +129,16 @@ def _run(args: argparse.Namespace) -> int:
     strip.save(out)
     print(f"panel written to {out.resolve()}")
     return 0
+
+
+def _target(model: Model, given: int | str) -> Objective:
+    """``--target`` as an objective; a class index or channel that is not there is a user error."""
+    if isinstance(given, str) and given.isdigit():
+        given = int(given)
+    try:
+        return resolve_objective(model, given)
+    except IndexError as exc:  # e.g. "channel 999 is out of range for blocks.4: it has channels 0…79"
+        raise ValueError(f"--target {given!r}: {exc}") from exc
 
 
 if __name__ == "__main__":  # pragma: no cover

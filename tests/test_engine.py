@@ -30,6 +30,14 @@ def test_parameterization_round_trip(name, chelsea):
     assert all(p.requires_grad for p in param.params)
 
 
+def test_color_correlation_columns_are_unit_at_most():
+    """The colour decorrelation matrix is normalised so its largest column norm is 1 (was an import-time
+    assert in core/parameterizations.py)."""
+    from faccent_widget.core.parameterizations import COLOR_CORRELATION
+
+    assert float(COLOR_CORRELATION.norm(dim=0).max()) == pytest.approx(1.0, rel=1e-6)
+
+
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * torch.log10(1.0 / F.mse_loss(a, b)))
 
