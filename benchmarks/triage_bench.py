@@ -97,13 +97,13 @@ def resume_check(folder: Path, out: Path, args: argparse.Namespace) -> dict:
     proc = subprocess.Popen(cmd, env=_env(os.cpu_count() or 1), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     items = out / "items"
     while proc.poll() is None:
-        if items.is_dir() and any(d.name.isdigit() for d in items.iterdir()):
+        if items.is_dir() and any(not d.name.startswith(".") for d in items.iterdir()):
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    before = {d.name: (d / "row.json").stat().st_mtime_ns for d in items.iterdir() if d.name.isdigit()}
-    temporaries = [d.name for d in items.iterdir() if not d.name.isdigit()]
+    before = {d.name: (d / "row.json").stat().st_mtime_ns for d in items.iterdir() if not d.name.startswith(".")}
+    temporaries = [d.name for d in items.iterdir() if d.name.startswith(".")]
     subprocess.run(cmd, env=_env(os.cpu_count() or 1), check=True, capture_output=True)
     index = json.loads((out / "index.json").read_text())
     after = {d.name: (d / "row.json").stat().st_mtime_ns for d in items.iterdir()}

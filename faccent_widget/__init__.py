@@ -7,16 +7,18 @@ from .core.config import DEFAULT_LAMBDA, PRESETS, EngineConfig
 from .core.engine import Accentuation, AccentuationRun, Score, StepState
 from .core.masks import CollectiveNormalizer, per_image_normalize
 from .core.model import LayerNotFoundError, Model, Prediction
-from .core.objectives import Objective, channel, direction, logit, neuron
+from .core.objectives import Objective, caricature, channel, direction, logit, neuron, suppress
 from .images import load_image, sample_image, sample_image_names, sample_images, to_pil, to_png_bytes
 from .triage import TriageReport, triage
 from .validation import (
     LambdaCalibration,
     PathSimilarity,
     RandomizationCheck,
+    Transferability,
     calibrate_lambda,
     path_similarity,
     randomization_check,
+    transferability,
 )
 from .widget import FaccentWidget
 from .zoo import WeightsUnavailableError, available_models, load_model
@@ -24,6 +26,10 @@ from .zoo import WeightsUnavailableError, available_models, load_model
 __version__ = "0.1.0"
 
 __all__ = [
+    "caricature",
+    "suppress",
+    "Transferability",
+    "transferability",
     "CollectiveNormalizer",
     "FaccentWidget",
     "activation_attribution",

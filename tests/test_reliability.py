@@ -360,6 +360,19 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], type[BaseException], str]] = [
     ("widget reference=[]", make_widget(reference=[]), ValueError, r"reference set .* is empty"),
     ("widget true_label 5000", make_widget(true_label=5000), IndexError, r"class index 5000 is out of range"),
     ("widget run(steps=2.0)", lambda ctx: ctx["widget"][0].run(steps=2.0), TypeError, r"steps must be an int"),
+    # ---- triage (issue 25: reliability round 3)
+    ("triage limit='3'", lambda ctx: _triage(ctx, limit="3"), TypeError, r"limit must be .* got str '3'"),
+    ("triage limit=0", lambda ctx: _triage(ctx, limit=0), ValueError, r"limit must be a positive int or None, got 0"),
+    ("triage on_error", lambda ctx: _triage(ctx, on_error="ignore"), ValueError, r"on_error must be one of 'skip'"),
+    ("triage device='banana'", lambda ctx: _triage(ctx, device="banana"), ValueError, r"unknown device 'banana'"),
+    ("triage repeated label", lambda ctx: _triage(ctx, repeat=True), ValueError, r"'tabby' matches 2 model classes"),
+    ("triage damaged triage.json", lambda ctx: _triage_folder(ctx, "manifest"), ValueError, r"triage.json is damaged"),
+    (
+        "triage truncated image, strict",
+        lambda ctx: _triage_folder(ctx, "truncated"),
+        ValueError,
+        r"cannot read image 'tabby/cut.jpg': OSError: image file is truncated",
+    ),
 ]
 
 
@@ -682,3 +695,36 @@ def test_seed_none_leaves_pythons_random_state_alone(user_model, image):
     run = fw.start_run(user_model, image, "tabby", steps=1, n_crops=1, input_size=32, canvas=32)
     assert random.getstate() == state
     assert 0 <= run.rng_seed < 2**31 and run.config.seed == run.rng_seed
+
+
+# ------------------------------------------------------------------------------------- triage (issue 25)
+
+
+def _triage(ctx: Ctx, repeat: bool = False, **kwargs: Any) -> Any:
+    model = ctx["model"]
+    if repeat:  # a model that has "tabby" twice
+        labels = list(model.labels)
+        labels[282] = labels[281]
+        model = fw.Model(model.user_module, labels=labels, mean=model.mean, std=model.std, name="repeated")
+    return fw.triage(model, [(ctx["image"], "tabby")], **{**FAST, **kwargs})
+
+
+def _triage_folder(ctx: Ctx, case: str) -> Any:
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    root = Path(tempfile.mkdtemp(prefix="faccent-reliability-"))
+    try:
+        (root / "data" / "tabby").mkdir(parents=True)
+        if case == "manifest":
+            fw.to_pil(ctx["image"]).save(root / "data" / "tabby" / "a.png")
+            (root / "out").mkdir()
+            (root / "out" / "triage.json").write_text("{not json")
+            return fw.triage(ctx["model"], root / "data", out=root / "out", **FAST)
+        buf = io.BytesIO()
+        fw.to_pil(ctx["image"]).save(buf, format="JPEG")
+        (root / "data" / "tabby" / "cut.jpg").write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+        return fw.triage(ctx["model"], root / "data", out=root / "out", on_error="raise", **FAST)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
+from typing import Any
 
 import ipywidgets as widgets
 import numpy as np
@@ -28,9 +32,13 @@ from faccent_widget.triage import (
     build_demo_folder,
     load_class_map,
 )
-from faccent_widget.triage.data import as_triage_data
+from faccent_widget.triage.cli import safe
+from faccent_widget.triage.data import TriageImageError, as_triage_data
+from faccent_widget.triage.decode import ImageTooLargeError, open_bounded
 from faccent_widget.triage.distributed import shard
+from faccent_widget.triage.report import SCRIPT_HASH
 from faccent_widget.triage.run import canvas_seed
+from faccent_widget.triage.store import TriageStore, TriageStoreError, TriageStoreLocked
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = dict(steps=3, n_crops=2, input_size=96, canvas=96)
@@ -231,6 +239,7 @@ def test_bad_arguments_are_named(model: fw.Model, demo_dir: Path, tmp_path: Path
     with pytest.raises(FileExistsError, match="not empty"):
         fw.triage(model, demo_dir, out=tmp_path / "full", limit=1, **FAST)
     assert (tmp_path / "full" / "thesis.txt").read_text() == "keep me"
+    assert [p.name for p in (tmp_path / "full").iterdir()] == ["thesis.txt"]  # not even a lock file
 
 
 # --------------------------------------------------------------------------- HTML and the browser
@@ -349,6 +358,10 @@ def test_cli_triage_with_class_map_writes_report(tmp_path: Path, capsys: pytest.
     assert "engine.steps: 3 → 5" in capsys.readouterr().err
 
 
+def _item_id(item: Any) -> str:
+    return str(item.row["id"])
+
+
 def _predictions(out: Path) -> list[dict]:
     return [row for f in sorted((out / "predictions").glob("*.json")) for row in json.loads(f.read_text())]
 
@@ -375,21 +388,21 @@ def test_resume_after_kill_loses_and_repeats_nothing(model: fw.Model, demo_dir: 
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
-            if items.is_dir() and any((d / "row.json").is_file() for d in items.iterdir() if d.name.isdigit()):
+            if items.is_dir() and any((d / "row.json").is_file() for d in items.iterdir() if d.name[0] != "."):
                 break
             time.sleep(0.02)
         assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait(timeout=60)
-    finished = {d.name: (d / "row.json").stat().st_mtime_ns for d in items.iterdir() if d.name.isdigit()}
+    finished = {d.name: (d / "row.json").stat().st_mtime_ns for d in items.iterdir() if d.name[0] != "."}
     run_ids = {name: json.loads((items / name / "row.json").read_text())["run_id"] for name in finished}
     total = len([p for p in _predictions(out) if p["predicted"] != p["true"]])
     assert 1 <= len(finished) < total and not (out / "index.json").exists()
 
     report = fw.triage(model, demo_dir, out=out, batch_size=1, **{**FAST, "steps": 8})
     names = sorted(d.name for d in items.iterdir())
-    assert names == sorted(f"{it.index:08d}" for it in report) and len(names) == total  # no temporaries left
+    assert names == sorted(_item_id(it) for it in report) and len(names) == total  # no temporaries left
     assert len({it.index for it in report}) == len(report) == report.summary["mistakes"] == total
     for name, stamp in finished.items():  # finished items were not recomputed
         assert (items / name / "row.json").stat().st_mtime_ns == stamp
@@ -430,10 +443,307 @@ def test_torchrun_two_processes_match_one(demo_dir: Path, single_run: TriageRepo
     assert dist.runs[-1]["world_size"] == 2
     assert [p["predicted"] for p in dist.predictions] == [p["predicted"] for p in single_run.predictions]
     assert [it.key for it in dist] == [it.key for it in single_run]
-    ranks = {json.loads((dist.root / "items" / f"{it.index:08d}" / "row.json").read_text())["rank"] for it in dist}
+    ranks = {json.loads((dist.root / "items" / _item_id(it) / "row.json").read_text())["rank"] for it in dist}
     assert ranks == {0, 1}  # both processes accentuated
     for a, b in zip(dist, single_run):
         for target in ("predicted", "true"):
             diff = (a.accentuations[target] - b.accentuations[target]).abs()
             assert float(diff.mean()) < 0.01 and float(diff.max()) < 0.25, (a.key, target)
             assert a.scores[target]["prob"] == pytest.approx(b.scores[target]["prob"], abs=0.05)
+
+
+# --------------------------------------------------------------------------- one bad file (issue 25)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _bomb_png(path: Path) -> None:
+    """A 200-byte PNG that claims 20000 × 20000 pixels (a decompression bomb)."""
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 1, 0, 0, 0, 0)
+    body = _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + _png_chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+
+
+def _truncated_jpeg(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fw.to_pil(fw.sample_image("chelsea", size=128)).save(path, format="JPEG")
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _bad_folder(root: Path) -> Path:
+    """rocket (a mistake) and coffee (right), plus a truncated JPEG, a decompression bomb and a text file."""
+    _save(fw.sample_image("rocket", size=96), root / "missile" / "rocket.png")
+    _save(fw.sample_image("coffee", size=96), root / "espresso" / "coffee.png")
+    _truncated_jpeg(root / "tabby" / "cut.jpg")
+    _bomb_png(root / "tabby" / "bomb.png")
+    (root / "espresso" / "notes.jpg").write_text("not an image")
+    return root
+
+
+def _stamps(out: Path) -> dict[str, int]:
+    return {d.name: (d / "row.json").stat().st_mtime_ns for d in (out / "items").iterdir() if d.name[0] != "."}
+
+
+def test_unreadable_images_are_skipped_listed_and_a_repaired_folder_keeps_the_work(
+    model: fw.Model, tmp_path: Path
+) -> None:
+    data, out = _bad_folder(tmp_path / "data"), tmp_path / "out"
+    report = fw.triage(model, data, out=out, targets="predicted", **FAST)
+    reasons = {r["key"]: r["reason"] for r in report.skipped}
+    assert set(reasons) == {"tabby/cut.jpg", "tabby/bomb.png", "espresso/notes.jpg"}
+    assert "truncated" in reasons["tabby/cut.jpg"]
+    assert reasons["tabby/bomb.png"].startswith("DecompressionBombError")
+    assert "cannot identify image file" in reasons["espresso/notes.jpg"]
+    assert report.summary["skipped"] == 3 and report.summary["items"] == 2 and len(report) == 1
+    stored = json.loads((out / "index.json").read_text())["skipped"]
+    assert {r["key"] for r in stored} == set(reasons)
+    page = report.html()
+    assert "Skipped: 3 file(s)" in page and "tabby/cut.jpg" in page and "DecompressionBombError" in page
+
+    with pytest.raises(TriageImageError, match=r"cannot read image 'espresso/notes.jpg': UnidentifiedImageError"):
+        fw.triage(model, data, out=tmp_path / "strict", targets="predicted", on_error="raise", **FAST)
+
+    # repairing the folder is not a settings change: the rerun keeps every stored result
+    stamps = _stamps(out)
+    for bad in ("tabby/cut.jpg", "tabby/bomb.png", "espresso/notes.jpg"):
+        (data / bad).unlink()
+    again = fw.triage(model, data, out=out, targets="predicted", **FAST)
+    assert again.runs[-1]["predicted"] == 0 and again.runs[-1]["accentuated"] == 0 and again.skipped == []
+    assert _stamps(out) == stamps and [it.key for it in again] == [it.key for it in report]
+    # an added file is predicted alone; a changed file is predicted again
+    _save(fw.sample_image("chelsea", size=96), data / "tabby" / "chelsea.png")
+    time.sleep(0.01)
+    _save(fw.sample_image("coffee", size=80), data / "espresso" / "coffee.png")
+    third = fw.triage(model, data, out=out, targets="predicted", **FAST)
+    assert third.runs[-1]["predicted"] == 2 and third.summary["items"] == 3
+    assert [p["key"] for p in third.predictions] == ["espresso/coffee.png", "missile/rocket.png", "tabby/chelsea.png"]
+    assert [p["index"] for p in third.predictions] == [0, 1, 2]
+
+
+def test_unreadable_folders_and_links_are_reported_not_recounted(model: fw.Model, tmp_path: Path) -> None:
+    root = tmp_path / "val"
+    _save(fw.sample_image("chelsea", size=48), root / "tabby" / "a.png")
+    _save(fw.sample_image("rocket", size=48), root / "missile" / "b.png")
+    (root / "missile" / "loop").symlink_to(root / "missile")  # a loop
+    (root / "missile" / "up").symlink_to(root)  # the root again, under 'missile'
+    (root / "espresso").symlink_to(root)  # a class folder that is the root
+    (root / "lynx").symlink_to(root / "tabby")  # a class folder that is another class
+    data = as_triage_data(root, model.labels)
+    assert [s.key for s in data] == ["missile/b.png", "tabby/a.png"]  # nothing counted twice
+    problems = {p.key: p.reason for p in data.problems}
+    assert set(problems) == {"espresso/", "missile/up/", "missile/loop/", "lynx/"}
+    assert "link to the image folder itself" in problems["espresso/"] and "already scanned" in problems["lynx/"]
+    report = fw.triage(model, root, out=tmp_path / "out", targets="predicted", **FAST)
+    assert {r["key"] for r in report.skipped} == set(problems)
+    with pytest.raises(TriageImageError, match="cannot read 'espresso/'"):
+        fw.triage(model, root, out=tmp_path / "strict", on_error="raise", **FAST)
+
+
+def _without_root_powers(cmd: list[str]) -> list[str]:
+    """``cmd`` run so that chmod 000 applies (root reads such files unless it drops its DAC capabilities)."""
+    if os.geteuid() != 0:
+        return cmd
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("running as root without setpriv: chmod 000 cannot be made to apply")
+    caps = "-dac_override,-dac_read_search"
+    return [setpriv, f"--bounding-set={caps}", f"--inh-caps={caps}", *cmd]
+
+
+def test_cli_permission_denied_files_and_folders_are_listed_or_fatal_with_strict(tmp_path: Path) -> None:
+    root = tmp_path / "val"
+    _save(fw.sample_image("rocket", size=96), root / "missile" / "rocket.png")
+    _save(fw.sample_image("coffee", size=96), root / "espresso" / "coffee.png")
+    _save(fw.sample_image("chelsea", size=96), root / "tabby" / "chelsea.png")
+    _save(fw.sample_image("coffee", size=96), root / "espresso" / "locked.png")
+    (root / "espresso" / "locked.png").chmod(0)
+    (root / "tabby").chmod(0)
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    base = [sys.executable, "-m", "faccent_widget", "triage", str(root), *FAST_ARGS, "--targets", "predicted"]
+    try:
+        done = subprocess.run(
+            _without_root_powers([*base, "--out", str(tmp_path / "out")]),
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "skipped: 2 file(s) or folder(s)" in done.stdout
+        assert "tabby/: folder not readable (Permission denied)" in done.stdout
+        assert "espresso/locked.png: PermissionError" in done.stdout
+        strict = subprocess.run(
+            _without_root_powers([*base, "--out", str(tmp_path / "strict"), "--strict"]),
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert strict.returncode == 2 and "Traceback" not in strict.stderr
+        assert strict.stderr.strip().count("\n") == 0 and "cannot read 'tabby/'" in strict.stderr
+        denied = subprocess.run(
+            _without_root_powers([*base, "--out", str(readonly / "out")]),
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert denied.returncode == 2 and "Traceback" not in denied.stderr, denied.stderr[-2000:]
+        assert denied.stderr.strip().count("\n") == 0 and "Permission denied" in denied.stderr
+    finally:
+        (root / "tabby").chmod(0o755)
+        readonly.chmod(0o755)
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused(
+    model: fw.Model, demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    with TriageStore(out).locked():
+        with pytest.raises(TriageStoreLocked, match=rf"another triage is writing to {out} \(pid {os.getpid()} on "):
+            fw.triage(model, demo_dir, out=out, limit=1, **FAST)
+        assert cli_main(["triage", str(demo_dir), "--out", str(out), "--limit", "1", *FAST_ARGS]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: another triage is writing to") and "\n" not in err
+        assert not (out / "items").exists()  # nothing touched
+    report = fw.triage(model, demo_dir, out=out, limit=1, targets="predicted", **FAST)  # released
+    assert report.summary["items"] == 1
+
+
+# --------------------------------------------------------------------------- reliability round 3 (issue 25)
+
+ESCAPES = "\x1b]0;pwned\x07\x1b[2J"
+
+
+def test_cli_non_utf8_and_escape_file_names_are_triaged_and_printed_inert(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    _save(fw.sample_image("coffee", size=96), data / "espresso" / "coffee.png")
+    (data / "missile").mkdir()
+    rocket = fw.to_png_bytes(fw.sample_image("rocket", size=96))
+    Path(os.fsdecode(os.fsencode(data / "missile") + b"/r\xe9cket.png")).write_bytes(rocket)  # Latin-1 name
+    (data / "missile" / f"{ESCAPES}.png").write_bytes(rocket)
+    out = tmp_path / "out"
+    assert cli_main(["triage", str(data), "--out", str(out), "--targets", "predicted", *FAST_ARGS]) == 0
+    text = capsys.readouterr().out
+    assert "missile/r\\xe9cket.png: true missile" in text  # shown escaped, not a crash
+    assert "missile/\\x1b]0;pwned\\x07\\x1b[2J.png: true missile" in text
+    assert "\x1b" not in text and "\x07" not in text
+    keys = {p["key"] for p in TriageReport.load(out).predictions}
+    assert keys == {"espresso/coffee.png", "missile/r\\xe9cket.png", f"missile/{ESCAPES}.png"}
+    assert safe("tab\tby\u202egnp.exe\x9b") == "tab\\x09by\\u202egnp.exe\\x9b"  # C1 and bidi too
+
+
+def test_cli_device_model_and_unreadable_image_errors_are_one_line_with_status_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    _save(fw.sample_image("rocket", size=64), data / "missile" / "rocket.png")
+    _truncated_jpeg(data / "tabby" / "cut.jpg")
+    base = ["triage", str(data), "--out", str(tmp_path / "out"), *FAST_ARGS]
+    cases = [
+        (["--device", "banana"], "unknown device 'banana'; use cpu, cuda, cuda:N or mps"),
+        (["--strict"], "cannot read image 'tabby/cut.jpg': OSError: image file is truncated"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["--device", "cuda"], "device 'cuda': CUDA is not available on this machine"))
+    weights = Path(torch.hub.get_dir()) / "checkpoints" / "resnet18-f37072fd.pth"
+    if not weights.exists():
+        cases.append((["--model", "resnet18"], "pretrained weights for 'resnet18' are not cached"))
+    for extra, text in cases:
+        assert cli_main([*base, *extra]) == 2, extra
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and "Traceback" not in err and text in err, (extra, err)
+    assert not (tmp_path / "out" / "index.json").exists()
+
+
+def test_a_deleted_or_damaged_file_in_the_store_is_noticed(model: fw.Model, tmp_path: Path) -> None:
+    data, out = tmp_path / "data", tmp_path / "out"
+    _save(fw.sample_image("rocket", size=96), data / "missile" / "rocket.png")
+    report = fw.triage(model, data, out=out, targets="predicted", **FAST)
+    item = report.root / "items" / _item_id(report[0])
+    (item / "predicted.png").unlink()
+    again = fw.triage(model, data, out=out, targets="predicted", **FAST)
+    assert again.runs[-1]["accentuated"] == 1 and (item / "predicted.png").is_file()
+    assert again.runs[-1]["predicted"] == 0
+    (out / "index.json").write_text('{"format": "faccent-widget/tri')
+    with pytest.raises(TriageStoreError, match=r"the triage index .*index.json is damaged \(JSONDecodeError"):
+        TriageReport.load(out)
+    (out / "triage.json").write_text("{not json")
+    with pytest.raises(TriageStoreError, match=r"the triage manifest .*triage.json is damaged"):
+        fw.triage(model, data, out=out, targets="predicted", **FAST)
+
+
+def test_a_label_the_model_repeats_must_be_given_by_index(model: fw.Model, tmp_path: Path) -> None:
+    labels = list(model.labels)
+    labels[282] = labels[281]  # "tabby" twice
+    image = fw.sample_image("chelsea", size=48)
+    with pytest.raises(TriageInputError, match=r"item 0: 'tabby' matches 2 model classes .*indices 281, 282"):
+        as_triage_data([(image, "tabby")], labels)
+    assert as_triage_data([(image, 282)], labels)[0].label == 282
+    _save(image, tmp_path / "tabby" / "a.png")
+    with pytest.raises(TriageInputError, match=r"class folder 'tabby': 'tabby' matches 2 .*'tabby: 281'"):
+        as_triage_data(tmp_path, labels)
+    assert as_triage_data(tmp_path, labels, class_map={"tabby": 282})[0].label == 282
+
+
+def test_html_report_allows_only_its_own_script_by_hash(evil_report: TriageReport) -> None:
+    import base64
+    import hashlib
+
+    page = evil_report.html()
+    csp = page.split('http-equiv="Content-Security-Policy" content="', 1)[1].split('"', 1)[0]
+    assert "unsafe-inline" not in csp.split("script-src", 1)[1] and f"script-src '{SCRIPT_HASH}'" in csp
+    scripts = [chunk.split("</script>", 1)[0] for chunk in page.split("<script>")[1:]]
+    assert len(scripts) == 1
+    digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
+    assert SCRIPT_HASH == f"sha256-{digest}"  # the browser runs it; any other inline script is refused
+
+
+def test_large_images_are_decoded_reduced_and_huge_ones_refused(model: fw.Model, tmp_path: Path) -> None:
+    big = tmp_path / "val" / "tabby" / "big.jpg"
+    big.parent.mkdir(parents=True)
+    fw.to_pil(fw.sample_image("chelsea", size=64)).resize((3000, 2000)).save(big, quality=85)
+    reduced = open_bounded(big, 224)
+    assert reduced.size == (750, 500)  # DCT scaling by 1/4: the shorter side stays ≥ 2 × 224
+    assert open_bounded(big).size == (3000, 2000)
+    huge = tmp_path / "val" / "tabby" / "huge.png"
+    ihdr = struct.pack(">IIBBBBB", 9000, 8000, 8, 2, 0, 0, 0)  # 72 Mpx: under Pillow's bomb limit
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IEND", b""))
+    with pytest.raises(ImageTooLargeError, match="9000 × 8000 = 72 Mpx; triage reads images up to 64 Mpx"):
+        open_bounded(huge)
+    data = as_triage_data(tmp_path / "val", model.labels)
+    assert data[0].load(min_side=224).shape == (3, 500, 750)
+
+
+@pytest.mark.slow
+def test_a_second_process_into_a_folder_in_use_is_refused_and_the_first_finishes(
+    demo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    args = ["triage", str(demo_dir), "--out", str(out), *FAST_ARGS, "--batch-size", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "faccent_widget", *args], env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None and not (out / "triage.json").is_file():
+            time.sleep(0.02)
+        assert proc.poll() is None, "the first run ended before the second could start"
+        assert cli_main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: another triage is writing to {out} (pid {proc.pid} on ") and "\n" not in err
+        _, stderr = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stderr.decode()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    report = TriageReport.load(out)
+    assert report.summary["accentuated"] == report.summary["mistakes"] == len(report) > 0
+    assert [r["run_id"] for r in report.runs] == [report.runs[0]["run_id"]]  # one run wrote the store

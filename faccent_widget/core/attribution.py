@@ -4,7 +4,8 @@ Three sources of attribution maps, all returned as raw (N, H, W) float32 CPU ten
 resolution, ready for :class:`~faccent_widget.core.masks.CollectiveNormalizer`:
 
 * :func:`gradcam` — Grad-CAM of any target: logits, channels, neurons, directions, or combinations
-  (figure 9 of the paper), at spatial, channels-last or token layers;
+  (figure 9 of the paper), at spatial, channels-last or token layers, computed by Captum's
+  ``LayerGradCam`` (pointed at an identity probe that sees the layer's output as (N, C, h, w));
 * :func:`activation_attribution` — the target's own activation map, for channel / neuron / direction
   targets of convolutional layers, which are already spatial (figure 10);
 * :func:`gradient_attribution` — the accumulated ``|∂objective/∂image|`` map that the accentuation
@@ -12,8 +13,9 @@ resolution, ready for :class:`~faccent_widget.core.masks.CollectiveNormalizer`:
 
 Every function takes a :class:`~faccent_widget.Model` (or a bare ``nn.Module``, wrapped with
 :func:`~faccent_widget.core.model.as_model`). The wrapped ``nn.Module`` is never changed: Grad-CAM runs inside
-``model.preserved()`` (eval mode, parameters frozen, both restored afterwards) and its hooks, like
-the adapter's, are removed when the call returns, also after an exception.
+``model.preserved()`` (eval mode, parameters frozen, both restored afterwards); its one hook on the
+user's module (on the Grad-CAM layer, through ``core.hooks.hooked_forward``) is removed when each
+forward pass returns, also after an exception, and Captum's hooks go only on the probe.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .hooks import ForwardHook, hooked_forward
+from .layouts import LayerLayout
 from .model import Model, as_model
 from .objectives import Objective, Target, resolve_objective
 
@@ -183,52 +187,99 @@ def _check_gradcam_layer(model: Model, objective: Objective, layer: str, hw: tup
 # --------------------------------------------------------------------------- Grad-CAM
 
 
-def _objective_forward(model: Model, objective: Objective):
-    layers = tuple(objective.layers)
-    logits = bool(objective.needs_logits)
+class _ObjectiveForward(nn.Module):
+    """The objective's value per image, (N,), for a [0, 1] batch (through ``Model.features``)."""
 
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        feats = model.features(x, layers, logits=logits, normalize=True)
+    def __init__(self, model: Model, objective: Objective) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        objective = self.objective
+        feats = self.model.features(x, tuple(objective.layers), logits=bool(objective.needs_logits), normalize=True)
         value = objective(feats)
         if value.dim() != 1:
             raise ValueError(f"{objective.description} must give one value per image, got shape {tuple(value.shape)}")
         return value
 
-    return forward
+
+class _LayoutProbe(nn.Identity):
+    """Captum's handle on a layer of any layout: an identity module that sees the layer's output as
+    an (N, C, h, w) map. Only the temporary hook of :func:`_probe_hook` calls it; it is never part of
+    the user's model, and Captum's hooks go on it alone."""
+
+
+def _probe_hook(layout: LayerLayout, probe: _LayoutProbe, layer: str, seen: list[bool]) -> ForwardHook:
+    """A forward hook for ``layer``: its output re-laid to (N, C, h, w) (``layout.to_map``: tokens
+    lose their prefix tokens and are reshaped to the patch grid, channels-last maps are permuted),
+    detached and in float32, passed through ``probe``, and laid back to the layer's layout, dtype and
+    prefix tokens — the same values, so the model computes what it computes without the hook, but
+    the objective now depends on the layer through the probe's output."""
+
+    def hook(_name: str, output: Any) -> torch.Tensor:
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"layer {layer!r} returns {type(output).__name__}, not a tensor")
+        seen.append(True)
+        amap = probe(layout.to_map(output).detach().float())
+        return _lay_back(layout, amap, output)
+
+    return hook
+
+
+def _lay_back(layout: LayerLayout, amap: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """``amap`` (N, C, h, w) in the layout, dtype and prefix tokens of ``output``: the inverse of
+    ``layout.to_map``."""
+    amap = amap.to(output.dtype)
+    if layout.kind == "channels_last":
+        return amap.permute(0, 2, 3, 1)
+    if layout.kind == "tokens":
+        patches = amap.flatten(2).transpose(1, 2)
+        prefix = layout.prefix_tokens
+        return torch.cat([output[:, :prefix], patches], dim=1) if prefix else patches
+    return amap.reshape(output.shape)
 
 
 def _gradcam_maps(model: Model, objective: Objective, layer: str, x: torch.Tensor) -> torch.Tensor:
-    """Raw Grad-CAM (N, 1, h, w) of ``objective`` at ``layer`` for one batch, any layout.
+    """Raw Grad-CAM (N, 1, h, w) of ``objective`` at ``layer`` for one batch, any layout, computed by
+    Captum's ``LayerGradCam`` (``relu_attributions=False``).
 
-    A temporary forward hook replaces the layer's (last) output by a leaf tensor, so the gradient of
-    the objective is taken at exactly that output; both are brought to (N, C, h, w) by the layer's
-    layout (tokens: prefix tokens dropped, patches reshaped to their grid; channels-last: permuted),
-    then ``Σ_c mean_hw(∂target/∂A_c) · A_c``.
+    ``LayerGradCam`` takes dim 1 as the channels, so it is pointed at a :class:`_LayoutProbe` that a
+    temporary forward hook on the layer (through :func:`~faccent_widget.core.hooks.hooked_forward`,
+    removed when each forward pass returns) calls with the layer's (last) output as (N, C, h, w):
+    ``Σ_c mean_hw(∂target/∂A_c) · A_c`` then comes out for spatial, channels-last and token layers
+    alike.
     """
-    module = model.module.get_submodule(layer)
-    layout = model.layout(layer)
-    captured: list[torch.Tensor] = []
+    from captum.attr import LayerGradCam  # imported on first use: importing captum takes about a second
 
-    def hook(_m: nn.Module, _args: Any, output: Any) -> torch.Tensor:
-        if not isinstance(output, torch.Tensor):
-            raise TypeError(f"layer {layer!r} returns {type(output).__name__}, not a tensor")
-        leaf = output.detach().requires_grad_(True)
-        captured.append(leaf)
-        return leaf.clone()  # a non-leaf copy: in-place operations downstream stay legal
+    probe = _LayoutProbe()
+    seen: list[bool] = []
+    hooks = {layer: _probe_hook(model.layout(layer), probe, layer, seen)}
+    # hooked_forward runs `net`, whose forward reaches the user's layer through Model.features; the
+    # table names that layer, so the hook sits on it (and nowhere else) for each forward pass
+    table = {layer: model.module.get_submodule(layer)}
+    net = _ObjectiveForward(model, objective)
 
-    handle = module.register_forward_hook(hook)
+    def forward(batch: torch.Tensor) -> torch.Tensor:
+        return hooked_forward(net, batch, hooks=hooks, modules=table).output
+
     try:
-        value = _objective_forward(model, objective)(x)
-    finally:
-        handle.remove()
-    if not captured:
-        raise ValueError(f"layer {layer!r} does not run before {objective.description}; pick a layer on its path")
-    (grad,) = torch.autograd.grad(value.sum(), captured[-1], allow_unused=True)
-    if grad is None:
-        raise ValueError(f"{objective.description} does not depend on layer {layer!r}; pick a layer on its path")
-    acts = layout.to_map(captured[-1].detach()).float()
-    weights = layout.to_map(grad).float().mean(dim=(2, 3), keepdim=True)
-    return (weights * acts).sum(1, keepdim=True)
+        attr = LayerGradCam(forward, probe).attribute(x, relu_attributions=False)
+    except AssertionError:  # Captum's "Forward hook did not obtain any outputs for given layer"
+        if seen:
+            raise
+        raise ValueError(
+            f"layer {layer!r} does not run before {objective.description}; pick a layer on its path"
+        ) from None
+    except RuntimeError as err:  # torch.autograd.grad: the value does not depend on the probe
+        if "used in the graph" not in str(err) and "does not require grad" not in str(err):
+            raise
+        raise ValueError(
+            f"{objective.description} does not depend on layer {layer!r}; pick a layer on its path"
+        ) from None
+    if not isinstance(attr, torch.Tensor):  # one layer, one tensor; a tuple would be a Captum change
+        raise TypeError(f"captum's LayerGradCam returned {type(attr).__name__}, expected a tensor")
+    return attr
 
 
 def gradcam(
@@ -243,7 +294,7 @@ def gradcam(
     """Raw Grad-CAM maps of ``target`` for ``images``: a (N, H, W) float32 CPU tensor.
 
     Args:
-        model: a :class:`faccent_widget.Model` (or anything with the same interface).
+        model: a :class:`faccent_widget.Model`, or a bare ``nn.Module`` (wrapped with ``as_model``).
         images: a (N, 3, H, W) float tensor in [0, 1], or a list of anything ``load_image`` accepts
             (each then resized to the model's square input, ``model.input_size``; see
             :func:`as_image_batch`).
@@ -259,11 +310,12 @@ def gradcam(
         batch_size: images per forward/backward pass.
 
     Returns:
-        The *raw* map: ``Σ_c mean_hw(∂target/∂A_c) · A_c`` at ``layer`` (as Captum's ``LayerGradCam``
-        with ``relu_attributions=False``), i.e. before any ReLU and before any normalisation, so
-        negative values (evidence against the target) are kept, and upsampled bilinearly
-        (``align_corners=False``) from the layer's h×w to the image's H×W. Apply
-        ``.clamp(min=0)`` for the classic ReLU'd Grad-CAM, and a
+        The *raw* map: ``Σ_c mean_hw(∂target/∂A_c) · A_c`` at ``layer``, computed by Captum's
+        ``LayerGradCam`` with ``relu_attributions=False`` (for every layout, through an identity
+        probe that sees the layer's output as (N, C, h, w)), i.e. before any ReLU and before any
+        normalisation, so negative values (evidence against the target) are kept, and upsampled
+        bilinearly (``LayerAttribution.interpolate``, ``align_corners=False``) from the layer's h×w
+        to the image's H×W. Apply ``.clamp(min=0)`` for the classic ReLU'd Grad-CAM, and a
         :class:`~faccent_widget.core.masks.CollectiveNormalizer` to turn maps into masks.
     """
     model = as_model(model)
@@ -275,13 +327,15 @@ def gradcam(
         if layer is None
         else _check_gradcam_layer(model, objective, layer, hw)
     )
+    from captum.attr import LayerAttribution
+
     out = []
     step = max(1, int(batch_size))
     with model.preserved(), torch.enable_grad():
         for start in range(0, x.shape[0], step):
             attr = _gradcam_maps(model, objective, layer, x[start : start + step]).detach().float()
-            if upsample:
-                attr = F.interpolate(attr, size=hw, mode="bilinear", align_corners=False)
+            if upsample:  # bilinear, align_corners=False
+                attr = LayerAttribution.interpolate(attr, hw, interpolate_mode="bilinear")
             out.append(attr[:, 0].cpu())
     return torch.cat(out)
 

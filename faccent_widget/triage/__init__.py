@@ -2,26 +2,31 @@
 
 ``fw.triage(model, data, out=...)`` → :class:`TriageReport` (iterate it, ``.show()`` it in a notebook,
 ``.to_html(path)`` it). Modules, one job each: :mod:`.data` (inputs and folder → label mapping),
-:mod:`.store` (the resumable on-disk store), :mod:`.run` (predict, accentuate, merge),
-:mod:`.report` (ranking, report, HTML), :mod:`.browser` (the notebook browser),
-:mod:`.distributed` (torchrun sharding), :mod:`.demo` (a labelled folder from the sample images).
+:mod:`.decode` (bounded decoding; what an unreadable file raises), :mod:`.store` (the resumable,
+locked on-disk store), :mod:`.run` (``triage()``: checks, settings, the store), :mod:`.stages`
+(predict, accentuate, merge), :mod:`.report` (ranking, report, HTML), :mod:`.browser` (the notebook
+browser; the one application → application edge, to the widget), :mod:`.distributed` (torchrun
+sharding), :mod:`.demo` (a labelled folder from the sample images).
 """
 
-from .data import TriageData, TriageInputError, load_class_map
+from .data import TriageData, TriageImageError, TriageInputError, load_class_map
 from .demo import DEMO_CLASSES, build_demo_folder
 from .report import RANKINGS, TriageItem, TriageReport
 from .run import TARGETS, triage
-from .store import TriageSettingsMismatch
+from .store import TriageSettingsMismatch, TriageStoreError, TriageStoreLocked
 
 __all__ = [
     "DEMO_CLASSES",
     "RANKINGS",
     "TARGETS",
     "TriageData",
+    "TriageImageError",
     "TriageInputError",
     "TriageItem",
     "TriageReport",
     "TriageSettingsMismatch",
+    "TriageStoreError",
+    "TriageStoreLocked",
     "build_demo_folder",
     "load_class_map",
     "triage",

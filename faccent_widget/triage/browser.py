@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import html
 import io
-from typing import Any
 
 import ipywidgets as widgets
+import torch
+
+from ..core.model import Model
+from ..images import to_pil
+from ..widget import FaccentWidget  # the one application → application edge: triage.browser → widget
+from ..zoo import available_models, load_model
+from .report import TriageItem, TriageReport
 
 __all__ = ["TriageBrowser"]
 
 
-def _jpeg(image: Any, short: int) -> bytes:
-    from . import _lib as fw
-
-    pil = fw.to_pil(image).convert("RGB")
+def _jpeg(image: torch.Tensor, short: int) -> bytes:
+    pil = to_pil(image).convert("RGB")
     scale = short / min(pil.size)
     if scale < 1:
         pil = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))), resample=2)
@@ -40,15 +44,15 @@ class TriageBrowser(widgets.VBox):
         page_size: mistakes per page of the grid.
     """
 
-    def __init__(self, report: Any, model: Any = None, *, page_size: int = 12) -> None:
+    def __init__(self, report: TriageReport, model: Model | None = None, *, page_size: int = 12) -> None:
         if isinstance(page_size, bool) or not isinstance(page_size, int) or page_size < 1:
             raise ValueError(f"page_size must be a positive int, got {page_size!r}")
         self.report = report
         self.model = model
         self.page_size = page_size
         self.page = 0
-        self.selected: Any = None
-        self.faccent: Any = None
+        self.selected: TriageItem | None = None
+        self.faccent: FaccentWidget | None = None
         s = report.summary
         name = report.settings.get("model", {}).get("name", "?")
         header = widgets.HTML(
@@ -114,7 +118,7 @@ class TriageBrowser(widgets.VBox):
         self.prev_button.disabled = self.page == 0
         self.next_button.disabled = self.page >= self.pages - 1
 
-    def select(self, item: Any) -> None:
+    def select(self, item: TriageItem | int) -> None:
         """Show ``item`` (a :class:`TriageItem`, or its 0-based position in the report) large."""
         if isinstance(item, int):
             item = self.report[item]
@@ -168,28 +172,24 @@ class TriageBrowser(widgets.VBox):
         self.detail.children = []
         self.detail.layout.display = "none"
 
-    def _model(self) -> Any:
-        from . import _lib as fw
-
+    def _model(self) -> Model:
         if self.model is None:
             name = self.report.settings.get("model", {}).get("name")
-            if name not in fw.available_models():
+            if name not in available_models():
                 raise ValueError(
                     f"the triage's model {name!r} cannot be loaded by name; pass it: report.show(model=...)"
                 )
-            self.model = fw.load_model(name)
+            self.model = load_model(name)
         return self.model
 
-    def open_faccent(self) -> Any:
+    def open_faccent(self) -> FaccentWidget | None:
         """Open the selected mistake in a ``FaccentWidget`` (with its true label) below the large view."""
-        from . import _lib as fw
-
         if self.selected is None:
             raise RuntimeError("select a mistake first")
         item = self.selected
         try:
             preset = self.report.settings.get("engine", {}).get("preset")
-            self.faccent = fw.FaccentWidget(self._model(), item.seed, true_label=item.true_index, preset=preset)
+            self.faccent = FaccentWidget(self._model(), item.seed, true_label=item.true_index, preset=preset)
         except (ValueError, RuntimeError) as exc:
             self.message.value = f"cannot open: {exc}"
             return None

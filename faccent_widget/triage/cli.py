@@ -4,13 +4,16 @@ Writes the resumable store and ``OUT/report.html`` and prints a short summary (a
 done, time). ``--demo`` builds a small labelled folder from the bundled sample images and triages it
 with quick settings. Under ``torchrun --nproc_per_node N -m faccent_widget triage ...`` each process
 takes a share and rank 0 writes the report. User errors print one line on stderr and exit with 2.
-Progress goes to stderr (rank 0 only); the summary to stdout.
+Progress goes to stderr (rank 0 only); the summary to stdout. Everything printed that comes from
+files or the model (file names, labels, messages) has its control characters shown as ``\\xNN``
+escapes, so a file name cannot move the cursor, retitle or clear the terminal.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import tempfile
 import time
@@ -18,10 +21,43 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+from ..zoo import WeightsUnavailableError, load_model
+from .data import TriageInputError
+from .demo import build_demo_folder
+from .distributed import RankError
+from .report import RANKINGS, TriageReport
+from .run import triage
+from .store import TriageStoreLocked
+
+__all__ = ["USER_ERRORS", "main", "safe"]
+
+#: What the command reports as one line with exit status 2 (anything else is a bug: its traceback shows).
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,  # TriageInputError, TriageImageError, TriageStoreError, TriageSettingsMismatch, bad settings
+    OSError,  # unreadable folders, a read-only --out
+    WeightsUnavailableError,
+    TriageStoreLocked,
+    RankError,
+)
 
 #: Quick settings of ``--demo`` (about a minute on a 2-core CPU): the preview preset, shortened.
 DEMO_SETTINGS: dict[str, Any] = {"preset": "preview", "steps": 12, "n_crops": 2, "canvas": 160, "input_size": 128}
+
+
+#: C0 and C1 control characters, DEL, and the bidirectional overrides (they reorder what is shown).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def safe(value: Any) -> str:
+    """``str(value)`` fit for a terminal: control characters and undecodable bytes as escapes."""
+    text = str(value)
+    try:
+        text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate outside the escape range
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return _CONTROL.sub(
+        lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}", text
+    )
 
 
 def _positive(text: str) -> int:
@@ -35,8 +71,6 @@ def _positive(text: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .report import RANKINGS
-
     p = argparse.ArgumentParser(
         prog="python -m faccent_widget triage",
         description=__doc__,
@@ -64,6 +98,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed of the crops (default 0)")
     p.add_argument("--device", help="device, e.g. cpu or cuda:0 (default: the model's; torchrun: cuda:LOCAL_RANK)")
     p.add_argument("--html-items", type=_positive, help="put only the first N mistakes in report.html")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="stop at the first image or folder that cannot be read (default: skip it and list it in the summary)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return p
 
@@ -95,11 +134,12 @@ class _Progress:
         print(f"  {what}: {done}/{total}  ({time.perf_counter() - self.t0:.0f} s)", file=sys.stderr, flush=True)
 
 
-def _summary(report: Any, seconds: float, html_path: Path) -> str:
+def _summary(report: TriageReport, seconds: float, html_path: Path) -> str:
     s = report.summary
     run = report.runs[-1] if report.runs else {}
     lines = [
-        f"model: {report.settings['model']['name']}   images: {s['items']}   processes: {run.get('world_size', 1)}",
+        f"model: {safe(report.settings['model']['name'])}   images: {s['items']}   "
+        f"processes: {run.get('world_size', 1)}",
         f"accuracy: {100 * s['accuracy']:.1f}% ({s['correct']}/{s['items']})   mistakes: {s['mistakes']}   "
         f"accentuated: {s['accentuated']} ({run.get('accentuated', 0)} this run, {run.get('predicted', 0)} images "
         f"predicted this run)",
@@ -109,22 +149,21 @@ def _summary(report: Any, seconds: float, html_path: Path) -> str:
         lines.append(f"top mistakes (ranked by {report.rank_by}):")
         for item in list(report)[:5]:
             lines.append(
-                f"  {item.rank}. {item.key}: true {item.true_label} ({100 * item.p_true:.1f}%) -> "
-                f"predicted {item.predicted_label} ({100 * item.p_predicted:.1f}%)"
+                f"  {item.rank}. {safe(item.key)}: true {safe(item.true_label)} ({100 * item.p_true:.1f}%) -> "
+                f"predicted {safe(item.predicted_label)} ({100 * item.p_predicted:.1f}%)"
             )
-    lines.append(f"report: {html_path.resolve()}")
+    skipped = report.skipped
+    if skipped:
+        lines.append(f"skipped: {len(skipped)} file(s) or folder(s) that could not be read:")
+        lines += [f"  {safe(r['key'])}: {safe(r['reason'])}" for r in skipped[:10]]
+        if len(skipped) > 10:
+            lines.append(f"  … and {len(skipped) - 10} more (listed in the report and in index.json)")
+    lines.append(f"report: {safe(html_path.resolve())}")
     return "\n".join(lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the triage command line; returns the exit status (2 on a user error)."""
-    from . import _lib as fw
-    from .data import TriageInputError
-    from .demo import build_demo_folder
-    from .distributed import RankError
-    from .run import triage
-    from .store import TriageSettingsMismatch
-
     args = _parser().parse_args(argv)
     is_main = int(os.environ.get("RANK", "0")) == 0
     t0 = time.perf_counter()
@@ -141,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             folder = build_demo_folder(Path(tmp) / "images") if args.demo else Path(args.folder)
             if not folder.is_dir():
                 raise TriageInputError(f"image folder not found: {folder}")
-            model = fw.load_model(args.model)
+            model = load_model(args.model)
             report = triage(
                 model,
                 folder,
@@ -154,12 +193,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=args.seed,
                 device=args.device,
                 progress=_Progress(is_main and not args.quiet),
+                on_error="raise" if args.strict else "skip",
                 **_settings(args),
             )
         if is_main:
             html_path = report.to_html(out / "report.html", max_items=args.html_items)
             print(_summary(report, time.perf_counter() - t0, html_path))
         return 0
-    except (TriageInputError, TriageSettingsMismatch, RankError, FileExistsError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        print(f"error: {safe(_message(exc))}", file=sys.stderr)
         return 2
+
+
+def _message(exc: BaseException) -> str:
+    """One line for a user error (an OSError as "what: file", without its errno)."""
+    if isinstance(exc, OSError) and exc.strerror and exc.filename:
+        return f"{exc.strerror}: {exc.filename}"
+    return " ".join(str(exc).split()) or type(exc).__name__

@@ -1,13 +1,19 @@
 """Triage inputs: a labelled image folder, a list of ``(image, label)`` pairs, or a ``Dataset``.
 
-Everything becomes a :class:`TriageData`: a sequence of :class:`TriageSample` (a stable key, the
-true class as an index into the model's labels, and a way to load the image), plus a digest of the
-keys and labels that the on-disk store uses to refuse mixing two different datasets.
+Everything becomes a :class:`TriageData`: a sequence of :class:`TriageSample` (a printable key, the
+true class as an index into the model's labels, a way to load the image, and an ``item_id``: a digest
+of the key, the label and the file's size and modification time, or of an in-memory image's pixels).
+The on-disk store keeps predictions and accentuations by ``item_id``, so a rerun after files were
+added, removed or repaired keeps everything stored for the files that did not change.
 
 Folders use the torchvision ``ImageFolder`` layout (``root/<class>/<image>``). A class folder is
 mapped to the model's labels by, in order: the ``class_map`` entry for it; its name as a label
 (case-insensitive, ``_`` read as a space); an ImageNet WordNet id (``n01440764``) for 1000-class
-ImageNet models. Folders that match nothing raise :class:`TriageInputError` listing all of them.
+ImageNet models. Folders that match nothing raise :class:`TriageInputError` listing all of them; a
+folder name that matches two labels of the model (ImageNet has two "crane"s) must be mapped by index.
+Folders that cannot be read, links that loop, and class folders that are links to the image folder
+(or to a folder already scanned) are not scanned and are listed in :attr:`TriageData.problems`.
+File names that are not valid UTF-8 are shown with ``\\xNN`` escapes.
 """
 
 from __future__ import annotations
@@ -23,13 +29,20 @@ from typing import Any
 
 import torch
 
+from ..images import load_image
+from .decode import open_bounded
+
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "Skipped",
     "TriageData",
+    "TriageImageError",
     "TriageInputError",
     "TriageSample",
     "as_triage_data",
+    "check_limit",
     "load_class_map",
+    "printable",
 ]
 
 #: File extensions read as images (as torchvision's ``ImageFolder``), compared case-insensitively.
@@ -40,30 +53,75 @@ class TriageInputError(ValueError):
     """The triage input (folder, class map, pairs or dataset) cannot be used; the message says why."""
 
 
+class TriageImageError(TriageInputError):
+    """An image or folder cannot be read and ``on_error="raise"`` asked for that to be fatal."""
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A file or folder a triage could not use, and why (listed in the summary, the report, the store)."""
+
+    key: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"key": self.key, "reason": self.reason}
+
+
 @dataclass(frozen=True)
 class TriageSample:
-    """One labelled image: ``key`` identifies it (relative path, or ``item-<i>``), ``label`` is the
-    true class as an index into the model's labels."""
+    """One labelled image: ``key`` identifies it for people (relative path, or ``item-<i>``), ``label``
+    is the true class as an index into the model's labels, ``item_id`` identifies its content for the
+    store (see the module docstring)."""
 
     index: int
     key: str
     label: int
     loader: Callable[[], Any]
+    item_id: str = ""
 
-    def load(self) -> torch.Tensor:
-        """The image as a (3, H, W) float tensor in [0, 1]."""
-        from . import _lib as fw
+    def load(self, min_side: int | None = None) -> torch.Tensor:
+        """The image as a (3, H, W) float tensor in [0, 1]; with ``min_side``, image files are decoded
+        reduced (shorter side at least ``2 · min_side``, see :func:`.decode.open_bounded`)."""
+        source = self.loader()
+        if isinstance(source, (str, os.PathLike)):
+            source = open_bounded(Path(source), min_side)
+        return load_image(source)
 
-        return fw.load_image(self.loader())
+
+def _item_id(raw_key: bytes, label: int, stamp: str) -> str:
+    return hashlib.sha256(raw_key + f"\t{label}\t{stamp}".encode()).hexdigest()[:20]
+
+
+def _file_stamp(path: Path) -> str:
+    """Size and modification time of a file ("" when it cannot be read: the loader then says why)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return ""
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
+def printable(name: str) -> str:
+    """``name`` with bytes that are not UTF-8 (undecodable file names) as ``\\xNN`` escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class TriageData(Sequence[TriageSample]):
-    """Labelled images in a fixed order; ``labels`` are the model's class names."""
+    """Labelled images in a fixed order; ``labels`` are the model's class names; ``problems`` the
+    folders (or entries) that could not be scanned, as :class:`Skipped`."""
 
-    def __init__(self, samples: Sequence[TriageSample], labels: Sequence[str], source: str) -> None:
+    def __init__(
+        self,
+        samples: Sequence[TriageSample],
+        labels: Sequence[str],
+        source: str,
+        problems: Sequence[Skipped] = (),
+    ) -> None:
         self.samples = list(samples)
         self.labels = list(labels)
         self.source = source
+        self.problems = list(problems)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -75,10 +133,10 @@ class TriageData(Sequence[TriageSample]):
         return iter(self.samples)
 
     def digest(self) -> str:
-        """SHA-256 over every key and true label, in order (identifies the dataset in the store)."""
+        """SHA-256 over every item id, in order (changes when any file, label or order changes)."""
         h = hashlib.sha256()
         for s in self.samples:
-            h.update(f"{s.key}\t{s.label}\n".encode())
+            h.update(f"{s.key}\t{s.label}\t{s.item_id}\n".encode())
         return h.hexdigest()
 
     def select(self, limit: int | None) -> list[TriageSample]:
@@ -87,12 +145,21 @@ class TriageData(Sequence[TriageSample]):
         Sample ``floor(i · n / limit)`` for ``i < limit``: an ``ImageFolder`` is sorted by class, so
         this keeps every part of it represented rather than only the first classes.
         """
+        check_limit(limit)
         n = len(self.samples)
         if limit is None or limit >= n:
             return list(self.samples)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise TriageInputError(f"limit must be a positive int or None, got {limit!r}")
         return [self.samples[i * n // limit] for i in range(limit)]
+
+
+def check_limit(limit: Any) -> None:
+    """Raise unless ``limit`` is a positive int or None (TypeError for other types, ValueError below 1)."""
+    if limit is None:
+        return
+    if isinstance(limit, bool) or not isinstance(limit, int):
+        raise TypeError(f"limit must be a positive int or None, got {type(limit).__name__} {limit!r}")
+    if limit < 1:
+        raise TriageInputError(f"limit must be a positive int or None, got {limit!r}")
 
 
 # --------------------------------------------------------------------------- class names → labels
@@ -116,6 +183,24 @@ def _imagenet_wnids(labels: Sequence[str]) -> dict[str, int]:
     return {w.lower(): i for i, w in enumerate(wnids)} if len(wnids) == 1000 else {}
 
 
+def _label_lookup(labels: Sequence[str]) -> dict[str, list[int]]:
+    """Normalised label → every class index with that label (a model may repeat a label)."""
+    lookup: dict[str, list[int]] = {}
+    for i, lab in enumerate(labels):
+        lookup.setdefault(_norm(lab), []).append(i)
+    return lookup
+
+
+def _unique(name: str, indices: list[int], what: str) -> int:
+    if len(indices) > 1:
+        listed = ", ".join(str(i) for i in indices)
+        raise TriageInputError(
+            f"{what}: {name!r} matches {len(indices)} model classes with that label (indices {listed}); "
+            f"give the class index instead (class map: '{name}: {indices[0]}')"
+        )
+    return indices[0]
+
+
 def _resolve_label(value: Any, labels: Sequence[str], what: str) -> int:
     """A class index from an int, a digit string or a label name (case-insensitive, ``_`` = space)."""
     if isinstance(value, bool):
@@ -129,15 +214,15 @@ def _resolve_label(value: Any, labels: Sequence[str], what: str) -> int:
         text = value.strip()
         if text.isdigit():
             return _resolve_label(int(text), labels, what)
-        lookup = {_norm(lab): i for i, lab in enumerate(labels)}
+        lookup = _label_lookup(labels)
         key = _norm(text)
         if key in lookup:
-            return lookup[key]
+            return _unique(text, lookup[key], what)
         wnid = _imagenet_wnids(labels).get(key)
         if wnid is not None:
             return wnid
         close = difflib.get_close_matches(key, list(lookup), n=3, cutoff=0.6)
-        hint = f" (close: {', '.join(repr(labels[lookup[c]]) for c in close)})" if close else ""
+        hint = f" (close: {', '.join(repr(labels[lookup[c][0]]) for c in close)})" if close else ""
         raise TriageInputError(f"{what}: no model class named {value!r}{hint}")
     raise TriageInputError(f"{what}: a class must be a label string or an int index, got {type(value).__name__}")
 
@@ -181,48 +266,111 @@ def load_class_map(path: str | os.PathLike) -> dict[str, str | int]:
 
 def _from_folder(root: Path, labels: Sequence[str], class_map: Mapping[str, Any] | None) -> TriageData:
     if not root.exists():
-        raise TriageInputError(f"image folder not found: {root}")
+        raise TriageInputError(f"image folder not found: {printable(str(root))}")
     if not root.is_dir():
-        raise TriageInputError(f"not a folder: {root} (expected one subfolder per class, as torchvision's ImageFolder)")
-    folders = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        raise TriageInputError(
+            f"not a folder: {printable(str(root))} (expected one subfolder per class, as torchvision's ImageFolder)"
+        )
+    try:
+        folders = sorted(d.name for d in root.iterdir() if not d.name.startswith(".") and d.is_dir())
+    except OSError as exc:
+        raise TriageInputError(f"cannot read the image folder {printable(str(root))}: {exc.strerror}") from exc
     if not folders:
-        raise TriageInputError(f"{root} has no class subfolders (expected root/<class>/<image>, as ImageFolder)")
+        raise TriageInputError(
+            f"{printable(str(root))} has no class subfolders (expected root/<class>/<image>, as ImageFolder)"
+        )
     cmap = dict(class_map or {})
     stray = sorted(set(cmap) - set(folders))
     if stray:
-        raise TriageInputError(f"class map names folders that are not in {root}: {', '.join(repr(s) for s in stray)}")
-    lookup = {_norm(lab): i for i, lab in enumerate(labels)}
+        raise TriageInputError(
+            f"class map names folders that are not in {printable(str(root))}: "
+            f"{', '.join(repr(printable(s)) for s in stray)}"
+        )
+    lookup = _label_lookup(labels)
     wnids = _imagenet_wnids(labels)
     mapping: dict[str, int] = {}
     unknown: list[str] = []
     for name in folders:
+        shown = printable(name)
         if name in cmap:
-            mapping[name] = _resolve_label(cmap[name], labels, f"class map entry {name!r}")
+            mapping[name] = _resolve_label(cmap[name], labels, f"class map entry {shown!r}")
         elif _norm(name) in lookup:
-            mapping[name] = lookup[_norm(name)]
+            mapping[name] = _unique(shown, lookup[_norm(name)], f"class folder {shown!r}")
         elif name.lower() in wnids:
             mapping[name] = wnids[name.lower()]
         else:
-            unknown.append(name)
+            unknown.append(shown)
     if unknown:
         raise TriageInputError(
             f"{len(unknown)} class folder(s) match no model label: {', '.join(repr(u) for u in unknown)}; "
             "rename them to the model's labels, or map them with a class map file (folder: label per line, "
             "or a JSON object; CLI --class-map)"
         )
+    problems: list[Skipped] = []
+    scanned: dict[str, str] = {}  # real path of every folder scanned → its key
+    found: dict[str, list[Path]] = {}
+    # real folders first, so that a class folder that links to another one is the one reported
+    for name in sorted(folders, key=lambda n: ((root / n).is_symlink(), n)):
+        found[name] = _scan_class(root, name, scanned, problems)
     samples: list[TriageSample] = []
     for name in folders:
-        files = sorted(
-            f
-            for f in (root / name).rglob("*")
-            if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith(".")
-        )
-        for f in files:
-            key = f.relative_to(root).as_posix()
-            samples.append(TriageSample(len(samples), key, mapping[name], _path_loader(f)))
+        for f in sorted(found[name]):
+            rel = f.relative_to(root).as_posix()
+            raw = rel.encode("utf-8", "surrogateescape")
+            item_id = _item_id(raw, mapping[name], _file_stamp(f))
+            samples.append(TriageSample(len(samples), printable(rel), mapping[name], _path_loader(f), item_id))
     if not samples:
-        raise TriageInputError(f"no images in {root} (looked for {', '.join(IMAGE_EXTENSIONS)} in the class folders)")
-    return TriageData(samples, labels, source=str(root))
+        detail = f"; not scanned: {problems[0].key} ({problems[0].reason})" if problems else ""
+        raise TriageInputError(
+            f"no images in {printable(str(root))} (looked for {', '.join(IMAGE_EXTENSIONS)} in the class "
+            f"folders){detail}"
+        )
+    return TriageData(samples, labels, source=str(root), problems=sorted(problems, key=lambda p: p.key))
+
+
+def _scan_class(root: Path, name: str, scanned: dict[str, str], problems: list[Skipped]) -> list[Path]:
+    """Image files under ``root/name`` (links followed); unreadable folders, loops and folders reached a
+    second time (a link to the root, or to a folder already scanned) are added to ``problems``."""
+    root_real = os.path.realpath(root)
+    files: list[Path] = []
+    stack = [root / name]
+    while stack:
+        folder = stack.pop()
+        key = printable(folder.relative_to(root).as_posix()) + "/"
+        real = os.path.realpath(folder)
+        if real == root_real or root_real.startswith(real.rstrip(os.sep) + os.sep):
+            problems.append(
+                Skipped(
+                    key,
+                    "a link to the image folder itself (or above it); not scanned, its images would be "
+                    "counted again under this class",
+                )
+            )
+            continue
+        if real in scanned:
+            problems.append(Skipped(key, f"a link to {scanned[real]}, which was already scanned; not scanned twice"))
+            continue
+        scanned[real] = key
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            problems.append(Skipped(key, f"folder not readable ({exc.strerror or exc}); its images are not triaged"))
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            path = Path(entry.path)
+            try:
+                if entry.is_dir():
+                    stack.append(path)
+                elif entry.is_file():
+                    if path.suffix.lower() in IMAGE_EXTENSIONS:
+                        files.append(path)
+                elif entry.is_symlink() and path.suffix.lower() in IMAGE_EXTENSIONS:
+                    problems.append(Skipped(printable(path.relative_to(root).as_posix()), "a broken or looping link"))
+            except OSError as exc:
+                problems.append(Skipped(printable(path.relative_to(root).as_posix()), f"cannot stat ({exc.strerror})"))
+    return files
 
 
 def _path_loader(path: Path) -> Callable[[], Any]:
@@ -244,9 +392,7 @@ def _tensor_key(value: Any) -> str | None:
     if isinstance(value, (str, os.PathLike)):
         return None
     try:
-        from . import _lib as fw
-
-        t = fw.load_image(value)
+        t = load_image(value)
     except Exception:  # noqa: BLE001 - the real error is raised when the item is loaded
         return None
     return hashlib.sha256((t * 255).round().to(torch.uint8).numpy().tobytes()).hexdigest()[:16]
@@ -258,10 +404,15 @@ def _from_pairs(pairs: Sequence[Any], labels: Sequence[str]) -> TriageData:
         image, label = _pair(item, i)
         idx = _resolve_label(label, labels, f"item {i}")
         if isinstance(image, (str, os.PathLike)):
-            key = Path(image).as_posix()
+            rel = Path(image).as_posix()
+            key = printable(rel)
+            item_id = _item_id(rel.encode("utf-8", "surrogateescape"), idx, _file_stamp(Path(image)))
         else:
-            key = f"item-{i:06d}-{_tensor_key(image)}"
-        samples.append(TriageSample(i, key, idx, _value_loader(image)))
+            digest = _tensor_key(image)
+            key = f"item-{i:06d}-{digest}"
+            # the pixels identify an in-memory image (its position in the list does not)
+            item_id = _item_id((digest or key).encode(), idx, "pixels")
+        samples.append(TriageSample(i, key, idx, _value_loader(image), item_id))
     if not samples:
         raise TriageInputError("the list of (image, label) pairs is empty")
     return TriageData(samples, labels, source="pairs")
@@ -291,7 +442,10 @@ def _from_dataset(dataset: Any, labels: Sequence[str]) -> TriageData:
         if isinstance(getattr(dataset, "samples", None), list):
             entry = dataset.samples[i]
             path = entry[0] if isinstance(entry, (tuple, list)) else None
-        samples.append(TriageSample(i, str(path) if path is not None else f"item-{i:06d}", idx, loader))
+        key = printable(str(path)) if path is not None else f"item-{i:06d}"
+        stamp = _file_stamp(Path(path)) if isinstance(path, (str, os.PathLike)) else ""
+        raw = str(path).encode("utf-8", "surrogateescape") if path is not None else key.encode()
+        samples.append(TriageSample(i, key, idx, loader, _item_id(raw, idx, stamp)))
     if not samples:
         raise TriageInputError("the dataset is empty")
     return TriageData(samples, labels, source=type(dataset).__name__)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from PIL import Image, ImageEnhance, ImageOps
 
+from ..images import sample_images, to_pil
+
 __all__ = ["DEMO_CLASSES", "AUGMENTATIONS", "build_demo_folder"]
 
 #: Sample image → its true ImageNet class (the folder name).
@@ -56,16 +58,14 @@ def build_demo_folder(path: str | os.PathLike, *, variants: int = 2, size: int =
     :data:`DEMO_CLASSES` and the first ``variants`` of :data:`AUGMENTATIONS` (1…8; the default 2 gives
     14 images, 8 gives 56), each resized so its shorter side is ``size``. Returns ``path``.
     Existing files are rewritten with the same content."""
-    from . import _lib as fw
-
     if isinstance(variants, bool) or not isinstance(variants, int) or not 1 <= variants <= len(AUGMENTATIONS):
         raise ValueError(f"variants must be an int in 1…{len(AUGMENTATIONS)}, got {variants!r}")
     root = Path(path)
-    samples = fw.sample_images(size=size)
+    samples = sample_images(size=size)
     for name, label in DEMO_CLASSES.items():
         if name not in samples:  # e.g. scikit-learn (china, flower) not installed
             continue
-        base = fw.to_pil(samples[name]).convert("RGB")
+        base = to_pil(samples[name]).convert("RGB")
         folder = root / label
         folder.mkdir(parents=True, exist_ok=True)
         for variant in list(AUGMENTATIONS)[:variants]:

@@ -20,6 +20,7 @@ forbids any network access, and every label, file name and setting is escaped wi
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
 import os
@@ -27,11 +28,18 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..core.compositing import heatmap_overlay, masked_accentuation
+from ..core.masks import CollectiveNormalizer
+from ..core.model import Model
+from ..images import load_image, to_pil
 from .store import FORMAT, TriageStore
+
+if TYPE_CHECKING:  # the browser (ipywidgets, the widget) is imported only when a report is shown
+    from .browser import TriageBrowser
 
 __all__ = ["RANKINGS", "TriageItem", "TriageReport", "build_index", "rank_rows"]
 
@@ -50,30 +58,29 @@ def rank_rows(rows: Sequence[Mapping[str, Any]], by: str) -> list[Mapping[str, A
     return sorted(rows, key=RANKINGS[by])
 
 
-def _normalizer(rows: Sequence[Mapping[str, Any]]) -> Any:
-    from . import _lib as fw
-
+def _normalizer(rows: Sequence[Mapping[str, Any]]) -> CollectiveNormalizer | None:
     maps = [torch.tensor(r["gradcam"][t], dtype=torch.float32) for r in rows for t in r["targets"]]
     if not maps:
         return None
-    norm = fw.CollectiveNormalizer(target="triage: predicted and true class of every mistake", source="gradcam")
+    norm = CollectiveNormalizer(target="triage: predicted and true class of every mistake", source="gradcam")
     return norm.fit(maps)
 
 
 def build_index(
     store: TriageStore,
-    selected: Sequence[int],
-    predictions: Mapping[int, Mapping[str, Any]],
+    predictions: Sequence[Mapping[str, Any]],
+    skipped: Sequence[Mapping[str, Any]],
     rank_by: str,
     fingerprint: Mapping[str, Any],
     run: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The merged index of a store: summary, every prediction, the ranked finished mistakes, the
+    """The merged index of a store: summary, every prediction (in dataset order, at this run's
+    positions), the ranked finished mistakes, the skipped files and folders (key and reason), the
     normaliser, and the history of runs that filled the store."""
-    preds = [dict(predictions[i]) for i in selected]
-    mistakes = [p["index"] for p in preds if p["predicted"] != p["true"]]
+    preds = [dict(p) for p in predictions]
+    mistakes = [p for p in preds if p["predicted"] != p["true"]]
     done = store.done()
-    rows = store.rows(i for i in mistakes if i in done)
+    rows = [{**store.item_row(p["id"]), "index": p["index"], "key": p["key"]} for p in mistakes if p["id"] in done]
     norm = _normalizer(rows)
     n = len(preds)
     runs = []
@@ -90,12 +97,14 @@ def build_index(
             "mistakes": len(mistakes),
             "accentuated": len(rows),
             "missing": len(mistakes) - len(rows),
+            "skipped": len(skipped),
         },
         "rank_by": rank_by,
         "fingerprint": dict(fingerprint),
         "normalizer": norm.to_dict() if norm is not None else None,
         "runs": runs,
         "predictions": preds,
+        "skipped": [{"key": str(r["key"]), "reason": str(r["reason"])} for r in skipped],
         "items": [dict(r) for r in rank_rows(rows, rank_by)],
     }
 
@@ -115,7 +124,7 @@ class TriageItem:
     row: dict[str, Any] = field(repr=False)
     rank: int
     directory: Path = field(repr=False)
-    normalizer: Any = field(repr=False, default=None)
+    normalizer: CollectiveNormalizer | None = field(repr=False, default=None)
 
     index: int = field(init=False)
     key: str = field(init=False)
@@ -147,9 +156,7 @@ class TriageItem:
         return [(int(i), str(lab), float(p)) for i, lab, p in self.row["top5"]]
 
     def _png(self, name: str) -> torch.Tensor:
-        from . import _lib as fw
-
-        return fw.load_image(self.directory / name)
+        return load_image(self.directory / name)
 
     @property
     def seed(self) -> torch.Tensor:
@@ -169,30 +176,27 @@ class TriageItem:
     @property
     def masks(self) -> dict[str, torch.Tensor]:
         """Target → collectively normalised mask (h, w) in [0, 1] (see the module docstring)."""
-        if self.normalizer is None:
+        norm = self.normalizer
+        if norm is None:
             raise RuntimeError("this report has no fitted normaliser (no finished mistakes)")
-        return {t: self.normalizer(m) for t, m in self.gradcam.items()}
+        return {t: norm(m) for t, m in self.gradcam.items()}
 
     def masked(self, target: str) -> torch.Tensor:
         """The accentuation toward ``target`` blended over the seed through its mask (3, H, W)."""
-        from . import _lib as fw
-
         if target not in self.targets:
             raise KeyError(f"no accentuation toward {target!r}; this item has {', '.join(self.targets)}")
-        return fw.masked_accentuation(self.seed, self.accentuations[target], self.masks[target])
+        return masked_accentuation(self.seed, self.accentuations[target], self.masks[target])
 
     def tiles(self) -> list[tuple[str, torch.Tensor]]:
         """(caption, image) pairs of the report's card: seed, then per target its mask over the seed
         and the masked accentuation."""
-        from . import _lib as fw
-
         seed = self.seed
         accents, masks = self.accentuations, self.masks
         out = [("seed", seed)]
         for t in self.targets:
             label = self.scores[t]["label"]
-            out.append((f"where: {label} ({t})", fw.heatmap_overlay(seed, masks[t], alpha=0.5)))
-            out.append((f"→ {label} ({t})", fw.masked_accentuation(seed, accents[t], masks[t])))
+            out.append((f"where: {label} ({t})", heatmap_overlay(seed, masks[t], alpha=0.5)))
+            out.append((f"→ {label} ({t})", masked_accentuation(seed, accents[t], masks[t])))
         return out
 
 
@@ -203,13 +207,21 @@ class TriageReport:
     """The result of :func:`~faccent_widget.triage`: the ranked mistakes (iterate, index, ``len``), the
     ``summary``, every prediction, ``to_html(path)`` and ``show()``.
 
-    Load a finished store with ``TriageReport.load(out)``.
+    Load a finished store with ``TriageReport.load(out)``. ``keep_alive``: an object the report holds
+    on to (a temporary output folder lives as long as the report).
     """
 
     def __init__(
-        self, root: str | os.PathLike, index: Mapping[str, Any], model: Any = None, rank_by: str | None = None
+        self,
+        root: str | os.PathLike,
+        index: Mapping[str, Any],
+        model: Model | None = None,
+        rank_by: str | None = None,
+        *,
+        keep_alive: Any = None,
     ) -> None:
         self.root = Path(root)
+        self.keep_alive = keep_alive
         self.index = dict(index)
         self.model = model
         self.rank_by = rank_by or self.index.get("rank_by", "margin")
@@ -217,30 +229,27 @@ class TriageReport:
         rows = rank_rows(self.index["items"], self.rank_by)
         store = TriageStore(self.root)
         self.items: list[TriageItem] = [
-            TriageItem(dict(r), k + 1, store.item_dir(int(r["index"])), self.normalizer) for k, r in enumerate(rows)
+            TriageItem(dict(r), k + 1, store.item_dir(str(r["id"])), self.normalizer) for k, r in enumerate(rows)
         ]
-        self._tmp: Any = None  # keeps a temporary output folder alive as long as the report
 
     @classmethod
-    def load(cls, out: str | os.PathLike, model: Any = None, rank_by: str | None = None) -> TriageReport:
+    def load(
+        cls, out: str | os.PathLike, model: Model | None = None, rank_by: str | None = None, *, keep_alive: Any = None
+    ) -> TriageReport:
         """The report of a finished triage folder."""
         store = TriageStore(out)
         index = store.read_index()
         if index.get("format") != FORMAT + "/index":
             raise ValueError(f"{store.index_path} is not a faccent-widget triage index")
-        return cls(out, index, model=model, rank_by=rank_by)
+        return cls(out, index, model=model, rank_by=rank_by, keep_alive=keep_alive)
 
-    def _load_normalizer(self) -> Any:
-        from . import _lib as fw
-
+    def _load_normalizer(self) -> CollectiveNormalizer | None:
         data = self.index.get("normalizer")
-        return fw.CollectiveNormalizer.from_dict(data) if data else None
+        return CollectiveNormalizer.from_dict(data) if data else None
 
     def ranked(self, by: str) -> TriageReport:
         """The same report ordered by another ranking (see the module docstring)."""
-        other = TriageReport(self.root, self.index, model=self.model, rank_by=by)
-        other._tmp = self._tmp
-        return other
+        return TriageReport(self.root, self.index, model=self.model, rank_by=by, keep_alive=self.keep_alive)
 
     # ------------------------------------------------------------------ container
     def __len__(self) -> int:
@@ -261,8 +270,14 @@ class TriageReport:
 
     @property
     def summary(self) -> dict[str, Any]:
-        """Counts: ``items``, ``correct``, ``accuracy``, ``mistakes``, ``accentuated``, ``missing``."""
-        return dict(self.index["summary"])
+        """Counts: ``items`` (images predicted), ``correct``, ``accuracy``, ``mistakes``,
+        ``accentuated``, ``missing``, ``skipped`` (files and folders that could not be read)."""
+        return {"skipped": 0, **self.index["summary"]}
+
+    @property
+    def skipped(self) -> list[dict[str, str]]:
+        """The files and folders this triage could not read: ``{"key", "reason"}`` each."""
+        return [dict(r) for r in self.index.get("skipped", [])]
 
     @property
     def predictions(self) -> list[dict[str, Any]]:
@@ -301,7 +316,7 @@ class TriageReport:
         p.write_text(self.html(max_items=max_items, tile=tile), encoding="utf-8")
         return p
 
-    def show(self, model: Any = None, *, page_size: int = 12) -> Any:
+    def show(self, model: Model | None = None, *, page_size: int = 12) -> TriageBrowser:
         """A browsable widget: a grid of the mistakes; click one to see it large, and open it in a
         ``FaccentWidget`` (``model`` defaults to the triage's model, or loads it by name)."""
         from .browser import TriageBrowser
@@ -313,9 +328,7 @@ class TriageReport:
 
 
 def _data_uri(image: torch.Tensor, tile: int) -> str:
-    from . import _lib as fw
-
-    pil = fw.to_pil(image).convert("RGB")
+    pil = to_pil(image).convert("RGB")
     short = min(pil.size)
     if tile and short > tile:
         scale = tile / short
@@ -364,6 +377,10 @@ document.querySelectorAll('.card').forEach(function (card) {
 });
 """
 
+#: The page runs only its own script: the CSP allows it by its SHA-256, not by 'unsafe-inline'.
+SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(_SCRIPT.encode("utf-8")).digest()).decode("ascii")
+CSP = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src '{SCRIPT_HASH}'"
+
 
 def _card(item: TriageItem, tile: int) -> str:
     figures = "".join(
@@ -402,9 +419,17 @@ def _render_html(report: TriageReport, *, max_items: int | None, tile: int) -> s
     )
     shown = f"showing the first {len(items)}" if len(items) < len(report.items) else ""
     cards = "".join(_card(item, tile) for item in items) or '<p class="muted">No mistakes.</p>'
+    unread = report.skipped
+    skipped = (
+        f"<h2>Skipped: {len(unread)} file(s) or folder(s) could not be read</h2><table>"
+        + "".join(f'<tr><td class="key">{_e(r["key"])}</td><td>{_e(r["reason"])}</td></tr>' for r in unread)
+        + "</table>"
+        if unread
+        else ""
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Triage: {_e(model)}</title><style>{_CSS}</style></head>
 <body>
@@ -413,10 +438,12 @@ def _render_html(report: TriageReport, *, max_items: int | None, tile: int) -> s
 <div class="stats">
 <div><b>{s["items"]}</b>images</div><div><b>{100 * s["accuracy"]:.1f}%</b>accuracy</div>
 <div><b class="bad">{s["mistakes"]}</b>mistakes</div><div><b>{s["accentuated"]}</b>accentuated</div>
+{f'<div><b class="bad">{len(unread)}</b>skipped</div>' if unread else ""}
 </div>
 <div>Ranked by {_e(rule)}{"; " + _e(shown) if shown else ""}. Masks: one collective normalisation over the
 Grad-CAM maps of all mistakes. Settings: {settings}.</div>
 <h2>Most frequent confusions</h2><table><tr><th>true</th><th>predicted</th><th>count</th></tr>{confusions}</table>
+{skipped}
 <h2>Mistakes</h2>
 <div class="cards">{cards}</div>
 <script>{_SCRIPT}</script>

@@ -16,37 +16,49 @@ The run, per process (one process, or one per device under ``torchrun``):
    masks are comparable across the whole report), ranks the mistakes and writes ``index.json``.
 
 Everything goes through the resumable store (:mod:`faccent_widget.triage.store`): a rerun after an
-interruption predicts and accentuates only what is missing. The random seed defaults to 0, so a
-rerun computes the same crops.
+interruption predicts and accentuates only what is missing, and a rerun after files were added,
+removed or repaired only what changed (results are stored by item id, see :mod:`.data`). The random
+seed defaults to 0, so a rerun computes the same crops. The store's lock refuses a second run into the
+same folder while one is writing.
+
+An image that cannot be read (truncated, not an image, too large, no permission) is skipped and
+listed with its reason in the summary, the report and ``index.json``, as are folders that cannot be
+scanned; ``on_error="raise"`` makes either fatal (:class:`~.data.TriageImageError`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import os
 import tempfile
 import time
 import uuid
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import torch
+from torch import nn
 
+from ..accentuate import start_run
+from ..core.config import DEFAULT_LAMBDA
+from ..core.model import Model, as_model
+from ..zoo import load_model
 from . import distributed
-from .data import TriageData, TriageSample, as_triage_data
-from .report import RANKINGS, TriageReport, build_index
-from .store import TriageSettingsMismatch, TriageStore
+from .data import TriageImageError, as_triage_data, check_limit
+from .report import RANKINGS, TriageReport
+from .stages import ProgressCallback, TriageJob, accentuate_all, canvas_seed, merge, predict_all
+from .store import TriageSettingsMismatch, TriageStore, TriageStoreLocked
 
-__all__ = ["TARGETS", "ProgressCallback", "canvas_seed", "triage"]
+__all__ = ["ON_ERROR", "TARGETS", "ProgressCallback", "canvas_seed", "triage"]
 
 #: The accentuation targets a triage can ask for, per mistake.
 TARGETS = ("predicted", "true")
 
-#: ``progress(stage, done, total)``; ``stage`` is "predict", "accentuate" or "merge" (this process's share).
-ProgressCallback = Callable[[str, int, int], None]
+#: What a triage does with an unreadable image or folder: skip and list it, or stop.
+ON_ERROR = ("skip", "raise")
 
 _SETTING_NAMES = (
     "lam",
@@ -64,21 +76,6 @@ _SETTING_NAMES = (
 )
 
 
-def canvas_seed(image: torch.Tensor, canvas: int) -> torch.Tensor:
-    """The seed a triage accentuates: shorter side resized to ``canvas``, longer side centre-cropped to
-    a multiple of ``max(8, canvas // 8)`` pixels and at most ``2 · canvas`` (so seeds of similar aspect
-    ratio share a shape and can be batched, with at most a sliver cropped)."""
-    from . import _lib as fw
-
-    img = fw.load_image(image, size=int(canvas))
-    h, w = img.shape[-2:]
-    q = max(8, int(canvas) // 8)
-    th = h if h <= w else max(int(canvas), min(h // q * q, 2 * int(canvas)))
-    tw = w if w <= h else max(int(canvas), min(w // q * q, 2 * int(canvas)))
-    top, left = (h - th) // 2, (w - tw) // 2
-    return img[:, top : top + th, left : left + tw].contiguous()
-
-
 def _check_targets(targets: Sequence[str] | str) -> tuple[str, ...]:
     names = (targets,) if isinstance(targets, str) else tuple(targets)
     bad = [t for t in names if t not in TARGETS]
@@ -87,19 +84,40 @@ def _check_targets(targets: Sequence[str] | str) -> tuple[str, ...]:
     return tuple(t for t in TARGETS if t in names)
 
 
-def _adapter(model: Any, device: torch.device | None) -> Any:
-    """A ``fw.Model`` on ``device`` (a private copy when the given model lives elsewhere; never moved)."""
-    from . import _lib as fw
-
-    if isinstance(model, str):
-        return fw.load_model(model, device=device)
-    if not isinstance(model, fw.Model):
-        if not isinstance(model, torch.nn.Module):
-            raise TypeError(
-                f"model must be a faccent_widget.Model, an nn.Module or a model name, got {type(model).__name__}"
+def _check_device(device: str | torch.device | None) -> torch.device | None:
+    """``device`` as a ``torch.device`` this machine has, or a one-line ``ValueError`` saying why not."""
+    if device is None:
+        return None
+    accepted = "cpu, cuda, cuda:N or mps"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use {accepted}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r}: CUDA is not available on this machine; use cpu")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ValueError(
+                f"device {str(device)!r}: this machine has {count} CUDA device(s), cuda:0…cuda:{count - 1}"
             )
-        return fw.load_model(model, device=device)
-    return fw.as_model(model, device=device)  # a private copy when the model lives elsewhere
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"device {str(device)!r}: MPS is not available on this machine; use cpu")
+    elif dev.type != "cpu":
+        raise ValueError(f"device {str(device)!r} is not one triage runs on; use {accepted}")
+    return dev
+
+
+def _adapter(model: Model | nn.Module | str, device: torch.device | None) -> Model:
+    """A :class:`Model` on ``device`` (a private copy when the given model lives elsewhere; never moved)."""
+    if isinstance(model, str):
+        return load_model(model, device=device)
+    if isinstance(model, Model):
+        return as_model(model, device=device)  # a private copy when the model lives elsewhere
+    if isinstance(model, nn.Module):
+        return load_model(model, device=device)
+    raise TypeError(f"model must be a faccent_widget.Model, an nn.Module or a model name, got {type(model).__name__}")
 
 
 def _weights_digest(module: torch.nn.Module) -> str:
@@ -114,23 +132,23 @@ def _weights_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _resolved_settings(adapter: Any, preset: str | None, seed: int, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The engine settings a run will use (resolved through ``fw.start_run`` on a tiny probe image)."""
-    from . import _lib as fw
-
+def _resolved_settings(adapter: Model, preset: str | None, seed: int, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The engine settings a run will use (resolved through ``start_run`` on a tiny probe image; to be
+    replaced by ``core.config.resolve_run_config`` once it lands, issue 20 item 4)."""
     probe = torch.full((3, 32, 32), 0.5)
-    run = fw.start_run(adapter, probe, 0, preset=preset, seed=seed, **settings)
+    run = start_run(adapter, probe, 0, preset=preset, seed=seed, **settings)
     cfg = run.config
     values = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
     values.pop("snapshot_every", None)  # snapshots do not change the result
     values["reg_layer"] = run.reg_layer
-    values["lam"] = float(settings["lam"]) if settings.get("lam") is not None else float(fw.DEFAULT_LAMBDA)
+    values["lam"] = float(settings["lam"]) if settings.get("lam") is not None else float(DEFAULT_LAMBDA)
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
 
 
 def _fingerprint(
-    adapter: Any, data: TriageData, engine: Mapping[str, Any], targets: Sequence[str], gradcam_layer: str | None
+    adapter: Model, engine: Mapping[str, Any], targets: Sequence[str], gradcam_layer: str | None
 ) -> dict[str, Any]:
+    """What the stored results depend on (the images are not part of it: they are stored by item id)."""
     return {
         "model": {
             "name": adapter.name,
@@ -143,165 +161,29 @@ def _fingerprint(
         "engine": dict(engine),
         "targets": list(targets),
         "gradcam_layer": gradcam_layer or "default",
-        "data": {"items": len(data), "sha256": data.digest()},
     }
 
 
-def _chunks(items: Sequence[Any], n: int) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), n):
-        yield items[start : start + n]
-
-
-def _prediction_row(sample: TriageSample, probs: torch.Tensor, labels: Sequence[str]) -> dict[str, Any]:
-    top_p, top_i = probs.topk(min(5, probs.numel()))
-    pred = int(top_i[0])
-    p_true = float(probs[sample.label])
-    return {
-        "index": sample.index,
-        "key": sample.key,
-        "true": sample.label,
-        "true_label": labels[sample.label],
-        "predicted": pred,
-        "predicted_label": labels[pred],
-        "p_true": p_true,
-        "p_predicted": float(top_p[0]),
-        "true_rank": int((probs > p_true).sum()) + 1,
-        "top5": [[int(i), labels[int(i)], float(p)] for p, i in zip(top_p, top_i)],
-    }
-
-
-def _predict(
-    adapter: Any,
-    samples: Sequence[TriageSample],
-    store: TriageStore,
-    rank: int,
-    batch: int,
-    pool: ThreadPoolExecutor,
-    progress: ProgressCallback | None,
-) -> int:
-    from . import _lib as fw
-
-    size = (int(adapter.input_size), int(adapter.input_size))
-    done = 0
-    for chunk in _chunks(samples, batch):
-        images = list(pool.map(lambda s: fw.load_image(s.load(), size=size), chunk))
-        with torch.no_grad():
-            probs = adapter.logits(torch.stack(images)).float().softmax(-1).cpu()
-        store.write_predictions(rank, [_prediction_row(s, probs[i], adapter.labels) for i, s in enumerate(chunk)])
-        done += len(chunk)
-        if progress is not None:
-            progress("predict", done, len(samples))
-    return done
-
-
-def _prefetch(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Iterable[Any], ahead: int) -> Iterator[Any]:
-    """``map(fn, items)`` in the pool's threads, in order, with at most ``ahead`` results pending
-    (``Executor.map`` would submit everything at once and hold every loaded image in memory)."""
-    pending: deque[Future[Any]] = deque()
-    for item in items:
-        pending.append(pool.submit(fn, item))
-        if len(pending) > ahead:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
-
-
-def _round_map(m: torch.Tensor) -> list[list[float]]:
-    return [[float(f"{v:.6g}") for v in row] for row in m.tolist()]
-
-
-def _accentuate_group(
-    adapter: Any,
-    group: list[tuple[dict[str, Any], torch.Tensor]],
-    targets: Sequence[str],
-    engine_kwargs: Mapping[str, Any],
-    gradcam_layer: str | None,
-    store: TriageStore,
-    run_id: str,
-    rank: int,
-) -> int:
-    from . import _lib as fw
-
-    t0 = time.perf_counter()
-    seeds = [seed for _, seed in group for _ in targets]
-    classes = [int(row[t]) for row, _ in group for t in targets]
-    results = fw.accentuate(adapter, seeds, classes, **engine_kwargs)
-    seconds = (time.perf_counter() - t0) / len(group)
-    written = 0
-    for g, (row, seed) in enumerate(group):
-        files = {"seed.png": fw.to_png_bytes(seed)}
-        scores: dict[str, Any] = {}
-        maps: dict[str, Any] = {}
-        for k, t in enumerate(targets):
-            res = results[g * len(targets) + k]
-            files[f"{t}.png"] = fw.to_png_bytes(res.image)
-            scores[t] = {
-                "class": int(row[t]),
-                "label": adapter.labels[int(row[t])],
-                "seed_prob": res.seed_score.prob,
-                "prob": res.score.prob,
-                "seed_logit": res.seed_score.value,
-                "logit": res.score.value,
-                "distance": res.distance,
-                "lam_effective": res.lam_effective,
-            }
-            cam = fw.gradcam(adapter, [seed], int(row[t]), layer=gradcam_layer, upsample=False)[0]
-            maps[t] = _round_map(cam)
-        item = {
-            **row,
-            "targets": list(targets),
-            "scores": scores,
-            "gradcam": maps,
-            "canvas": [int(seed.shape[-2]), int(seed.shape[-1])],
-            "run_id": run_id,
-            "rank": rank,
-            "finished": time.time(),
-            "seconds": seconds,
-        }
-        written += int(store.write_item(int(row["index"]), item, files))
-    return written
-
-
-def _accentuate(
-    adapter: Any,
-    rows: Sequence[dict[str, Any]],
-    samples: Mapping[int, TriageSample],
-    targets: Sequence[str],
-    engine_kwargs: Mapping[str, Any],
-    canvas: int,
-    batch: int,
-    gradcam_layer: str | None,
-    store: TriageStore,
-    run_id: str,
-    rank: int,
-    pool: ThreadPoolExecutor,
-    progress: ProgressCallback | None,
-) -> int:
-    """Accentuate ``rows`` (mistakes) in groups of equal seed shape; flush a group when it is full."""
-    buckets: dict[tuple[int, int], list[tuple[dict[str, Any], torch.Tensor]]] = {}
-    done = 0
-
-    def flush(shape: tuple[int, int]) -> None:
-        nonlocal done
-        group = buckets.pop(shape)
-        _accentuate_group(adapter, group, targets, engine_kwargs, gradcam_layer, store, run_id, rank)
-        done += len(group)
-        if progress is not None:
-            progress("accentuate", done, len(rows))
-
-    loaded = _prefetch(pool, lambda r: (r, canvas_seed(samples[int(r["index"])].load(), canvas)), rows, 2 * batch)
-    for row, seed in loaded:
-        shape = (int(seed.shape[-2]), int(seed.shape[-1]))
-        buckets.setdefault(shape, []).append((row, seed))
-        if len(buckets[shape]) >= batch:
-            flush(shape)
-    for shape in sorted(buckets):
-        flush(shape)
-    return done
+def _open_store(store: TriageStore, fingerprint: Mapping[str, Any], ctx: distributed.DistContext, held: Any) -> None:
+    """Rank 0 takes the store's lock (kept by ``held``, an ``ExitStack``), creates or checks the store and
+    removes temporaries of killed runs; a failure there stops every process (``RankError``)."""
+    error = None
+    if ctx.is_main:
+        try:
+            held.enter_context(store.locked())
+            store.open(fingerprint)
+            store.remove_temporaries()
+        except (TriageSettingsMismatch, TriageStoreLocked, FileExistsError, PermissionError) as exc:
+            if not ctx.distributed:
+                raise
+            error = f"{type(exc).__name__}: {exc}"
+    ctx.agree(error)
+    if not ctx.is_main:
+        store.check(fingerprint)
 
 
 def triage(
-    model: Any,
+    model: Model | nn.Module | str,
     data: Any,
     *,
     out: str | os.PathLike | None = None,
@@ -317,6 +199,7 @@ def triage(
     device: str | torch.device | None = None,
     workers: int | None = None,
     progress: ProgressCallback | None = None,
+    on_error: str = "skip",
     **settings: Any,
 ) -> TriageReport:
     """Find a model's mistakes in labelled images and accentuate each toward its predicted and true class.
@@ -347,16 +230,25 @@ def triage(
         device: run here (default: the model's device; under ``torchrun`` ``cuda:LOCAL_RANK`` or the CPU).
         workers: threads that load images (default ``min(4, cpu_count)``).
         progress: ``progress(stage, done, total)`` after every batch (stage "predict" or "accentuate").
+        on_error: ``"skip"`` (default): an image that cannot be read (truncated, not an image, over
+            the pixel cap, no permission) or a folder that cannot be scanned is skipped and listed
+            with its reason in ``report.skipped``, the HTML report and the store; ``"raise"``: stop
+            with :class:`~faccent_widget.triage.data.TriageImageError` naming it.
 
     Returns:
         A :class:`TriageReport` of the mistakes, ranked by ``rank_by`` (on every process under torchrun).
+        The output folder is locked while the run writes it: a second run into it raises
+        :class:`~faccent_widget.triage.store.TriageStoreLocked` at once.
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) each process takes a deterministic share and rank 0 merges
     the index once all are done; ``out`` is then required and must be a folder all processes share.
     """
     if rank_by not in RANKINGS:
         raise ValueError(f"rank_by must be one of {', '.join(RANKINGS)}, got {rank_by!r}")
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {', '.join(map(repr, ON_ERROR))}, got {on_error!r}")
     names = _check_targets(targets)
+    check_limit(limit)
     unknown = sorted(set(settings) - set(_SETTING_NAMES))
     if unknown:
         raise TypeError(
@@ -366,91 +258,54 @@ def triage(
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ValueError(f"{what} must be a positive int or None, got {value!r}")
     t_start = time.perf_counter()
-    ctx = distributed.context(device)
+    ctx = distributed.context(_check_device(device))
     try:
         if ctx.distributed and out is None:
             raise ValueError("under torchrun, pass out= (a folder every process can reach)")
         adapter = _adapter(model, ctx.device)
-        data_ = as_triage_data(data, adapter.labels, class_map)
-        selected = data_.select(limit)
+        dataset = as_triage_data(data, adapter.labels, class_map)
+        if on_error == "raise" and dataset.problems:
+            first = dataset.problems[0]
+            raise TriageImageError(f"cannot read {first.key!r}: {first.reason}")
+        selected = dataset.select(limit)
         engine = _resolved_settings(adapter, preset, seed, settings)
-        fingerprint = _fingerprint(adapter, data_, engine, names, gradcam_layer)
+        fingerprint = _fingerprint(adapter, engine, names, gradcam_layer)
         tmp = tempfile.TemporaryDirectory(prefix="faccent-triage-") if out is None else None
         store = TriageStore(tmp.name if tmp is not None else out)  # type: ignore[arg-type]  # out is set when tmp is None
-        error = None
-        if ctx.is_main:
-            try:
-                store.open(fingerprint)
-                store.remove_temporaries()
-            except (TriageSettingsMismatch, FileExistsError) as exc:
-                if not ctx.distributed:
-                    raise
-                error = f"{type(exc).__name__}: {exc}"
-        ctx.agree(error)
-        if not ctx.is_main:
-            store.check(fingerprint)
-
         cuda = adapter.device.type == "cuda"
-        pbs = predict_batch_size or (128 if cuda else 32)
-        abs_ = batch_size or (16 if cuda else 4)
-        run_id = uuid.uuid4().hex[:12]
-        n_workers = workers or max(1, min(4, os.cpu_count() or 1))
-        by_index = {s.index: s for s in selected}
-        with ThreadPoolExecutor(max_workers=n_workers) as pool:
-            have = store.predictions()
-            mine = [s for s in distributed.shard(selected, ctx.rank, ctx.world_size) if s.index not in have]
-            predicted = _predict(adapter, mine, store, ctx.rank, pbs, pool, progress)
-            ctx.barrier()
-            preds = store.predictions()
-            missing = [s.key for s in selected if s.index not in preds]
-            if missing:
-                raise RuntimeError(
-                    f"{len(missing)} item(s) have no prediction after the prediction pass, e.g. {missing[0]!r}"
-                )
-            mistakes = [preds[s.index] for s in selected if preds[s.index]["predicted"] != preds[s.index]["true"]]
-            done = store.done()
-            todo = [r for r in distributed.shard(mistakes, ctx.rank, ctx.world_size) if int(r["index"]) not in done]
-            engine_kwargs = {
-                **settings,
-                "preset": engine["preset"],
-                "seed": seed,
-                "lam": engine["lam"],
-                "reg_layer": engine["reg_layer"],
-            }
-            accentuated = _accentuate(
-                adapter,
-                todo,
-                by_index,
-                names,
-                engine_kwargs,
-                int(engine["canvas"]),
-                abs_,
-                gradcam_layer,
-                store,
-                run_id,
-                ctx.rank,
-                pool,
-                progress,
+        with contextlib.ExitStack() as held:
+            _open_store(store, fingerprint, ctx, held)
+            pool = held.enter_context(ThreadPoolExecutor(max_workers=workers or max(1, min(4, os.cpu_count() or 1))))
+            job = TriageJob(
+                adapter=adapter,
+                store=store,
+                run_id=uuid.uuid4().hex[:12],
+                ctx=ctx,
+                pool=pool,
+                targets=names,
+                engine_kwargs={
+                    **settings,
+                    "preset": engine["preset"],
+                    "seed": seed,
+                    "lam": engine["lam"],
+                    "reg_layer": engine["reg_layer"],
+                },
+                canvas=int(engine["canvas"]),
+                gradcam_layer=gradcam_layer,
+                predict_batch=predict_batch_size or (128 if cuda else 32),
+                accentuate_batch=batch_size or (16 if cuda else 4),
+                strict=on_error == "raise",
+                progress=progress,
             )
-        counts = ctx.gather({"predicted": predicted, "accentuated": accentuated})
-        ctx.barrier()
-        if ctx.is_main:
-            if progress is not None:
-                progress("merge", 0, 1)
-            seconds = time.perf_counter() - t_start
-            run = {
-                "run_id": run_id,
-                "seconds": seconds,
-                "world_size": ctx.world_size,
-                "predicted": sum(c["predicted"] for c in counts),
-                "accentuated": sum(c["accentuated"] for c in counts),
-            }
-            store.write_index(build_index(store, [s.index for s in selected], preds, rank_by, fingerprint, run))
-            if progress is not None:
-                progress("merge", 1, 1)
-        ctx.barrier()
-        report = TriageReport.load(store.root, model=adapter)
-        report._tmp = tmp
-        return report
+            rows, skipped, predicted = predict_all(job, selected)
+            accentuated, unseeded = accentuate_all(job, rows, selected)
+            counts = ctx.gather({"predicted": predicted, "accentuated": accentuated, "skipped": unseeded})
+            skipped += [row for c in counts for row in c["skipped"]]
+            listed = [p.to_dict() for p in dataset.problems] + sorted(skipped, key=lambda r: r["index"])
+            ctx.barrier()
+            if ctx.is_main:
+                merge(job, rows, listed, counts, rank_by, fingerprint, time.perf_counter() - t_start)
+            ctx.barrier()
+        return TriageReport.load(store.root, model=adapter, keep_alive=tmp)
     finally:
         ctx.close()

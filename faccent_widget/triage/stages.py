@@ -1,0 +1,314 @@
+"""The stages of one triage process: predict its share, accentuate its share of the mistakes, merge.
+
+:func:`~faccent_widget.triage.run.triage` checks the arguments, opens the store and builds a
+:class:`TriageJob` (what every stage needs); then :func:`predict_all`, :func:`accentuate_all` and
+:func:`merge` run in turn, with barriers between them under ``torchrun`` (see :mod:`.run` for the
+whole picture and :mod:`.distributed` for the sharding).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import torch
+
+from ..accentuate import accentuate
+from ..core.attribution import gradcam
+from ..core.model import Model
+from ..images import load_image, to_png_bytes
+from . import distributed
+from .data import TriageImageError, TriageSample
+from .decode import UNREADABLE, reason
+from .report import build_index
+from .store import TriageStore
+
+__all__ = ["ProgressCallback", "TriageJob", "accentuate_all", "canvas_seed", "merge", "predict_all"]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+#: ``progress(stage, done, total)``; ``stage`` is "predict", "accentuate" or "merge" (this process's share).
+ProgressCallback = Callable[[str, int, int], None]
+
+#: A prediction row (see :func:`_prediction_row`); the item rows add scores, Grad-CAM maps and files.
+Row = dict[str, Any]
+
+
+@dataclass
+class TriageJob:
+    """What the stages of one triage process share: the model, the store, this run and process, the
+    loading threads, the resolved settings and how to report progress."""
+
+    adapter: Model
+    store: TriageStore
+    run_id: str
+    ctx: distributed.DistContext
+    pool: ThreadPoolExecutor
+    targets: tuple[str, ...]
+    engine_kwargs: dict[str, Any]
+    canvas: int
+    gradcam_layer: str | None
+    predict_batch: int
+    accentuate_batch: int
+    strict: bool
+    progress: ProgressCallback | None = None
+
+    @property
+    def rank(self) -> int:
+        return self.ctx.rank
+
+    def report(self, stage: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(stage, done, total)
+
+
+def canvas_seed(image: torch.Tensor, canvas: int) -> torch.Tensor:
+    """The seed a triage accentuates: shorter side resized to ``canvas``, longer side centre-cropped to
+    a multiple of ``max(8, canvas // 8)`` pixels and at most ``2 · canvas`` (so seeds of similar aspect
+    ratio share a shape and can be batched, with at most a sliver cropped)."""
+    img = load_image(image, size=int(canvas))
+    h, w = img.shape[-2:]
+    q = max(8, int(canvas) // 8)
+    th = h if h <= w else max(int(canvas), min(h // q * q, 2 * int(canvas)))
+    tw = w if w <= h else max(int(canvas), min(w // q * q, 2 * int(canvas)))
+    top, left = (h - th) // 2, (w - tw) // 2
+    return img[:, top : top + th, left : left + tw].contiguous()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _skipped(sample: TriageSample, why: str) -> dict[str, Any]:
+    return {"index": sample.index, "key": sample.key, "reason": why}
+
+
+def _load_or_reason(
+    sample: TriageSample, min_side: int, fit: Callable[[torch.Tensor], torch.Tensor], strict: bool
+) -> torch.Tensor | str:
+    """``fit(sample.load(min_side))``, or the reason it could not be read (raised when ``strict``)."""
+    try:
+        return fit(sample.load(min_side))
+    except UNREADABLE as exc:
+        why = reason(exc)
+        if strict:
+            raise TriageImageError(f"cannot read image {sample.key!r}: {why}") from exc
+        return why
+
+
+def _chunks(items: Sequence[T], n: int) -> Iterable[Sequence[T]]:
+    for start in range(0, len(items), n):
+        yield items[start : start + n]
+
+
+def _prefetch(pool: ThreadPoolExecutor, fn: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterator[R]:
+    """``map(fn, items)`` in the pool's threads, in order, with at most ``ahead`` results pending
+    (``Executor.map`` would submit everything at once and hold every loaded image in memory)."""
+    pending: deque[Future[R]] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) > ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _agreed(job: TriageJob, stage: Callable[[], tuple[int, list[dict[str, Any]]]]) -> tuple[int, list[dict[str, Any]]]:
+    """Run ``stage``; under torchrun, an unreadable image on one process (strict mode) stops all of them."""
+    error = None
+    try:
+        result = stage()
+    except TriageImageError as exc:
+        if not job.ctx.distributed:
+            raise
+        error, result = str(exc), (0, [])
+    job.ctx.agree(error)
+    return result
+
+
+# --------------------------------------------------------------------------- predict
+
+
+def _prediction_row(sample: TriageSample, probs: torch.Tensor, labels: Sequence[str]) -> Row:
+    top_p, top_i = probs.topk(min(5, probs.numel()))
+    pred = int(top_i[0])
+    p_true = float(probs[sample.label])
+    return {
+        "id": sample.item_id,
+        "index": sample.index,
+        "key": sample.key,
+        "true": sample.label,
+        "true_label": labels[sample.label],
+        "predicted": pred,
+        "predicted_label": labels[pred],
+        "p_true": p_true,
+        "p_predicted": float(top_p[0]),
+        "true_rank": int((probs > p_true).sum()) + 1,
+        "top5": [[int(i), labels[int(i)], float(p)] for p, i in zip(top_p, top_i)],
+    }
+
+
+def _predict(job: TriageJob, samples: Sequence[TriageSample]) -> tuple[int, list[dict[str, Any]]]:
+    """Predict ``samples`` in batches, each image resized to the model's square input as
+    ``Model.predict`` does; returns (images predicted, files that could not be read)."""
+    side = int(job.adapter.input_size)
+
+    def load(s: TriageSample) -> torch.Tensor | str:
+        return _load_or_reason(s, side, lambda t: load_image(t, size=(side, side)), job.strict)
+
+    done = 0
+    skipped: list[dict[str, Any]] = []
+    for chunk in _chunks(samples, job.predict_batch):
+        loaded = list(job.pool.map(load, chunk))
+        good = [(s, img) for s, img in zip(chunk, loaded) if isinstance(img, torch.Tensor)]
+        skipped += [_skipped(s, why) for s, why in zip(chunk, loaded) if isinstance(why, str)]
+        if good:
+            with torch.no_grad():
+                probs = job.adapter.logits(torch.stack([img for _, img in good])).float().softmax(-1).cpu()
+            rows = [_prediction_row(s, probs[i], job.adapter.labels) for i, (s, _) in enumerate(good)]
+            job.store.write_predictions(job.rank, job.run_id, rows)
+        done += len(good)
+        job.report("predict", done + len(skipped), len(samples))
+    return done, skipped
+
+
+def predict_all(job: TriageJob, selected: Sequence[TriageSample]) -> tuple[list[Row], list[dict[str, Any]], int]:
+    """Predict this process's share of what the store does not hold yet; after a barrier, every
+    prediction of ``selected`` at this run's positions (dataset order), the files no process could
+    read, and how many images this process predicted."""
+    ctx = job.ctx
+    have = job.store.predictions()
+    mine = [s for s in distributed.shard(selected, ctx.rank, ctx.world_size) if s.item_id not in have]
+    predicted, skipped = _agreed(job, lambda: _predict(job, mine))
+    skipped = [row for rows in ctx.gather(skipped) for row in rows]
+    ctx.barrier()
+    stored = job.store.predictions()
+    unread = {int(r["index"]) for r in skipped}
+    missing = [s.key for s in selected if s.item_id not in stored and s.index not in unread]
+    if missing:
+        raise RuntimeError(f"{len(missing)} item(s) have no prediction after the prediction pass, e.g. {missing[0]!r}")
+    rows = [{**stored[s.item_id], "index": s.index, "key": s.key} for s in selected if s.item_id in stored]
+    return rows, skipped, predicted
+
+
+# --------------------------------------------------------------------------- accentuate
+
+
+def _round_map(m: torch.Tensor) -> list[list[float]]:
+    return [[float(f"{v:.6g}") for v in row] for row in m.tolist()]
+
+
+def _accentuate_group(job: TriageJob, group: list[tuple[Row, torch.Tensor]]) -> int:
+    """Accentuate a group of same-shaped seeds toward every target in one batched run; store each item."""
+    t0 = time.perf_counter()
+    targets, labels = job.targets, job.adapter.labels
+    seeds = [seed for _, seed in group for _ in targets]
+    classes = [int(row[t]) for row, _ in group for t in targets]
+    results = accentuate(job.adapter, seeds, classes, **job.engine_kwargs)
+    seconds = (time.perf_counter() - t0) / len(group)
+    written = 0
+    for g, (row, seed) in enumerate(group):
+        files = {"seed.png": to_png_bytes(seed)}
+        scores: dict[str, Any] = {}
+        maps: dict[str, Any] = {}
+        for k, t in enumerate(targets):
+            res = results[g * len(targets) + k]
+            files[f"{t}.png"] = to_png_bytes(res.image)
+            scores[t] = {
+                "class": int(row[t]),
+                "label": labels[int(row[t])],
+                "seed_prob": res.seed_score.prob,
+                "prob": res.score.prob,
+                "seed_logit": res.seed_score.value,
+                "logit": res.score.value,
+                "distance": res.distance,
+                "lam_effective": res.lam_effective,
+            }
+            cam = gradcam(job.adapter, [seed], int(row[t]), layer=job.gradcam_layer, upsample=False)[0]
+            maps[t] = _round_map(cam)
+        item = {
+            **row,
+            "targets": list(targets),
+            "scores": scores,
+            "gradcam": maps,
+            "canvas": [int(seed.shape[-2]), int(seed.shape[-1])],
+            "run_id": job.run_id,
+            "rank": job.rank,
+            "finished": time.time(),
+            "seconds": seconds,
+        }
+        written += int(job.store.write_item(str(row["id"]), item, files))
+    return written
+
+
+def _accentuate(job: TriageJob, rows: Sequence[Row], samples: Mapping[str, TriageSample]) -> tuple[int, list[Row]]:
+    """Accentuate ``rows`` (mistakes) in groups of equal seed shape; flush a group when it is full.
+    Returns (mistakes accentuated, seeds that could not be read)."""
+    buckets: dict[tuple[int, int], list[tuple[Row, torch.Tensor]]] = {}
+    skipped: list[Row] = []
+    done = 0
+
+    def flush(shape: tuple[int, int]) -> None:
+        nonlocal done
+        group = buckets.pop(shape)
+        _accentuate_group(job, group)
+        done += len(group)
+        job.report("accentuate", done, len(rows))
+
+    def load(row: Row) -> tuple[Row, torch.Tensor | str]:
+        fit = lambda t: canvas_seed(t, job.canvas)  # noqa: E731
+        return row, _load_or_reason(samples[row["id"]], job.canvas, fit, job.strict)
+
+    for row, seed in _prefetch(job.pool, load, rows, 2 * job.accentuate_batch):
+        if isinstance(seed, str):
+            skipped.append(_skipped(samples[row["id"]], seed))
+            continue
+        shape = (int(seed.shape[-2]), int(seed.shape[-1]))
+        buckets.setdefault(shape, []).append((row, seed))
+        if len(buckets[shape]) >= job.accentuate_batch:
+            flush(shape)
+    for shape in sorted(buckets):
+        flush(shape)
+    return done, skipped
+
+
+def accentuate_all(job: TriageJob, rows: Sequence[Row], selected: Sequence[TriageSample]) -> tuple[int, list[Row]]:
+    """Accentuate this process's share of the mistakes among ``rows`` that the store does not hold;
+    returns (mistakes accentuated, seeds that could not be read)."""
+    ctx = job.ctx
+    mistakes = [r for r in rows if r["predicted"] != r["true"]]
+    done = job.store.done()
+    todo = [r for r in distributed.shard(mistakes, ctx.rank, ctx.world_size) if r["id"] not in done]
+    by_id = {s.item_id: s for s in selected}
+    return _agreed(job, lambda: _accentuate(job, todo, by_id))
+
+
+# --------------------------------------------------------------------------- merge
+
+
+def merge(
+    job: TriageJob,
+    rows: Sequence[Row],
+    skipped: Sequence[dict[str, Any]],
+    counts: Sequence[Mapping[str, int]],
+    rank_by: str,
+    fingerprint: Mapping[str, Any],
+    seconds: float,
+) -> None:
+    """Rank 0: write ``index.json`` (every prediction, the ranked finished mistakes, the skipped files,
+    the collective normaliser, and this run appended to the store's history)."""
+    job.report("merge", 0, 1)
+    run = {
+        "run_id": job.run_id,
+        "seconds": seconds,
+        "world_size": job.ctx.world_size,
+        "predicted": sum(c["predicted"] for c in counts),
+        "accentuated": sum(c["accentuated"] for c in counts),
+        "skipped": len(skipped),
+    }
+    job.store.write_index(build_index(job.store, rows, skipped, rank_by, fingerprint, run))
+    job.report("merge", 1, 1)
