@@ -389,7 +389,7 @@ class DeviceCheck:
                         "preset": preset,
                         "ms_per_step": ms,
                         "ms_per_step_pipelined": ms_pipe,
-                        "steps": result.config["steps"],
+                        "steps": result.config.steps,
                         "seconds_per_accentuation": seconds,
                         "peak_mb": peak_mb(self.device),
                         "log_prob_gain": log_prob_gain(result),

@@ -76,8 +76,8 @@ def main() -> None:
         )
         wall = time.perf_counter() - t0
         print(
-            f"\n== {model.name}: reg layer {cal.reg_layer}; {cal.config['steps']} steps × {cal.config['n_crops']} "
-            f"crops of {cal.config['input_size']} px, canvas {cal.config['canvas']}; wall {wall:.0f} s"
+            f"\n== {model.name}: reg layer {cal.reg_layer}; {cal.config.steps} steps × {cal.config.n_crops} "
+            f"crops of {cal.config.input_size} px, canvas {cal.config.canvas}; wall {wall:.0f} s"
         )
         print("targets: " + "; ".join(f"{n} → {t}" for n, t in zip(names, cal.targets)))
         print(cal.table())

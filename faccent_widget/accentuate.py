@@ -1,4 +1,5 @@
-"""Public entry points of the engine: ``accentuate`` and ``iter_accentuate``.
+"""Public entry points of the engine: ``start_run`` (the one place runs are built, and the settings
+door), ``accentuate``, ``iter_accentuate``, ``run_to_end`` and ``visualize``.
 
 They accept a bare ``nn.Module`` or a :class:`~faccent_widget.Model`, anything ``load_image``
 accepts, and targets given as class indices, labels, ``"layer:unit"`` or objectives.
@@ -11,8 +12,15 @@ from typing import Any, Union, overload
 
 import torch
 from torch import nn
+from typing_extensions import Unpack
 
-from .core.config import DEFAULT_LAMBDA, ENGINE_SETTINGS, EngineConfig, check_lambda, resolve_config
+from .core.config import (
+    DEFAULT_LAMBDA,
+    EngineConfig,
+    EngineOverrides,
+    check_lambda,
+    resolve_config,
+)
 from .core.engine import Accentuation, AccentuationRun, StepState
 from .core.model import Model, as_model
 from .core.objectives import Caricature, Target, resolve_objective
@@ -38,24 +46,6 @@ def _canvas_seeds(images: Sequence[ImageInput], canvas: int) -> torch.Tensor:
     return torch.stack([first, *rest])
 
 
-#: Keyword arguments of ``accentuate`` / ``iter_accentuate`` besides the engine settings.
-_RUN_ARGUMENTS = ("lam", "config", "preset", "device")
-
-
-def _check_keywords(settings: dict[str, Any]) -> None:
-    """A ``TypeError`` naming unknown keyword arguments and listing the known ones."""
-    unknown = sorted(set(settings) - set(ENGINE_SETTINGS) - set(_RUN_ARGUMENTS))
-    if unknown:
-        raise TypeError(
-            f"unknown engine setting(s) {', '.join(map(repr, unknown))}; known: "
-            f"{', '.join((*ENGINE_SETTINGS, *_RUN_ARGUMENTS))}"
-        )
-
-
-def _settings(config: EngineConfig) -> dict[str, Any]:
-    return {name: getattr(config, name) for name in ENGINE_SETTINGS}
-
-
 def _unique_images(images: Sequence[ImageInput]) -> tuple[list[ImageInput], list[int]]:
     """The distinct image objects (by identity) and, per item, the index of its image among them, so
     ``[a, a, b, b]`` loads and runs the seed branch for two seeds, not four."""
@@ -77,61 +67,27 @@ def start_run(
     *,
     lam: float | Sequence[float] | None = None,
     config: EngineConfig | None = None,
-    reg_layer: str | None = None,
-    steps: int | None = None,
-    n_crops: int | None = None,
-    crop_range: tuple[float, float] | None = None,
-    input_size: int | None = None,
-    input_scale: float | None = None,
-    canvas: int | None = None,
-    lr: float | None = None,
-    param: str | None = None,
-    noise: float | None = None,
-    balance: bool | None = None,
-    snapshot_every: int | None = None,
-    attribution_every: int | None = None,
-    autocast: bool | str | None = None,
     preset: str | None = None,
-    seed: int | None = None,
     device: str | torch.device | None = None,
+    **overrides: Unpack[EngineOverrides],
 ) -> AccentuationRun:
     """Set up an :class:`AccentuationRun`: the one place runs are built (``accentuate``, the widget
-    and the validation tools all come through here). Iterate it, or call ``step()`` chunk by chunk.
+    and the validation tools all come through here), and the settings door: every setting and λ is
+    checked here, once, and trusted inside. Iterate the run, or call ``step()`` chunk by chunk.
 
     Batching: a list of targets, of images and/or of λ values runs as ONE batch. Lists of equal
     length are paired item by item; a single value is shared by every item (one image with several
     targets accentuates it toward each; one target with several λ sweeps λ). The same image object
     given for several items is loaded once and shares one seed. ``image=None`` starts from noise
     (classic feature visualisation). ``config`` is a resolved :class:`EngineConfig` to start from
-    (e.g. the widget's); the other settings override the preset's (or ``config``'s) values.
+    (e.g. the widget's, or a result's ``config`` to repeat a run); ``overrides`` (the engine settings,
+    :class:`~faccent_widget.core.config.EngineOverrides`; see :func:`accentuate`) override the preset's
+    (or ``config``'s) values, ``None`` keeping them. Unknown names are a ``TypeError`` listing the known ones.
     """
     if config is not None and not isinstance(config, EngineConfig):
         raise TypeError(f"config must be an EngineConfig (see resolve_config), got {type(config).__name__}")
     adapter = as_model(model, device=device)
-    overrides = dict(
-        steps=steps,
-        n_crops=n_crops,
-        crop_range=crop_range,
-        input_size=input_size,
-        input_scale=input_scale,
-        canvas=canvas,
-        lr=lr,
-        param=param,
-        noise=noise,
-        balance=balance,
-        snapshot_every=snapshot_every,
-        attribution_every=attribution_every,
-        autocast=autocast,
-        seed=seed,
-        reg_layer=reg_layer,
-    )
-    if config is not None:
-        if preset is not None and preset != config.preset:
-            raise ValueError(f"pass either config (preset {config.preset!r}) or preset={preset!r}, not both")
-        given = {k: v for k, v in overrides.items() if v is not None}
-        cfg = resolve_config(config.preset, adapter.device, **{**_settings(config), **given})
-    else:
-        cfg = resolve_config(preset, adapter.device, **overrides)
+    cfg = resolve_config(preset, adapter.device, base=config, **overrides)
     targets: list[Target] = list(target) if isinstance(target, (list, tuple)) else [target]  # type: ignore[list-item]
     if not targets:
         raise ValueError("target list is empty")
@@ -192,7 +148,6 @@ def iter_accentuate(model: nn.Module | Model, image: Images, target: Targets, **
     Closing the generator (``gen.close()``, or leaving the loop) stops the run cleanly; the model
     is left exactly as it was. Settings as for :func:`accentuate`.
     """
-    _check_keywords(settings)
     run = start_run(model, image, target, **settings)
     yield from run
 
@@ -218,11 +173,11 @@ def accentuate(model, image, target, **settings):
     passes; default: by device — bf16 on CUDA sm80+, on AMX CPUs and on other CPUs with native bf16 for
     models without depthwise convolutions, fp16 on T4/V100, fp32 elsewhere and for fp16/bf16 models;
     ``False`` = fp32,
-    ``"fp16"``/``"bf16"`` to force), ``preset``, ``seed``, ``device``.
+    ``"fp16"``/``"bf16"`` to force), ``preset``, ``seed`` (the random seed of the crops and noise;
+    None = a fresh one, recorded in ``result.config.seed``), ``device``.
 
     A list of targets (e.g. the top-5 classes) or of images runs as one batch and returns a list.
     """
-    _check_keywords(settings)
     results = run_to_end(start_run(model, image, target, **settings))
     batched = _is_batch(target) or _is_batch(image) or _is_batch(settings.get("lam"))
     return results if batched else results[0]

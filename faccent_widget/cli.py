@@ -9,6 +9,7 @@ taken, and writes a PNG panel: seed | accentuation | amplified difference.
 
 User errors (a bad setting, an unknown class or layer, an unreadable image, an unwritable ``--out``)
 print one line on stderr and exit with status 2, before any long work where they can be checked first.
+Anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -25,13 +26,17 @@ from PIL import Image
 from .accentuate import accentuate
 from .core.compositing import difference_image, panel
 from .core.config import PRESETS, check_lambda, check_setting
+from .core.model import LayerNotFoundError, Model
+from .core.objectives import Objective, resolve_objective
 from .images import load_image, sample_image, sample_image_names
 from .zoo import WeightsUnavailableError, available_models, load_model
 
 __all__ = ["main", "USER_ERRORS"]
 
-#: Exceptions that mean "the input was wrong" (reported in one line, exit status 2), not a bug.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, TypeError, LookupError, OSError, WeightsUnavailableError)
+#: Exceptions that mean "the input was wrong" (reported in one line, exit status 2), not a bug: the
+#: library's bad-value and file errors and the project's own user errors. A ``KeyError`` or
+#: ``TypeError`` from elsewhere is a bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, LayerNotFoundError, WeightsUnavailableError)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--target", help="class label, class index or layer:unit (default: the 2nd most likely class)")
     p.add_argument("--lam", type=float, default=None, help="regularisation strength λ (balanced; default 1)")
     p.add_argument(
-        "--preset", choices=list(PRESETS), default=None, help="settings preset (default: paper on CUDA, preview on CPU)"
+        "--preset", choices=list(PRESETS), default=None, help="settings preset (default: gpu on CUDA, preview on CPU)"
     )
     p.add_argument("--steps", type=int, default=None, help="override the preset's step count")
     p.add_argument("--model", default="efficientnet_lite0", help=f"one of {', '.join(available_models())}")
@@ -100,16 +105,14 @@ def _run(args: argparse.Namespace) -> int:
     print(f"model: {model.name}   image: {name}   device: {model.device}")
     for rank, p in enumerate(top, 1):
         print(f"  {rank}. {p.label:<28s} p={p.prob:.3f}  (class {p.index})")
-    target: int | str = args.target if args.target is not None else top[1].index
-    if isinstance(target, str) and target.isdigit():
-        target = int(target)
+    target = _target(model, args.target if args.target is not None else top[1].index)
     t0 = time.perf_counter()
     result = accentuate(model, image, target, lam=args.lam, preset=args.preset, steps=args.steps, seed=args.seed)
     elapsed = time.perf_counter() - t0
     cfg = result.config
     print(
-        f"accentuating {result.target}: preset {cfg['preset']}, {cfg['steps']} steps, {cfg['n_crops']} crops of "
-        f"{cfg['input_size']} px, λ={cfg['lam']:g}, reg layer {cfg['reg_layer']}"
+        f"accentuating {result.target}: preset {cfg.preset}, {cfg.steps} steps, {cfg.n_crops} crops of "
+        f"{cfg.input_size} px, λ={result.lam:g}, reg layer {result.reg_layer}"
     )
     if result.seed_score.prob is not None and result.score.prob is not None:
         print(
@@ -118,7 +121,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     else:
         print(f"target activation: {result.seed_score.value:.3f} -> {result.score.value:.3f}")
-    print(f"time: {elapsed:.1f} s ({1000 * elapsed / cfg['steps']:.0f} ms/step)")
+    print(f"time: {elapsed:.1f} s ({1000 * elapsed / cfg.steps:.0f} ms/step)")
     strip = panel(
         [result.seed, result.image, difference_image(result.seed, result.image, gain=4.0)],
         ["seed", f"accentuation: {result.target}", "difference x4"],
@@ -126,6 +129,16 @@ def _run(args: argparse.Namespace) -> int:
     strip.save(out)
     print(f"panel written to {out.resolve()}")
     return 0
+
+
+def _target(model: Model, given: int | str) -> Objective:
+    """``--target`` as an objective; a class index or channel that is not there is a user error."""
+    if isinstance(given, str) and given.isdigit():
+        given = int(given)
+    try:
+        return resolve_objective(model, given)
+    except IndexError as exc:  # e.g. "channel 999 is out of range for blocks.4: it has channels 0…79"
+        raise ValueError(f"--target {given!r}: {exc}") from exc
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -47,9 +47,9 @@ import matplotlib.pyplot as plt
 from faccent_widget import accentuate, load_model, sample_image
 
 FAST = os.environ.get("FACCENT_FAST") == "1"  # CI smoke test: tiny runs. Unset = the real settings.
-# Real settings: {} = the preset picked by device ("paper" on a GPU, "preview" on a CPU).
+# Real settings: {} = the preset picked by device ("gpu" on a CUDA GPU, "preview" on a CPU).
 RUN = dict(steps=6, n_crops=2, canvas=128, input_size=128) if FAST else {}
-SEED = 0  # fixed seed for the random crops: reruns give the same images
+SEED = 0  # fixed random seed of the crops: reruns give the same images
 
 model, img = load_model(), sample_image("chelsea")
 second = model.predict(img, k=2)[1]  # the second most likely class: more for the model to exaggerate
@@ -63,5 +63,5 @@ for ax, im, title in zip(axes, [result.seed, result.image], ["seed", f"accentuat
 plt.show()
 print(
     f"{second.label}: p {result.seed_score.prob:.3f} -> {result.score.prob:.3f} "
-    f"(regulariser distance {result.distance:.2f} at {result.config['reg_layer']})"
+    f"(regulariser distance {result.distance:.2f} at {result.reg_layer})"
 )

@@ -42,8 +42,8 @@
 # values are not comparable.)
 #
 # Run time: with the real settings the whole notebook took about 8 minutes on a busy 2-core CPU (the
-# "preview" preset: 40 steps, 4 crops, 256-pixel canvas); on a GPU it uses the paper's settings (100
-# steps, 16 crops, 512 pixels). `FACCENT_FAST=1` turns it into a smoke test (a few steps on tiny
+# "preview" preset: 40 steps, 4 crops, 256-pixel canvas); on a CUDA GPU it uses the "gpu" preset (the
+# paper's 100 steps and 16 crops, on a 256-pixel canvas). `FACCENT_FAST=1` turns it into a smoke test (a few steps on tiny
 # images: the pictures are then meaningless).
 
 # %%
@@ -71,9 +71,9 @@ from faccent_widget import (
 from faccent_widget.core.config import default_preset
 
 FAST = os.environ.get("FACCENT_FAST") == "1"  # CI smoke test: tiny runs. Unset = the real settings.
-# Real settings: {} = the preset picked by device ("paper" on a GPU, "preview" on a CPU).
+# Real settings: {} = the preset picked by device ("gpu" on a CUDA GPU, "preview" on a CPU).
 RUN = dict(steps=6, n_crops=2, canvas=128, input_size=128) if FAST else {}
-SEED = 0  # fixed seed for the random crops: reruns give the same images
+SEED = 0  # fixed random seed of the crops: reruns give the same images
 
 torch.manual_seed(SEED)
 T0 = time.time()
@@ -153,7 +153,7 @@ show(
     suptitle=f"accentuating '{target}': regularisation strength λ",
 )
 print(
-    f"fig 3 λ | target {target} | reg layer {lam_runs[0].config['reg_layer']} | "
+    f"fig 3 λ | target {target} | reg layer {lam_runs[0].reg_layer} | "
     + " | ".join(
         f"λ={l:g}: distance {a.distance:.2f}, {p(a)}, pixel change {pixel_change(a):.3f}"
         for l, a in zip(LAMS, lam_runs)

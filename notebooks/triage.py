@@ -39,7 +39,7 @@ from faccent_widget import (
 )
 
 FAST = os.environ.get("FACCENT_FAST") == "1"  # CI smoke test: tiny runs. Unset = the real settings.
-# Real settings: {} = the preset picked by device ("paper" on a GPU, "preview" on a CPU).
+# Real settings: {} = the preset picked by device ("gpu" on a CUDA GPU, "preview" on a CPU).
 RUN = dict(steps=6, n_crops=2, canvas=128, input_size=128) if FAST else {}
 SEED = 0  # fixed seed for the random crops: reruns give the same images
 

@@ -155,8 +155,8 @@ def test_accentuate_with_default_settings(case, chelsea):
     fixed = MATRIX[name][2]
     assert model.accepts_any_size is not fixed
     expected = model.input_size if fixed else model.crop_size(None, 0.7)  # the CPU preset: preview
-    assert result.config["input_size"] == expected
-    assert result.config["reg_layer"] == model.default_reg_layer
+    assert result.config.input_size == expected
+    assert result.config.reg_layer == model.default_reg_layer
     assert np.isfinite(result.history["objective"]).all() and np.isfinite(result.history["distance"]).all()
     assert result.image.shape == result.seed.shape and result.image.dtype == torch.float32
     assert _module_state(model.module) == before
@@ -224,7 +224,7 @@ def test_widget_runs(case, chelsea, coffee):
     assert all(model.layout(n).is_activation for n in w.reg_layers)
     assert all(model.layout(n).is_map for n in w.latent_layers)
     result = w.run(steps=2)
-    assert result.config["steps"] == 2 and np.isfinite(result.history["distance"]).all()
+    assert result.config.steps == 2 and np.isfinite(result.history["distance"]).all()
     assert w.panel_png().startswith(b"\x89PNG")
 
 

@@ -30,6 +30,14 @@ def test_parameterization_round_trip(name, chelsea):
     assert all(p.requires_grad for p in param.params)
 
 
+def test_color_correlation_columns_are_unit_at_most():
+    """The colour decorrelation matrix is normalised so its largest column norm is 1 (was an import-time
+    assert in core/parameterizations.py)."""
+    from faccent_widget.core.parameterizations import COLOR_CORRELATION
+
+    assert float(COLOR_CORRELATION.norm(dim=0).max()) == pytest.approx(1.0, rel=1e-6)
+
+
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(10 * torch.log10(1.0 / F.mse_loss(a, b)))
 
@@ -152,8 +160,57 @@ def test_result_contents(model, chelsea):
     assert r.snapshots.shape[0] == 2 and r.snapshot_steps == [2, 4] and r.snapshots.dtype == torch.uint8
     assert r.history["objective"].shape == (4,) and r.history["distance"].shape == (4,)
     assert r.attribution.shape == r.image.shape[1:] and float(r.attribution.sum()) > 0
-    assert r.config["reg_layer"] == model.default_reg_layer and r.config["steps"] == 4
+    assert isinstance(r.config, fw.EngineConfig) and r.config.steps == 4 and r.config.snapshot_every == 2
+    assert r.reg_layer == r.config.reg_layer == model.default_reg_layer
+    assert r.config.input_size == 96 and r.config.seed == r.rng_seed == 0 and r.lam == 1.0
+    assert not r.noise_seeded
     assert r.target == "logit 282 (tiger cat)"
+
+
+def test_result_config_repeats_the_run(model, chelsea):
+    """The result's config is fully resolved (crop size, reg layer, the drawn random seed): passed back to
+    ``start_run`` it repeats the run exactly."""
+    first = fw.accentuate(model, chelsea, "tabby", **FAST)
+    assert first.config.seed is not None and first.config.reg_layer == model.default_reg_layer
+    again = fw.accentuate(model, chelsea, "tabby", config=first.config, lam=first.lam)
+    assert torch.equal(first.image, again.image) and again.config == first.config
+
+
+def test_result_config_keys_are_deprecated_but_work(model, chelsea):
+    r = fw.accentuate(model, chelsea, "tabby", lam=0.5, seed=3, **FAST)
+    with pytest.warns(DeprecationWarning, match=r"config\['steps'\] is deprecated.*config.steps"):
+        assert r.config["steps"] == 4
+    with pytest.warns(DeprecationWarning, match=r"\.lam"):
+        assert r.config["lam"] == 0.5
+    with pytest.warns(DeprecationWarning):
+        assert r.config["seed"] == 3 and r.config["noise_seeded"] is False
+    with pytest.raises(KeyError):
+        r.config["no such key"]
+    run = fw.start_run(model, chelsea, "tabby", seed=3, **FAST)
+    with pytest.warns(DeprecationWarning, match="rng_seed"):
+        assert run.seed_value == run.rng_seed == 3
+
+
+def test_every_setting_is_typed_and_checked_once():
+    """EngineOverrides (the typed **overrides of start_run) and the checks cover exactly the settings."""
+    import dataclasses
+
+    from faccent_widget.core import config
+
+    assert tuple(config.EngineOverrides.__annotations__) == config.ENGINE_SETTINGS
+    assert set(config._CHECKS) == {f.name for f in dataclasses.fields(fw.EngineConfig)}
+
+
+def test_resolve_run_config_fills_in_what_the_model_decides(model):
+    from faccent_widget.core.config import resolve_config, resolve_run_config
+
+    cfg = resolve_run_config(model, resolve_config("preview", "cpu"))
+    assert cfg.input_size == model.crop_size(None, 0.7) and cfg.reg_layer == model.default_reg_layer
+    assert cfg.seed is None  # the random seed is drawn by the run, not here
+    given = resolve_run_config(model, resolve_config("paper", "cpu", input_size=64, reg_layer="blocks.2"))
+    assert (given.input_size, given.reg_layer) == (64, "blocks.2")
+    with pytest.raises(fw.LayerNotFoundError, match="block.2"):  # checked by Model.check_reg_layer
+        resolve_run_config(model, resolve_config("preview", "cpu", reg_layer="block.2"))
 
 
 def test_latent_objectives_run(model, chelsea):
@@ -236,7 +293,7 @@ def test_noise_seeded_visualization(model):
     first 4) by +5.6 … +21, so the +1.0 thresholds leave a 4× margin. Four steps of "tabby" (this test
     before) rose in 2 of 6 seeds only: too few steps for a view the crops do not optimise directly."""
     r = fw.visualize(model, "espresso", seed=0, **{**FAST, "steps": 12})
-    assert r.config["noise_seeded"]
+    assert r.noise_seeded and r.lam == 0.0
     assert r.score.value > r.seed_score.value + 1.0
     obj = r.history["objective"]
     assert obj[-4:].mean() > obj[:4].mean() + 1.0
@@ -291,7 +348,7 @@ def test_channel_distance_gradient_matches_autograd_in_every_dtype(dtype):
 
 def test_bf16_autocast_runs_and_scores_in_fp32(model, chelsea):
     r = fw.accentuate(model, chelsea, "tabby", autocast=True, seed=0, **FAST)
-    assert r.config["autocast"] is True
+    assert r.config.autocast is True
     assert np.isfinite(r.history["objective"]).all() and np.isfinite(r.history["distance"]).all()
     googlenet = fw.load_model("googlenet", pretrained=False)
     run = fw.start_run(googlenet, chelsea, 5, seed=0, **FAST)
@@ -304,16 +361,16 @@ def test_forced_fp16_autocast_follows_fp32(model, chelsea):
     """The T4 path (fp16 autocast + gradient scale), forced on the CPU: same course as fp32."""
     fp32 = fw.accentuate(model, chelsea, "tabby", autocast=False, seed=0, **FAST)
     fp16 = fw.accentuate(model, chelsea, "tabby", autocast="fp16", seed=0, **FAST)
-    assert fp16.config["autocast"] == "fp16"
+    assert fp16.config.autocast == "fp16"
     np.testing.assert_allclose(fp16.history["objective"], fp32.history["objective"], rtol=0.05)
     assert fp16.score.value == pytest.approx(fp32.score.value, abs=0.3)
-    with pytest.raises(TypeError, match="autocast must be"):
+    with pytest.raises(ValueError, match="autocast must be"):  # the one check: config's, also in device_policy
         fw.start_run(model, chelsea, "tabby", autocast="fp8", **FAST)
 
 
 def test_lambda_list_sweeps_one_target(model, chelsea):
     results = fw.accentuate(model, chelsea, "tabby", lam=[0.0, 1.0], seed=0, **FAST)
-    assert [r.config["lam"] for r in results] == [0.0, 1.0] and results[0].target == results[1].target
+    assert [r.lam for r in results] == [0.0, 1.0] and results[0].target == results[1].target
     with pytest.raises(ValueError, match="cannot batch 2 targets with 3 items"):
         fw.accentuate(model, chelsea, ["tabby", "lynx"], lam=[0.0, 1.0, 2.0], **FAST)
 

@@ -238,7 +238,7 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], type[BaseException], str]] = [
     (
         "autocast='yes'",
         api(autocast="yes"),
-        TypeError,
+        ValueError,
         r"autocast must be True, False, 'fp16' or 'bf16' \(or None\), got str 'yes'",
     ),
     ("param='wavelet'", api(param="wavelet"), ValueError, r"unknown parameterization 'wavelet'; choose one of fourier"),
@@ -694,7 +694,7 @@ def test_seed_none_leaves_pythons_random_state_alone(user_model, image):
     state = random.getstate()
     run = fw.start_run(user_model, image, "tabby", steps=1, n_crops=1, input_size=32, canvas=32)
     assert random.getstate() == state
-    assert 0 <= run.seed_value < 2**31
+    assert 0 <= run.rng_seed < 2**31 and run.config.seed == run.rng_seed
 
 
 # ------------------------------------------------------------------------------------- triage (issue 25)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import faccent_widget as fw
-from faccent_widget.validation import calibrate_lambda, path_similarity, randomization_check
+from faccent_widget.validation import LambdaCalibrationRun, calibrate_lambda, path_similarity, randomization_check
 from faccent_widget.validation.calibration import crossing
 from faccent_widget.validation.randomization import parameterized_layers
 
@@ -46,8 +46,31 @@ def test_calibration_batched_images_and_options(model, chelsea):
     )
     assert cal.targets == ["logit 281 (tabby)"]
     accs = cal.accentuations
-    assert len(accs) == 1 and [a.config["lam"] for a in accs[0]] == grid
-    assert len({a.config["seed"] for a in accs[0]}) == 1  # one shared random seed
+    assert len(accs) == 1 and [a.lam for a in accs[0]] == grid
+    assert len({a.rng_seed for a in accs[0]}) == 1  # one shared random seed
+    assert cal.config.seed == accs[0][0].rng_seed and cal.config.reg_layer == cal.reg_layer
+
+
+def test_calibration_in_steps_is_calibrate_lambda(model, chelsea):
+    """The stepper cut into tiny chunks gives exactly calibrate_lambda's curve (the math exists once);
+    one run per (image, λ) gives it up to float noise (batching only changes round-off)."""
+    grid = [0.0, 1.0, 1e3]
+    settings = dict(lambdas=grid, targets="tabby", **{**FAST, "steps": 2})
+    whole = calibrate_lambda(model, [chelsea], **settings)
+    steps = LambdaCalibrationRun(model, [chelsea], **settings)
+    with pytest.raises(RuntimeError, match="not finished"):
+        steps.result()
+    progress = []
+    while not steps.advance(1e-6):  # at least one step per call
+        progress.append(steps.progress)
+    assert progress == sorted(progress) and len(progress) == 1 and steps.progress == 1.0  # 2 steps, 1 batch
+    np.testing.assert_array_equal(steps.result().curve.distances, whole.curve.distances)
+    assert steps.result().recommended == whole.recommended and steps.result().config == whole.config
+    single = LambdaCalibrationRun(model, [chelsea], batch="single", **settings)
+    single.advance()
+    np.testing.assert_allclose(single.result().curve.distances, whole.curve.distances, rtol=1e-2)
+    with pytest.raises(ValueError, match="batch must be"):
+        LambdaCalibrationRun(model, [chelsea], batch="pairs", **settings)  # type: ignore[arg-type]
 
 
 def test_crossing_interpolates_in_log_lambda():
@@ -132,7 +155,7 @@ def test_noise_seeded_visualisation(model):
     vis = fw.visualize(model, ["tabby", "espresso"], **{**FAST, "steps": 12})
     assert len(vis) == 2
     for v in vis:
-        assert v.config["noise_seeded"] and v.config["lam"] == 0.0
+        assert v.noise_seeded and v.lam == 0.0
         assert v.image.shape == (3, 96, 96) and 0 <= float(v.image.min()) and float(v.image.max()) <= 1
         obj = v.history["objective"]  # the target (on the augmented crops) went up from the noise seed
         assert obj[-2:].mean() > obj[:2].mean()
@@ -207,4 +230,4 @@ def test_randomization_errors(model, chelsea, coffee):
 def test_validation_tools_take_a_preset(model, chelsea):
     """The README's call: a preset name next to the other engine settings."""
     cal = calibrate_lambda(model, [chelsea], lambdas=[0.0, 1.0], preset="preview", **{**FAST, "steps": 2})
-    assert cal.config["preset"] == "preview"
+    assert cal.config.preset == "preview"

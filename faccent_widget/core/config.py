@@ -1,7 +1,10 @@
 """Engine settings, presets and λ bounds: the one place each of them is defined.
 
 ``PRESETS`` holds ready :class:`EngineConfig` instances; :func:`resolve_config` applies a user's
-overrides to one of them (``dataclasses.replace``) and validates the result once.
+overrides to one of them (``dataclasses.replace``) and validates the result once: the settings door.
+Everything past it (the engine, the crops) trusts the values. :class:`EngineOverrides` is the typed
+``**overrides`` of ``start_run``; :func:`resolve_run_config` fills in what depends on the model (crop
+size, regularisation layer).
 
 Types are checked, not coerced. The only conversions, all documented in :func:`check_setting`:
 numpy/torch integer scalars → ``int`` (for integer settings), any finite real (``int``, numpy
@@ -16,17 +19,23 @@ import dataclasses
 import math
 import numbers
 import operator
+import secrets
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import numpy as np
 import torch
 
 from .parameterizations import PARAMETERIZATIONS
 
+if TYPE_CHECKING:  # typing only: the model adapter does not import the settings
+    from .model import Model
+
 __all__ = [
     "EngineConfig",
+    "EngineOverrides",
     "PRESETS",
     "DEFAULT_LAMBDA",
     "LAMBDA_MAX",
@@ -34,6 +43,8 @@ __all__ = [
     "ENGINE_SETTINGS",
     "default_preset",
     "resolve_config",
+    "resolve_run_config",
+    "fresh_rng_seed",
     "check_lambda",
     "check_setting_names",
     "check_setting",
@@ -56,7 +67,12 @@ LAMBDA_SLIDER = (1e-2, 1e2)
 @dataclass(frozen=True)
 class EngineConfig:
     """Resolved settings of one accentuation run (λ is per item and passed separately). The defaults
-    are the paper's appendix A."""
+    are the paper's appendix A.
+
+    A run records its config fully resolved (:attr:`AccentuationRun.config`, ``Accentuation.config``):
+    ``input_size`` and ``reg_layer`` as :func:`resolve_run_config` sets them, ``seed`` as drawn.
+    ``seed`` is the random seed of the crops and noise (an int), not the seed *image*.
+    """
 
     steps: int = 100
     n_crops: int = 16
@@ -80,6 +96,53 @@ class EngineConfig:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def __getitem__(self, key: str) -> Any:
+        """Deprecated: results used to carry their settings as a dict. ``config["steps"]`` →
+        ``config.steps``; ``config["lam"]`` / ``["noise_seeded"]`` → ``Accentuation.lam`` / ``.noise_seeded``."""
+        legacy: dict[str, Any] = self.__dict__.get("_legacy_keys", {})
+        if key in _FIELD_NAMES:
+            value, use = getattr(self, key), f"config.{key}"
+        elif key in legacy:
+            value, use = legacy[key], f"the result's .{key}"
+        else:
+            raise KeyError(key)
+        warnings.warn(
+            f"config[{key!r}] is deprecated: the config is an EngineConfig now; use {use}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return value
+
+
+def with_legacy_keys(config: EngineConfig, **values: Any) -> EngineConfig:
+    """A copy of ``config`` whose deprecated ``config[key]`` also answers ``values`` (the keys the result
+    dicts used to hold beside the settings, such as ``"lam"``). Goes with the deprecation."""
+    copy = dataclasses.replace(config)
+    object.__setattr__(copy, "_legacy_keys", dict(values))  # not a field: not compared, copied or listed
+    return copy
+
+
+class EngineOverrides(TypedDict, total=False):
+    """The engine settings a caller may override, typed (``start_run(..., **overrides)``): one key per
+    field of :class:`EngineConfig` but ``preset``; ``None`` (or leaving it out) keeps the preset's value.
+    Checked and converted by :func:`check_setting`."""
+
+    steps: int | None
+    n_crops: int | None
+    input_size: int | None
+    input_scale: float | None
+    canvas: int | None
+    crop_range: tuple[float, float] | None
+    lr: float | None
+    param: str | None
+    noise: float | None
+    balance: bool | None
+    reg_layer: str | None
+    snapshot_every: int | None
+    attribution_every: int | None
+    seed: int | None
+    autocast: bool | str | None
+
 
 #: ``preview`` (the CPU default), ``gpu`` (the CUDA default: the preview's canvas with the paper's
 #: crops) and ``paper`` (appendix A exactly: 100 steps, 16 crops on a 512 px canvas, Gaussian σ = 0.02
@@ -94,8 +157,12 @@ PRESETS: dict[str, EngineConfig] = {
     "paper": EngineConfig(preset="paper"),  # the dataclass defaults are appendix A
 }
 
-#: Names of the settings a user may override (every field but the preset's own name).
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(EngineConfig))
+#: Names of the settings a user may override (every field but the preset's own name; the keys of
+#: :class:`EngineOverrides`, which tests/test_engine.py checks against these).
 ENGINE_SETTINGS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(EngineConfig) if f.name != "preset")
+#: Random seeds drawn when none is given lie in [0, RNG_SEED_DRAWN).
+RNG_SEED_DRAWN = 2**31
 
 
 def default_preset(device: torch.device | str) -> str:
@@ -103,18 +170,44 @@ def default_preset(device: torch.device | str) -> str:
     return "gpu" if torch.device(device).type == "cuda" else "preview"
 
 
-def resolve_config(preset: str | None, device: torch.device | str, **overrides: Any) -> EngineConfig:
-    """A preset (by device when None) with explicit overrides applied (``None`` values are ignored).
+def resolve_config(
+    preset: str | None, device: torch.device | str, *, base: EngineConfig | None = None, **overrides: Any
+) -> EngineConfig:
+    """A preset (by device when None), or ``base`` (a config to start from, e.g. the widget's: then
+    ``preset`` must be None or ``base.preset``), with explicit overrides applied (``None`` values are
+    ignored).
 
-    Every override is checked with :func:`check_setting` (types and ranges; see there for the few
-    conversions), then the whole configuration is validated once.
+    Unknown names are a ``TypeError`` listing the known ones; every override is checked with
+    :func:`check_setting` (types and ranges; see there for the few conversions), then the whole
+    configuration is validated once.
     """
-    name = _check_preset(preset, "preset") if preset is not None else default_preset(device)
+    if base is not None and preset is not None and preset != base.preset:
+        raise ValueError(f"pass either config (preset {base.preset!r}) or preset={preset!r}, not both")
     check_setting_names(overrides)
     given = {k: check_setting(k, v) for k, v in overrides.items() if v is not None}
-    cfg = dataclasses.replace(PRESETS[name], **given)
+    if base is None:
+        name = _check_preset(preset, "preset") if preset is not None else default_preset(device)
+        base = PRESETS[name]
+    cfg = dataclasses.replace(base, **given)
     _validate(cfg)
     return cfg
+
+
+def resolve_run_config(model: Model, config: EngineConfig) -> EngineConfig:
+    """``config`` with what depends on the model filled in: ``input_size`` (the crop side fed to the
+    model: :meth:`Model.crop_size` of ``input_size`` and ``input_scale``) and ``reg_layer`` (checked by
+    :meth:`Model.check_reg_layer`; None → the model's default). The engine runs with exactly this; the
+    validation tools and triage's fingerprint read it without building a run."""
+    return dataclasses.replace(
+        config,
+        input_size=model.crop_size(config.input_size, config.input_scale),
+        reg_layer=model.check_reg_layer(config.reg_layer),
+    )
+
+
+def fresh_rng_seed() -> int:
+    """A random seed from the OS in [0, 2³¹), for runs given none (Python's ``random`` state is left alone)."""
+    return secrets.randbelow(RNG_SEED_DRAWN)
 
 
 def check_setting_names(names: Iterable[str]) -> None:
@@ -238,7 +331,8 @@ def _check_autocast(value: Any, name: str) -> bool | str:
         return value
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
-    raise TypeError(f"{name} must be True, False, 'fp16' or 'bf16' (or None), got {type(value).__name__} {value!r}")
+    error = ValueError if isinstance(value, str) else TypeError  # a wrong word, or not a word at all
+    raise error(f"{name} must be True, False, 'fp16' or 'bf16' (or None), got {type(value).__name__} {value!r}")
 
 
 def _optional(check: Callable[[Any, str], Any]) -> Callable[[Any, str], Any]:
@@ -279,8 +373,7 @@ _CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "seed": _optional(lambda v, n: check_int(v, n, 0, SEED_MAX)),
     "preset": lambda v, n: _check_preset(v, n),
     "autocast": _optional(_check_autocast),
-}
-assert set(_CHECKS) == {f.name for f in dataclasses.fields(EngineConfig)}
+}  # one check per field of EngineConfig (tests/test_engine.py holds them to it)
 
 
 def check_setting(name: str, value: Any) -> Any:
@@ -288,11 +381,12 @@ def check_setting(name: str, value: Any) -> Any:
     naming the setting, the bad value and what is accepted).
 
     ``steps``, ``n_crops``, ``input_size``, ``canvas``, ``snapshot_every``: ints in
-    ``SETTING_LIMITS``; ``seed``: an int in [0, 2⁶³ − 1] or None. ints may be numpy/torch integer
-    scalars (converted to ``int``); floats and bools are refused. ``lr`` (0, 100] and ``noise``
-    [0, 10]: finite real numbers (converted to ``float``). ``crop_range``: a (min, max) pair with
-    0 < min ≤ max ≤ 1 (converted to a tuple of floats). ``balance``: a bool; ``autocast``: a bool or
-    None. ``param``: "fourier", "pixel" or "maco". ``reg_layer``: a layer name or None.
+    ``SETTING_LIMITS``; ``seed`` (the random seed): an int in [0, 2⁶³ − 1] or None. ints may be
+    numpy/torch integer scalars (converted to ``int``); floats and bools are refused. ``lr`` (0, 100]
+    and ``noise`` [0, 10]: finite real numbers (converted to ``float``). ``crop_range``: a (min, max)
+    pair with 0 < min ≤ max ≤ 1 (converted to a tuple of floats). ``balance``: a bool; ``autocast``:
+    a bool, "fp16", "bf16" or None (another string: ``ValueError``). ``param``: "fourier", "pixel" or
+    "maco". ``reg_layer``: a layer name or None.
     """
     if name not in _CHECKS:
         check_setting_names([name])  # raises, listing the known settings

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .config import check_setting
+
 __all__ = ["DevicePolicy", "device_policy"]
 
 #: Static loss scale for fp16: keeps activation gradients (often 1e-6…1e-4 per element, below fp16's
@@ -122,12 +124,12 @@ def device_policy(
             that dtype (e.g. to measure the T4 path on an H100).
 
     Raises:
-        ValueError: an unknown ``autocast`` value, or autocast asked for a model that is already
-            fp16/bf16.
+        ValueError: an unknown ``autocast`` string (another type: ``TypeError``; both from
+            :func:`~faccent_widget.core.config.check_setting`), or autocast asked for a model that is
+            already fp16/bf16.
     """
     dev = torch.device(device)
-    if not (autocast is None or isinstance(autocast, bool) or autocast in _FORCED):
-        raise ValueError(f"autocast must be None, True, False, 'fp16' or 'bf16', got {autocast!r}")
+    autocast = check_setting("autocast", autocast)  # the settings' own check: one rule, one error type
     if dev.type == "cuda" and capability is None:
         capability = tuple(torch.cuda.get_device_capability(dev))  # type: ignore[assignment]
     budget = CPU_CHUNK_S if dev.type == "cpu" else GPU_CHUNK_S

@@ -27,15 +27,15 @@ The engine is a generator of step states; it never plots or prints.
 from __future__ import annotations
 
 import dataclasses
-import secrets
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
-from .config import EngineConfig, check_lambda
+from .config import EngineConfig, fresh_rng_seed, resolve_run_config, with_legacy_keys
 from .device_policy import DevicePolicy, device_policy
 from .layouts import LayerLayout
 from .model import Model
@@ -118,10 +118,15 @@ class StepState:
 
 @dataclass
 class Accentuation:
-    """The outcome of accentuating one seed toward one target."""
+    """The outcome of accentuating one seed image toward one target.
+
+    ``config`` is the run's :class:`EngineConfig`, fully resolved: the crop size (``input_size``), the
+    regularisation layer (``reg_layer``, also :attr:`reg_layer`) and the random seed (``seed``, also
+    :attr:`rng_seed`) that were used. λ is per item, so it is a field here (:attr:`lam`), not a setting.
+    """
 
     image: torch.Tensor  # (3, H, W) float in [0, 1], on the CPU
-    seed: torch.Tensor  # (3, H, W) the seed at the canvas size
+    seed: torch.Tensor  # (3, H, W) the seed image at the canvas size
     target: str
     objective: Objective = field(repr=False)
     snapshots: torch.Tensor = field(repr=False)  # (K, 3, H, W) uint8
@@ -130,8 +135,20 @@ class Accentuation:
     seed_score: Score
     score: Score
     attribution: torch.Tensor = field(repr=False)  # (H, W) Σ_steps |∂objective/∂image|
-    config: dict[str, Any] = field(repr=False)
+    config: EngineConfig = field(repr=False)
+    lam: float = 0.0  # the item's λ, as given
     lam_effective: float = 0.0  # λ · balance
+    noise_seeded: bool = False  # started from noise (``image=None``) rather than a seed image
+
+    @property
+    def reg_layer(self) -> str:
+        """The regularisation layer of the run (``config.reg_layer``, resolved)."""
+        return str(self.config.reg_layer)
+
+    @property
+    def rng_seed(self) -> int:
+        """The random seed of the run's crops and noise (``config.seed``, as drawn when none was given)."""
+        return int(self.config.seed or 0)
 
     @property
     def distance(self) -> float:
@@ -155,8 +172,11 @@ class AccentuationRun:
         model: the :class:`~faccent_widget.Model` to accentuate with.
         seeds: (S, 3, H, W) seed images in [0, 1] (already at canvas size), or None for noise seeds.
         objectives: one objective per item.
-        lams: one λ per item.
-        config: resolved settings; ``config.reg_layer`` empty → the model's default.
+        lams: one λ per item, already checked (``start_run``, the settings door, checks them).
+        config: settings from :func:`~faccent_widget.core.config.resolve_config` (checked there and
+            trusted here); completed by :func:`~faccent_widget.core.config.resolve_run_config`
+            (``reg_layer`` None → the model's default) and the drawn random seed, and kept as
+            :attr:`config`.
         seed_index: which seed each item starts from (default: item i ↔ seed i, or all seed 0).
         canvas_hw: canvas size for noise seeds.
     """
@@ -172,27 +192,26 @@ class AccentuationRun:
         canvas_hw: tuple[int, int] | None = None,
     ) -> None:
         self.model = model
-        # input_size None = from the model (its native size × the preset's input_scale; always the
-        # native size for fixed-size models); recorded resolved
-        self.crop_size: int = model.crop_size(config.input_size, config.input_scale)
-        config = dataclasses.replace(config, input_size=self.crop_size)
-        self.config = config
-        self.device = model.device
         self.objectives = list(objectives)
         b = len(self.objectives)
         if b == 0:
             raise ValueError("no targets given")
         if len(lams) != b:
             raise ValueError(f"got {len(lams)} λ values for {b} targets")
-        lams = [check_lambda(v) for v in lams]
-        self.reg_layer = model.check_reg_layer(config.reg_layer)
+        # input_size None = from the model (its native size × the preset's input_scale; always the
+        # native size for fixed-size models), reg_layer None = the model's default; recorded resolved,
+        # with the random seed (None: a fresh one from the OS, leaving Python's `random` state alone)
+        config = resolve_run_config(model, config)
+        #: the random seed of the crops and noise (``config.seed``)
+        self.rng_seed: int = config.seed if config.seed is not None else fresh_rng_seed()
+        self.config = config = dataclasses.replace(config, seed=self.rng_seed)
+        self.crop_size = cast(int, config.input_size)  # set by resolve_run_config
+        self.reg_layer = cast(str, config.reg_layer)
+        self.device = model.device
         self.reg_layout = model.layout(self.reg_layer)
-        # seed=None: a fresh seed from the OS, leaving Python's global `random` state alone
-        seed_value = config.seed if config.seed is not None else secrets.randbelow(2**31)
         #: draws the augmentations (on the model's device). A CPU generator here draws the same crops and
         #: noise on any device (to compare devices; costs a synchronising host→device copy per step).
-        self.generator = torch.Generator(device=self.device).manual_seed(int(seed_value))
-        self.seed_value = int(seed_value)
+        self.generator = torch.Generator(device=self.device).manual_seed(self.rng_seed)
 
         if seeds is None:
             h, w = canvas_hw or (config.canvas, config.canvas)
@@ -250,6 +269,12 @@ class AccentuationRun:
         self.step_count = 0
         self.seed_scores = self.evaluate(self.seeds[self.seed_index])
         self._result: list[Accentuation] | None = None
+
+    @property
+    def seed_value(self) -> int:
+        """Deprecated spelling of :attr:`rng_seed` (the random seed, not a seed image)."""
+        warnings.warn("AccentuationRun.seed_value is deprecated; use rng_seed", DeprecationWarning, stacklevel=2)
+        return self.rng_seed
 
     # ------------------------------------------------------------------ evaluation
     def objective_values(self, feats: dict[str, torch.Tensor], n: int) -> torch.Tensor:
@@ -399,13 +424,8 @@ class AccentuationRun:
         final = final.cpu()
         out = []
         for i, obj in enumerate(self.objectives):
-            cfg = {
-                **self.config.as_dict(),
-                "lam": self.lam_values[i],
-                "reg_layer": self.reg_layer,
-                "seed": self.seed_value,
-                "noise_seeded": self.noise_seeded,
-            }
+            # the same settings for every item; the deprecated config["lam"] still answers per item
+            cfg = with_legacy_keys(self.config, lam=self.lam_values[i], noise_seeded=self.noise_seeded)
             out.append(
                 Accentuation(
                     image=final[i],
@@ -419,7 +439,9 @@ class AccentuationRun:
                     score=scores[i],
                     attribution=attribution[i],
                     config=cfg,
+                    lam=self.lam_values[i],
                     lam_effective=float(lam_eff[i]),
+                    noise_seeded=self.noise_seeded,
                 )
             )
         self._result = out

@@ -1,12 +1,13 @@
 """Validation tools from the paper, for any model: λ calibration (appendix E), path similarity
 (section 3, figure 8), the cascading-randomization sanity check (appendix D) and transferability to
-judge models that were not optimised (the MACO benchmark's test).
+judge models that were not optimised (the MACO benchmark's test). The λ calibration also runs in steps
+(:class:`LambdaCalibrationRun`), as the widget's λ mark does.
 
 They run the engine through :func:`faccent_widget.start_run`, like every other user of it, and take a
 :class:`~faccent_widget.Model` or a bare ``nn.Module`` (plus ``device=``).
 """
 
-from .calibration import DEFAULT_LAMBDA_GRID, LambdaCalibration, LambdaCurve, calibrate_lambda
+from .calibration import DEFAULT_LAMBDA_GRID, LambdaCalibration, LambdaCalibrationRun, LambdaCurve, calibrate_lambda
 from .paths import PathSimilarity, path_similarity
 from .randomization import RandomizationCheck, parameterized_layers, randomization_check
 from .transfer import Transferability, attack_to_gain, transferability
@@ -14,6 +15,7 @@ from .transfer import Transferability, attack_to_gain, transferability
 __all__ = [
     "DEFAULT_LAMBDA_GRID",
     "LambdaCalibration",
+    "LambdaCalibrationRun",
     "LambdaCurve",
     "PathSimilarity",
     "RandomizationCheck",

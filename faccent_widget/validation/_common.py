@@ -1,4 +1,4 @@
-"""Shared input handling of the validation tools."""
+"""What the validation tools share: their input handling and the settings of their runs."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ from typing import Any
 
 import torch
 
+from ..core.config import SETTING_LIMITS, EngineConfig, fresh_rng_seed, resolve_config, resolve_run_config
 from ..core.engine import Accentuation
+from ..core.model import Model
 
-__all__ = ["as_image_list"]
+__all__ = ["as_image_list", "validation_config"]
 
 
 def as_image_list(images: Any, what: str = "images") -> list[Any]:
@@ -37,3 +39,21 @@ def as_image_list(images: Any, what: str = "images") -> list[Any]:
     if not items:
         raise ValueError(f"{what} is empty; pass at least one image")
     return [it.image if isinstance(it, Accentuation) else it for it in items]
+
+
+def validation_config(model: Model, reg_layer: str | None, engine_settings: Mapping[str, Any]) -> EngineConfig:
+    """The settings of every run of a validation tool, resolved once (pass them as ``start_run(config=...)``).
+
+    ``engine_settings`` (with ``preset``) as for ``accentuate``; then, unless given: ONE random seed for
+    every run (drawn from the OS; so every λ, image and depth sees the same crops) and only the final
+    image kept (``snapshot_every`` past any step count). The crop size and the regularisation layer
+    (``reg_layer``, checked by :meth:`Model.check_reg_layer`; None → the model's default) are filled in
+    by :func:`~faccent_widget.core.config.resolve_run_config`.
+    """
+    settings = dict(engine_settings)
+    preset = settings.pop("preset", None)
+    if settings.get("seed") is None:
+        settings["seed"] = fresh_rng_seed()
+    if settings.get("snapshot_every") is None:  # only the final image is looked at
+        settings["snapshot_every"] = SETTING_LIMITS["snapshot_every"][1]
+    return resolve_run_config(model, resolve_config(preset, model.device, reg_layer=reg_layer, **settings))

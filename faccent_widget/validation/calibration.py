@@ -13,27 +13,27 @@ so the extremes sit near 10⁻³ and 10³ rather than the paper's 10⁻⁶ and 1
 from __future__ import annotations
 
 import math
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..accentuate import run_to_end, start_run
-from ..core.config import check_setting_names
-from ..core.engine import Accentuation, channel_distance
+from ..accentuate import start_run
+from ..core.config import EngineConfig, with_legacy_keys
+from ..core.engine import Accentuation, AccentuationRun, channel_distance
 from ..core.model import Model, as_model
 from ..core.objectives import Objective, Target, resolve_objective
-from ._common import as_image_list
+from ._common import as_image_list, validation_config
 
 __all__ = [
     "DEFAULT_LAMBDA_GRID",
     "LambdaCurve",
     "LambdaCalibration",
+    "LambdaCalibrationRun",
     "calibrate_lambda",
     "crossing",
     "full_view_distance",
@@ -83,8 +83,9 @@ class LambdaCalibration:
         reg_layer: the regularisation layer the distance is measured at.
         targets: one target description per image.
         accentuations: per image, the accentuations for each λ (only with ``return_accentuations``).
-        config: the resolved engine settings (one shared random seed for every run).
-        wall_s: wall time.
+        config: the resolved engine settings of every run (one shared random seed, the reg layer, the
+            crop size).
+        wall_s: wall time from the start to the end of the calibration.
     """
 
     recommended: float
@@ -93,7 +94,7 @@ class LambdaCalibration:
     curve: LambdaCurve
     reg_layer: str
     targets: list[str]
-    config: dict[str, Any] = field(repr=False)
+    config: EngineConfig = field(repr=False)
     accentuations: list[list[Accentuation]] | None = field(default=None, repr=False)
     wall_s: float = 0.0
 
@@ -215,6 +216,152 @@ def _grid(lambdas: Sequence[float] | None) -> np.ndarray:
     return np.array(values)
 
 
+#: How a :class:`LambdaCalibrationRun` batches its runs: one batch per image holding all its λ, ONE batch
+#: of every image × λ, or one run per (image, λ) (the shortest steps, for a live panel).
+Batching = Literal["image", "all", "single"]
+
+
+class LambdaCalibrationRun:
+    """:func:`calibrate_lambda` as steps: started here, advanced with :meth:`advance` (for a time budget,
+    e.g. a widget's chunk, or to the end), read with :meth:`result`. The math is the same as
+    :func:`calibrate_lambda`'s, which runs one of these to the end.
+
+    Args:
+        model, images, reg_layer, targets, lambdas, device, engine_settings: as for :func:`calibrate_lambda`.
+        batch: ``"image"`` (default: one batch per image holding all its λ), ``"all"`` (every image × λ
+            as ONE batch; seeds resized to the first image's canvas) or ``"single"`` (one run per
+            (image, λ): the same crops, the shortest steps).
+        keep_accentuations: keep every accentuation (``result().accentuations[i][j]``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | Model,
+        images: Any,
+        *,
+        reg_layer: str | None = None,
+        targets: Target | Sequence[Target] | str = "second",
+        lambdas: Sequence[float] | None = None,
+        batch: Batching = "image",
+        keep_accentuations: bool = False,
+        device: str | torch.device | None = None,
+        **engine_settings: Any,
+    ) -> None:
+        self._start = time.perf_counter()
+        if batch not in ("image", "all", "single"):
+            raise ValueError(f"batch must be 'image', 'all' or 'single', got {batch!r}")
+        self.model = as_model(model, device=device)
+        self.images = as_image_list(images)
+        self.grid = _grid(lambdas)
+        #: the settings of every run: one random seed, the final image only, the crop size and reg layer
+        self.config = validation_config(self.model, reg_layer, engine_settings)
+        self.reg_layer = str(self.config.reg_layer)
+        self.objectives = _targets(self.model, self.images, targets)
+        self.batch: Batching = batch
+        self.keep_accentuations = keep_accentuations
+        n, n_lam = len(self.images), self.grid.size
+        pairs = [[(i, j) for j in range(n_lam)] for i in range(n)]
+        if batch == "all":
+            self.groups = [[p for row in pairs for p in row]]
+        elif batch == "image":
+            self.groups = pairs
+        else:
+            self.groups = [[p] for row in pairs for p in row]
+        self.distances = np.full((n, n_lam), np.nan)
+        self.crop_distances = np.full((n, n_lam), np.nan)
+        self._kept: dict[tuple[int, int], Accentuation] = {}
+        self._next = 0  # the next group to start
+        self._run: AccentuationRun | None = None
+        self._steps_done = 0
+        self._result: LambdaCalibration | None = None
+
+    @property
+    def done(self) -> bool:
+        """Every run finished (then :meth:`result` is ready)."""
+        return self._result is not None
+
+    @property
+    def progress(self) -> float:
+        """The fraction of the steps done, in [0, 1]."""
+        return self._steps_done / (len(self.groups) * self.config.steps)
+
+    def advance(self, budget_s: float | None = None) -> bool:
+        """Run steps for about ``budget_s`` seconds (at least one step), or to the end when None; returns
+        :attr:`done`."""
+        t0 = time.perf_counter()
+        while not self.done:
+            if self._run is None:
+                group = self.groups[self._next]
+                self._run = start_run(
+                    self.model,
+                    [self.images[i] for i, _ in group],  # one seed per image: start_run dedupes
+                    [self.objectives[i] for i, _ in group],
+                    lam=[float(self.grid[j]) for _, j in group],
+                    config=self.config,
+                )
+            self._run.step()
+            self._steps_done += 1
+            if self._run.done:
+                self._record(self.groups[self._next], self._run.result())
+                self._run = None
+                self._next += 1
+                if self._next == len(self.groups):
+                    self._result = self._finish()
+            if budget_s is not None and time.perf_counter() - t0 >= budget_s:
+                break
+        return self.done
+
+    def result(self) -> LambdaCalibration:
+        """The calibration; valid once :attr:`done`."""
+        if self._result is None:
+            raise RuntimeError(f"the λ calibration is not finished ({self.progress:.0%} of its steps)")
+        return self._result
+
+    def _record(self, group: list[tuple[int, int]], results: list[Accentuation]) -> None:
+        finals = torch.stack([r.image for r in results])
+        seeds = torch.stack([r.seed for r in results])
+        d = full_view_distance(self.model, finals, seeds, self.reg_layer).numpy()
+        for k, (i, j) in enumerate(group):
+            self.distances[i, j] = d[k]
+            self.crop_distances[i, j] = results[k].distance
+            if self.keep_accentuations:
+                self._kept[i, j] = results[k]
+
+    def _finish(self) -> LambdaCalibration:
+        """Normalise each image's curve between its extremes, average, and find the crossings."""
+        dist, grid = self.distances, self.grid
+        lo, hi = dist[:, :1], dist[:, -1:]
+        span = lo - hi
+        with np.errstate(invalid="ignore", divide="ignore"):
+            normalized = np.where(np.abs(span) > 1e-12, (dist - hi) / span, np.nan)
+        valid = np.isfinite(normalized).all(1)
+        if valid.any():
+            mean, std = normalized[valid].mean(0), normalized[valid].std(0)
+        else:
+            mean = std = np.full(grid.size, np.nan)
+        recommended, bracketed = crossing(grid, mean, 0.5)
+        upper, ok_hi = crossing(grid, mean, 0.9)
+        lower, ok_lo = crossing(grid, mean, 0.1)
+        region = (upper if ok_hi else float("nan"), lower if ok_lo else float("nan"))
+        kept = (
+            [[self._kept[i, j] for j in range(grid.size)] for i in range(len(self.images))]
+            if self.keep_accentuations
+            else None
+        )
+        config = with_legacy_keys(self.config, lambdas=grid.tolist(), batch_images=self.batch == "all")
+        return LambdaCalibration(
+            recommended=recommended,
+            bracketed=bracketed,
+            sensitive_region=region,
+            curve=LambdaCurve(grid, dist, normalized, mean, std, self.crop_distances),
+            reg_layer=self.reg_layer,
+            targets=[o.description for o in self.objectives],
+            config=config,
+            accentuations=kept,
+            wall_s=time.perf_counter() - self._start,
+        )
+
+
 def calibrate_lambda(
     model: nn.Module | Model,
     images: Any,
@@ -253,64 +400,16 @@ def calibrate_lambda(
     smallest λ (→ 1) and the largest (→ 0); values outside [0, 1] are kept (noise). Images where the
     two extremes give the same distance are left out of the mean (NaN row).
     """
-    start = time.perf_counter()
-    model = as_model(model, device=device)
-    items = as_image_list(images)
-    grid = _grid(lambdas)
-    check_setting_names(k for k in engine_settings if k != "preset")
-    settings = dict(engine_settings)
-    if settings.get("seed") is None:
-        settings["seed"] = secrets.randbelow(2**31)  # leaves Python's global random state alone
-    if settings.get("snapshot_every") is None:  # only the final image is looked at
-        settings["snapshot_every"] = 10**9
-    objectives = _targets(model, items, targets)
-    layer = model.resolve_layer(reg_layer) if reg_layer else model.default_reg_layer
-    n, L = len(items), grid.size
-
-    dist = np.full((n, L), np.nan)
-    crop = np.full((n, L), np.nan)
-    kept: list[list[Accentuation]] = []
-    groups = [list(range(n))] if batch_images else [[i] for i in range(n)]
-    cfg = None
-    for group in groups:
-        seeds = [items[i] for i in group for _ in range(L)]  # one seed per image: start_run dedupes
-        objs = [objectives[i] for i in group for _ in range(L)]
-        lams = [float(v) for _ in group for v in grid]
-        run = start_run(model, seeds, objs, lam=lams, reg_layer=layer, **settings)
-        cfg = run.config
-        results = run_to_end(run)
-        finals = torch.stack([r.image for r in results])
-        seed_views = torch.stack([r.seed for r in results])
-        d = full_view_distance(model, finals, seed_views, layer).numpy().reshape(len(group), L)
-        for k, i in enumerate(group):
-            dist[i] = d[k]
-            crop[i] = [results[k * L + j].distance for j in range(L)]
-            if return_accentuations:
-                kept.append(results[k * L : (k + 1) * L])
-
-    lo, hi = dist[:, :1], dist[:, -1:]
-    span = lo - hi
-    with np.errstate(invalid="ignore", divide="ignore"):
-        normalized = np.where(np.abs(span) > 1e-12, (dist - hi) / span, np.nan)
-    valid = np.isfinite(normalized).all(1)
-    if valid.any():
-        mean, std = normalized[valid].mean(0), normalized[valid].std(0)
-    else:
-        mean = std = np.full(L, np.nan)
-    recommended, bracketed = crossing(grid, mean, 0.5)
-    upper, ok_hi = crossing(grid, mean, 0.9)
-    lower, ok_lo = crossing(grid, mean, 0.1)
-    region = (upper if ok_hi else float("nan"), lower if ok_lo else float("nan"))
-    assert cfg is not None
-    config = {**cfg.as_dict(), "reg_layer": layer, "lambdas": grid.tolist(), "batch_images": bool(batch_images)}
-    return LambdaCalibration(
-        recommended=recommended,
-        bracketed=bracketed,
-        sensitive_region=region,
-        curve=LambdaCurve(grid, dist, normalized, mean, std, crop),
-        reg_layer=layer,
-        targets=[o.description for o in objectives],
-        config=config,
-        accentuations=kept if return_accentuations else None,
-        wall_s=time.perf_counter() - start,
+    calibration = LambdaCalibrationRun(
+        model,
+        images,
+        reg_layer=reg_layer,
+        targets=targets,
+        lambdas=lambdas,
+        batch="all" if batch_images else "image",
+        keep_accentuations=return_accentuations,
+        device=device,
+        **engine_settings,
     )
+    calibration.advance()
+    return calibration.result()

@@ -37,7 +37,6 @@ README's validation section).
 from __future__ import annotations
 
 import copy
-import secrets
 import time
 import zlib
 from collections.abc import Sequence
@@ -49,10 +48,11 @@ import torch
 from torch import nn
 
 from ..accentuate import run_to_end, start_run
-from ..core.config import DEFAULT_LAMBDA, check_setting_names
+from ..core.config import DEFAULT_LAMBDA, EngineConfig
 from ..core.engine import Accentuation
 from ..core.model import Model, as_model
 from ..core.objectives import Objective, Target, resolve_objective
+from ._common import validation_config
 from .paths import path_similarity
 
 __all__ = [
@@ -95,7 +95,7 @@ class RandomizationCheck:
     change: dict[int, np.ndarray]
     baseline: dict[str, np.ndarray] | None = None
     baseline_accentuations: list[Accentuation] | None = field(default=None, repr=False)
-    config: dict[str, Any] = field(default_factory=dict, repr=False)
+    config: EngineConfig = field(default_factory=EngineConfig, repr=False)
     wall_s: float = 0.0
 
     def randomized(self, depth: int) -> list[str]:
@@ -310,13 +310,7 @@ def randomization_check(
     ):
         raise ValueError("randomization_check takes ONE image (use several targets to batch)")
     model = as_model(model, device=device)
-    check_setting_names(k for k in engine_settings if k != "preset")
-    settings = dict(engine_settings)
-    if settings.get("seed") is None:
-        settings["seed"] = secrets.randbelow(2**31 - 1)  # leaves Python's global random state alone
-    if settings.get("snapshot_every") is None:  # only the final image is looked at
-        settings["snapshot_every"] = 10**9
-    layer = model.resolve_layer(reg_layer) if reg_layer else model.default_reg_layer
+    config = validation_config(model, reg_layer, engine_settings)  # one seed, final images, reg layer
     if targets is None:
         with torch.no_grad():
             logits = model.features(model.view(image), logits=True)["logits"][0]
@@ -329,12 +323,11 @@ def randomization_check(
     if not layers:
         raise ValueError("the model has no parameterised module to randomise")
     depth_list = _resolve_depths(depths, model, layers)
-    lam_value = DEFAULT_LAMBDA if lam is None else float(lam)
-
-    seed = int(settings.pop("seed"))
+    lam_value = DEFAULT_LAMBDA if lam is None else lam
+    seed = int(config.seed or 0)
 
     def run(m: Model, rng_seed: int = seed) -> list[Accentuation]:
-        return run_to_end(start_run(m, image, objectives, lam=lam_value, reg_layer=layer, seed=rng_seed, **settings))
+        return run_to_end(start_run(m, image, objectives, lam=lam_value, config=config, seed=rng_seed))
 
     reference = run(model)
     accents = {0: reference}
@@ -352,7 +345,7 @@ def randomization_check(
         accents[k] = run(model.with_module(net, name=f"{model.name} (randomised)"))
         scores[k] = _scores(model, reference, accents[k])
     all_depths = [0, *depth_list]
-    config = {k: v for k, v in reference[0].config.items() if k != "noise_seeded"}
+    config = reference[0].config  # the run's (with the legacy config["lam"])
     return RandomizationCheck(
         depths=all_depths,
         layers=layers,

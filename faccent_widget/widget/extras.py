@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import math
-import time
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -18,11 +17,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from ..accentuate import start_run
-from ..core.engine import AccentuationRun
 from ..core.model import Model
 from ..images import load_image, sample_images
-from ..validation.calibration import DEFAULT_LAMBDA_GRID, _targets, crossing, full_view_distance
+from ..validation.calibration import DEFAULT_LAMBDA_GRID, LambdaCalibrationRun
 
 __all__ = ["LambdaCalibrator", "cached_lambda", "decode_image", "gif_bytes", "MAX_UPLOAD_BYTES"]
 
@@ -54,84 +51,42 @@ def cached_lambda(model: Model, reg_layer: str) -> float | None:
 
 
 class LambdaCalibrator:
-    """``calibrate_lambda`` cut into steps, so that a panel can run it in chunks of a few hundred ms.
-
-    Every (image, λ) pair is its own small run (batch of 1) with the same random seed, which is what
-    ``calibrate_lambda`` does in one batch; :meth:`advance` runs steps until its time budget is spent.
-    When all runs are done, :attr:`recommended` holds the λ where the mean normalised distance crosses
-    0.5 and the value is cached for the model and layer (:func:`cached_lambda`).
+    """The panel's automatic λ mark: a small :class:`~faccent_widget.validation.LambdaCalibrationRun`
+    (:data:`AUTO_CALIBRATION`, one run per (image, λ) so each step is short), advanced in chunks of a few
+    hundred ms with :meth:`advance`. When it is done, :attr:`recommended` holds the λ where the mean
+    normalised distance crosses 0.5 and the value is cached for the model and layer (:func:`cached_lambda`).
     """
 
     def __init__(self, model: Model, reg_layer: str, images: Sequence[Any] | None = None, **settings: Any) -> None:
         cfg = {**AUTO_CALIBRATION, **settings}
         n_images = int(cfg.pop("n_images"))
-        lambdas = cfg.pop("lambdas")
         self.model = model
         self.reg_layer = reg_layer
-        self.images = list(images) if images is not None else list(sample_images().values())[:n_images]
-        self.grid = np.array(sorted(set(float(v) for v in lambdas)))
-        self.settings = {**cfg, "snapshot_every": 10**9}
-        self.objectives = _targets(model, self.images, "second")
-        self.tasks = [(i, j) for i in range(len(self.images)) for j in range(self.grid.size)]
-        self.dist = np.full((len(self.images), self.grid.size), np.nan)
-        self._next = 0
-        self._run: AccentuationRun | None = None
-        self._task: tuple[int, int] | None = None
+        pictures = list(images) if images is not None else list(sample_images().values())[:n_images]
+        self._calibration = LambdaCalibrationRun(model, pictures, reg_layer=reg_layer, batch="single", **cfg)
         self.recommended: float | None = None
         self.bracketed = False
 
     @property
     def done(self) -> bool:
-        return self.recommended is not None or (self._next >= len(self.tasks) and self._run is None)
+        return self._calibration.done
 
     @property
     def progress(self) -> float:
-        return min(1.0, self._next / max(1, len(self.tasks)))
+        return self._calibration.progress
 
     def advance(self, budget_s: float) -> bool:
-        """Run steps for about ``budget_s`` seconds (at least one); returns ``done``."""
-        t0 = time.perf_counter()
-        while not self.done:
-            if self._run is None:
-                self._task = self.tasks[self._next]
-                self._next += 1
-                i, j = self._task
-                self._run = start_run(
-                    self.model,
-                    self.images[i],
-                    self.objectives[i],
-                    lam=float(self.grid[j]),
-                    reg_layer=self.reg_layer,
-                    **self.settings,
-                )
-            run = self._run
-            run.step()
-            if run.done:
-                res = run.result()[0]
-                i, j = self._task  # type: ignore[misc]
-                self.dist[i, j] = float(
-                    full_view_distance(self.model, res.image[None], res.seed[None], self.reg_layer)[0]
-                )
-                self._run = None
-                if self._next >= len(self.tasks):
-                    self._finish()
-            if time.perf_counter() - t0 >= budget_s:
-                break
+        """Run steps for about ``budget_s`` seconds (at least one); returns ``done``. A finished calibration
+        that found no usable λ is a ``ValueError``."""
+        if self._calibration.advance(budget_s) and self.recommended is None:
+            result = self._calibration.result()
+            if not np.isfinite(result.curve.mean).any():
+                raise ValueError("the λ calibration found no λ-dependence on the sample images")
+            if not math.isfinite(result.recommended):
+                raise ValueError("the λ calibration gave no finite λ")
+            self.recommended, self.bracketed = float(result.recommended), result.bracketed
+            _LAMBDA_CACHE.setdefault(self.model.module, {})[self.reg_layer] = self.recommended
         return self.done
-
-    def _finish(self) -> None:
-        lo, hi = self.dist[:, :1], self.dist[:, -1:]
-        span = lo - hi
-        with np.errstate(invalid="ignore", divide="ignore"):
-            normalized = np.where(np.abs(span) > 1e-12, (self.dist - hi) / span, np.nan)
-        valid = np.isfinite(normalized).all(1)
-        if not valid.any():
-            raise ValueError("the λ calibration found no λ-dependence on the sample images")
-        value, self.bracketed = crossing(self.grid, normalized[valid].mean(0), 0.5)
-        if not math.isfinite(value):
-            raise ValueError("the λ calibration gave no finite λ")
-        self.recommended = float(value)
-        _LAMBDA_CACHE.setdefault(self.model.module, {})[self.reg_layer] = self.recommended
 
 
 def decode_image(data: bytes | bytearray | memoryview) -> torch.Tensor:
