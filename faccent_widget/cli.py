@@ -1,5 +1,8 @@
 """The main job: ``python -m faccent_widget [IMAGE] [--target …] [--lam …] [--preset …] [--out FILE]``.
 
+``--suppress`` drives the image away from the target; ``--caricature LAYER`` amplifies the image's own
+pattern at a layer instead of a target.
+
 ``python -m faccent_widget triage DIR --out OUT …`` triages a labelled folder instead (see
 ``faccent_widget.triage.cli``).
 
@@ -27,7 +30,7 @@ from .accentuate import accentuate
 from .core.compositing import difference_image, panel
 from .core.config import PRESETS, check_lambda, check_setting
 from .core.model import LayerNotFoundError, Model
-from .core.objectives import Objective, resolve_objective
+from .core.objectives import Objective, caricature, resolve_objective, suppress
 from .images import load_image, sample_image, sample_image_names
 from .zoo import WeightsUnavailableError, available_models, load_model
 
@@ -47,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
         "image", nargs="?", help=f"image file or sample name ({', '.join(sample_image_names())}); default: chelsea"
     )
     p.add_argument("--target", help="class label, class index or layer:unit (default: the 2nd most likely class)")
+    p.add_argument("--suppress", action="store_true", help="drive the image away from the target instead of toward it")
+    p.add_argument(
+        "--caricature",
+        metavar="LAYER",
+        help="amplify the image's own activation pattern at LAYER (no class needed; replaces --target)",
+    )
     p.add_argument("--lam", type=float, default=None, help="regularisation strength λ (balanced; default 1)")
     p.add_argument(
         "--preset", choices=list(PRESETS), default=None, help="settings preset (default: gpu on CUDA, preview on CPU)"
@@ -105,7 +114,14 @@ def _run(args: argparse.Namespace) -> int:
     print(f"model: {model.name}   image: {name}   device: {model.device}")
     for rank, p in enumerate(top, 1):
         print(f"  {rank}. {p.label:<28s} p={p.prob:.3f}  (class {p.index})")
-    target = _target(model, args.target if args.target is not None else top[1].index)
+    if args.caricature is not None:
+        if args.target is not None or args.suppress:
+            raise ValueError("--caricature LAYER replaces --target and --suppress; give one of them")
+        target: Objective = caricature(model.resolve_layer(args.caricature))
+    else:
+        target = _target(model, args.target if args.target is not None else top[1].index)
+        if args.suppress:
+            target = suppress(target)
     t0 = time.perf_counter()
     result = accentuate(model, image, target, lam=args.lam, preset=args.preset, steps=args.steps, seed=args.seed)
     elapsed = time.perf_counter() - t0

@@ -35,6 +35,8 @@ def test_suppress_lowers_the_class_probability(model: fw.Model) -> None:
     p_final = float(model.probabilities(result.image[None])[cls])
     assert p_seed > 0.5 and p_final < 0.5 * p_seed, (p_seed, p_final)  # measured: 0.87 → ≈0.1
     assert result.score.value > result.seed_score.value  # the objective (−logit) went up
+    assert result.seed_score.prob is not None and result.score.prob is not None  # p of the suppressed class
+    assert result.score.prob < 0.5 * result.seed_score.prob
     assert _untouched(model) == before
 
 

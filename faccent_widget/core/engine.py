@@ -39,7 +39,7 @@ from .config import EngineConfig, fresh_rng_seed, resolve_run_config, with_legac
 from .device_policy import DevicePolicy, device_policy
 from .layouts import LayerLayout
 from .model import Model
-from .objectives import Logit, Objective
+from .objectives import Logit, Objective, Suppressed
 from .parameterizations import Fourier, Parameterization, make_parameterization
 from .transforms import CropPlan, sample_boxes, sample_noise
 
@@ -48,7 +48,8 @@ __all__ = ["AccentuationRun", "Accentuation", "StepState", "Score", "channel_dis
 
 @dataclass(frozen=True)
 class Score:
-    """The target on the full, un-augmented image: objective value and (for logits) probability."""
+    """The target on the full, un-augmented image: objective value and (for a class logit, also a
+    suppressed one) the class's probability."""
 
     value: float
     prob: float | None = None
@@ -296,10 +297,11 @@ class AccentuationRun:
             feats = self.model.features(x, layers, logits=True)
             values = self.objective_values(feats, 1).cpu()
             probs = feats["logits"].float().softmax(-1).cpu()
-        return [
-            Score(float(values[i]), float(probs[i, o.index]) if isinstance(o, Logit) else None)
-            for i, o in enumerate(self.objectives)
+        classes = [
+            o.index if isinstance(o, Logit) else o.class_index if isinstance(o, Suppressed) else None
+            for o in self.objectives
         ]
+        return [Score(float(values[i]), float(probs[i, k]) if k is not None else None) for i, k in enumerate(classes)]
 
     # ------------------------------------------------------------------ optimisation
     @property
