@@ -910,3 +910,14 @@ def test_exemplars_are_shown_in_the_html_report_and_browser(flipped: dict[str, A
     ]
     assert any(t.startswith(f"correct {report[0].predicted_label} in your data") for t in texts)
     assert any("label-issue score" in t for t in texts)
+
+
+def test_cli_label_issues_cleanlab_missing_is_one_line_with_status_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "cleanlab", None)  # a real import failure
+    status = cli_main(["triage", "--demo", "--out", str(tmp_path / "out"), "--label-issues", "cleanlab", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1
+    assert "cleanlab" in err and "pip install 'faccent-widget[label-issues]'" in err
+    assert not (tmp_path / "out").exists()  # refused before anything was written
