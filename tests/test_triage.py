@@ -747,3 +747,177 @@ def test_a_second_process_into_a_folder_in_use_is_refused_and_the_first_finishes
     report = TriageReport.load(out)
     assert report.summary["accentuated"] == report.summary["mistakes"] == len(report) > 0
     assert [r["run_id"] for r in report.runs] == [report.runs[0]["run_id"]]  # one run wrote the store
+
+
+# --------------------------------------------------------------------------- label issues and exemplars
+
+LABEL_FAST = dict(steps=1, n_crops=1, input_size=64, canvas=64)
+
+
+@pytest.fixture(scope="module")
+def flipped(model: fw.Model, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A folder of the samples in 4 variants, each labelled with the model's own top-1 (correct by
+    construction), then 4 labels flipped: 3 to another class of the folder, 1 to "goldfish" (a class
+    with no correctly classified image). Triaged once with cleanlab, 2 exemplars per target."""
+    src = build_demo_folder(tmp_path_factory.mktemp("aug") / "src", variants=4, size=128)
+    root = tmp_path_factory.mktemp("flipped") / "images"
+    files = sorted(src.rglob("*.jpg"))
+    top1 = {}
+    for f in files:
+        with torch.no_grad():
+            probs = model.logits(model.view(fw.load_image(f))).softmax(-1)[0]
+        top1[f] = model.labels[int(probs.argmax())]
+    classes = sorted(set(top1.values()))
+    assert len(classes) >= 3
+    picks = [files[i] for i in (0, len(files) // 3, 2 * len(files) // 3, len(files) - 1)]
+    flips: dict[str, str] = {}
+    for f in files:
+        label = top1[f]
+        if f in picks[:3]:
+            label = next(c for c in classes if c != top1[f] and sum(v == c for v in top1.values()) >= 2)
+        elif f == picks[3]:
+            label = "goldfish"
+        dest = root / label / f.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, dest)
+        if label != top1[f]:
+            flips[f"{label}/{f.name}"] = top1[f]
+    out = tmp_path_factory.mktemp("flipped-out") / "out"
+    report = fw.triage(model, root, out=out, targets="predicted", batch_size=4, exemplars=2, **LABEL_FAST)
+    return {"root": root, "out": out, "report": report, "flips": flips}
+
+
+def _ranked_keys(report: TriageReport) -> list[str]:
+    preds = report.predictions
+    return [p["key"] for p in sorted(preds, key=lambda p: (-p["label_issue"], p["index"]))]
+
+
+def test_label_issue_score_ranks_flipped_labels_first_and_is_a_sort_key(flipped: dict[str, Any]) -> None:
+    report, flips = flipped["report"], flipped["flips"]
+    assert len(flips) == 4 and report.summary["mistakes"] == 4  # only the flipped ones are mistakes
+    assert report.index["label_issues"]["method"] == "cleanlab"
+    assert "out-of-sample" in report.index["label_issues"]["caveat"]
+    assert set(_ranked_keys(report)[:4]) == set(flips)  # above every correctly labelled item
+    flagged = {p["key"] for p in report.predictions if p["likely_label_error"]}
+    assert set(flips) <= flagged and len(flagged) <= len(flips) + 2
+    by_issue = report.ranked("label_issue")
+    scores = [it.label_issue for it in by_issue]
+    assert scores == sorted(scores, reverse=True) and all(s is not None and s > 0.5 for s in scores)
+    page = by_issue.html()
+    assert page.count('<span class="badge">likely label error</span>') == sum(it.likely_label_error for it in by_issue)
+    assert "label-issue score (likely label errors first)" in page
+    assert '<option value="labelIssue" selected>' in page  # the in-page sort menu starts at the report's order
+    shown = [float(c.split('"', 1)[0]) for c in page.split('data-label-issue="')[1:]]
+    assert shown == sorted(shown, reverse=True) and len(shown) == len(by_issue)
+
+
+def test_label_issue_fallback_without_cleanlab_on_resume(
+    model: fw.Model, flipped: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("cleanlab", "cleanlab.filter", "cleanlab.rank"):
+        monkeypatch.setitem(sys.modules, name, None)  # a real import failure
+    with pytest.raises(ImportError, match=r"pip install 'faccent-widget\[label-issues\]'"):
+        fw.triage(model, flipped["root"], out=flipped["out"], label_issues="cleanlab", targets="predicted")
+    before = sorted(p.name for p in (flipped["out"] / "predictions").iterdir())
+    with pytest.warns(UserWarning, match=r"cleanlab is not installed.*faccent-widget\[label-issues\]"):
+        report = fw.triage(
+            model, flipped["root"], out=flipped["out"], targets="predicted", batch_size=4, exemplars=2, **LABEL_FAST
+        )
+    assert sorted(p.name for p in (flipped["out"] / "predictions").iterdir()) == before  # resumed: nothing redone
+    info = report.index["label_issues"]
+    assert info["method"] == "self-confidence" and "pip install" in info["note"]
+    assert set(_ranked_keys(report)[:4]) == set(flipped["flips"])
+    for p in report.predictions:  # the fallback score is 1 − p(given label) among the folder's classes
+        assert 0.0 <= p["label_issue"] <= 1.0
+    assert {p["key"] for p in report.predictions if p["likely_label_error"]} >= set(flipped["flips"])
+    # exemplars survive the resume unchanged
+    assert [it.exemplars for it in report.ranked("index")] == [it.exemplars for it in flipped["report"].ranked("index")]
+    assert "self-confidence" in report.html() and "pip install" in report.html()
+
+
+def test_exemplars_are_nearest_correct_items_of_the_class_by_cosine(flipped: dict[str, Any]) -> None:
+    report = flipped["report"]
+    store = TriageStore(flipped["out"])
+    feats = store.prediction_arrays("features")
+    preds = {p["id"]: p for p in report.predictions}
+    assert len(feats) == len(preds) and all(v.dtype == np.float16 and v.ndim == 1 for v in feats.values())
+    assert report.index["exemplars"] == {"k": 2, "layer": "global_pool"}
+    empty_seen = False
+    for item in report:
+        row = preds[item.row["id"]]
+        for target, cls in (("predicted", item.predicted_index), ("true", item.true_index)):
+            pool = [p for p in preds.values() if p["true"] == cls and p["predicted"] == cls]
+            q = torch.tensor(feats[row["id"]], dtype=torch.float32)
+            sims = {
+                p["id"]: float(torch.cosine_similarity(q, torch.tensor(feats[p["id"]], dtype=torch.float32), dim=0))
+                for p in pool
+            }
+            expect = sorted(sims, key=lambda i: (-sims[i], preds[i]["index"]))[:2]
+            got = item.exemplars[target]
+            assert [e["id"] for e in got] == expect
+            assert all(abs(e["similarity"] - sims[e["id"]]) < 1e-3 for e in got)
+            assert all(preds[e["id"]]["true"] == preds[e["id"]]["predicted"] == cls for e in got)
+            assert all(img is not None for _, img in item.exemplar_images(target))
+            empty_seen |= not got
+    assert empty_seen  # the "goldfish" item: no correctly classified image of its class
+
+
+def test_exemplars_are_shown_in_the_html_report_and_browser(flipped: dict[str, Any]) -> None:
+    from html.parser import HTMLParser
+
+    report = flipped["report"]
+
+    class Cards(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rows: list[dict[str, Any]] = []
+            self.depth = 0
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = dict(attrs)
+            if tag == "div" and a.get("class") == "row" and a.get("data-target"):
+                self.rows.append({"target": a["data-target"], "imgs": [], "text": ""})
+            elif tag == "img" and self.rows and self.rows[-1]["text"] is not None and self.rows[-1].get("open", True):
+                self.rows[-1]["imgs"].append(a.get("alt"))
+            if tag == "article":
+                self.depth += 1
+
+        def handle_endtag(self, tag: str) -> None:
+            if tag == "div" and self.rows:
+                self.rows[-1]["open"] = False
+
+        def handle_data(self, data: str) -> None:
+            if self.rows and self.rows[-1].get("open", True):
+                self.rows[-1]["text"] += data
+
+    parser = Cards()
+    parser.feed(report.html())
+    assert parser.depth == len(report) and len(parser.rows) == 2 * len(report)
+    for row, (item, target) in zip(parser.rows, [(it, t) for it in report for t in ("predicted", "true")]):
+        label = item.predicted_label if target == "predicted" else item.true_label
+        keys = [e["key"] for e in item.exemplars[target]]
+        if keys:
+            assert row["text"].startswith(f"correct {label} in your data") and row["imgs"] == keys
+        else:
+            assert row["text"].startswith(f"no correctly classified {label}") and row["imgs"] == []
+    browser = report.show(page_size=len(report))
+    browser.select(0)
+    texts = [w.value for w in browser.detail.children if isinstance(w, widgets.Label)]
+    texts += [
+        w.children[0].value
+        for w in browser.detail.children
+        if isinstance(w, widgets.HBox) and w.children and isinstance(w.children[0], widgets.Label)
+    ]
+    assert any(t.startswith(f"correct {report[0].predicted_label} in your data") for t in texts)
+    assert any("label-issue score" in t for t in texts)
+
+
+def test_cli_label_issues_cleanlab_missing_is_one_line_with_status_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "cleanlab", None)  # a real import failure
+    status = cli_main(["triage", "--demo", "--out", str(tmp_path / "out"), "--label-issues", "cleanlab", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1
+    assert "cleanlab" in err and "pip install 'faccent-widget[label-issues]'" in err
+    assert not (tmp_path / "out").exists()  # refused before anything was written

@@ -4,9 +4,10 @@
 ``.to_html(path)`` it). Modules, one job each: :mod:`.data` (inputs and folder → label mapping),
 :mod:`.decode` (bounded decoding; what an unreadable file raises), :mod:`.store` (the resumable,
 locked on-disk store), :mod:`.run` (``triage()``: checks, settings, the store), :mod:`.stages`
-(predict, accentuate, merge), :mod:`.report` (ranking, report, HTML), :mod:`.browser` (the notebook
-browser; the one application → application edge, to the widget), :mod:`.distributed` (torchrun
-sharding), :mod:`.demo` (a labelled folder from the sample images).
+(predict, accentuate, merge), :mod:`.labels` (label-issue scores), :mod:`.exemplars` (nearest
+correctly classified images), :mod:`.report` (ranking, report), :mod:`.page` (the offline HTML page),
+:mod:`.browser` (the notebook browser; the one application → application edge, to the widget),
+:mod:`.distributed` (torchrun sharding), :mod:`.demo` (a labelled folder from the sample images).
 """
 
 from .data import TriageData, TriageImageError, TriageInputError, load_class_map

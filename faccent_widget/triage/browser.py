@@ -107,6 +107,7 @@ class TriageBrowser(widgets.VBox):
                             f"predicted: {item.predicted_label} ({100 * item.p_predicted:.0f}%)",
                             layout=widgets.Layout(width="188px"),
                         ),
+                        *([widgets.Label("⚠ likely label error")] if item.likely_label_error else []),
                         button,
                     ]
                 )
@@ -146,6 +147,9 @@ class TriageBrowser(widgets.VBox):
                 f"predicted: {item.predicted_label} ({100 * item.p_predicted:.1f}%)"
             ),
         ]
+        if item.label_issue is not None:
+            flag = "likely label error — " if item.likely_label_error else ""
+            lines.append(widgets.Label(f"{flag}label-issue score {item.label_issue:.2f}"))
         for t in item.targets:
             sc = item.scores[t]
             before = "–" if sc["seed_prob"] is None else f"{100 * sc['seed_prob']:.1f}%"
@@ -161,9 +165,29 @@ class TriageBrowser(widgets.VBox):
         self.detail.children = [
             *lines,
             widgets.HBox(tiles, layout=widgets.Layout(overflow="auto")),
+            *self._exemplars(item),
             widgets.HBox([self.open_button, self.close_button, self.message]),
         ]
         self.detail.layout.display = "flex"
+
+    def _exemplars(self, item: TriageItem) -> list[widgets.Widget]:
+        """Per target, a row of the nearest correctly classified images of that class in the data."""
+        rows: list[widgets.Widget] = []
+        for t in ("predicted", "true"):
+            if t not in item.exemplars:
+                continue
+            label = item.predicted_label if t == "predicted" else item.true_label
+            shown = item.exemplar_images(t)
+            if not shown:
+                rows.append(widgets.Label(f"no correctly classified {label} ({t}) in your data"))
+                continue
+            thumbs = [
+                widgets.Image(value=_jpeg(img, 96), format="jpeg", layout=widgets.Layout(height="72px", width="auto"))
+                for _, img in shown
+                if img is not None
+            ]
+            rows.append(widgets.HBox([widgets.Label(f"correct {label} in your data ({t}):"), *thumbs]))
+        return rows
 
     def close_detail(self) -> None:
         """Hide the large view."""

@@ -25,6 +25,7 @@ from ..zoo import WeightsUnavailableError, load_model
 from .data import TriageInputError
 from .demo import build_demo_folder
 from .distributed import RankError
+from .labels import LABEL_ISSUE_METHODS
 from .report import RANKINGS, TriageReport
 from .run import triage
 from .store import TriageStoreLocked
@@ -38,6 +39,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     WeightsUnavailableError,
     TriageStoreLocked,
     RankError,
+    ImportError,  # --label-issues cleanlab without cleanlab (the message names the install command)
 )
 
 #: Quick settings of ``--demo`` (about a minute on a 2-core CPU): the preview preset, shortened.
@@ -58,6 +60,16 @@ def safe(value: Any) -> str:
     return _CONTROL.sub(
         lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 256 else f"\\u{ord(m.group()):04x}", text
     )
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer ≥ 0, got {text!r}")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -95,6 +107,18 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--targets", default="predicted,true", help="comma-separated: predicted,true (default both)")
     p.add_argument("--batch-size", type=_positive, help="mistakes accentuated together (default 4 on CPU, 16 on GPU)")
     p.add_argument("--rank-by", default="margin", choices=list(RANKINGS), help="order of the report (default margin)")
+    p.add_argument(
+        "--label-issues",
+        default="auto",
+        choices=list(LABEL_ISSUE_METHODS),
+        help="label-issue scores: cleanlab when installed (auto), cleanlab, self-confidence or off",
+    )
+    p.add_argument(
+        "--exemplars",
+        type=_count,
+        default=3,
+        help="nearest correctly classified images shown per class and mistake (default 3; 0: none)",
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed of the crops (default 0)")
     p.add_argument("--device", help="device, e.g. cpu or cuda:0 (default: the model's; torchrun: cuda:LOCAL_RANK)")
     p.add_argument("--html-items", type=_positive, help="put only the first N mistakes in report.html")
@@ -151,6 +175,7 @@ def _summary(report: TriageReport, seconds: float, html_path: Path) -> str:
             lines.append(
                 f"  {item.rank}. {safe(item.key)}: true {safe(item.true_label)} ({100 * item.p_true:.1f}%) -> "
                 f"predicted {safe(item.predicted_label)} ({100 * item.p_predicted:.1f}%)"
+                + ("   [likely label error]" if item.likely_label_error else "")
             )
     skipped = report.skipped
     if skipped:
@@ -190,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 targets=targets,
                 batch_size=args.batch_size,
                 rank_by=args.rank_by,
+                label_issues=args.label_issues,
+                exemplars=args.exemplars,
                 seed=args.seed,
                 device=args.device,
                 progress=_Progress(is_main and not args.quiet),

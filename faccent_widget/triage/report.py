@@ -6,7 +6,12 @@ Ranking (``rank_by``; ties always go by dataset order):
   by the widest margin, so the most telling mistakes come first;
 * ``"confidence"``: p(predicted), largest first;
 * ``"true_rank"``: the true class's rank among all classes (1 = top), worst first;
+* ``"label_issue"``: the label-issue score (see :mod:`.labels`), largest first — the mistakes whose
+  *label* is most likely wrong come first;
 * ``"index"``: dataset order.
+
+Each item also carries ``likely_label_error`` (shown as a badge) and its natural exemplars: the nearest
+correctly classified images of its predicted and true class in the same data (see :mod:`.exemplars`).
 
 Masks: one :class:`~faccent_widget.CollectiveNormalizer` is fitted on every stored raw Grad-CAM map of
 the report (both targets, all mistakes), so a mask means the same in every card (equation 1 of the
@@ -19,10 +24,6 @@ forbids any network access, and every label, file name and setting is escaped wi
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import html
-import io
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -35,18 +36,20 @@ import torch
 from ..core.compositing import heatmap_overlay, masked_accentuation
 from ..core.masks import CollectiveNormalizer
 from ..core.model import Model
-from ..images import load_image, to_pil
+from ..images import load_image
+from .page import CSP, SCRIPT_HASH, render_html
 from .store import FORMAT, TriageStore
 
 if TYPE_CHECKING:  # the browser (ipywidgets, the widget) is imported only when a report is shown
     from .browser import TriageBrowser
 
-__all__ = ["RANKINGS", "TriageItem", "TriageReport", "build_index", "rank_rows"]
+__all__ = ["CSP", "RANKINGS", "SCRIPT_HASH", "TriageItem", "TriageReport", "build_index", "rank_rows"]
 
 RANKINGS: dict[str, Callable[[Mapping[str, Any]], tuple]] = {
     "margin": lambda r: (-(r["p_predicted"] - r["p_true"]), r["index"]),
     "confidence": lambda r: (-r["p_predicted"], r["index"]),
     "true_rank": lambda r: (-r["true_rank"], -(r["p_predicted"] - r["p_true"]), r["index"]),
+    "label_issue": lambda r: (-float(r.get("label_issue") or 0.0), r["index"]),
     "index": lambda r: (r["index"],),
 }
 
@@ -73,14 +76,26 @@ def build_index(
     rank_by: str,
     fingerprint: Mapping[str, Any],
     run: Mapping[str, Any],
+    *,
+    annotations: Mapping[str, Mapping[str, Any]] | None = None,
+    meta: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The merged index of a store: summary, every prediction (in dataset order, at this run's
     positions), the ranked finished mistakes, the skipped files and folders (key and reason), the
-    normaliser, and the history of runs that filled the store."""
-    preds = [dict(p) for p in predictions]
+    normaliser, and the history of runs that filled the store. ``annotations`` (item id → extra
+    fields: label-issue score and flag, exemplars) are added to the predictions and items; ``meta``
+    (how they were made) goes to the index as is."""
+    notes = annotations or {}
+    preds = [
+        {**dict(p), **{k: v for k, v in notes.get(str(p["id"]), {}).items() if k != "exemplars"}} for p in predictions
+    ]
     mistakes = [p for p in preds if p["predicted"] != p["true"]]
     done = store.done()
-    rows = [{**store.item_row(p["id"]), "index": p["index"], "key": p["key"]} for p in mistakes if p["id"] in done]
+    rows = [
+        {**store.item_row(p["id"]), **notes.get(str(p["id"]), {}), "index": p["index"], "key": p["key"]}
+        for p in mistakes
+        if p["id"] in done
+    ]
     norm = _normalizer(rows)
     n = len(preds)
     runs = []
@@ -100,6 +115,7 @@ def build_index(
             "skipped": len(skipped),
         },
         "rank_by": rank_by,
+        **dict(meta or {}),
         "fingerprint": dict(fingerprint),
         "normalizer": norm.to_dict() if norm is not None else None,
         "runs": runs,
@@ -135,6 +151,8 @@ class TriageItem:
     p_true: float = field(init=False)
     p_predicted: float = field(init=False)
     true_rank: int = field(init=False)
+    label_issue: float | None = field(init=False)
+    likely_label_error: bool = field(init=False)
 
     def __post_init__(self) -> None:
         r = self.row
@@ -142,6 +160,24 @@ class TriageItem:
         self.true_index, self.true_label = int(r["true"]), str(r["true_label"])
         self.predicted_index, self.predicted_label = int(r["predicted"]), str(r["predicted_label"])
         self.p_true, self.p_predicted, self.true_rank = float(r["p_true"]), float(r["p_predicted"]), int(r["true_rank"])
+        self.label_issue = float(r["label_issue"]) if r.get("label_issue") is not None else None
+        self.likely_label_error = bool(r.get("likely_label_error", False))
+
+    @property
+    def exemplars(self) -> dict[str, list[dict[str, Any]]]:
+        """Target ("predicted"/"true") → the nearest correctly classified items of that class in the
+        same data (``id``, ``key``, ``index``, cosine ``similarity``), most similar first; an empty
+        list when the class has no correctly classified item; ``{}`` when none were computed."""
+        return {t: [dict(e) for e in es] for t, es in self.row.get("exemplars", {}).items()}
+
+    def exemplar_images(self, target: str) -> list[tuple[dict[str, Any], torch.Tensor | None]]:
+        """(exemplar, thumbnail or None when it is missing) for ``target``'s exemplars."""
+        folder = self.directory.parent.parent / "exemplars"
+        out: list[tuple[dict[str, Any], torch.Tensor | None]] = []
+        for e in self.exemplars.get(target, []):
+            path = folder / f"{e['id']}.jpg"
+            out.append((e, load_image(path) if path.is_file() else None))
+        return out
 
     @property
     def targets(self) -> list[str]:
@@ -306,7 +342,7 @@ class TriageReport:
     # ------------------------------------------------------------------ views
     def html(self, *, max_items: int | None = None, tile: int = 224) -> str:
         """The self-contained HTML page as a string (see :meth:`to_html`)."""
-        return _render_html(self, max_items=max_items, tile=tile)
+        return render_html(self, max_items=max_items, tile=tile)
 
     def to_html(self, path: str | os.PathLike, *, max_items: int | None = None, tile: int = 224) -> Path:
         """Write one offline HTML file: summary, settings and a card per mistake (in rank order, the
@@ -322,130 +358,3 @@ class TriageReport:
         from .browser import TriageBrowser
 
         return TriageBrowser(self, model=model if model is not None else self.model, page_size=page_size)
-
-
-# --------------------------------------------------------------------------- HTML
-
-
-def _data_uri(image: torch.Tensor, tile: int) -> str:
-    pil = to_pil(image).convert("RGB")
-    short = min(pil.size)
-    if tile and short > tile:
-        scale = tile / short
-        pil = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))), resample=2)
-    buf = io.BytesIO()
-    pil.save(buf, format="JPEG", quality=88)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _pct(p: Any) -> str:
-    return "–" if p is None else f"{100 * float(p):.1f}%"
-
-
-_CSS = """
-:root { color-scheme: light dark; --bg:#fff; --fg:#1d1d1f; --muted:#5f6368; --card:#f6f7f9; --line:#d9dce1;
-        --bad:#b3261e; --good:#1e6b34; }
-@media (prefers-color-scheme: dark) { :root { --bg:#16181c; --fg:#e8eaed; --muted:#9aa0a6; --card:#202329;
-        --line:#3a3f47; --bad:#f28b82; --good:#81c995; } }
-* { box-sizing: border-box; }
-body { margin: 0; padding: 24px; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif;
-       background: var(--bg); color: var(--fg); }
-h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 15px; margin: 20px 0 8px; }
-.muted { color: var(--muted); } .bad { color: var(--bad); } .good { color: var(--good); }
-.stats { display: flex; flex-wrap: wrap; gap: 8px 24px; margin: 12px 0; }
-.stats b { font-size: 18px; display: block; }
-table { border-collapse: collapse; } td, th { padding: 2px 10px 2px 0; text-align: left; vertical-align: top; }
-.cards { display: grid; grid-template-columns: 1fr; gap: 14px; }
-.card { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 10px 12px; }
-.card header { display: flex; flex-wrap: wrap; gap: 4px 18px; align-items: baseline; margin-bottom: 8px; }
-.card .rank { font-weight: 700; } .card .key { font-family: ui-monospace, monospace; font-size: 12px; }
-.tiles { display: flex; gap: 8px; overflow-x: auto; }
-figure { margin: 0; flex: 0 0 auto; } figcaption { font-size: 12px; color: var(--muted); max-width: 240px; }
-figure img { height: 150px; width: auto; border-radius: 4px; cursor: zoom-in; display: block; }
-.card.zoom figure img { height: 300px; cursor: zoom-out; }
-"""
-
-_SCRIPT = """
-document.querySelectorAll('.card').forEach(function (card) {
-  card.addEventListener('click', function (ev) {
-    if (ev.target && ev.target.tagName === 'IMG') { card.classList.toggle('zoom'); }
-  });
-});
-"""
-
-#: The page runs only its own script: the CSP allows it by its SHA-256, not by 'unsafe-inline'.
-SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(_SCRIPT.encode("utf-8")).digest()).decode("ascii")
-CSP = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src '{SCRIPT_HASH}'"
-
-
-def _card(item: TriageItem, tile: int) -> str:
-    figures = "".join(
-        f'<figure><img alt="{_e(cap)}" src="{_data_uri(img, tile)}"><figcaption>{_e(cap)}</figcaption></figure>'
-        for cap, img in item.tiles()
-    )
-    lines = []
-    for t in item.targets:
-        s = item.scores[t]
-        lines.append(f"<span>toward {_e(s['label'])}: p {_pct(s['seed_prob'])} → {_pct(s['prob'])}</span>")
-    return (
-        f'<article class="card" data-index="{item.index}"><header>'
-        f'<span class="rank">#{item.rank}</span><span class="key">{_e(item.key)}</span>'
-        f'<span>true: <b class="good">{_e(item.true_label)}</b> ({_pct(item.p_true)}, rank {item.true_rank})</span>'
-        f'<span>predicted: <b class="bad">{_e(item.predicted_label)}</b> ({_pct(item.p_predicted)})</span>'
-        f'{"".join(lines)}</header><div class="tiles">{figures}</div></article>'
-    )
-
-
-def _render_html(report: TriageReport, *, max_items: int | None, tile: int) -> str:
-    s = report.summary
-    fp = report.settings
-    engine = fp.get("engine", {})
-    model = fp.get("model", {}).get("name", "?")
-    items = report.items if max_items is None else report.items[: max(0, int(max_items))]
-    rule = {
-        "margin": "p(predicted) − p(true), largest first",
-        "confidence": "p(predicted), largest first",
-        "true_rank": "rank of the true class, worst first",
-        "index": "dataset order",
-    }[report.rank_by]
-    setting_keys = ("preset", "steps", "n_crops", "input_size", "canvas", "lam", "reg_layer", "param", "seed")
-    settings = ", ".join(f"{_e(k)} {_e(engine[k])}" for k in setting_keys if k in engine)
-    confusions = "".join(
-        f"<tr><td>{_e(t)}</td><td>→ {_e(p)}</td><td>{n}</td></tr>" for t, p, n in report.confusions(10)
-    )
-    shown = f"showing the first {len(items)}" if len(items) < len(report.items) else ""
-    cards = "".join(_card(item, tile) for item in items) or '<p class="muted">No mistakes.</p>'
-    unread = report.skipped
-    skipped = (
-        f"<h2>Skipped: {len(unread)} file(s) or folder(s) could not be read</h2><table>"
-        + "".join(f'<tr><td class="key">{_e(r["key"])}</td><td>{_e(r["reason"])}</td></tr>' for r in unread)
-        + "</table>"
-        if unread
-        else ""
-    )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{CSP}">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Triage: {_e(model)}</title><style>{_CSS}</style></head>
-<body>
-<h1>Dataset triage: {_e(model)}</h1>
-<div class="muted">Feature accentuation of every mistake toward the predicted and the true class (faccent-widget).</div>
-<div class="stats">
-<div><b>{s["items"]}</b>images</div><div><b>{100 * s["accuracy"]:.1f}%</b>accuracy</div>
-<div><b class="bad">{s["mistakes"]}</b>mistakes</div><div><b>{s["accentuated"]}</b>accentuated</div>
-{f'<div><b class="bad">{len(unread)}</b>skipped</div>' if unread else ""}
-</div>
-<div>Ranked by {_e(rule)}{"; " + _e(shown) if shown else ""}. Masks: one collective normalisation over the
-Grad-CAM maps of all mistakes. Settings: {settings}.</div>
-<h2>Most frequent confusions</h2><table><tr><th>true</th><th>predicted</th><th>count</th></tr>{confusions}</table>
-{skipped}
-<h2>Mistakes</h2>
-<div class="cards">{cards}</div>
-<script>{_SCRIPT}</script>
-</body></html>
-"""

@@ -4,7 +4,8 @@ The run, per process (one process, or one per device under ``torchrun``):
 
 1. **Predict** this process's share of the items (item ``i`` → rank ``i % world_size``) in batches:
    each image resized to the model's square input, as ``Model.predict`` does, so the numbers match
-   what ``FaccentWidget`` shows for the same image. One JSON file per batch.
+   what ``FaccentWidget`` shows for the same image. One JSON file per batch, and next to it the
+   batch's probabilities and penultimate features (same forward pass, float16).
 2. **Accentuate** the mistakes (predicted class ≠ true class). After a barrier every process reads all
    predictions; the mistakes, in dataset order, are dealt out the same way (mistake ``j`` → rank
    ``j % world_size``), so the work is balanced even when mistakes cluster. Each seed is resized so
@@ -13,7 +14,9 @@ The run, per process (one process, or one per device under ``torchrun``):
    the true class, in ONE batched run of up to ``batch_size`` images (2 × ``batch_size`` items). Raw
    Grad-CAM maps (at the Grad-CAM layer's resolution) of both targets are stored with each item.
 3. **Merge**: after a barrier, rank 0 fits one collective normaliser on all stored Grad-CAM maps (the
-   masks are comparable across the whole report), ranks the mistakes and writes ``index.json``.
+   masks are comparable across the whole report), scores every label (:mod:`.labels`: "likely label
+   error"), finds each mistake's natural exemplars (:mod:`.exemplars`), ranks the mistakes and writes
+   ``index.json``.
 
 Everything goes through the resumable store (:mod:`faccent_widget.triage.store`): a rerun after an
 interruption predicts and accentuates only what is missing, and a rerun after files were added,
@@ -48,6 +51,8 @@ from ..core.model import Model, as_model
 from ..zoo import load_model
 from . import distributed
 from .data import TriageImageError, as_triage_data, check_limit
+from .exemplars import feature_layer
+from .labels import LABEL_ISSUE_METHODS, require_cleanlab
 from .report import RANKINGS, TriageReport
 from .stages import ProgressCallback, TriageJob, accentuate_all, canvas_seed, merge, predict_all
 from .store import TriageSettingsMismatch, TriageStore, TriageStoreLocked
@@ -200,6 +205,9 @@ def triage(
     workers: int | None = None,
     progress: ProgressCallback | None = None,
     on_error: str = "skip",
+    label_issues: str = "auto",
+    exemplars: int = 3,
+    accentuate: bool = True,
     **settings: Any,
 ) -> TriageReport:
     """Find a model's mistakes in labelled images and accentuate each toward its predicted and true class.
@@ -234,6 +242,17 @@ def triage(
             the pixel cap, no permission) or a folder that cannot be scanned is skipped and listed
             with its reason in ``report.skipped``, the HTML report and the store; ``"raise"``: stop
             with :class:`~faccent_widget.triage.data.TriageImageError` naming it.
+        label_issues: how each item's label-issue score and "likely label error" flag are computed
+            from the stored probabilities (see :mod:`faccent_widget.triage.labels`): ``"auto"``
+            (cleanlab's confident learning when installed, else the self-confidence fallback with a
+            warning), ``"cleanlab"`` (``ImportError`` naming ``pip install 'faccent-widget[label-issues]'``
+            when missing), ``"self-confidence"`` or ``"off"``. Out-of-sample probabilities assumed:
+            meaningful for your own validation data, under-reported on the model's training images.
+        exemplars: per mistake, this many nearest correctly classified images of the predicted and
+            of the true class (cosine similarity of the model's penultimate features; 0: none).
+        accentuate: ``False``: predict, score labels and find exemplars only (no accentuation; the
+            report lists no cards, ``summary["missing"]`` counts the mistakes); a later run with
+            ``True`` into the same folder adds the accentuations.
 
     Returns:
         A :class:`TriageReport` of the mistakes, ranked by ``rank_by`` (on every process under torchrun).
@@ -249,6 +268,14 @@ def triage(
         raise ValueError(f"on_error must be one of {', '.join(map(repr, ON_ERROR))}, got {on_error!r}")
     names = _check_targets(targets)
     check_limit(limit)
+    if label_issues not in LABEL_ISSUE_METHODS:
+        raise ValueError(f"label_issues must be one of {', '.join(LABEL_ISSUE_METHODS)}, got {label_issues!r}")
+    if label_issues == "cleanlab":
+        require_cleanlab()
+    if isinstance(exemplars, bool) or not isinstance(exemplars, int) or exemplars < 0:
+        raise ValueError(f"exemplars must be an int ≥ 0, got {exemplars!r}")
+    if not isinstance(accentuate, bool):
+        raise ValueError(f"accentuate must be True or False, got {accentuate!r}")
     unknown = sorted(set(settings) - set(_SETTING_NAMES))
     if unknown:
         raise TypeError(
@@ -296,15 +323,18 @@ def triage(
                 accentuate_batch=batch_size or (16 if cuda else 4),
                 strict=on_error == "raise",
                 progress=progress,
+                feature_layer=feature_layer(adapter),
+                label_method=label_issues,
+                exemplars=exemplars,
             )
             rows, skipped, predicted = predict_all(job, selected)
-            accentuated, unseeded = accentuate_all(job, rows, selected)
+            accentuated, unseeded = accentuate_all(job, rows, selected) if accentuate else (0, [])
             counts = ctx.gather({"predicted": predicted, "accentuated": accentuated, "skipped": unseeded})
             skipped += [row for c in counts for row in c["skipped"]]
             listed = [p.to_dict() for p in dataset.problems] + sorted(skipped, key=lambda r: r["index"])
             ctx.barrier()
             if ctx.is_main:
-                merge(job, rows, listed, counts, rank_by, fingerprint, time.perf_counter() - t_start)
+                merge(job, rows, listed, counts, rank_by, fingerprint, time.perf_counter() - t_start, selected)
             ctx.barrier()
         return TriageReport.load(store.root, model=adapter, keep_alive=tmp)
     finally:

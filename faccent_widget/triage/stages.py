@@ -8,22 +8,27 @@ whole picture and :mod:`.distributed` for the sharding).
 
 from __future__ import annotations
 
+import io
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 from ..accentuate import accentuate
 from ..core.attribution import gradcam
 from ..core.model import Model
-from ..images import load_image, to_png_bytes
+from ..images import load_image, to_pil, to_png_bytes
 from . import distributed
 from .data import TriageImageError, TriageSample
 from .decode import UNREADABLE, reason
+from .exemplars import nearest_exemplars, pool
+from .labels import CAVEAT, INSTALL_HINT, label_issues
 from .report import build_index
 from .store import TriageStore
 
@@ -57,6 +62,9 @@ class TriageJob:
     accentuate_batch: int
     strict: bool
     progress: ProgressCallback | None = None
+    feature_layer: str | None = None
+    label_method: str = "auto"
+    exemplars: int = 3
 
     @property
     def rank(self) -> int:
@@ -167,10 +175,16 @@ def _predict(job: TriageJob, samples: Sequence[TriageSample]) -> tuple[int, list
         good = [(s, img) for s, img in zip(chunk, loaded) if isinstance(img, torch.Tensor)]
         skipped += [_skipped(s, why) for s, why in zip(chunk, loaded) if isinstance(why, str)]
         if good:
+            batch = torch.stack([img for _, img in good])
+            layers = [job.feature_layer] if job.feature_layer else []
             with torch.no_grad():
-                probs = job.adapter.logits(torch.stack([img for _, img in good])).float().softmax(-1).cpu()
+                out = job.adapter.features(batch, layers, logits=True)
+            probs = out["logits"].float().softmax(-1).cpu()
+            raw = out.get(job.feature_layer) if job.feature_layer else None
+            feats = (pool(raw) if isinstance(raw, torch.Tensor) else out["logits"]).float().cpu()
             rows = [_prediction_row(s, probs[i], job.adapter.labels) for i, (s, _) in enumerate(good)]
-            job.store.write_predictions(job.rank, job.run_id, rows)
+            arrays = {"probs": probs.numpy(), "features": feats.numpy()}
+            job.store.write_predictions(job.rank, job.run_id, rows, arrays)
         done += len(good)
         job.report("predict", done + len(skipped), len(samples))
     return done, skipped
@@ -298,10 +312,12 @@ def merge(
     rank_by: str,
     fingerprint: Mapping[str, Any],
     seconds: float,
+    selected: Sequence[TriageSample] = (),
 ) -> None:
     """Rank 0: write ``index.json`` (every prediction, the ranked finished mistakes, the skipped files,
     the collective normaliser, and this run appended to the store's history)."""
     job.report("merge", 0, 1)
+    annotations, meta = _annotations(job, rows, selected)
     run = {
         "run_id": job.run_id,
         "seconds": seconds,
@@ -310,5 +326,52 @@ def merge(
         "accentuated": sum(c["accentuated"] for c in counts),
         "skipped": len(skipped),
     }
-    job.store.write_index(build_index(job.store, rows, skipped, rank_by, fingerprint, run))
+    index = build_index(job.store, rows, skipped, rank_by, fingerprint, run, annotations=annotations, meta=meta)
+    job.store.write_index(index)
     job.report("merge", 1, 1)
+
+
+def _thumbnail(sample: TriageSample, side: int = 112) -> bytes:
+    pil = to_pil(sample.load(side)).convert("RGB")
+    scale = side / min(pil.size)
+    if scale < 1:
+        pil = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))), resample=2)
+    buf = io.BytesIO()
+    pil.save(buf, format="JPEG", quality=85)
+    return buf.getvalue()
+
+
+def _annotations(
+    job: TriageJob, rows: Sequence[Row], selected: Sequence[TriageSample]
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Per item id: the label-issue score and flag (every prediction), the natural exemplars (every
+    mistake); the exemplars' thumbnails are written to the store (once each). Returns them and what
+    the index records about how they were made."""
+    meta: dict[str, Any] = {"label_issues": None, "exemplars": {"k": job.exemplars, "layer": job.feature_layer}}
+    notes: dict[str, dict[str, Any]] = {str(r["id"]): {} for r in rows}
+    if job.label_method != "off":
+        probs = job.store.prediction_arrays("probs")
+        have = [r for r in rows if str(r["id"]) in probs]
+        if have:
+            result = label_issues(
+                [int(r["true"]) for r in have], np.stack([probs[str(r["id"])] for r in have]), job.label_method
+            )
+            if result.note == INSTALL_HINT:  # a missing extra is worth a warning; one class is not
+                warnings.warn(result.note, UserWarning, stacklevel=3)
+            for r, score, flag in zip(have, result.scores, result.flags):
+                notes[str(r["id"])].update(label_issue=round(score, 6), likely_label_error=flag)
+            meta["label_issues"] = {"method": result.method, "note": result.note, "caveat": CAVEAT}
+    if job.exemplars > 0:
+        features = job.store.prediction_arrays("features")
+        found = nearest_exemplars(rows, features, job.exemplars)
+        by_id = {s.item_id: s for s in selected}
+        wanted = {e["id"] for entry in found.values() for es in entry.values() for e in es}
+        for item_id in sorted(wanted):
+            if item_id in by_id and not job.store.exemplar_path(item_id).is_file():
+                try:
+                    job.store.write_exemplar_thumbnail(item_id, _thumbnail(by_id[item_id]))
+                except UNREADABLE:
+                    continue  # the file went away since it was predicted: shown without a thumbnail
+        for item_id, entry in found.items():
+            notes[item_id]["exemplars"] = entry
+    return notes, meta

@@ -5,6 +5,9 @@ Layout under the output folder::
     .lock                       held (``flock``) by the run writing the store; a second run is refused
     triage.json                 manifest: format version + the settings fingerprint
     predictions/r<rank>-<run id>-<n>.json   prediction rows, one file per prediction batch
+    predictions/r<rank>-<run id>-<n>.npz    that batch's probabilities and penultimate features
+                                (float16, one row per prediction row; written before the rows)
+    exemplars/<item id>.jpg     thumbnails of the natural exemplars shown in the report
     items/<item id>/            one folder per finished mistake:
         row.json                labels, probabilities, scores, raw Grad-CAM maps, run id, time, files
         seed.png                the seed at the canvas size
@@ -26,6 +29,7 @@ manifest or index raises :class:`TriageStoreError` naming the file.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -35,6 +39,8 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 __all__ = [
     "FORMAT",
@@ -111,6 +117,7 @@ class TriageStore:
         self.root = Path(root)
         self.items_dir = self.root / "items"
         self.predictions_dir = self.root / "predictions"
+        self.exemplars_dir = self.root / "exemplars"
         self.manifest_path = self.root / "triage.json"
         self.index_path = self.root / "index.json"
 
@@ -192,12 +199,48 @@ class TriageStore:
             os.close(fd)  # closing the descriptor releases the lock
 
     # ------------------------------------------------------------------ predictions
-    def write_predictions(self, rank: int, run_id: str, rows: list[dict[str, Any]]) -> None:
-        """One prediction batch (rows with an ``id``), written atomically under a name of this run."""
+    def write_predictions(
+        self, rank: int, run_id: str, rows: list[dict[str, Any]], arrays: Mapping[str, np.ndarray] | None = None
+    ) -> None:
+        """One prediction batch (rows with an ``id``), written atomically under a name of this run;
+        ``arrays`` (name → (len(rows), D), e.g. ``probs`` and ``features``) go to an ``.npz`` of the
+        same name as float16, written first (so rows on disk always have their arrays)."""
         if not rows:
             return
-        name = f"r{rank:03d}-{run_id}-{uuid.uuid4().hex[:8]}.json"
-        atomic_write_json(self.predictions_dir / name, rows)
+        stem = f"r{rank:03d}-{run_id}-{uuid.uuid4().hex[:8]}"
+        if arrays:
+            buf = io.BytesIO()
+            np.savez(buf, **{k: np.asarray(v, dtype=np.float16) for k, v in arrays.items()})  # type: ignore[arg-type]
+            atomic_write_bytes(self.predictions_dir / f"{stem}.npz", buf.getvalue())
+        atomic_write_json(self.predictions_dir / f"{stem}.json", rows)
+
+    def prediction_arrays(self, name: str) -> dict[str, np.ndarray]:
+        """Item id → its row of the stored array ``name`` (``"probs"`` or ``"features"``, float16);
+        items predicted without it (or whose ``.npz`` is damaged) are missing."""
+        out: dict[str, np.ndarray] = {}
+        if not self.predictions_dir.is_dir():
+            return out
+        for f in sorted(self.predictions_dir.glob("*.json")):
+            npz = f.with_suffix(".npz")
+            try:
+                rows = _read_json(f)
+                with np.load(npz) as data:
+                    values = data[name] if name in data.files else None
+            except (OSError, ValueError, KeyError):
+                continue
+            if values is None or not isinstance(rows, list) or len(values) != len(rows):
+                continue
+            for row, v in zip(rows, values):
+                if isinstance(row, dict) and isinstance(row.get("id"), str):
+                    out.setdefault(row["id"], v)
+        return out
+
+    def write_exemplar_thumbnail(self, item_id: str, jpeg: bytes) -> None:
+        self.exemplars_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(self.exemplar_path(item_id), jpeg)
+
+    def exemplar_path(self, item_id: str) -> Path:
+        return self.exemplars_dir / f"{item_id}.jpg"
 
     def predictions(self) -> dict[str, dict[str, Any]]:
         """Every stored prediction row by item id (a damaged file is ignored: its items are predicted again)."""
@@ -265,7 +308,7 @@ class TriageStore:
     def remove_temporaries(self) -> int:
         """Delete temporaries left by killed runs (call only under :meth:`locked`); returns the count."""
         count = 0
-        for folder in (self.items_dir, self.predictions_dir, self.root):
+        for folder in (self.items_dir, self.predictions_dir, self.exemplars_dir, self.root):
             if not folder.is_dir():
                 continue
             for p in folder.iterdir():
