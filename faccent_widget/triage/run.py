@@ -45,8 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..accentuate import start_run
-from ..core.config import DEFAULT_LAMBDA
+from ..core.config import DEFAULT_LAMBDA, check_lambda, resolve_config, resolve_run_config
 from ..core.model import Model, as_model
 from ..zoo import load_model
 from . import distributed
@@ -138,15 +137,14 @@ def _weights_digest(module: torch.nn.Module) -> str:
 
 
 def _resolved_settings(adapter: Model, preset: str | None, seed: int, settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The engine settings a run will use (resolved through ``start_run`` on a tiny probe image; to be
-    replaced by ``core.config.resolve_run_config`` once it lands, issue 20 item 4)."""
-    probe = torch.full((3, 32, 32), 0.5)
-    run = start_run(adapter, probe, 0, preset=preset, seed=seed, **settings)
-    cfg = run.config
-    values = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg)
+    """The engine settings a run will use: the preset and overrides resolved for this model
+    (``resolve_run_config``: crop size and reg layer), without building a run."""
+    overrides = {k: v for k, v in settings.items() if k != "lam"}
+    lam = check_lambda(settings["lam"]) if settings.get("lam") is not None else float(DEFAULT_LAMBDA)
+    cfg = resolve_run_config(adapter, resolve_config(preset, adapter.device, seed=seed, **overrides))
+    values = dataclasses.asdict(cfg)
     values.pop("snapshot_every", None)  # snapshots do not change the result
-    values["reg_layer"] = run.reg_layer
-    values["lam"] = float(settings["lam"]) if settings.get("lam") is not None else float(DEFAULT_LAMBDA)
+    values["lam"] = float(lam)
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
 
 
