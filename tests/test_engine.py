@@ -346,3 +346,21 @@ def test_histories_match_the_engine_before_issue_15(model):
         np.testing.assert_allclose(objective[1:], run["objective"][1:], rtol=0.08)
         np.testing.assert_allclose(distance[1:], run["distance"][1:], rtol=0.02)
         assert result.lam_effective == pytest.approx(run["lam_effective"], rel=0.05)
+
+
+def test_float64_models_run(model, chelsea):
+    """Issue 25 item 7: a float64 model (the default model's ``.double()`` copy) runs, with the automatic
+    autocast rule and with ``autocast=False``; the fused distance accumulates in fp64 for fp64 features."""
+    import copy
+
+    net = copy.deepcopy(model.user_module).double()
+    settings = dict(steps=2, n_crops=2, input_size=64, canvas=64, seed=0)
+    for autocast in (None, False):
+        r = fw.accentuate(net, chelsea, "tabby", autocast=autocast, **settings)
+        assert np.isfinite(r.history["objective"]).all() and np.isfinite(r.history["distance"]).all()
+        assert r.history["distance"][-1] > 0 and float((r.image - r.seed).abs().max()) > 0
+    a = torch.randn(1, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    d = channel_distance(a, torch.zeros(1, 4, 3, 3, dtype=torch.float64))
+    assert d.dtype == torch.float64
+    d.sum().backward()
+    torch.testing.assert_close(a.grad, a.detach() / a.detach().norm(dim=1, keepdim=True))

@@ -27,10 +27,11 @@ The engine is a generator of step states; it never plots or prints.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -55,7 +56,8 @@ class Score:
 
 
 class _ChannelNorm(torch.autograd.Function):
-    """‖a − b‖ over dim 1, accumulated in fp32, with a one-pass backward ``g · (a − b) / ‖a − b‖``.
+    """‖a − b‖ over dim 1, accumulated in fp32 (fp64 for fp64 inputs), with a one-pass backward
+    ``g · (a − b) / ‖a − b‖``.
 
     Autograd's own composition (subtract, upcast, square, sum, sqrt) costs 3× as much on the large,
     early layers the regulariser uses (measured: 28 vs 9 ms for GoogLeNet's inception3b at 16 crops).
@@ -65,7 +67,8 @@ class _ChannelNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         diff = a - b
-        norm = torch.linalg.vector_norm(diff, dim=1, dtype=torch.float32)
+        # fp32 at least: low-precision features are accumulated in fp32, fp64 ones stay fp64
+        norm = torch.linalg.vector_norm(diff, dim=1, dtype=torch.promote_types(diff.dtype, torch.float32))
         ctx.save_for_backward(diff, norm)
         return norm
 
@@ -81,7 +84,8 @@ class _ChannelNorm(torch.autograd.Function):
 
 
 def channel_distance(a: torch.Tensor, b: torch.Tensor, layout: LayerLayout | None = None) -> torch.Tensor:
-    """Per-position channel L2 norms ‖a_p − b_p‖ → (N, P) float32 values, P = positions of the layer.
+    """Per-position channel L2 norms ‖a_p − b_p‖ → (N, P) float32 values (float64 for float64
+    features), P = positions of the layer.
 
     The engine's distance is their mean over positions (Definition 2.1), the same for every layout:
     ``layout`` (the layer's :class:`~faccent_widget.core.layouts.LayerLayout`) says where the channels
@@ -143,6 +147,34 @@ class Accentuation:
         return self.snapshots[i].float() / 255.0
 
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _with_grad(method: _F) -> _F:
+    """Run ``method`` with autograd on, also when the caller is inside ``torch.no_grad()`` or
+    ``torch.inference_mode()`` (evaluation code often is): the engine takes its own gradients."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode(False), torch.enable_grad():
+            return method(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _quantized_layers(model: Model) -> list[str]:
+    """Names of the model's int8-quantised layers (``torch.ao.quantization``; no gradients pass them)."""
+    module = getattr(model, "module", None)
+    if module is None:
+        return []
+    prefixes = ("torch.ao.nn.quantized", "torch.nn.quantized", "torch.ao.nn.intrinsic.quantized")
+    return [
+        n
+        for n, m in module.named_modules()
+        if type(m).__module__.startswith(prefixes) and not n.endswith("_packed_params")
+    ]
+
+
 def _has_depthwise(model: Model) -> bool:
     module = getattr(model, "module", None)
     return module is not None and any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in module.modules())
@@ -161,6 +193,7 @@ class AccentuationRun:
         canvas_hw: canvas size for noise seeds.
     """
 
+    @_with_grad
     def __init__(
         self,
         model: Model,
@@ -185,6 +218,14 @@ class AccentuationRun:
         if len(lams) != b:
             raise ValueError(f"got {len(lams)} λ values for {b} targets")
         lams = [check_lambda(v) for v in lams]
+        quantized = _quantized_layers(model)
+        if quantized and any(o.needs_logits for o in self.objectives):
+            raise ValueError(
+                f"the model has int8-quantised layers ({', '.join(map(repr, quantized[:3]))}"
+                f"{', …' if len(quantized) > 3 else ''}); PyTorch takes no gradients through them, so its "
+                "logits cannot be accentuated. Accentuate the float model (before quantize_dynamic), or a "
+                "'layer:unit' target before the first quantised layer."
+            )
         self.reg_layer = model.check_reg_layer(config.reg_layer)
         self.reg_layout = model.layout(self.reg_layer)
         # seed=None: a fresh seed from the OS, leaving Python's global `random` state alone
@@ -202,6 +243,8 @@ class AccentuationRun:
             self.noise_seeded = True
         else:
             self.seeds = seeds.to(self.device, torch.float32)
+            if self.seeds.is_inference():  # made under inference_mode: autograd cannot save it
+                self.seeds = self.seeds.clone()
             s = self.seeds.shape[0]
             idx = list(seed_index) if seed_index is not None else (list(range(b)) if s == b else [0] * b)
             if len(idx) != b or max(idx) >= s:
@@ -226,6 +269,7 @@ class AccentuationRun:
             model_dtype=getattr(model, "dtype", torch.float32),
             has_depthwise=_has_depthwise(model),
             autocast=config.autocast,
+            quantized=bool(quantized),
         )
         self.autocast = self.policy.autocast
         #: (B,) fp16 image gradients (objective or regulariser) that were not finite and were dropped
@@ -286,8 +330,9 @@ class AccentuationRun:
         with torch.no_grad():
             return self.param.image().clamp(0, 1)
 
+    @_with_grad
     def step(self) -> StepState:
-        """Run one optimisation step and return its state."""
+        """Run one optimisation step and return its state (autograd on, whatever the caller's mode)."""
         if self.done:
             raise RuntimeError(f"the run is finished ({self.config.steps} steps); start a new one")
         cfg, n, size = self.config, self.config.n_crops, self.crop_size
