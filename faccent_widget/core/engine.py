@@ -40,6 +40,7 @@ from .config import EngineConfig, check_lambda
 from .device_policy import DevicePolicy, device_policy
 from .layouts import LayerLayout
 from .model import Model
+from .notes import run_notes
 from .objectives import Logit, Objective
 from .parameterizations import Fourier, Parameterization, make_parameterization
 from .transforms import CropPlan, sample_boxes, sample_noise
@@ -136,6 +137,8 @@ class Accentuation:
     attribution: torch.Tensor = field(repr=False)  # (H, W) Σ_steps |∂objective/∂image|
     config: dict[str, Any] = field(repr=False)
     lam_effective: float = 0.0  # λ · balance
+    #: plain-language remarks on the outcome, for people (e.g. the image could not move at this λ)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def distance(self) -> float:
@@ -442,6 +445,7 @@ class AccentuationRun:
         seeds = self.seeds[self.seed_index].cpu()
         attribution = self.attribution.cpu()
         final = final.cpu()
+        change = (final - seeds.clamp(0, 1)).abs().flatten(1).amax(1)
         out = []
         for i, obj in enumerate(self.objectives):
             cfg = {
@@ -465,6 +469,14 @@ class AccentuationRun:
                     attribution=attribution[i],
                     config=cfg,
                     lam_effective=float(lam_eff[i]),
+                    notes=run_notes(
+                        float(change[i]),
+                        scores[i].value - self.seed_scores[i].value,
+                        self.lam_values[i],
+                        float(lam_eff[i]),
+                        self.config.steps,
+                        self.config.lr,
+                    ),
                 )
             )
         self._result = out
