@@ -8,6 +8,7 @@ packages (scikit-image, matplotlib, scikit-learn); nothing is ever downloaded.
 from __future__ import annotations
 
 import io
+import math
 import operator
 import os
 import re
@@ -26,6 +27,7 @@ __all__ = [
     "resize_image",
     "canvas_size",
     "MAX_ASPECT",
+    "MAX_PIXELS",
     "sample_image",
     "sample_images",
     "sample_image_names",
@@ -44,6 +46,30 @@ _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^data:", re.ASCII)
 
 #: A canvas's longer side is at most ``MAX_ASPECT`` × its shorter side's target (see :func:`canvas_size`).
 MAX_ASPECT = 4
+
+#: Loaded images hold at most this many pixels (the widget's upload cap): larger ones are downscaled,
+#: aspect kept, while decoding (JPEGs are decoded at a reduced scale by libjpeg). Files beyond
+#: Pillow's decompression-bomb limit (``Image.MAX_IMAGE_PIXELS`` × 2, about 179 Mpx) are refused.
+MAX_PIXELS = 40_000_000
+
+
+def _capped_hw(h: int, w: int) -> tuple[int, int]:
+    """(h, w) scaled down, aspect kept, to at most ``MAX_PIXELS`` pixels (unchanged when within)."""
+    max_pixels = MAX_PIXELS
+    if h * w <= max_pixels:
+        return h, w
+    scale = math.sqrt(max_pixels / (h * w))
+    return max(1, math.floor(h * scale)), max(1, math.floor(w * scale))
+
+
+def _output_hw(h: int, w: int, size: int | tuple[int, int] | None) -> tuple[int, int]:
+    """The (h, w) ``load_image`` gives an (h, w) image for ``size`` (see there)."""
+    if isinstance(size, tuple):
+        return size
+    if isinstance(size, int):
+        scale = size / min(h, w)
+        return max(1, round(h * scale)), max(1, round(w * scale))
+    return _capped_hw(h, w)
 
 
 def canvas_size(hw: tuple[int, int], short: int, max_aspect: float = MAX_ASPECT) -> tuple[int, int]:
@@ -66,6 +92,10 @@ def load_image(src: ImageInput, size: int | tuple[int, int] | None = None) -> to
 
     ``size``: an int resizes so that the shorter side has that length (aspect kept); a pair
     ``(h, w)`` resizes exactly. Resizing is bilinear with antialiasing.
+
+    Images over ``MAX_PIXELS`` (40 Mpx) are downscaled to it (aspect kept); large JPEG files are
+    decoded at a reduced scale (``PIL.Image.draft``) when the result is no smaller than needed, so a
+    48-Mpx photo loaded at ``size=224`` is never decoded at full resolution.
     """
     if size is not None:
         size = _check_size(size)
@@ -75,7 +105,7 @@ def load_image(src: ImageInput, size: int | tuple[int, int] | None = None) -> to
             "Download the image and pass its file path, or pass a PIL image or array."
         )
     if isinstance(src, (str, os.PathLike)):
-        tensor = _from_path(Path(src))
+        tensor, size = _from_path(Path(src), size)
     elif isinstance(src, Image.Image):
         tensor = _from_pil(src)
     elif isinstance(src, np.ndarray):
@@ -86,6 +116,9 @@ def load_image(src: ImageInput, size: int | tuple[int, int] | None = None) -> to
         raise TypeError(f"cannot load an image from {type(src).__name__}; accepted: {_ACCEPTED}")
     if not torch.isfinite(tensor).all():
         raise ValueError("the image contains NaN or infinite values; pass finite values in [0, 1]")
+    h, w = int(tensor.shape[-2]), int(tensor.shape[-1])
+    if size is None and h * w > MAX_PIXELS:
+        size = _capped_hw(h, w)
     if size is not None:
         tensor = resize_image(tensor, size)
     return tensor.contiguous()
@@ -132,18 +165,32 @@ def resize_image(image: torch.Tensor, size: int | tuple[int, int]) -> torch.Tens
     return x if batched else x[0]
 
 
-def _from_path(path: Path) -> torch.Tensor:
+def _from_path(path: Path, size: int | tuple[int, int] | None) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The decoded file and the (h, w) ``load_image`` gives it (from the file's own size): a large JPEG
+    is decoded at a reduced scale (``draft``) when that still covers this size."""
     if not path.exists():
         raise FileNotFoundError(f"image file not found: {path}")
     try:
         with Image.open(path) as img:
+            turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)  # EXIF orientation: shown turned by 90°
+            w, h = img.size
+            out_h, out_w = _output_hw(*((w, h) if turned else (h, w)), size)
+            if img.format == "JPEG" and out_h * out_w < h * w:
+                img.draft(img.mode, (out_h, out_w) if turned else (out_w, out_h))  # decodes >= this size
             img.load()
-            return _from_pil(img)
+            return _from_pil(img, (out_h, out_w)), (out_h, out_w)
     except UnidentifiedImageError as exc:
         raise ValueError(f"could not read {path} as an image ({exc}); accepted: {_ACCEPTED}") from exc
+    except Image.DecompressionBombError as exc:
+        raise ValueError(
+            f"{path} is too large to decode safely ({exc}); accepted: images up to "
+            f"{2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels (loaded images are downscaled to {MAX_PIXELS:,})"
+        ) from exc
 
 
-def _from_pil(img: Image.Image) -> torch.Tensor:
+def _from_pil(img: Image.Image, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """A PIL image as (3, H, W); one over ``MAX_PIXELS`` is downscaled in Pillow (uint8, before the
+    float copy) to what ``load_image`` gives it for ``size``."""
     img = ImageOps.exif_transpose(img)
     if img.width == 0 or img.height == 0:
         raise ValueError("the image is empty (0 pixels)")
@@ -164,7 +211,11 @@ def _from_pil(img: Image.Image) -> torch.Tensor:
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img)
-    return _from_numpy(np.asarray(img.convert("RGB")))
+    img = img.convert("RGB")
+    if img.width * img.height > MAX_PIXELS:
+        h, w = _output_hw(img.height, img.width, size)
+        img = img.resize((w, h), Image.Resampling.BILINEAR)
+    return _from_numpy(np.asarray(img))
 
 
 def _from_numpy(arr: np.ndarray) -> torch.Tensor:
@@ -178,10 +229,9 @@ def _from_numpy(arr: np.ndarray) -> torch.Tensor:
         raise ValueError(f"unsupported image array shape {arr.shape}; accepted: {_ACCEPTED}")
     if arr.dtype == np.bool_:
         data = arr.astype(np.float32)
-    elif arr.dtype == np.uint8:
-        data = arr.astype(np.float32) / 255.0
-    elif arr.dtype == np.uint16:
-        data = arr.astype(np.float32) / 65535.0
+    elif arr.dtype in (np.uint8, np.uint16):
+        data = arr.astype(np.float32)
+        data /= 255.0 if arr.dtype == np.uint8 else 65535.0  # in place: one float copy of a large image
     elif np.issubdtype(arr.dtype, np.floating):
         data = arr.astype(np.float32)
         _check_unit_range(data)

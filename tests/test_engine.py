@@ -409,3 +409,39 @@ def test_histories_match_the_engine_before_issue_15(model):
         np.testing.assert_allclose(objective[1:], run["objective"][1:], rtol=0.08)
         np.testing.assert_allclose(distance[1:], run["distance"][1:], rtol=0.02)
         assert result.lam_effective == pytest.approx(run["lam_effective"], rel=0.05)
+
+
+def test_float64_models_run(model, chelsea):
+    """Issue 25 item 7: a float64 model (the default model's ``.double()`` copy) runs, with the automatic
+    autocast rule and with ``autocast=False``; the fused distance accumulates in fp64 for fp64 features."""
+    import copy
+
+    net = copy.deepcopy(model.user_module).double()
+    settings = dict(steps=2, n_crops=2, input_size=64, canvas=64, seed=0)
+    for autocast in (None, False):
+        r = fw.accentuate(net, chelsea, "tabby", autocast=autocast, **settings)
+        assert np.isfinite(r.history["objective"]).all() and np.isfinite(r.history["distance"]).all()
+        assert r.history["distance"][-1] > 0 and float((r.image - r.seed).abs().max()) > 0
+    a = torch.randn(1, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    d = channel_distance(a, torch.zeros(1, 4, 3, 3, dtype=torch.float64))
+    assert d.dtype == torch.float64
+    d.sum().backward()
+    torch.testing.assert_close(a.grad, a.detach() / a.detach().norm(dim=1, keepdim=True))
+
+
+def test_a_run_that_cannot_move_says_so_and_suggests_a_smaller_lambda(model):
+    """Issue 25, deliver 2: a white image with black bars held at the seed by a strong λ carries a plain
+    note (``Accentuation.notes``) with a smaller λ to try; at λ = 0 there is no such note."""
+    from faccent_widget.core.notes import run_notes
+
+    framed = np.full((96, 96, 3), 255, np.uint8)
+    framed[:8] = framed[-8:] = 0
+    settings = dict(steps=10, n_crops=2, input_size=64, canvas=64, seed=0)
+    held = fw.accentuate(model, framed, "espresso", lam=1e3, **settings)
+    assert float((held.image - held.seed).abs().max()) < 0.05
+    assert len(held.notes) == 1 and "barely changed" in held.notes[0] and "Try a smaller λ (e.g. 100)" in held.notes[0]
+    free = fw.accentuate(model, framed, "espresso", lam=0.0, **settings)
+    assert free.notes == [] and float((free.image - free.seed).abs().max()) > 0.05
+    assert run_notes(0.3, 2.0, 1.0, 1.2, 40, 0.05) == []  # it moved and the score rose
+    assert "did not rise" in run_notes(0.3, -0.1, 1.0, 1.2, 40, 0.05)[0]
+    assert run_notes(0.01, -0.1, 1.0, 1.2, 2, 0.05) == []  # 2 steps: simply short, nothing to say

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 import faccent_widget as fw
 
@@ -107,3 +107,66 @@ def test_sample_images_are_offline_and_valid():
         assert t.shape[0] == 3 and min(t.shape[1:]) >= 64
     with pytest.raises(ValueError, match="available: .*chelsea"):
         fw.sample_image("dog")
+
+
+# ---- issue 25: decoded images are capped in pixels; large JPEGs are decoded at a reduced scale
+
+
+def _photo(h: int, w: int) -> Image.Image:
+    """A smooth, photo-like RGB image (JPEG scaling is exact only in spirit: compare means)."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    rgb = np.stack([x / w, y / h, 0.5 + 0.4 * np.sin(x / 37.0) * np.cos(y / 23.0)], -1)
+    return Image.fromarray((rgb * 255).astype(np.uint8))
+
+
+def test_images_over_max_pixels_are_downscaled_on_every_path(tmp_path, monkeypatch):
+    monkeypatch.setattr(fw.images, "MAX_PIXELS", 20_000)  # the rule, at a size a test can afford
+    big = _photo(300, 400)
+    big.save(tmp_path / "big.jpg", quality=95)
+    big.save(tmp_path / "big.png")
+    for src in (tmp_path / "big.jpg", tmp_path / "big.png", big, np.asarray(big), torch.rand(3, 300, 400)):
+        t = fw.load_image(src)
+        assert t.shape[0] == 3 and t.shape[1] * t.shape[2] <= 20_000, type(src)
+        assert abs(t.shape[2] / t.shape[1] - 4 / 3) < 0.02  # aspect kept
+    assert tuple(fw.load_image(tmp_path / "big.jpg", size=(50, 60)).shape) == (3, 50, 60)  # explicit sizes hold
+    assert fw.images.MAX_PIXELS == 20_000 and fw.images.__all__.count("MAX_PIXELS") == 1
+
+
+def test_large_jpegs_are_decoded_at_a_reduced_scale(tmp_path, monkeypatch):
+    """``size=`` smaller than the file: libjpeg decodes at 1/2, 1/4 or 1/8 (``draft``), the result has the
+    same size as the full decode's and nearly the same pixels."""
+    path = tmp_path / "photo.jpg"
+    _photo(960, 1280).save(path, quality=95)
+    drafted: list[tuple[int, int]] = []
+    original = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):  # the real draft, recording what was decoded
+        out = original(self, mode, size)
+        drafted.append(self.size)
+        return out
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    small = fw.load_image(path, size=100)
+    assert drafted == [(160, 120)]  # 1/8 of 1280 × 960, the smallest scale still ≥ 134 × 100
+    full = fw.load_image(np.asarray(Image.open(path).convert("RGB")), size=100)
+    assert small.shape == full.shape == (3, 100, 133)
+    assert float((small - full).abs().mean()) < 0.01
+
+
+def test_decompression_bombs_are_refused_clearly(tmp_path, monkeypatch):
+    path = tmp_path / "bomb.png"
+    Image.new("RGB", (400, 300)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50_000)  # 400 × 300 > 2 × 50 000: Pillow's bomb rule
+    with pytest.raises(ValueError, match=r"bomb.png is too large to decode safely .* up to 100,000 pixels"):
+        fw.load_image(path)
+
+
+def test_a_turned_jpeg_is_drafted_in_its_shown_orientation(tmp_path):
+    path = tmp_path / "turned.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned by 90°: 1280 × 960 stored, 960 × 1280 shown
+    _photo(960, 1280).save(path, quality=95, exif=exif)
+    small = fw.load_image(path, size=(200, 90))
+    full = fw.load_image(Image.open(path), size=(200, 90))
+    assert small.shape == full.shape == (3, 200, 90)
+    assert float((small - full).abs().mean()) < 0.01

@@ -113,6 +113,24 @@ def _tiny_net(classes: int = 3) -> nn.Module:
     ).eval()
 
 
+def _quantized_net() -> fw.Model:
+    """A small CNN + Linear head with its Linear layers int8-quantised (``quantize_dynamic``)."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(128, 32),
+        nn.ReLU(),
+        nn.Linear(32, 5),
+    ).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated, not gone
+        quantized = torch.ao.quantization.quantize_dynamic(net, {nn.Linear}, dtype=torch.qint8)
+    return fw.Model(quantized, labels=list("abcde"))
+
+
 # ------------------------------------------------------------------------------------- the table
 
 Ctx = dict[str, Any]
@@ -372,6 +390,19 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], type[BaseException], str]] = [
         lambda ctx: _triage_folder(ctx, "truncated"),
         ValueError,
         r"cannot read image 'tabby/cut.jpg': OSError: image file is truncated",
+    ),
+    # ---- issue 25: int8 dynamic-quantised models (no gradients through their layers; fp32 activations only)
+    (
+        "quantised model, class target",
+        lambda ctx: fw.accentuate(_quantized_net(), ctx["image"], 2, **FAST),
+        ValueError,
+        r"int8-quantised layers \('4', '6'\); PyTorch takes no gradients .*\(before quantize_dynamic\)",
+    ),
+    (
+        "quantised model, autocast='bf16'",
+        lambda ctx: fw.accentuate(_quantized_net(), ctx["image"], "0:3", reg_layer="1", autocast="bf16", **FAST),
+        ValueError,
+        r"int8-quantised layers, which take float32 activations only; autocast='bf16'",
     ),
 ]
 
@@ -728,3 +759,71 @@ def _triage_folder(ctx: Ctx, case: str) -> Any:
         return fw.triage(ctx["model"], root / "data", out=root / "out", on_error="raise", **FAST)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------- issue 25, item 11
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode], ids=["no_grad", "inference_mode"])
+def test_calls_inside_no_grad_and_inference_mode_work(mode, user_model):
+    """Evaluation code is often wrapped in ``no_grad``/``inference_mode``: the library turns autograd on
+    where it takes gradients (the run's steps, Grad-CAM, λ calibration), seeds made there included."""
+    net = user_model.user_module
+    state, values = _state(net), _values(net)
+    with mode():
+        img = fw.sample_image("chelsea")  # an inference tensor under inference_mode
+        r = fw.accentuate(user_model, img, "tabby", **FAST)
+        states = list(fw.iter_accentuate(user_model, img, "tabby", **FAST))
+        maps = fw.gradcam(user_model, img, "tabby")
+        cal = fw.calibrate_lambda(
+            user_model, [img], lambdas=[0.0, 1.0, 100.0], steps=1, n_crops=1, input_size=32, canvas=32, seed=0
+        )
+        assert not torch.is_grad_enabled()  # the caller's mode is back
+    assert float((r.image - r.seed).abs().max()) > 0 and states[-1].done
+    assert maps.shape == (1, 224, 224) and torch.isfinite(maps).all() and float(maps.max()) > 0
+    assert np.isfinite(cal.curve.distances).all()
+    assert _state(net) == state and all(torch.equal(v, values[k]) for k, v in _values(net).items())
+
+
+# ------------------------------------------------------------------------------------- issue 25, item 13
+
+
+def test_quantised_models_run_in_fp32_where_gradients_exist(image):
+    """The auto rule picks fp32 for int8-quantised models (bf16 autocast fed them bf16 and failed); a
+    target before the quantised layers accentuates; the policy says why."""
+    from faccent_widget.core.device_policy import device_policy
+
+    policy = device_policy("cpu", quantized=True, cpu_bf16=True, cpu_amx=True)
+    assert policy.autocast_dtype is None and "int8-quantised" in policy.reason
+    assert device_policy("cpu", model_dtype=torch.float64, cpu_bf16=True, cpu_amx=True).autocast_dtype is None
+    run = fw.start_run(_quantized_net(), image, "0:3", reg_layer="1", **FAST)
+    assert run.policy.precision == "fp32"
+    r = run_to_end_result(run)
+    assert float((r.image - r.seed).abs().max()) > 0 and np.isfinite(r.history["objective"]).all()
+
+
+def run_to_end_result(run: Any) -> Any:
+    from faccent_widget.accentuate import run_to_end
+
+    return run_to_end(run)[0]
+
+
+# ------------------------------------------------------------------------------------- issue 25, item 3
+
+
+def test_panels_are_bounded_for_any_aspect_ratio():
+    """Thin images made 206,459 × 278 px strips: each tile now fits height × 4·height, and the height
+    itself is capped (PANEL_MAX_HEIGHT)."""
+    from faccent_widget.core.compositing import PANEL_MAX_HEIGHT, panel
+
+    seed = torch.rand(3, 256, 256)
+    wide, tall, line = torch.rand(3, 10, 2000), torch.rand(3, 2000, 10), torch.rand(3, 1, 2000)
+    strip = panel([seed, wide, wide, wide], ["seed", "a", "b", "c"], height=256)
+    assert strip.size == (256 + 3 * 1024 + 5 * 4, 256 + 8 + 14)  # was 206,459 px wide
+    assert panel([line, tall]).size == (4 + 4 + 4 + 1 + 4, 1 + 8)  # height 1: tiles of at most 4 × 1
+    assert panel([tall, line]).size == (4 + 5 + 4 + 4096 + 4, 1024 + 8)  # height capped at 1024
+    huge = panel([torch.rand(3, 3000, 3000)])
+    assert huge.size == (PANEL_MAX_HEIGHT + 8, PANEL_MAX_HEIGHT + 8)
+    for bad, text in ((dict(height=PANEL_MAX_HEIGHT + 1), "height must be an int in"), (dict(pad=10**6), "pad")):
+        with pytest.raises(ValueError, match=text):
+            panel([seed], **bad)

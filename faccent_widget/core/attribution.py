@@ -331,7 +331,7 @@ def gradcam(
 
     out = []
     step = max(1, int(batch_size))
-    with model.preserved(), torch.enable_grad():
+    with model.preserved(), torch.inference_mode(False), torch.enable_grad():
         for start in range(0, x.shape[0], step):
             attr = _gradcam_maps(model, objective, layer, x[start : start + step]).detach().float()
             if upsample:  # bilinear, align_corners=False

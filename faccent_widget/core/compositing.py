@@ -15,9 +15,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from ..images import load_image, to_pil
+from ..images import MAX_ASPECT, load_image, to_pil
 
-__all__ = ["masked_accentuation", "heatmap_overlay", "difference_image", "panel"]
+__all__ = ["masked_accentuation", "heatmap_overlay", "difference_image", "panel", "PANEL_MAX_HEIGHT"]
+
+#: A panel's tiles are at most this tall (the default height, the first image's, is capped to it; a
+#: larger ``height`` is refused) and at most ``MAX_ASPECT`` × as wide: a strip of n images stays within
+#: n × 1024 × 4096 pixels whatever their aspect ratios.
+PANEL_MAX_HEIGHT = 1024
 
 
 def _image(x: Any) -> torch.Tensor:
@@ -138,17 +143,28 @@ def panel(
     background: tuple[int, int, int] = (255, 255, 255),
 ) -> Image.Image:
     """A side-by-side strip (PIL RGB) of ``images``, all scaled to ``height`` (default: the first
-    image's), with an optional text label under each."""
+    image's, at most ``PANEL_MAX_HEIGHT``), with an optional text label under each.
+
+    Each tile fits a ``height × MAX_ASPECT·height`` box, aspect kept: an image wider than 4 : 1 gets a
+    shorter tile (top-aligned), so thin images cannot blow the strip up.
+    """
     if not images:
         raise ValueError("panel needs at least one image")
     if labels is not None and len(labels) != len(images):
         raise ValueError(f"got {len(images)} images but {len(labels)} labels")
+    if height is not None and (isinstance(height, bool) or not 1 <= int(height) <= PANEL_MAX_HEIGHT):
+        raise ValueError(f"height must be an int in [1, {PANEL_MAX_HEIGHT}], got {height!r}")
+    if isinstance(pad, bool) or not 0 <= int(pad) <= 256:
+        raise ValueError(f"pad must be an int in [0, 256], got {pad!r}")
     pils = [to_pil(im).convert("RGB") for im in images]
-    h = int(height or pils[0].height)
-    pils = [
-        p if p.height == h else p.resize((max(1, round(p.width * h / p.height)), h), Image.Resampling.BILINEAR)
-        for p in pils
-    ]
+    h = int(height) if height is not None else min(pils[0].height, PANEL_MAX_HEIGHT)
+
+    def tile(p: Image.Image) -> Image.Image:
+        scale = min(h / p.height, MAX_ASPECT * h / p.width)
+        size = (max(1, round(p.width * scale)), max(1, round(p.height * scale)))
+        return p if size == p.size else p.resize(size, Image.Resampling.BILINEAR)
+
+    pils = [tile(p) for p in pils]
     text_h = 14 if labels is not None else 0
     width = sum(p.width for p in pils) + pad * (len(pils) + 1)
     canvas = Image.new("RGB", (width, h + 2 * pad + text_h), background)

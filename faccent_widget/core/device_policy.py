@@ -19,6 +19,9 @@ CPU with AVX512-BF16, no AMX  bf16, unless the model has       yes             1
 other CPUs                    none (fp32)                      no              1
 model already fp16 / bf16     none anywhere (autocast would    as above        2**10 for fp16
                               mix dtypes)
+model fp64, or with int8      none anywhere (fp64: asked for   no              1
+quantised layers              precision; quantised layers
+                              take only fp32 activations)
 ============================  ===============================  ==============  ===================
 
 On a 2-core AMX CPU (torch 2.14) bf16 + channels_last makes EfficientNet-Lite0's engine step 1.2×
@@ -108,6 +111,7 @@ def device_policy(
     cpu_bf16: bool | None = None,
     cpu_amx: bool | None = None,
     autocast: bool | str | None = None,
+    quantized: bool = False,
 ) -> DevicePolicy:
     """The :class:`DevicePolicy` for running a model of ``model_dtype`` on ``device``.
 
@@ -122,11 +126,13 @@ def device_policy(
         autocast: None = the rules above; False = fp32; True = the device's low-precision dtype
             (bf16 on CPUs and CUDA sm80+, fp16 on older CUDA cards and on MPS); "fp16" or "bf16" =
             that dtype (e.g. to measure the T4 path on an H100).
+        quantized: the model has int8-quantised layers (``torch.ao.quantization.quantize_dynamic``):
+            they take fp32 activations only, so autocast stays off.
 
     Raises:
         ValueError: an unknown ``autocast`` string (another type: ``TypeError``; both from
             :func:`~faccent_widget.core.config.check_setting`), or autocast asked for a model that is
-            already fp16/bf16.
+            already fp16/bf16 or has quantised layers.
     """
     dev = torch.device(device)
     autocast = check_setting("autocast", autocast)  # the settings' own check: one rule, one error type
@@ -154,6 +160,16 @@ def device_policy(
 
     if autocast is False:
         return DevicePolicy(None, False, budget, 1.0, f"{where}: fp32 (autocast=False)")
+
+    if quantized:
+        if autocast is not None:
+            raise ValueError(
+                f"the model has int8-quantised layers, which take float32 activations only; "
+                f"autocast={autocast!r} would feed them low precision. Use autocast=None/False."
+            )
+        return DevicePolicy(None, False, budget, 1.0, f"{where}: fp32 (int8-quantised layers take fp32 only)")
+    if model_dtype == torch.float64 and autocast is None:
+        return DevicePolicy(None, False, budget, 1.0, f"{where}: fp64 (the model is float64, so no autocast)")
 
     if autocast is None:
         dtype, why = _auto_dtype(dev, capability, has_depthwise, cpu_bf16, cpu_amx)

@@ -27,10 +27,11 @@ The engine is a generator of step states; it never plots or prints.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -39,6 +40,7 @@ from .config import EngineConfig, fresh_rng_seed, resolve_run_config, with_legac
 from .device_policy import DevicePolicy, device_policy
 from .layouts import LayerLayout
 from .model import Model
+from .notes import run_notes
 from .objectives import Logit, Objective, Suppressed
 from .parameterizations import Fourier, Parameterization, make_parameterization
 from .transforms import CropPlan, sample_boxes, sample_noise
@@ -56,7 +58,8 @@ class Score:
 
 
 class _ChannelNorm(torch.autograd.Function):
-    """‖a − b‖ over dim 1, accumulated in fp32, with a one-pass backward ``g · (a − b) / ‖a − b‖``.
+    """‖a − b‖ over dim 1, accumulated in fp32 (fp64 for fp64 inputs), with a one-pass backward
+    ``g · (a − b) / ‖a − b‖``.
 
     Autograd's own composition (subtract, upcast, square, sum, sqrt) costs 3× as much on the large,
     early layers the regulariser uses (measured: 28 vs 9 ms for GoogLeNet's inception3b at 16 crops).
@@ -66,7 +69,8 @@ class _ChannelNorm(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         diff = a - b
-        norm = torch.linalg.vector_norm(diff, dim=1, dtype=torch.float32)
+        # fp32 at least: low-precision features are accumulated in fp32, fp64 ones stay fp64
+        norm = torch.linalg.vector_norm(diff, dim=1, dtype=torch.promote_types(diff.dtype, torch.float32))
         ctx.save_for_backward(diff, norm)
         return norm
 
@@ -82,7 +86,8 @@ class _ChannelNorm(torch.autograd.Function):
 
 
 def channel_distance(a: torch.Tensor, b: torch.Tensor, layout: LayerLayout | None = None) -> torch.Tensor:
-    """Per-position channel L2 norms ‖a_p − b_p‖ → (N, P) float32 values, P = positions of the layer.
+    """Per-position channel L2 norms ‖a_p − b_p‖ → (N, P) float32 values (float64 for float64
+    features), P = positions of the layer.
 
     The engine's distance is their mean over positions (Definition 2.1), the same for every layout:
     ``layout`` (the layer's :class:`~faccent_widget.core.layouts.LayerLayout`) says where the channels
@@ -140,6 +145,8 @@ class Accentuation:
     lam: float = 0.0  # the item's λ, as given
     lam_effective: float = 0.0  # λ · balance
     noise_seeded: bool = False  # started from noise (``image=None``) rather than a seed image
+    #: plain-language remarks on the outcome, for people (e.g. the image could not move at this λ)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def reg_layer(self) -> str:
@@ -159,6 +166,34 @@ class Accentuation:
     def snapshot(self, i: int) -> torch.Tensor:
         """Snapshot ``i`` as a float (3, H, W) image."""
         return self.snapshots[i].float() / 255.0
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _with_grad(method: _F) -> _F:
+    """Run ``method`` with autograd on, also when the caller is inside ``torch.no_grad()`` or
+    ``torch.inference_mode()`` (evaluation code often is): the engine takes its own gradients."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode(False), torch.enable_grad():
+            return method(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _quantized_layers(model: Model) -> list[str]:
+    """Names of the model's int8-quantised layers (``torch.ao.quantization``; no gradients pass them)."""
+    module = getattr(model, "module", None)
+    if module is None:
+        return []
+    prefixes = ("torch.ao.nn.quantized", "torch.nn.quantized", "torch.ao.nn.intrinsic.quantized")
+    return [
+        n
+        for n, m in module.named_modules()
+        if type(m).__module__.startswith(prefixes) and not n.endswith("_packed_params")
+    ]
 
 
 def _has_depthwise(model: Model) -> bool:
@@ -182,6 +217,7 @@ class AccentuationRun:
         canvas_hw: canvas size for noise seeds.
     """
 
+    @_with_grad
     def __init__(
         self,
         model: Model,
@@ -209,6 +245,14 @@ class AccentuationRun:
         self.crop_size = cast(int, config.input_size)  # set by resolve_run_config
         self.reg_layer = cast(str, config.reg_layer)
         self.device = model.device
+        quantized = _quantized_layers(model)
+        if quantized and any(o.needs_logits for o in self.objectives):
+            raise ValueError(
+                f"the model has int8-quantised layers ({', '.join(map(repr, quantized[:3]))}"
+                f"{', …' if len(quantized) > 3 else ''}); PyTorch takes no gradients through them, so its "
+                "logits cannot be accentuated. Accentuate the float model (before quantize_dynamic), or a "
+                "'layer:unit' target before the first quantised layer."
+            )
         self.reg_layout = model.layout(self.reg_layer)
         #: draws the augmentations (on the model's device). A CPU generator here draws the same crops and
         #: noise on any device (to compare devices; costs a synchronising host→device copy per step).
@@ -222,6 +266,8 @@ class AccentuationRun:
             self.noise_seeded = True
         else:
             self.seeds = seeds.to(self.device, torch.float32)
+            if self.seeds.is_inference():  # made under inference_mode: autograd cannot save it
+                self.seeds = self.seeds.clone()
             s = self.seeds.shape[0]
             idx = list(seed_index) if seed_index is not None else (list(range(b)) if s == b else [0] * b)
             if len(idx) != b or max(idx) >= s:
@@ -246,6 +292,7 @@ class AccentuationRun:
             model_dtype=getattr(model, "dtype", torch.float32),
             has_depthwise=_has_depthwise(model),
             autocast=config.autocast,
+            quantized=bool(quantized),
         )
         self.autocast = self.policy.autocast
         #: (B,) fp16 image gradients (objective or regulariser) that were not finite and were dropped
@@ -313,8 +360,9 @@ class AccentuationRun:
         with torch.no_grad():
             return self.param.image().clamp(0, 1)
 
+    @_with_grad
     def step(self) -> StepState:
-        """Run one optimisation step and return its state."""
+        """Run one optimisation step and return its state (autograd on, whatever the caller's mode)."""
         if self.done:
             raise RuntimeError(f"the run is finished ({self.config.steps} steps); start a new one")
         cfg, n, size = self.config, self.config.n_crops, self.crop_size
@@ -424,6 +472,7 @@ class AccentuationRun:
         seeds = self.seeds[self.seed_index].cpu()
         attribution = self.attribution.cpu()
         final = final.cpu()
+        change = (final - seeds.clamp(0, 1)).abs().flatten(1).amax(1)
         out = []
         for i, obj in enumerate(self.objectives):
             # the same settings for every item; the deprecated config["lam"] still answers per item
@@ -444,6 +493,14 @@ class AccentuationRun:
                     lam=self.lam_values[i],
                     lam_effective=float(lam_eff[i]),
                     noise_seeded=self.noise_seeded,
+                    notes=run_notes(
+                        float(change[i]),
+                        scores[i].value - self.seed_scores[i].value,
+                        self.lam_values[i],
+                        float(lam_eff[i]),
+                        self.config.steps,
+                        self.config.lr,
+                    ),
                 )
             )
         self._result = out
