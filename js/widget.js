@@ -65,6 +65,7 @@ const LAM_MAX = 1e2;
  * @property {number} p1
  * @property {number} p2
  * @property {View} view
+ * @property {boolean} away
  * @property {BytesLike | null} seed_png
  * @property {BytesLike | null} gradcam_png
  * @property {BytesLike | null} mask_png
@@ -1200,6 +1201,7 @@ class Controls {
   /** @type {HTMLInputElement} */ stepsInput;
   /** @type {HTMLInputElement} */ p1Input;
   /** @type {HTMLInputElement} */ p2Input;
+  /** @type {HTMLInputElement} */ awayInput;
   /** @type {HTMLSelectElement} */ latentSelect;
   /** @type {HTMLInputElement} */ channelInput;
 
@@ -1367,8 +1369,24 @@ class Controls {
       { min: 0, max: 100, step: 0.5 },
       "Grad-CAM values above this percentile of the reference images get mask 1 (the accentuation shows)",
     );
-    advanced.append(row, this.buildLatentRow());
+    advanced.append(row, this.buildAwayRow(), this.buildLatentRow());
     return advanced;
+  }
+
+  buildAwayRow() {
+    const d = this.scope.doc;
+    const s = this.scope;
+    const tip =
+      "Drive the image away from the target instead of toward it (suppress): what fades is what argued " +
+      "for the class. The mask still shows where the class's own evidence is.";
+    this.awayInput = h(d, "input", { type: "checkbox", id: uid("away"), "data-testid": "away", title: tip });
+    s.listen(this.awayInput, "change", () => s.setTrait("away", this.awayInput.checked));
+    return h(
+      d,
+      "div",
+      { class: "faccent-row" },
+      s.field(h(d, "label", { for: this.awayInput.id, text: "Away from the target (suppress)", title: tip }), this.awayInput),
+    );
   }
 
   buildLatentRow() {
@@ -1448,6 +1466,7 @@ class Controls {
     });
     s.bind(["preset", "presets"], () => fillSelect(this.presetSelect, s.get("presets", []), s.get("preset", "")));
     s.bind(["steps"], () => (this.stepsInput.value = String(s.get("steps", ""))));
+    s.bind(["away"], () => (this.awayInput.checked = Boolean(s.get("away", false))));
     s.bind(["p1"], () => (this.p1Input.value = String(s.get("p1", ""))));
     s.bind(["p2"], () => (this.p2Input.value = String(s.get("p2", ""))));
     s.bind(["predicted_vs_true"], () => {

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import torch
+import traitlets
 from PIL import Image
 
 import faccent_widget as fw
@@ -680,3 +681,41 @@ def test_a_new_image_says_that_the_true_label_is_dropped_or_takes_a_new_one(mode
     assert w.true_index is None and w.predicted_vs_true == "" and "true label 'tabby'" in w.status
     w.set_image(chelsea, true_label="tabby")
     assert w.true_index == model.class_index("tabby") and w.predicted_vs_true.endswith(")")
+
+
+# ------------------------------------------------------------------ away from the target (issue 24), notes (issue 25)
+
+
+def test_away_suppresses_the_target_and_restores_cleanly(model, chelsea):
+    w, rec = make(model, chelsea, steps=6)
+    label = w.target["label"]
+    w.away = True
+    result = w.run()
+    assert result.target.startswith("suppress logit") and label in result.target
+    assert result.score.value > result.seed_score.value  # −logit rose: the class was pushed down
+    assert result.score.prob is not None and result.score.prob < result.seed_score.prob
+    assert w.status.startswith(f"done: away from {label}")
+    with pytest.raises(traitlets.TraitError):  # a Bool trait: refused, the old value stays
+        w.away = "yes"  # type: ignore[assignment]
+    assert w.away is True
+    w.away = False
+    assert not w.run().target.startswith("suppress")
+
+
+def test_away_gallery_masks_by_the_class_and_names_it(model, chelsea):
+    w, rec = make(model, chelsea, steps=2)
+    w.away = True
+    w.start_gallery("topk")
+    run_to_done(w, rec)
+    (msg, _), *_ = rec.of("gallery")
+    assert all(item["label"].startswith("away from ") for item in msg["items"])
+
+
+def test_a_run_that_cannot_move_says_so_in_the_status(model):
+    framed = torch.ones(3, 96, 96)
+    framed[:, :8] = framed[:, -8:] = 0
+    w, _ = make(model, framed, steps=10, n_crops=2, input_size=64, canvas=64)
+    w.lam = 1e5  # held at the seed whatever the random crops (the engine's own test: λ = 1000, seed 0)
+    result = w.run()
+    assert float((result.image - result.seed).abs().max()) < 0.05
+    assert result.notes and "Try a smaller λ" in w.status

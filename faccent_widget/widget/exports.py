@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from ..core.compositing import panel
-from ..core.objectives import Logit, Objective
+from ..core.objectives import Logit, Objective, Suppressed
 from ..images import to_png_bytes
 from .extras import gif_bytes
 
@@ -95,9 +95,13 @@ def gif(session: Session, view: str) -> bytes:
 def gallery_message(session: Session, p1: float, p2: float) -> tuple[list[dict[str, Any]], list[bytes]]:
     """The finished gallery batch as ``gallery`` message items and buffers (n accentuations, then n masks)."""
     items, accents, masks = [], [], []
-    for res, obj in zip(session.gallery, session.gallery_targets):
+    for res, target in zip(session.gallery, session.gallery_targets):
+        # a suppressed class is masked where its own evidence is (its Grad-CAM) and named as itself
+        obj = target.inner if isinstance(target, Suppressed) and target.inner is not None else target
         _, mask = session.heat_and_mask(obj, p1, p2)
         label = session.model.labels[obj.index] if isinstance(obj, Logit) else obj.description
+        if obj is not target:
+            label = f"away from {label}"
         items.append(
             {
                 "label": label,

@@ -46,7 +46,19 @@ from .traits import PanelTraits
 __all__ = ["FaccentWidget"]
 
 #: The traits whose changes go through ``_on_setting``.
-_SETTINGS = ("lam", "reg_layer", "preset", "steps", "p1", "p2", "view", "lam_min", "lam_max", "lam_recommended")
+_SETTINGS = (
+    "lam",
+    "reg_layer",
+    "preset",
+    "steps",
+    "p1",
+    "p2",
+    "view",
+    "lam_min",
+    "lam_max",
+    "lam_recommended",
+    "away",
+)
 
 
 def _asset(name: str) -> Path:
@@ -347,8 +359,8 @@ class FaccentWidget(Playback):
             elif name == "view":
                 if self.result is not None:
                     self.accent_png = to_png_bytes(self._session.compose(self.result.image, self._session.mask, new))
-            elif name in ("lam", "reg_layer", "preset", "steps") and self.running:
-                self.start()  # λ, layer, preset or steps changed mid-run: restart cleanly
+            elif name in ("lam", "reg_layer", "preset", "steps", "away") and self.running:
+                self.start()  # λ, layer, preset, steps or direction changed mid-run: restart cleanly
         except Exception as exc:  # nothing half-applied: the old value and configuration come back
             self.engine_config = previous
             self._revert(name, old)

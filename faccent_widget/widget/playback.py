@@ -16,7 +16,7 @@ import torch
 from ..core.config import EngineConfig, check_setting
 from ..core.engine import Accentuation
 from ..core.model import Model
-from ..core.objectives import Logit, Objective, resolve_objective
+from ..core.objectives import Logit, Objective, resolve_objective, suppress
 from ..images import ImageInput, load_image, to_png_bytes
 from . import exports
 from .extras import LambdaCalibrator, cached_lambda, decode_image
@@ -73,14 +73,16 @@ class Playback(PanelTraits):
     def start(self) -> None:
         """Start a fresh run for the current target and settings (replacing any run in progress)."""
         try:
-            self._session.start([self._objective], lam=self.lam, config=self.engine_config)
+            objective = suppress(self._objective) if self.away else self._objective
+            self._session.start([objective], lam=self.lam, config=self.engine_config)
         except BaseException:
             self.running = False
             raise
         self.error = ""
         self.step = 0
         self.running = True
-        self.status = f"accentuating {self.target.get('label', '')}…"
+        verb = "suppressing" if self.away else "accentuating"
+        self.status = f"{verb} {self.target.get('label', '')}…"
 
     def start_gallery(self, mode: str) -> None:
         """Accentuate several targets in one batch: "topk", "inhibited" or "predicted_vs_true" (the
@@ -101,7 +103,8 @@ class Playback(PanelTraits):
         else:
             raise ValueError(f"unknown gallery mode {mode!r}; use {', '.join(map(repr, GALLERY_MODES))}")
         try:
-            self._session.start(targets, lam=self.lam, config=self.engine_config, gallery_mode=mode)
+            objectives: list[int | Objective] = [suppress(t) for t in targets] if self.away else list(targets)
+            self._session.start(objectives, lam=self.lam, config=self.engine_config, gallery_mode=mode)
         except BaseException:
             self.running = False
             raise
@@ -318,6 +321,9 @@ class Playback(PanelTraits):
         r = self.result
         if r is None:
             return ""
+        away = "away from " if self.away else ""
         if r.seed_score.prob is not None and r.score.prob is not None:
-            return f"done: {self.target.get('label', '')} {r.seed_score.prob:.3f} → {r.score.prob:.3f}"
-        return f"done: {r.target} {r.seed_score.value:.2f} → {r.score.value:.2f}"
+            text = f"done: {away}{self.target.get('label', '')} {r.seed_score.prob:.3f} → {r.score.prob:.3f}"
+        else:
+            text = f"done: {r.target} {r.seed_score.value:.2f} → {r.score.value:.2f}"
+        return " ".join([text, *r.notes])  # e.g. "the image could not move at this λ: try λ = 0.1"

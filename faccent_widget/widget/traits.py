@@ -34,6 +34,8 @@ class PanelTraits(anywidget.AnyWidget):
     p1 = traitlets.Float(DEFAULT_P1).tag(sync=True)
     p2 = traitlets.Float(DEFAULT_P2).tag(sync=True)
     view = traitlets.Unicode("masked").tag(sync=True)
+    #: True: drive the image *away* from the target (``fw.suppress``): what fades is what argued for it
+    away = traitlets.Bool(False).tag(sync=True)
     seed_png = traitlets.Bytes(b"").tag(sync=True)
     gradcam_png = traitlets.Bytes(b"").tag(sync=True)
     mask_png = traitlets.Bytes(b"").tag(sync=True)
