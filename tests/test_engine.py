@@ -438,10 +438,11 @@ def test_a_run_that_cannot_move_says_so_and_suggests_a_smaller_lambda(model):
     framed[:8] = framed[-8:] = 0
     settings = dict(steps=10, n_crops=2, input_size=64, canvas=64, seed=0)
     held = fw.accentuate(model, framed, "espresso", lam=1e3, **settings)
-    assert float((held.image - held.seed).abs().max()) < 0.05
+    held_change = float((held.image - held.seed).abs().max())  # measured 0.038-0.058 over seeds and kernels
+    assert held_change < 0.1
     assert len(held.notes) == 1 and "barely changed" in held.notes[0] and "Try a smaller λ (e.g. 100)" in held.notes[0]
     free = fw.accentuate(model, framed, "espresso", lam=0.0, **settings)
-    assert free.notes == [] and float((free.image - free.seed).abs().max()) > 0.05
+    assert free.notes == [] and float((free.image - free.seed).abs().max()) > 2 * held_change
     assert run_notes(0.3, 2.0, 1.0, 1.2, 40, 0.05) == []  # it moved and the score rose
     assert "did not rise" in run_notes(0.3, -0.1, 1.0, 1.2, 40, 0.05)[0]
     assert run_notes(0.01, -0.1, 1.0, 1.2, 2, 0.05) == []  # 2 steps: simply short, nothing to say

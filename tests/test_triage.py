@@ -299,7 +299,7 @@ def test_browser_grid_detail_and_faccent_widget(evil_report: TriageReport) -> No
     assert not any(EVIL in c for c in html_captions)
     widget = browser.open_faccent()
     assert isinstance(widget, fw.FaccentWidget) and widget in browser.detail.children
-    assert "drilling platform" in widget.triage and EVIL in widget.triage
+    assert "drilling platform" in widget.predicted_vs_true and EVIL in widget.predicted_vs_true
     browser.close_detail()
     assert browser.detail.children == () and browser.selected is None
 

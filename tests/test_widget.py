@@ -714,8 +714,11 @@ def test_away_gallery_masks_by_the_class_and_names_it(model, chelsea):
 def test_a_run_that_cannot_move_says_so_in_the_status(model):
     framed = torch.ones(3, 96, 96)
     framed[:, :8] = framed[:, -8:] = 0
-    w, _ = make(model, framed, steps=10, n_crops=2, input_size=64, canvas=64)
-    w.lam = 1e5  # held at the seed whatever the random crops (the engine's own test: λ = 1000, seed 0)
+    # the engine's own case (tests/test_engine.py): λ = 1000, random seed 0 (Adam takes full-size first steps
+    # whatever λ, so how far a pixel strays before the regulariser pulls it back depends on the crops)
+    w, _ = make(model, framed, steps=10, n_crops=2, input_size=64, canvas=64, seed=0)
+    w.set_target("espresso")
+    w.lam = 1000.0
     result = w.run()
-    assert float((result.image - result.seed).abs().max()) < 0.05
-    assert result.notes and "Try a smaller λ" in w.status
+    assert result.notes, (float((result.image - result.seed).abs().max()), result.seed_score, result.score)
+    assert "Try a smaller λ" in w.status and result.notes[0] in w.status
