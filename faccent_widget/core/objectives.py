@@ -248,7 +248,27 @@ class Neuron(_LayerObjective):
         return _channel_slice(self._map(feats[self.layer]), self.unit, self.layer)
 
 
-class Direction(_LayerObjective):
+class _PerPositionObjective(_LayerObjective):
+    """A value per position of one layer (``_per_position``: (N, C, *positions) → (N, *positions)),
+    averaged over positions; its map is the per-position value on the layer's grid."""
+
+    kind = "objective"
+
+    def _per_position(self, a: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __call__(self, feats: Features) -> torch.Tensor:
+        p = self._per_position(self._channels_first(feats[self.layer]))
+        return p.reshape(p.shape[0], -1).mean(1)
+
+    def activation_map(self, feats: Features) -> torch.Tensor:
+        p = self._per_position(self._map(feats[self.layer]))
+        if p.dim() != 3:
+            raise TypeError(f"layer {self.layer} has no spatial output; the {self.kind} has no activation map")
+        return p
+
+
+class Direction(_PerPositionObjective):
     """Projection of ``layer``'s activation vectors on direction ``vector`` (per position, averaged).
 
     ``cosine=False``: the dot product ``a · v``; ``cosine=True``: the cosine similarity.
@@ -263,6 +283,7 @@ class Direction(_LayerObjective):
         self.cosine = bool(cosine)
         self.layers = (layer,)
         self.description = f"{'cosine' if cosine else 'dot'} direction at {layer}"
+        self.kind = "direction"
 
     def _check_channels(self, lay: LayerLayout) -> None:
         if lay.channels is not None and lay.channels != self.vector.numel():
@@ -278,16 +299,6 @@ class Direction(_LayerObjective):
         if self.cosine:
             dot = dot / (a.norm(dim=1) * v.norm() + 1e-8)
         return dot
-
-    def __call__(self, feats: Features) -> torch.Tensor:
-        p = self._per_position(self._channels_first(feats[self.layer]))
-        return p.reshape(p.shape[0], -1).mean(1)
-
-    def activation_map(self, feats: Features) -> torch.Tensor:
-        p = self._per_position(self._map(feats[self.layer]))
-        if p.dim() != 3:
-            raise TypeError(f"layer {self.layer} has no spatial output; the direction has no activation map")
-        return p
 
 
 def _layer_name(layer: Any) -> str:
@@ -435,7 +446,7 @@ class Suppressed(Objective):
         return -self.inner.activation_map(feats)
 
 
-class Caricature(_LayerObjective):
+class Caricature(_PerPositionObjective):
     """Amplify an image's own activation pattern at ``layer`` (Lucid's caricatures; no class needed).
 
     The reference is the image's channel vector at ``layer``, averaged over positions, taken once when
@@ -454,6 +465,7 @@ class Caricature(_LayerObjective):
             raise ValueError(f"cossim_pow must be a finite number ≥ 0, got {cossim_pow!r}")
         self.reference: torch.Tensor | None = None
         self.description = f"caricature at {self.layer}"
+        self.kind = "caricature"
 
     def with_image(self, image: Any) -> Caricature:
         """This caricature with ``image`` as its reference (the seed)."""
@@ -484,16 +496,6 @@ class Caricature(_LayerObjective):
         dot = (a * v_unit).sum(1)
         cos = dot / (a.norm(dim=1) + 1e-8)
         return dot * cos.clamp_min(0.1) ** self.cossim_pow
-
-    def __call__(self, feats: Features) -> torch.Tensor:
-        p = self._per_position(self._channels_first(feats[self.layer]))
-        return p.reshape(p.shape[0], -1).mean(1)
-
-    def activation_map(self, feats: Features) -> torch.Tensor:
-        p = self._per_position(self._map(feats[self.layer]))
-        if p.dim() != 3:
-            raise TypeError(f"layer {self.layer} has no spatial output; the caricature has no activation map")
-        return p
 
 
 def suppress(target: Target) -> Suppressed:

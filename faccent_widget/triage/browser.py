@@ -173,11 +173,7 @@ class TriageBrowser(widgets.VBox):
     def _exemplars(self, item: TriageItem) -> list[widgets.Widget]:
         """Per target, a row of the nearest correctly classified images of that class in the data."""
         rows: list[widgets.Widget] = []
-        for t in ("predicted", "true"):
-            if t not in item.exemplars:
-                continue
-            label = item.predicted_label if t == "predicted" else item.true_label
-            shown = item.exemplar_images(t)
+        for t, label, shown in item.exemplar_groups():
             if not shown:
                 rows.append(widgets.Label(f"no correctly classified {label} ({t}) in your data"))
                 continue

@@ -104,11 +104,7 @@ def _exemplar_rows(item: TriageItem) -> str:
     if not item.exemplars:
         return ""
     parts = []
-    for t in ("predicted", "true"):
-        if t not in item.exemplars:
-            continue
-        label = item.predicted_label if t == "predicted" else item.true_label
-        shown = item.exemplar_images(t)
+    for t, label, shown in item.exemplar_groups():
         if not shown:
             parts.append(
                 f'<div class="row" data-target="{t}"><span>no correctly classified {_e(label)} ({t}) in your data'

@@ -179,6 +179,15 @@ class TriageItem:
             out.append((e, load_image(path) if path.is_file() else None))
         return out
 
+    def exemplar_groups(self) -> list[tuple[str, str, list[tuple[dict[str, Any], torch.Tensor | None]]]]:
+        """(target "predicted"/"true", its class label, :meth:`exemplar_images`) for the targets that have
+        exemplars computed (an empty list: no correctly classified image of that class in the data)."""
+        return [
+            (t, self.predicted_label if t == "predicted" else self.true_label, self.exemplar_images(t))
+            for t in ("predicted", "true")
+            if t in self.exemplars
+        ]
+
     @property
     def targets(self) -> list[str]:
         return list(self.row["targets"])

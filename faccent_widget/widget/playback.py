@@ -72,17 +72,21 @@ class Playback(PanelTraits):
 
     def start(self) -> None:
         """Start a fresh run for the current target and settings (replacing any run in progress)."""
+        verb = "suppressing" if self.away else "accentuating"
+        self._launch([self._objective], f"{verb} {self.target.get('label', '')}…")
+
+    def _launch(self, targets: list[Any], status: str, gallery_mode: str | None = None) -> None:
+        """Start the session's run on ``targets`` (suppressed when ``away``); nothing runs after an error."""
+        objectives = [suppress(t) for t in targets] if self.away else list(targets)
         try:
-            objective = suppress(self._objective) if self.away else self._objective
-            self._session.start([objective], lam=self.lam, config=self.engine_config)
+            self._session.start(objectives, lam=self.lam, config=self.engine_config, gallery_mode=gallery_mode)
         except BaseException:
             self.running = False
             raise
         self.error = ""
         self.step = 0
         self.running = True
-        verb = "suppressing" if self.away else "accentuating"
-        self.status = f"{verb} {self.target.get('label', '')}…"
+        self.status = status
 
     def start_gallery(self, mode: str) -> None:
         """Accentuate several targets in one batch: "topk", "inhibited" or "predicted_vs_true" (the
@@ -102,16 +106,7 @@ class Playback(PanelTraits):
             targets = [self.top[0]["index"], self.true_index]
         else:
             raise ValueError(f"unknown gallery mode {mode!r}; use {', '.join(map(repr, GALLERY_MODES))}")
-        try:
-            objectives: list[int | Objective] = [suppress(t) for t in targets] if self.away else list(targets)
-            self._session.start(objectives, lam=self.lam, config=self.engine_config, gallery_mode=mode)
-        except BaseException:
-            self.running = False
-            raise
-        self.error = ""
-        self.step = 0
-        self.running = True
-        self.status = f"accentuating {len(targets)} classes ({mode})…"
+        self._launch(list(targets), f"accentuating {len(targets)} classes ({mode})…", gallery_mode=mode)
 
     def stop(self) -> None:
         """Stop asking for steps; the current image stays."""
