@@ -68,7 +68,7 @@ def _reinit_zero_heads(model: Model) -> bool:
 
 
 def _edit_ratio(model: Model, image: torch.Tensor) -> tuple[float, float]:
-    x0 = model.view(image)
+    x0 = model.to_input(image)
     s, k = x0.shape[-1], x0.shape[-1] // 4
     g = torch.Generator().manual_seed(0)
     local = torch.zeros_like(x0)
@@ -123,7 +123,7 @@ def _accentuate(model: Model, image: torch.Tensor, target: int) -> str:
 
 
 def _gradcam(model: Model, a: torch.Tensor, b: torch.Tensor, top: list) -> str:
-    x = model.view([a, b])
+    x = model.to_input([a, b])
     m0, m1 = gradcam(model, x, top[0].index), gradcam(model, x, top[1].index)
     if not m0.abs().amax() > 0:
         return "all zero"

@@ -56,7 +56,7 @@ def build(root: Path, model: fw.Model, per_image: int, flip: float, seed: int) -
     truth: dict[str, int] = {}
     for name, img in clean.items():
         with torch.no_grad():
-            truth[name] = int(model.logits(model.view(img)).argmax())
+            truth[name] = int(model.logits(model.to_input(img)).argmax())
     classes = sorted(set(truth.values()))
     files = [(name, k) for name in sorted(clean) for k in range(per_image)]
     flipped_at = set(rng.sample(range(len(files)), round(flip * len(files))))

@@ -4,10 +4,11 @@ from .accentuate import accentuate, iter_accentuate, start_run, visualize
 from .core.attribution import activation_attribution, attribution_maps, gradcam, gradient_attribution
 from .core.compositing import difference_image, heatmap_overlay, masked_accentuation, panel
 from .core.config import DEFAULT_LAMBDA, PRESETS, EngineConfig
+from .core.derived_objectives import caricature, suppress
 from .core.engine import Accentuation, AccentuationRun, Score, StepState
 from .core.masks import CollectiveNormalizer, per_image_normalize
 from .core.model import LayerNotFoundError, Model, Prediction
-from .core.objectives import Objective, caricature, channel, direction, logit, neuron, suppress
+from .core.objectives import Objective, channel, direction, logit, neuron
 from .images import load_image, sample_image, sample_image_names, sample_images, to_pil, to_png_bytes
 from .triage import TriageReport, triage
 from .validation import (

@@ -21,9 +21,10 @@ from .core.config import (
     check_lambda,
     resolve_config,
 )
+from .core.derived_objectives import Caricature
 from .core.engine import Accentuation, AccentuationRun, StepState
 from .core.model import Model, as_model
-from .core.objectives import Caricature, Target, resolve_objective
+from .core.objectives import Target, resolve_objective
 from .images import ImageInput, canvas_size, load_image, resize_image
 
 __all__ = ["accentuate", "iter_accentuate", "start_run", "run_to_end", "visualize"]

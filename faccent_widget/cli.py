@@ -29,8 +29,9 @@ from PIL import Image
 from .accentuate import accentuate
 from .core.compositing import difference_image, panel
 from .core.config import PRESETS, check_lambda, check_setting
+from .core.derived_objectives import caricature, suppress
 from .core.model import LayerNotFoundError, Model
-from .core.objectives import Objective, caricature, resolve_objective, suppress
+from .core.objectives import Objective, resolve_objective
 from .images import load_image, sample_image, sample_image_names
 from .zoo import WeightsUnavailableError, available_models, load_model
 

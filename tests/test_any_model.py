@@ -164,7 +164,7 @@ def test_accentuate_with_default_settings(case, chelsea):
 
 def test_gradcam_is_not_degenerate(case, chelsea, coffee):
     name, model = case
-    x = model.view([chelsea, coffee])
+    x = model.to_input([chelsea, coffee])
     top = model.predict(chelsea, k=2)
     layer = default_gradcam_layer(model, top[0].index)
     assert model.layout(layer).is_map
@@ -181,7 +181,7 @@ def test_distance_is_per_position(case, chelsea):
     layer = model.default_reg_layer
     layout = model.layout(layer)
     with torch.no_grad():
-        a = model.features(model.view(chelsea), [layer])[layer].float()
+        a = model.features(model.to_input(chelsea), [layer])[layer].float()
     b = a.clone()
     delta = torch.randn(layout.channels, generator=torch.Generator().manual_seed(0))
     delta = 3.0 * delta / delta.norm()
@@ -201,7 +201,7 @@ def test_local_edit_costs_less_than_a_spread_out_one(case, chelsea):
     """The issue's property: with the per-position distance, a local edit costs clearly less than a
     spread-out edit of the same pixel energy (ViT-S: 0.15; the dim-1 distance gave 0.64 on tokens)."""
     name, model = case
-    x0 = model.view(chelsea)
+    x0 = model.to_input(chelsea)
     s, k = x0.shape[-1], x0.shape[-1] // 4
     g = torch.Generator().manual_seed(0)
     local = torch.zeros_like(x0)
@@ -251,7 +251,7 @@ def test_vit_layouts_from_metadata(vit):
 
 
 def test_internal_layers_are_refused_with_the_valid_ones(vit, chelsea):
-    x = vit.view(chelsea)
+    x = vit.to_input(chelsea)
     with pytest.raises(ValueError, match=r"internal.*blocks\.3\.norm1"):
         gradcam(vit, x, 0, layer="blocks.3.attn.k_norm")
     with pytest.raises(ValueError, match=r"not an activation of the image.*'blocks\.0'"):
@@ -262,7 +262,7 @@ def test_internal_layers_are_refused_with_the_valid_ones(vit, chelsea):
 
 
 def test_channel_objectives_use_the_layout_channel_axis(vit, chelsea):
-    x = vit.view(chelsea)
+    x = vit.to_input(chelsea)
     with torch.no_grad():
         a = vit.features(x, ["blocks.1"])["blocks.1"]
         value = resolve_objective(vit, "blocks.1:5")({"blocks.1": a})
@@ -364,7 +364,7 @@ def test_tuple_and_dict_outputs(kind, chelsea):
     model = fw.load_model(_Wrapped(kind), input_size=32, name=f"{kind} model")
     assert model.name == f"{kind} model" and model.num_classes == 5
     assert len(model.predict(chelsea, k=2)) == 2
-    assert gradcam(model, model.view(chelsea), 1).abs().amax() > 0
+    assert gradcam(model, model.to_input(chelsea), 1).abs().amax() > 0
 
 
 def test_registry_knows_common_names():

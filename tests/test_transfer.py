@@ -62,11 +62,11 @@ def test_accentuations_transfer_and_a_matched_attack_does_not(accentuations, jud
 
 def test_attack_reaches_the_asked_gain(judges) -> None:
     model = judges[0]
-    seed = model.view(fw.sample_image("chelsea"))
+    seed = model.to_input(fw.sample_image("chelsea"))
     cls = model.class_index("tiger cat")
     before = model.logits(seed).log_softmax(-1)[0, cls]
     attacked = attack_to_gain(model, seed, [cls], [1.0])
-    after = model.logits(model.view(attacked)).log_softmax(-1)[0, cls]
+    after = model.logits(model.to_input(attacked)).log_softmax(-1)[0, cls]
     assert 0.95 <= float(after - before) <= 1.15
     assert float(attacked.min()) >= 0 and float(attacked.max()) <= 1
 

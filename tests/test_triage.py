@@ -765,7 +765,7 @@ def flipped(model: fw.Model, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     top1 = {}
     for f in files:
         with torch.no_grad():
-            probs = model.logits(model.view(fw.load_image(f))).softmax(-1)[0]
+            probs = model.logits(model.to_input(fw.load_image(f))).softmax(-1)[0]
         top1[f] = model.labels[int(probs.argmax())]
     classes = sorted(set(top1.values()))
     assert len(classes) >= 3

@@ -54,7 +54,7 @@ def as_image_batch(model: Model, images: Any) -> torch.Tensor:
 
     * a (N, 3, H, W) float tensor is used as it is (any H, W; values must lie in [0, 1]);
     * anything else (one image or a list of anything :func:`faccent_widget.load_image` accepts) goes
-      through the model view, :meth:`Model.view` (resized to the model's square input).
+      through the model view, :meth:`Model.to_input` (resized to the model's square input).
     """
     if isinstance(images, torch.Tensor) and images.dim() == 4:
         if images.shape[1] != 3 or images.shape[0] == 0:
@@ -66,7 +66,7 @@ def as_image_batch(model: Model, images: Any) -> torch.Tensor:
             raise ValueError(f"image batches must have values in [0, 1], got [{lo:.3g}, {hi:.3g}]")
         batch = images.detach()
     else:
-        batch = model.view(images)
+        batch = model.to_input(images)
     return batch.to(device=model.device, dtype=model.dtype)
 
 

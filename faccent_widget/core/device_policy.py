@@ -46,7 +46,23 @@ import torch
 
 from .config import check_setting
 
-__all__ = ["DevicePolicy", "device_policy"]
+__all__ = ["DevicePolicy", "device_policy", "has_depthwise", "quantized_layers"]
+
+
+def quantized_layers(module: torch.nn.Module) -> list[str]:
+    """Names of ``module``'s int8-quantised layers (``torch.ao.quantization``; no gradients pass them)."""
+    prefixes = ("torch.ao.nn.quantized", "torch.nn.quantized", "torch.ao.nn.intrinsic.quantized")
+    return [
+        n
+        for n, m in module.named_modules()
+        if type(m).__module__.startswith(prefixes) and not n.endswith("_packed_params")
+    ]
+
+
+def has_depthwise(module: torch.nn.Module) -> bool:
+    """Whether ``module`` has grouped (e.g. depthwise) convolutions (they decide the CPU autocast rule)."""
+    return any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in module.modules())
+
 
 #: Static loss scale for fp16: keeps activation gradients (often 1e-6…1e-4 per element, below fp16's
 #: normal range of 6e-5) representable, while the largest ones (order 1 at the image) stay far from

@@ -37,11 +37,12 @@ import numpy as np
 import torch
 
 from .config import EngineConfig, fresh_rng_seed, resolve_run_config, with_legacy_keys
-from .device_policy import DevicePolicy, device_policy
+from .derived_objectives import Suppressed
+from .device_policy import DevicePolicy, device_policy, has_depthwise, quantized_layers
 from .layouts import LayerLayout
 from .model import Model
 from .notes import run_notes
-from .objectives import Logit, Objective, Suppressed
+from .objectives import Logit, Objective
 from .parameterizations import Fourier, Parameterization, make_parameterization
 from .transforms import CropPlan, sample_boxes, sample_noise
 
@@ -183,24 +184,6 @@ def _with_grad(method: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
-def _quantized_layers(model: Model) -> list[str]:
-    """Names of the model's int8-quantised layers (``torch.ao.quantization``; no gradients pass them)."""
-    module = getattr(model, "module", None)
-    if module is None:
-        return []
-    prefixes = ("torch.ao.nn.quantized", "torch.nn.quantized", "torch.ao.nn.intrinsic.quantized")
-    return [
-        n
-        for n, m in module.named_modules()
-        if type(m).__module__.startswith(prefixes) and not n.endswith("_packed_params")
-    ]
-
-
-def _has_depthwise(model: Model) -> bool:
-    module = getattr(model, "module", None)
-    return module is not None and any(isinstance(m, torch.nn.Conv2d) and m.groups > 1 for m in module.modules())
-
-
 class AccentuationRun:
     """A batch of accentuations advanced one step at a time (the widget drives it in chunks).
 
@@ -245,7 +228,7 @@ class AccentuationRun:
         self.crop_size = cast(int, config.input_size)  # set by resolve_run_config
         self.reg_layer = cast(str, config.reg_layer)
         self.device = model.device
-        quantized = _quantized_layers(model)
+        quantized = quantized_layers(model.module)
         if quantized and any(o.needs_logits for o in self.objectives):
             raise ValueError(
                 f"the model has int8-quantised layers ({', '.join(map(repr, quantized[:3]))}"
@@ -290,7 +273,7 @@ class AccentuationRun:
         self.policy: DevicePolicy = device_policy(
             self.device,
             model_dtype=getattr(model, "dtype", torch.float32),
-            has_depthwise=_has_depthwise(model),
+            has_depthwise=has_depthwise(model.module),
             autocast=config.autocast,
             quantized=bool(quantized),
         )
@@ -338,7 +321,7 @@ class AccentuationRun:
 
     def evaluate(self, images: torch.Tensor) -> list[Score]:
         """Scores of (B, 3, H, W) images on the full, un-augmented view (resized to the model input)."""
-        x = self.model.view(images)
+        x = self.model.to_input(images)
         layers = [l for o in self.objectives for l in o.layers]
         with torch.no_grad():
             feats = self.model.features(x, layers, logits=True)

@@ -18,6 +18,7 @@ import difflib
 import functools
 import itertools
 import operator
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
@@ -303,13 +304,10 @@ class Model:
         return (int(hw[0]), int(hw[1])) if hw is not None else (self.input_size, self.input_size)
 
     def crop_size(self, requested: int | None = None, scale: float = 1.0) -> int:
-        """The side of the square crops fed to the model in a run.
-
-        A fixed-size model (``accepts_any_size`` False) always gets ``input_size``; asking for another
-        size is a ``ValueError``. Other models get ``requested`` when given, else ``scale`` × their
-        native ``input_size`` rounded to a multiple of 8 (at least 16): the presets scale from the
-        model's own size (``preview`` 0.7×, ``paper`` 1×).
-        """
+        """The side of the square crops fed to the model in a run. A fixed-size model (``accepts_any_size`` False)
+        always gets ``input_size``; asking for another size is a ``ValueError``. Other models get ``requested`` when
+        given, else ``scale`` × their native ``input_size`` rounded to a multiple of 8 (at least 16): the presets
+        scale from the model's own size (``preview`` 0.7×, ``paper`` 1×)."""
         if not self.accepts_any_size:
             if requested is not None and int(requested) != self.input_size:
                 raise ValueError(
@@ -403,12 +401,11 @@ class Model:
         """(N, C) logits for a [0, 1] batch."""
         return self.features(x, logits=True)["logits"]
 
-    def view(self, images: ImageInput | Sequence[ImageInput] | torch.Tensor) -> torch.Tensor:
-        """The model view: images resized (bilinear, antialiased, aspect not kept) to the model's
-        square input, as a (N, 3, S, S) float batch in [0, 1]. A (N, 3, H, W) float tensor stays on its
-        device; anything else ``load_image`` accepts (or a list of such images) is loaded on the CPU.
-        The engine's scores, Grad-CAM and the validation tools all see images through this one resize.
-        """
+    def to_input(self, images: ImageInput | Sequence[ImageInput] | torch.Tensor) -> torch.Tensor:
+        """The model view: images resized (bilinear, antialiased, aspect not kept) to the model's square
+        input, a (N, 3, S, S) float batch in [0, 1]; a (N, 3, H, W) float tensor stays on its device, other
+        inputs (anything ``load_image`` accepts, or a list) load on the CPU. Scores, Grad-CAM and validation
+        all see images through this one resize."""
         size = (self.input_size, self.input_size)
         if isinstance(images, torch.Tensor) and images.dim() == 4:
             return resize_image(images.detach().float(), size)
@@ -417,9 +414,14 @@ class Model:
             raise ValueError("no images given: pass an image, a (N, 3, H, W) tensor or a non-empty list")
         return torch.stack([load_image(img, size=size) for img in items])
 
+    def view(self, images: ImageInput | Sequence[ImageInput] | torch.Tensor) -> torch.Tensor:
+        """Deprecated name of :meth:`to_input` (``view`` also names the widget's view of a tile)."""
+        warnings.warn("Model.view is deprecated; use Model.to_input", DeprecationWarning, stacklevel=2)
+        return self.to_input(images)
+
     def prepare(self, image: ImageInput) -> torch.Tensor:
-        """One image in the model view: a (1, 3, S, S) batch in [0, 1] (see :meth:`view`)."""
-        return self.view(image if not isinstance(image, (list, tuple)) else [image])[:1]
+        """One image in the model view: a (1, 3, S, S) batch in [0, 1] (see :meth:`to_input`)."""
+        return self.to_input(image if not isinstance(image, (list, tuple)) else [image])[:1]
 
     def probabilities(self, image: ImageInput | torch.Tensor) -> torch.Tensor:
         """Softmax probabilities (C,) for one image (anything ``load_image`` accepts)."""

@@ -184,8 +184,8 @@ def full_view_distance(model: Model, images: torch.Tensor, seeds: torch.Tensor, 
     """(N,) mean per-position channel distance ‖f_ℓ(x) − f_ℓ(x₀)‖ at ``layer`` on the full,
     un-augmented images in the model view (the view the engine scores on)."""
     with torch.no_grad():
-        a = model.features(model.view(images), [layer])[layer]
-        b = model.features(model.view(seeds), [layer])[layer]
+        a = model.features(model.to_input(images), [layer])[layer]
+        b = model.features(model.to_input(seeds), [layer])[layer]
         return channel_distance(a, b, model.layout(layer)).mean(1).cpu()
 
 
@@ -194,7 +194,7 @@ def _targets(model: Model, images: list[Any], targets: Any) -> list[Objective]:
     if isinstance(targets, str) and targets.lower() in _RANKS:
         rank = _RANKS[targets.lower()]
         with torch.no_grad():
-            logits = model.features(model.view(images), logits=True)["logits"]
+            logits = model.features(model.to_input(images), logits=True)["logits"]
         order = logits.float().argsort(dim=1, descending=True)[:, rank].tolist()
         return [resolve_objective(model, int(i)) for i in order]
     if isinstance(targets, (list, tuple)):

@@ -143,8 +143,8 @@ def path_similarity(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     model = as_model(model, device=device)
     same = images_b is None or images_b is images_a
-    xa = model.view(as_image_list(images_a, "images_a"))
-    xb = xa if same else model.view(as_image_list(images_b, "images_b"))
+    xa = model.to_input(as_image_list(images_a, "images_a"))
+    xb = xa if same else model.to_input(as_image_list(images_b, "images_b"))
     na, nb = xa.shape[0], xb.shape[0]
     if (exclude_diagonal or paired) and na != nb:
         raise ValueError(f"{'paired' if paired else 'exclude_diagonal'} needs sets of equal size, got {na} and {nb}")

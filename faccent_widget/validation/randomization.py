@@ -313,7 +313,7 @@ def randomization_check(
     config = validation_config(model, reg_layer, engine_settings)  # one seed, final images, reg layer
     if targets is None:
         with torch.no_grad():
-            logits = model.features(model.view(image), logits=True)["logits"][0]
+            logits = model.features(model.to_input(image), logits=True)["logits"][0]
         targets = [int(i) for i in logits.float().topk(min(4, logits.numel())).indices]
     target_list = list(targets) if isinstance(targets, (list, tuple)) else [targets]
     if not target_list:

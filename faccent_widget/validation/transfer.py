@@ -31,7 +31,7 @@ __all__ = ["Transferability", "attack_to_gain", "transferability"]
 def _log_probs(model: Model, images: torch.Tensor, classes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(log p(class), top-1 index) of each full image (the model view: resized to the model's input)."""
     with torch.no_grad():
-        logits = model.logits(model.view(images.to(model.device))).float()
+        logits = model.logits(model.to_input(images.to(model.device))).float()
     logp = logits.log_softmax(-1)
     return logp.gather(1, classes.to(logp.device)[:, None])[:, 0].cpu(), logits.argmax(-1).cpu()
 
@@ -71,7 +71,7 @@ def attack_to_gain(
                 break
             rows = active.nonzero()[:, 0]
             xa = x[rows].detach().requires_grad_(True)
-            # the model view's resize, differentiable (Model.view detaches)
+            # the model view's resize, differentiable (Model.to_input detaches)
             logits = model.logits(resize_image(xa, size)).float()
             value = logits.log_softmax(-1).gather(1, target[rows].to(logits.device)[:, None]).sum()
             (grad,) = torch.autograd.grad(value, xa)

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from ..core.compositing import panel
-from ..core.objectives import Logit, Objective, Suppressed
+from ..core.derived_objectives import Suppressed
+from ..core.objectives import Logit, Objective
 from ..images import to_png_bytes
 from .extras import gif_bytes
 

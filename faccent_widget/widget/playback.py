@@ -14,9 +14,10 @@ from typing import Any
 import torch
 
 from ..core.config import EngineConfig, check_setting
+from ..core.derived_objectives import suppress
 from ..core.engine import Accentuation
 from ..core.model import Model
-from ..core.objectives import Logit, Objective, resolve_objective, suppress
+from ..core.objectives import Logit, Objective, resolve_objective
 from ..images import ImageInput, load_image, to_png_bytes
 from . import exports
 from .extras import LambdaCalibrator, cached_lambda, decode_image

@@ -54,7 +54,7 @@ class ReferenceMaps:
             images = list(sample_images().values()) if self.inputs is None else list(self.inputs)
             if not images:
                 raise ValueError("the reference set for collective normalisation is empty")
-            self._images = self.model.view(images)
+            self._images = self.model.to_input(images)
         return self._images
 
     def maps(self, objective: Objective, source: str, cache_size: int | None = None) -> torch.Tensor:

@@ -161,7 +161,7 @@ class Session:
             self._maps.move_to_end(key)
             return self._maps[key]
         source = self._source(objective)
-        seed_map = attribution_maps(self.model, self.model.view(self.seed), objective, source=source)[0]
+        seed_map = attribution_maps(self.model, self.model.to_input(self.seed), objective, source=source)[0]
         ref_maps = self.references.maps(objective, source, MAPS_CACHE_SIZE)
         self._maps[key] = (seed_map, ref_maps)
         while len(self._maps) > MAPS_CACHE_SIZE:
