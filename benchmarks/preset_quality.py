@@ -203,7 +203,7 @@ def figure(path: Path, names: list[str], labels: list[str], rows: dict[str, dict
             tiles.append(res["finals"][i])
             m = res["images"][i]
             captions.append(f"{cand}: {m['gain']:+.2f} / {m['rmse']:.3f}")
-        strips.append(fw.panel(tiles, captions, height=height))
+        strips.append(fw.labelled_strip(tiles, captions, height=height))
     width = max(s.width for s in strips)
     sheet = Image.new("RGB", (width, sum(s.height for s in strips)), (255, 255, 255))
     y = 0

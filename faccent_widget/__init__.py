@@ -2,7 +2,7 @@
 
 from .accentuate import accentuate, iter_accentuate, start_run, visualize
 from .core.attribution import activation_attribution, attribution_maps, gradcam, gradient_attribution
-from .core.compositing import difference_image, heatmap_overlay, masked_accentuation, panel
+from .core.compositing import difference_image, heatmap_overlay, labelled_strip, masked_accentuation, panel
 from .core.config import DEFAULT_LAMBDA, PRESETS, EngineConfig
 from .core.derived_objectives import caricature, suppress
 from .core.engine import Accentuation, AccentuationRun, Score, StepState
@@ -40,6 +40,7 @@ __all__ = [
     "gradient_attribution",
     "heatmap_overlay",
     "masked_accentuation",
+    "labelled_strip",
     "panel",
     "per_image_normalize",
     "to_pil",

@@ -27,7 +27,7 @@ from pathlib import Path
 from PIL import Image
 
 from .accentuate import accentuate
-from .core.compositing import difference_image, panel
+from .core.compositing import difference_image, labelled_strip
 from .core.config import PRESETS, check_lambda, check_setting
 from .core.derived_objectives import caricature, suppress
 from .core.model import LayerNotFoundError, Model
@@ -139,7 +139,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         print(f"target activation: {result.seed_score.value:.3f} -> {result.score.value:.3f}")
     print(f"time: {elapsed:.1f} s ({1000 * elapsed / cfg.steps:.0f} ms/step)")
-    strip = panel(
+    strip = labelled_strip(
         [result.seed, result.image, difference_image(result.seed, result.image, gain=4.0)],
         ["seed", f"accentuation: {result.target}", "difference x4"],
     )

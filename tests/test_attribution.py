@@ -24,8 +24,8 @@ from faccent_widget.core.attribution import (
 from faccent_widget.core.compositing import (
     difference_image,
     heatmap_overlay,
+    labelled_strip,
     masked_accentuation,
-    panel,
 )
 from faccent_widget.core.masks import (
     DEFAULT_P1,
@@ -497,7 +497,7 @@ def test_encoders_and_panel() -> None:
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     assert Image.open(__import__("io").BytesIO(png)).size == (12, 10)
     assert to_jpeg_bytes(img, quality=70)[:2] == b"\xff\xd8"
-    strip = panel([img, torch.rand(3, 20, 20)], ["seed", "accent"], pad=2)
+    strip = labelled_strip([img, torch.rand(3, 20, 20)], ["seed", "accent"], pad=2)
     assert strip.height == 10 + 4 + 14 and strip.width == 12 + 10 + 3 * 2
     with pytest.raises(ValueError):
-        panel([])
+        labelled_strip([])

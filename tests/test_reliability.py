@@ -814,16 +814,16 @@ def run_to_end_result(run: Any) -> Any:
 def test_panels_are_bounded_for_any_aspect_ratio():
     """Thin images made 206,459 × 278 px strips: each tile now fits height × 4·height, and the height
     itself is capped (PANEL_MAX_HEIGHT)."""
-    from faccent_widget.core.compositing import PANEL_MAX_HEIGHT, panel
+    from faccent_widget.core.compositing import PANEL_MAX_HEIGHT, labelled_strip
 
     seed = torch.rand(3, 256, 256)
     wide, tall, line = torch.rand(3, 10, 2000), torch.rand(3, 2000, 10), torch.rand(3, 1, 2000)
-    strip = panel([seed, wide, wide, wide], ["seed", "a", "b", "c"], height=256)
+    strip = labelled_strip([seed, wide, wide, wide], ["seed", "a", "b", "c"], height=256)
     assert strip.size == (256 + 3 * 1024 + 5 * 4, 256 + 8 + 14)  # was 206,459 px wide
-    assert panel([line, tall]).size == (4 + 4 + 4 + 1 + 4, 1 + 8)  # height 1: tiles of at most 4 × 1
-    assert panel([tall, line]).size == (4 + 5 + 4 + 4096 + 4, 1024 + 8)  # height capped at 1024
-    huge = panel([torch.rand(3, 3000, 3000)])
+    assert labelled_strip([line, tall]).size == (4 + 4 + 4 + 1 + 4, 1 + 8)  # height 1: tiles of at most 4 × 1
+    assert labelled_strip([tall, line]).size == (4 + 5 + 4 + 4096 + 4, 1024 + 8)  # height capped at 1024
+    huge = labelled_strip([torch.rand(3, 3000, 3000)])
     assert huge.size == (PANEL_MAX_HEIGHT + 8, PANEL_MAX_HEIGHT + 8)
     for bad, text in ((dict(height=PANEL_MAX_HEIGHT + 1), "height must be an int in"), (dict(pad=10**6), "pad")):
         with pytest.raises(ValueError, match=text):
-            panel([seed], **bad)
+            labelled_strip([seed], **bad)

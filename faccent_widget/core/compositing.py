@@ -7,6 +7,7 @@ PIL/PNG/JPEG live with the rest of image I/O in :mod:`faccent_widget.images`.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,7 +18,7 @@ from PIL import Image, ImageDraw
 
 from ..images import MAX_ASPECT, load_image, to_pil
 
-__all__ = ["masked_accentuation", "heatmap_overlay", "difference_image", "panel", "PANEL_MAX_HEIGHT"]
+__all__ = ["masked_accentuation", "heatmap_overlay", "difference_image", "labelled_strip", "panel", "PANEL_MAX_HEIGHT"]
 
 #: A panel's tiles are at most this tall (the default height, the first image's, is capped to it; a
 #: larger ``height`` is refused) and at most ``MAX_ASPECT`` × as wide: a strip of n images stays within
@@ -134,7 +135,7 @@ def difference_image(seed: Any, accent: Any, gain: float = 4.0) -> torch.Tensor:
     return (0.5 + float(gain) * (a - s)).clamp(0, 1)
 
 
-def panel(
+def labelled_strip(
     images: Sequence[Any],
     labels: Sequence[str] | None = None,
     *,
@@ -176,3 +177,9 @@ def panel(
             draw.text((x, pad + h + 1), str(labels[i]), fill=(0, 0, 0))
         x += p.width + pad
     return canvas
+
+
+def panel(*args: Any, **kwargs: Any) -> Image.Image:
+    """Deprecated name of :func:`labelled_strip` (``panel`` also names the widget)."""
+    warnings.warn("compositing.panel is deprecated; use labelled_strip", DeprecationWarning, stacklevel=2)
+    return labelled_strip(*args, **kwargs)

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..core.compositing import panel
+from ..core.compositing import labelled_strip
 from ..core.derived_objectives import Suppressed
 from ..core.objectives import Logit, Objective
 from ..images import to_png_bytes
@@ -65,7 +65,7 @@ def _pil(image: torch.Tensor) -> Image.Image:
 def gallery_strip(images: torch.Tensor) -> torch.Tensor:
     """A side-by-side strip (3, H, W) of a batch of candidates (B, 3, h, w), for the gallery's live frame."""
     hw = (int(images.shape[-2]), int(images.shape[-1] * images.shape[0]))
-    strip = panel([_pil(im) for im in images], None, height=export_height(hw, 160))
+    strip = labelled_strip([_pil(im) for im in images], None, height=export_height(hw, 160))
     return torch.from_numpy(np.array(strip)).permute(2, 0, 1).float() / 255.0
 
 
@@ -74,7 +74,7 @@ def panel_png(session: Session, objective: Objective, label: str, p1: float, p2:
     heat, mask = session.heat_and_mask(objective, p1, p2)
     seed = session.display_seed
     accent = session.result.image if session.result is not None else seed
-    strip = panel(
+    strip = labelled_strip(
         [_pil(im) for im in (seed, heat, mask, session.compose(accent, mask, view))],
         ["seed", f"Grad-CAM: {label}", "mask (collective)", f"accentuation ({view})"],
         height=export_height((int(seed.shape[-2]), int(seed.shape[-1]))),
