@@ -158,7 +158,7 @@ FAMILIES = {"cnn": _cnn, "vit": _vit, "swin": _swin, "convnext": _convnext}
 def test_probe_gradcam_matches_handwritten_and_pytorch_grad_cam(family: str, model: fw.Model) -> None:
     torch.manual_seed(0)
     net, layer, reshape, kind = FAMILIES[family](model)
-    x = net.view([fw.sample_image("coffee"), fw.sample_image("chelsea")])
+    x = net.to_input([fw.sample_image("coffee"), fw.sample_image("chelsea")])
     hw = (int(x.shape[-2]), int(x.shape[-1]))
     with torch.no_grad():
         classes = net.logits(x).argmax(1).tolist()
