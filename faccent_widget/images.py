@@ -298,7 +298,8 @@ def _to_rgb(chw: torch.Tensor) -> torch.Tensor:
 def _to_uint8(image: Any) -> np.ndarray:
     if isinstance(image, Image.Image):
         return np.asarray(image.convert("RGB"))
-    t = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image).detach().to("cpu")
+    channels_first = isinstance(image, torch.Tensor)  # tensors are (C, H, W); arrays (H, W, C)
+    t = torch.as_tensor(np.asarray(image) if not channels_first else image).detach().to("cpu")
     if t.dim() == 4:
         if t.shape[0] != 1:
             raise ValueError(f"expected one image, got a batch of shape {tuple(t.shape)}; index it first")
@@ -307,8 +308,10 @@ def _to_uint8(image: Any) -> np.ndarray:
         arr = t.numpy()
     else:
         arr = (t.float().clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
-    if arr.ndim == 3 and arr.shape[0] in (1, 3) and arr.shape[-1] not in (1, 3):
-        arr = arr.transpose(1, 2, 0)  # CHW -> HWC
+    # CHW -> HWC: always for a tensor (so a 1 or 3 px wide (3, H, W) tile stays upright), for an array only
+    # when its last axis cannot be channels
+    if arr.ndim == 3 and arr.shape[0] in (1, 3) and (channels_first or arr.shape[-1] not in (1, 3)):
+        arr = arr.transpose(1, 2, 0)
     if arr.ndim == 3 and arr.shape[-1] == 1:
         arr = arr[..., 0]
     if arr.ndim not in (2, 3):

@@ -170,3 +170,12 @@ def test_a_turned_jpeg_is_drafted_in_its_shown_orientation(tmp_path):
     full = fw.load_image(Image.open(path), size=(200, 90))
     assert small.shape == full.shape == (3, 200, 90)
     assert float((small - full).abs().mean()) < 0.01
+
+
+def test_thin_tensors_keep_their_orientation():
+    """A (3, H, W) tensor is channels-first even when W is 1 or 3 (a 2000 × 1 px tile stayed sideways)."""
+    to_pil = fw.to_pil
+    assert to_pil(torch.rand(3, 2000, 1)).size == (1, 2000)
+    assert to_pil(torch.rand(3, 10, 3)).size == (3, 10)
+    assert to_pil(torch.rand(1, 3, 7, 1)).size == (1, 7)
+    assert to_pil(np.zeros((10, 3, 3), np.uint8)).size == (3, 10)  # an (H, W, 3) array stays HWC
