@@ -10,28 +10,16 @@ get text passed through ``html.escape``.
 from __future__ import annotations
 
 import html
-import io
 
 import ipywidgets as widgets
-import torch
 
 from ..core.model import Model
-from ..images import to_pil
 from ..widget import FaccentWidget  # the one application → application edge: triage.browser → widget
 from ..zoo import available_models, load_model
+from .decode import jpeg_thumbnail
 from .report import TriageItem, TriageReport
 
 __all__ = ["TriageBrowser"]
-
-
-def _jpeg(image: torch.Tensor, short: int) -> bytes:
-    pil = to_pil(image).convert("RGB")
-    scale = short / min(pil.size)
-    if scale < 1:
-        pil = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))), resample=2)
-    buf = io.BytesIO()
-    pil.save(buf, format="JPEG", quality=88)
-    return buf.getvalue()
 
 
 class TriageBrowser(widgets.VBox):
@@ -87,7 +75,9 @@ class TriageBrowser(widgets.VBox):
         self.cards = []
         for item in items:
             image = widgets.Image(
-                value=_jpeg(item.seed, 176), format="jpeg", layout=widgets.Layout(width="188px", height="auto")
+                value=jpeg_thumbnail(item.seed, 176, 88),
+                format="jpeg",
+                layout=widgets.Layout(width="188px", height="auto"),
             )
             button = widgets.Button(
                 description=f"#{item.rank}  open",
@@ -131,7 +121,9 @@ class TriageBrowser(widgets.VBox):
                 widgets.VBox(
                     [
                         widgets.Image(
-                            value=_jpeg(image, 320), format="jpeg", layout=widgets.Layout(height="240px", width="auto")
+                            value=jpeg_thumbnail(image, 320, 88),
+                            format="jpeg",
+                            layout=widgets.Layout(height="240px", width="auto"),
                         ),
                         widgets.HTML(
                             f'<div style="white-space:normal;line-height:1.3;max-width:240px">'
@@ -178,7 +170,9 @@ class TriageBrowser(widgets.VBox):
                 rows.append(widgets.Label(f"no correctly classified {label} ({t}) in your data"))
                 continue
             thumbs = [
-                widgets.Image(value=_jpeg(img, 96), format="jpeg", layout=widgets.Layout(height="72px", width="auto"))
+                widgets.Image(
+                    value=jpeg_thumbnail(img, 96, 88), format="jpeg", layout=widgets.Layout(height="72px", width="auto")
+                )
                 for _, img in shown
                 if img is not None
             ]

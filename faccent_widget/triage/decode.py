@@ -12,12 +12,16 @@ a decompression bomb, no permission); triage skips such a file and lists it with
 
 from __future__ import annotations
 
+import io
 import math
 import struct
 import zlib
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
+
+from ..images import to_pil
 
 __all__ = ["MAX_PIXELS", "UNREADABLE", "ImageTooLargeError", "open_bounded", "reason"]
 
@@ -75,3 +79,14 @@ def open_bounded(path: Path, min_side: int | None = None) -> Image.Image:
         except ValueError:  # a mode Pillow cannot reduce (rare 16-bit variants): keep it whole
             pass
     return img
+
+
+def jpeg_thumbnail(image: Any, short: int, quality: int = 85) -> bytes:
+    """JPEG bytes of ``image`` (anything ``to_pil`` takes) with its shorter side at most ``short`` px."""
+    pil = to_pil(image).convert("RGB")
+    scale = short / min(pil.size)
+    if scale < 1:
+        pil = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))), resample=2)
+    buf = io.BytesIO()
+    pil.save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()

@@ -8,7 +8,6 @@ whole picture and :mod:`.distributed` for the sharding).
 
 from __future__ import annotations
 
-import io
 import time
 import warnings
 from collections import deque
@@ -23,10 +22,10 @@ import torch
 from ..accentuate import accentuate
 from ..core.attribution import gradcam
 from ..core.model import Model
-from ..images import load_image, to_pil, to_png_bytes
+from ..images import load_image, to_png_bytes
 from . import distributed
 from .data import TriageImageError, TriageSample
-from .decode import UNREADABLE, reason
+from .decode import UNREADABLE, jpeg_thumbnail, reason
 from .exemplars import nearest_exemplars, pool
 from .labels import CAVEAT, INSTALL_HINT, label_issues
 from .report import build_index
@@ -331,16 +330,6 @@ def merge(
     job.report("merge", 1, 1)
 
 
-def _thumbnail(sample: TriageSample, side: int = 112) -> bytes:
-    pil = to_pil(sample.load(side)).convert("RGB")
-    scale = side / min(pil.size)
-    if scale < 1:
-        pil = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))), resample=2)
-    buf = io.BytesIO()
-    pil.save(buf, format="JPEG", quality=85)
-    return buf.getvalue()
-
-
 def _annotations(
     job: TriageJob, rows: Sequence[Row], selected: Sequence[TriageSample]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
@@ -369,7 +358,7 @@ def _annotations(
         for item_id in sorted(wanted):
             if item_id in by_id and not job.store.exemplar_path(item_id).is_file():
                 try:
-                    job.store.write_exemplar_thumbnail(item_id, _thumbnail(by_id[item_id]))
+                    job.store.write_exemplar_thumbnail(item_id, jpeg_thumbnail(by_id[item_id].load(112), 112))
                 except UNREADABLE:
                     continue  # the file went away since it was predicted: shown without a thumbnail
         for item_id, entry in found.items():
