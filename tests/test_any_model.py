@@ -1,7 +1,7 @@
-"""Any model a user brings: a matrix of small random-weight models from every family (timm ViT, DeiT and
-Swin, a timm CNN, torchvision ConvNeXt and ViT, a Hugging Face ViT built from a config, fp16 and bf16
-CNNs), each run through predict, accentuate with default settings, Grad-CAM and the widget; plus the
-layout, input-size, half-precision and registry facts they rely on.
+"""Any model a user brings: a matrix of small random-weight models from every family (timm ViT, also a
+non-square one, DeiT and Swin, a timm CNN, torchvision ConvNeXt and ViT, a Hugging Face ViT built from a
+config, fp16 and bf16 CNNs), each run through predict, accentuate with default settings, Grad-CAM and the
+widget; plus the layout, input-size, half-precision and registry facts they rely on.
 
 The models are tiny (64 px inputs, 2–4 blocks) and runs are 2 steps of 2 crops, so the whole file
 stays fast on a 2-core CPU. torchvision initialises classifier heads to zero (constant logits); the
@@ -40,6 +40,12 @@ def _timm_deit() -> Model:
     import timm
 
     return Model(timm.create_model("deit_tiny_distilled_patch16_224", img_size=64, depth=2))
+
+
+def _timm_vit_non_square() -> Model:
+    import timm
+
+    return Model(timm.create_model("vit_tiny_patch16_224", img_size=(64, 96), depth=3))
 
 
 def _timm_swin() -> Model:
@@ -98,6 +104,7 @@ def _hf_vit() -> Model:
 #: family → (builder, expected layout of the default reg layer, fixed input size?)
 MATRIX: dict[str, tuple[Callable[[], Model], str, bool]] = {
     "timm-vit": (_timm_vit, "tokens", True),
+    "timm-vit-non-square": (_timm_vit_non_square, "tokens", True),
     "timm-deit-distilled": (_timm_deit, "tokens", True),
     "timm-swin": (_timm_swin, "channels_last", True),
     "timm-resnet": (_timm_cnn(), "spatial", False),
@@ -170,7 +177,7 @@ def test_gradcam_is_not_degenerate(case, chelsea, coffee):
     assert model.layout(layer).is_map
     a = gradcam(model, x, top[0].index)
     b = gradcam(model, x, top[1].index)
-    assert a.shape == (2, model.input_size, model.input_size) and torch.isfinite(a).all()
+    assert a.shape == (2, *model.input_hw) and torch.isfinite(a).all()
     assert a.abs().amax() > 0 and b.abs().amax() > 0
     assert (a - b).abs().amax() > 1e-3 * a.abs().amax()
 

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import faccent_widget as fw
-from faccent_widget.core.anatomy import Anatomy
+from faccent_widget.core.anatomy import Anatomy, runs_at
 from faccent_widget.core.model import Model, as_model
 from faccent_widget.core.model_meta import IMAGENET_MEAN, ModelMeta
 
@@ -129,12 +129,28 @@ def test_forcing_another_size_on_a_fixed_size_model_names_its_size():
     assert Model(vit, input_size=96, accepts_any_size=True).input_size == 96  # the user's word wins
 
 
-def test_non_square_fixed_size_is_a_clear_error():
+def test_a_non_square_fixed_size_is_known_from_the_metadata_or_the_probe():
     import timm
 
-    vit = timm.create_model("vit_tiny_patch16_224", img_size=(160, 256), depth=1)
-    with pytest.raises(ValueError, match=r"fixed non-square input size of 160×256 .*square sizes only"):
-        Model(vit)
+    vit = Model(timm.create_model("vit_tiny_patch16_224", img_size=(160, 256), depth=1))
+    assert vit.input_hw == (160, 256) and vit.anatomy.input_hw == (160, 256) and not vit.accepts_any_size
+    with pytest.raises(ValueError, match=r"fixed input size of 160×256 .*input_size=\(160, 256\)"):
+        Model(vit.module, input_size=160)
+    # no "fixed" in the metadata: the square probe fails, the native (h, w) runs → fixed at (h, w)
+    net = nn.Sequential(nn.Conv2d(3, 2, 3, stride=4), nn.Flatten(), nn.Linear(2 * 8 * 12, 5))  # 32×48 only
+    tried: list[tuple[int, int]] = []
+
+    def probe(hw: tuple[int, int]) -> bool:
+        tried.append(hw)
+        return runs_at(net, hw, lambda x: x)
+
+    meta = ModelMeta(input_size=(32, 48), size_source="a test")
+    assert meta.resolve_size(None, None, "net", probe) == ((32, 48), True) and tried == [(32, 32), (32, 48)]
+    with pytest.raises(ValueError, match=r"fixed input size of 32×48 \(a test; it fails at 40×40\)"):
+        meta.resolve_size(40, None, "net", probe)
+    # a model that runs at any size keeps a square input (at the metadata's width), as before
+    free = nn.Sequential(nn.Conv2d(3, 2, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 5))
+    assert meta.resolve_size(None, None, "free", lambda hw: runs_at(free, hw, lambda x: x)) == ((48, 48), False)
 
 
 def test_a_model_that_runs_only_at_its_size_is_found_by_the_probe():

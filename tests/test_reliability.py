@@ -131,6 +131,14 @@ def _quantized_net() -> fw.Model:
     return fw.Model(quantized, labels=list("abcde"))
 
 
+def _non_square_vit() -> nn.Module:
+    """A timm ViT built for 160 × 256 inputs (random weights, one block)."""
+    import timm
+
+    torch.manual_seed(0)
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=(160, 256), depth=1).eval()
+
+
 # ------------------------------------------------------------------------------------- the table
 
 Ctx = dict[str, Any]
@@ -403,6 +411,19 @@ BAD_INPUTS: list[tuple[str, Callable[[Ctx], Any], type[BaseException], str]] = [
         lambda ctx: fw.accentuate(_quantized_net(), ctx["image"], "0:3", reg_layer="1", autocast="bf16", **FAST),
         ValueError,
         r"int8-quantised layers, which take float32 activations only; autocast='bf16'",
+    ),
+    # ---- issue 25: a fixed-size model with a non-square input runs at its (h, w); another size names it
+    (
+        "non-square fixed-size model, input_size=224",
+        lambda ctx: fw.Model(_non_square_vit(), input_size=224),
+        ValueError,
+        r"fixed input size of 160×256 \(timm patch_embed.img_size\); not input_size=224: .*input_size=\(160, 256\)",
+    ),
+    (
+        "non-square fixed-size model, run input_size=64",
+        lambda ctx: fw.accentuate(_non_square_vit(), ctx["image"], 0, **FAST),
+        ValueError,
+        r"only accepts 160×256 inputs \(a fixed input size, height×width\), but input_size=64 was asked",
     ),
 ]
 

@@ -6,7 +6,7 @@ counts, every output's shape and layout, the number of classes. The layer lists 
 transformer blocks, map, block, stem and spatial layers, regularisation candidates) and the
 appendix-H default regularisation layer are derived from those facts once. ``Model`` holds one
 anatomy and delegates its layer properties to it; the anatomy knows only the module, its input size
-and its normalisation, so it imports nothing from ``model.py``.
+(h, w) and its normalisation, so it imports nothing from ``model.py``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,18 @@ from torch import nn
 from .hooks import hooked_forward, preserved
 from .layouts import TRACE_BATCH, LayerLayout, classify_output, is_activation_module, is_attention_module
 
-__all__ = ["Anatomy", "Trace", "check_logits", "runs_at", "layer_shapes"]
+__all__ = ["Anatomy", "Trace", "check_logits", "runs_at", "layer_shapes", "as_hw"]
 
 Normalize = Callable[[torch.Tensor], torch.Tensor]
+
+
+def as_hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of an input size given as a square's side or an (h, w) pair."""
+    if isinstance(size, (tuple, list)):
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
+
+
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 
 
@@ -76,12 +85,12 @@ def attributes_restored(module: nn.Module) -> Iterator[None]:
                     m.__dict__[k] = v
 
 
-def runs_at(module: nn.Module, side: int, normalize: Normalize) -> bool:
-    """Whether ``module`` runs a blank (1, 3, side, side) image without raising (a cheap probe of
-    fixed-size models; the module's state is left as it was)."""
+def runs_at(module: nn.Module, size: int | tuple[int, int], normalize: Normalize) -> bool:
+    """Whether ``module`` runs a blank (1, 3, h, w) image without raising (``size``: a square's side or
+    (h, w); a cheap probe of fixed-size models; the module's state is left as it was)."""
     try:
         with preserved(module), attributes_restored(module), torch.no_grad():
-            module(normalize(_blank(module, 1, (side, side))))
+            module(normalize(_blank(module, 1, as_hw(size))))
     except Exception:
         return False
     return True
@@ -102,10 +111,14 @@ def input_channel_problem(modules: Iterable[tuple[str, nn.Module]], name: str) -
 
 
 def trace_module(
-    module: nn.Module, input_size: int, normalize: Normalize, name: str, modules: Mapping[str, nn.Module]
+    module: nn.Module,
+    input_size: int | tuple[int, int],
+    normalize: Normalize,
+    name: str,
+    modules: Mapping[str, nn.Module],
 ) -> Trace:
-    """One forward pass of a blank batch with hooks on every sub-module, recording the call order
-    and every output's shape (the facts layouts are read from)."""
+    """One forward pass of a blank batch of size ``input_size`` (a side or (h, w)) with hooks on every
+    sub-module, recording the call order and every output's shape (the facts layouts are read from)."""
     starts: dict[str, int] = {}
     calls: dict[str, int] = {}
     returned_at: dict[str, int] = {}
@@ -126,7 +139,7 @@ def trace_module(
         shapes[n] = tuple(output.shape) if isinstance(output, torch.Tensor) else None
 
     names = [n for n in modules if n]
-    x = _blank(module, TRACE_BATCH, (input_size, input_size))
+    x = _blank(module, TRACE_BATCH, as_hw(input_size))
     try:
         with preserved(module), torch.no_grad():
             result = hooked_forward(
@@ -192,13 +205,13 @@ def _ancestors(name: str) -> list[str]:
 
 @dataclass(frozen=True, eq=False)
 class Anatomy:
-    """The facts of one traced pass of ``module`` at ``input_size`` and the layer lists derived from
-    them (each computed once, on first use). Names are as in ``named_modules()``; lists are in
-    execution order (by each module's last call). Build it with :meth:`trace`."""
+    """The facts of one traced pass of ``module`` at ``input_hw`` = (h, w) and the layer lists derived
+    from them (each computed once, on first use). Names are as in ``named_modules()``; lists are in
+    execution order (by each module's last call). Build it with :meth:`of`."""
 
     module: nn.Module
     modules: Mapping[str, nn.Module]
-    input_size: int
+    input_hw: tuple[int, int]
     normalize: Normalize
     trace: Trace
     prefix_tokens: int | None = None
@@ -209,7 +222,7 @@ class Anatomy:
     def of(
         cls,
         module: nn.Module,
-        input_size: int,
+        input_size: int | tuple[int, int],
         normalize: Normalize,
         *,
         name: str = "",
@@ -217,11 +230,18 @@ class Anatomy:
         patch_grid: tuple[int, int] | None = None,
         modules: Mapping[str, nn.Module] | None = None,
     ) -> Anatomy:
-        """Trace ``module`` once on a blank square batch of side ``input_size`` (normalised by
-        ``normalize``); ``prefix_tokens``/``patch_grid`` are the metadata's token facts at that size."""
+        """Trace ``module`` once on a blank batch of size ``input_size`` (a square's side or (h, w);
+        normalised by ``normalize``); ``prefix_tokens``/``patch_grid`` are the metadata's token facts at
+        that size."""
         table = modules if modules is not None else dict(module.named_modules())
-        trace = trace_module(module, input_size, normalize, name or type(module).__name__, table)
-        return cls(module, table, input_size, normalize, trace, prefix_tokens, patch_grid)
+        hw = as_hw(input_size)
+        trace = trace_module(module, hw, normalize, name or type(module).__name__, table)
+        return cls(module, table, hw, normalize, trace, prefix_tokens, patch_grid)
+
+    @property
+    def input_size(self) -> int:
+        """The longer side of :attr:`input_hw` (its side for a square input)."""
+        return max(self.input_hw)
 
     # ------------------------------------------------------------------ layouts
     @functools.cached_property

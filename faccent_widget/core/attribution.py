@@ -54,7 +54,7 @@ def as_image_batch(model: Model, images: Any) -> torch.Tensor:
 
     * a (N, 3, H, W) float tensor is used as it is (any H, W; values must lie in [0, 1]);
     * anything else (one image or a list of anything :func:`faccent_widget.load_image` accepts) goes
-      through the model view, :meth:`Model.to_input` (resized to the model's square input).
+      through the model view, :meth:`Model.to_input` (resized to the model's input, ``input_hw``).
     """
     if isinstance(images, torch.Tensor) and images.dim() == 4:
         if images.shape[1] != 3 or images.shape[0] == 0:
@@ -126,7 +126,7 @@ def default_gradcam_layer(model: nn.Module | Model, target: Target, hw: tuple[in
     """
     model = as_model(model)
     objective = resolve_objective(model, target)
-    hw = hw or (int(model.input_size), int(model.input_size))
+    hw = hw or model.input_hw
     candidates = [n for n in _map_candidates(model, objective) if model.is_spatial_map(n, hw)]
     deepest = _deepest_target_layer(model, objective)
     if deepest is not None and deepest in candidates:
@@ -296,7 +296,7 @@ def gradcam(
     Args:
         model: a :class:`faccent_widget.Model`, or a bare ``nn.Module`` (wrapped with ``as_model``).
         images: a (N, 3, H, W) float tensor in [0, 1], or a list of anything ``load_image`` accepts
-            (each then resized to the model's square input, ``model.input_size``; see
+            (each then resized to the model's input, ``model.input_hw``; see
             :func:`as_image_batch`).
         target: a class index, a class label, ``"layer:unit"``, or an :class:`Objective` (logit,
             channel, neuron, direction, or a combination).

@@ -226,6 +226,8 @@ class AccentuationRun:
         self.rng_seed: int = config.seed if config.seed is not None else fresh_rng_seed()
         self.config = config = dataclasses.replace(config, seed=self.rng_seed)
         self.crop_size = cast(int, config.input_size)  # set by resolve_run_config
+        #: (h, w) of the crops: (crop_size, crop_size), or a fixed-size model's own (possibly non-square) input
+        self.crop_hw = model.crop_hw(self.crop_size)
         self.reg_layer = cast(str, config.reg_layer)
         self.device = model.device
         quantized = quantized_layers(model.module)
@@ -348,7 +350,7 @@ class AccentuationRun:
         """Run one optimisation step and return its state (autograd on, whatever the caller's mode)."""
         if self.done:
             raise RuntimeError(f"the run is finished ({self.config.steps} steps); start a new one")
-        cfg, n, size = self.config, self.config.n_crops, self.crop_size
+        cfg, n, size = self.config, self.config.n_crops, self.crop_hw
         boxes = sample_boxes(n, self.h, self.w, cfg.crop_range, self.generator).to(self.device)
         noise = sample_noise(n, size, cfg.noise, self.generator)
         noise = noise.to(self.device).mul_(self.noise_scale) if noise is not None else None  # normalised units

@@ -17,7 +17,6 @@ import copy
 import difflib
 import functools
 import itertools
-import operator
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -28,6 +27,7 @@ from torch import nn
 from ..images import ImageInput, load_image, resize_image
 from .anatomy import Anatomy, check_logits, input_channel_problem, runs_at
 from .hooks import StopForward, hooked_forward, preserved
+from .labels import imagenet_labels, resolve_class_index
 from .layouts import ACTIVATION_TYPES, LayerLayout
 from .model_meta import ModelMeta
 
@@ -61,13 +61,6 @@ class Prediction(NamedTuple):
     prob: float
 
 
-def imagenet_labels() -> list[str]:
-    """The 1000 ImageNet class names (from torchvision's metadata; no download)."""
-    from torchvision.models import GoogLeNet_Weights
-
-    return list(GoogLeNet_Weights.IMAGENET1K_V1.meta["categories"])
-
-
 class Model:
     """Wrap an image classifier for feature accentuation.
 
@@ -76,13 +69,15 @@ class Model:
         mean, std: per-channel normalisation applied to [0, 1] images. Defaults come from a timm
             ``pretrained_cfg`` or torchvision ``weights`` when known, else ImageNet's.
         input_range: alternative to mean/std, e.g. ``(0, 255)`` or ``(-1, 1)``.
-        input_size: side of the square model input (default from the metadata, see
+        input_size: the model input: a square's side, or (height, width) (default from the metadata, see
             :class:`~faccent_widget.core.model_meta.ModelMeta`; else 224). For a fixed-size model
-            another value is an error naming its size.
+            another value is an error naming its size. Kept as :attr:`input_hw`; :attr:`input_size` is
+            its side (the longer side of a non-square input).
         accepts_any_size: whether the model runs at input sizes other than ``input_size``. Default:
             what the metadata says, else one blank forward pass at 0.7 × ``input_size`` decides (a
             model that raises there, e.g. Hugging Face Swin, is fixed-size; see
-            :meth:`ModelMeta.resolve_size`). Fixed-size models always get crops of ``input_size``.
+            :meth:`ModelMeta.resolve_size`). Fixed-size models always get crops of ``input_hw``, which
+            may be non-square (e.g. a timm ViT built with ``img_size=(160, 256)``).
         labels: class names; 1000-way models get the ImageNet names by default.
         weights: a torchvision ``Weights`` enum member to take preprocessing and labels from.
         reg_layer: override the default regularisation layer.
@@ -98,7 +93,7 @@ class Model:
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
         input_range: tuple[float, float] | None = None,
-        input_size: int | None = None,
+        input_size: int | tuple[int, int] | None = None,
         accepts_any_size: bool | None = None,
         labels: Sequence[str] | None = None,
         weights: Any = None,
@@ -123,12 +118,16 @@ class Model:
         self.meta = meta = ModelMeta.of(module, weights)
         self.mean, self.std = meta.normalisation(mean, std, input_range)
         self._modules = dict(self.module.named_modules())
-        size, fixed = meta.resolve_size(input_size, accepts_any_size, self.name, self._runs_at)
+        hw, fixed = meta.resolve_size(input_size, accepts_any_size, self.name, self._runs_at)
         if fixed is None:  # it fails at every size: name a channel mismatch now, else its own error comes later
             problem = input_channel_problem(self._modules.items(), self.name)
             if problem:
                 raise ValueError(problem)
-        self.input_size, self.accepts_any_size = size, not fixed
+        #: the model input (height, width); square unless a fixed-size model was built non-square
+        self.input_hw: tuple[int, int] = hw
+        #: the input's side: for a non-square input (``input_hw``) its longer side, which ``crop_size`` accepts
+        self.input_size: int = max(hw)
+        self.accepts_any_size = not fixed
         self._labels = list(labels) if labels is not None else (list(meta.labels) if meta.labels else None)
         self._labels_checked = False
         self._reg_layer_override = reg_layer
@@ -136,22 +135,23 @@ class Model:
         if reg_layer is not None:
             self.resolve_layer(reg_layer)
 
-    def _runs_at(self, side: int) -> bool:
-        return runs_at(self.module, side, self.normalize)
+    def _runs_at(self, hw: tuple[int, int]) -> bool:
+        return runs_at(self.module, hw, self.normalize)
 
     # ------------------------------------------------------------------ basic properties
     def __repr__(self) -> str:
-        size = f"input_size={self.input_size}" + ("" if self.accepts_any_size else " (fixed)")
+        h, w = self.input_hw
+        size = f"input_size={h if h == w else self.input_hw}" + ("" if self.accepts_any_size else " (fixed)")
         return f"Model({self.name}, {size}, mean={self.mean}, std={self.std})"
 
     @property
     def anatomy(self) -> Anatomy:
-        """What one traced forward pass at ``input_size`` tells about the layers (traced on first use)."""
+        """What one traced forward pass at ``input_hw`` tells about the layers (traced on first use)."""
         if self._anatomy is None:
-            native = self.meta.input_size is not None and self.input_size == self.meta.input_size[1]
+            native = self.input_hw == self.meta.input_size
             self._anatomy = Anatomy.of(
                 self.module,
-                self.input_size,
+                self.input_hw,
                 self.normalize,
                 name=self.name,
                 prefix_tokens=self.meta.prefix_tokens,
@@ -301,23 +301,29 @@ class Model:
         return self.anatomy.is_spatial_map(self.resolve_layer(name), self._hw(hw))
 
     def _hw(self, hw: tuple[int, int] | None) -> tuple[int, int]:
-        return (int(hw[0]), int(hw[1])) if hw is not None else (self.input_size, self.input_size)
+        return (int(hw[0]), int(hw[1])) if hw is not None else self.input_hw
 
     def crop_size(self, requested: int | None = None, scale: float = 1.0) -> int:
-        """The side of the square crops fed to the model in a run. A fixed-size model (``accepts_any_size`` False)
-        always gets ``input_size``; asking for another size is a ``ValueError``. Other models get ``requested`` when
-        given, else ``scale`` × their native ``input_size`` rounded to a multiple of 8 (at least 16): the presets
-        scale from the model's own size (``preview`` 0.7×, ``paper`` 1×)."""
+        """The side of the square crops fed to the model in a run (their (h, w): :meth:`crop_hw`). A fixed-size
+        model (``accepts_any_size`` False) always gets ``input_size`` (crops of ``input_hw``); asking for another
+        size is a ``ValueError``. Other models get ``requested`` when given, else ``scale`` × their native
+        ``input_size`` rounded to a multiple of 8 (at least 16): the presets scale from the model's own size
+        (``preview`` 0.7×, ``paper`` 1×)."""
         if not self.accepts_any_size:
             if requested is not None and int(requested) != self.input_size:
+                h, w = self.input_hw
                 raise ValueError(
-                    f"{self.name} only accepts {self.input_size}×{self.input_size} inputs (a fixed input size), "
-                    f"but input_size={requested} was asked; leave input_size unset (None) to use {self.input_size}"
+                    f"{self.name} only accepts {h}×{w} inputs (a fixed input size, height×width), but "
+                    f"input_size={requested} was asked; leave input_size unset (None) to use {h}×{w}"
                 )
             return self.input_size
         if requested is not None:
             return int(requested)
         return max(16, 8 * round(self.input_size * float(scale) / 8))
+
+    def crop_hw(self, size: int) -> tuple[int, int]:
+        """(h, w) of the crops of side ``size`` (:meth:`crop_size`): ``input_hw`` for a fixed-size model."""
+        return (int(size), int(size)) if self.accepts_any_size else self.input_hw
 
     def with_module(self, module: nn.Module, *, name: str | None = None) -> Model:
         """A new adapter for ``module`` with this one's preprocessing, labels and reg-layer override
@@ -332,7 +338,7 @@ class Model:
             module,
             mean=self.mean,
             std=self.std,
-            input_size=self.input_size,
+            input_size=self.input_hw,
             accepts_any_size=self.accepts_any_size,
             labels=labels if labels is not None else self._labels,
             reg_layer=self._reg_layer_override,
@@ -402,11 +408,11 @@ class Model:
         return self.features(x, logits=True)["logits"]
 
     def to_input(self, images: ImageInput | Sequence[ImageInput] | torch.Tensor) -> torch.Tensor:
-        """The model view: images resized (bilinear, antialiased, aspect not kept) to the model's square
-        input, a (N, 3, S, S) float batch in [0, 1]; a (N, 3, H, W) float tensor stays on its device, other
-        inputs (anything ``load_image`` accepts, or a list) load on the CPU. Scores, Grad-CAM and validation
-        all see images through this one resize."""
-        size = (self.input_size, self.input_size)
+        """The model view: images resized (bilinear, antialiased, aspect not kept) to the model's input
+        :attr:`input_hw`, a (N, 3, h, w) float batch in [0, 1]; a (N, 3, H, W) float tensor stays on its device,
+        other inputs (anything ``load_image`` accepts, or a list) load on the CPU. Scores, Grad-CAM and
+        validation all see images through this one resize."""
+        size = self.input_hw
         if isinstance(images, torch.Tensor) and images.dim() == 4:
             return resize_image(images.detach().float(), size)
         items: list[Any] = list(images) if isinstance(images, (list, tuple)) else [images]
@@ -420,7 +426,7 @@ class Model:
         return self.to_input(images)
 
     def prepare(self, image: ImageInput) -> torch.Tensor:
-        """One image in the model view: a (1, 3, S, S) batch in [0, 1] (see :meth:`to_input`)."""
+        """One image in the model view: a (1, 3, h, w) batch in [0, 1] (see :meth:`to_input`)."""
         return self.to_input(image if not isinstance(image, (list, tuple)) else [image])[:1]
 
     def probabilities(self, image: ImageInput | torch.Tensor) -> torch.Tensor:
@@ -438,26 +444,7 @@ class Model:
 
     def class_index(self, target: int | str) -> int:
         """Resolve a class index or label to an index, with a clear error when it does not exist."""
-        n = len(self.labels)
-        if isinstance(target, bool) or type(target).__name__ == "bool_" or getattr(target, "dtype", None) == torch.bool:
-            raise TypeError("a class target must be an int index or a label string, not a bool")
-        if isinstance(target, int) or (hasattr(target, "__index__") and not isinstance(target, str)):
-            try:
-                idx = operator.index(target)
-            except TypeError:
-                raise TypeError(f"a class index must be an integer, got {target!r}") from None
-            if not 0 <= idx < n:
-                raise IndexError(f"class index {idx} is out of range for {self.name}: valid are 0…{n - 1}")
-            return idx
-        if isinstance(target, str):
-            lowered = [lab.lower() for lab in self.labels]
-            key = target.strip().lower()
-            if key in lowered:
-                return lowered.index(key)
-            close = difflib.get_close_matches(key, lowered, n=5, cutoff=0.6)
-            hint = f"; close matches: {', '.join(repr(self.labels[lowered.index(c)]) for c in close)}" if close else ""
-            raise ValueError(f"no class labelled {target!r} in {self.name}{hint}")
-        raise TypeError(f"a class target must be an int index or a label string, got {type(target).__name__}")
+        return resolve_class_index(self.labels, target, self.name)
 
 
 @functools.lru_cache(maxsize=32)

@@ -17,6 +17,8 @@ from typing import Any
 
 from torch import nn
 
+from .anatomy import as_hw
+
 __all__ = ["ModelMeta", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -81,50 +83,50 @@ class ModelMeta:
         return m, s
 
     def resolve_size(
-        self, requested: int | None, accepts_any_size: bool | None, name: str, runs_at: Callable[[int], bool]
-    ) -> tuple[int, bool | None]:
-        """The square input side and whether it is fixed (None: the model fails at every size tried).
+        self,
+        requested: int | tuple[int, int] | None,
+        accepts_any_size: bool | None,
+        name: str,
+        runs_at: Callable[[tuple[int, int]], bool],
+    ) -> tuple[tuple[int, int], bool | None]:
+        """The input (h, w) and whether it is fixed (None: the model fails at every size tried).
 
-        From the arguments, else this metadata, else a cheap check: ``runs_at(side)`` (one blank forward
-        pass) at ``PROBE_SCALE`` × the native size, or at the ``requested`` size when that differs: a
-        model that raises there but runs at its native size is fixed-size at that size.
+        From the arguments, else this metadata, else a cheap check: ``runs_at((h, w))`` (one blank
+        forward pass) at ``PROBE_SCALE`` × the native size (square), or at the ``requested`` size when
+        that differs: a model that raises there but runs at its native size is fixed-size at that size.
+        A fixed size may be non-square ((h, w) from the metadata); a model that runs at any size gets a
+        square input (the metadata's width when it names a non-square size) unless a pair is requested.
 
         Raises:
-            ValueError: a fixed-size model asked for another size (naming its size), or a fixed
-                non-square size (only square sizes are supported).
+            ValueError: a fixed-size model asked for another size (naming the (h, w) it accepts).
         """
         fixed = self.fixed_size if accepts_any_size is None else not accepts_any_size
         source = self.size_source or "its metadata"
-        if self.input_size is None:
-            native = int(requested or 224)
-        elif self.input_size[0] != self.input_size[1]:
-            h, w = self.input_size
-            if fixed and accepts_any_size is None:
+        want = None if requested is None else as_hw(requested)
+        native = self.input_size or want or (224, 224)
+        square = (native[1], native[1])  # a model that runs at any size: a square input at its width
+        accepted = f"input_size={native[0] if native[0] == native[1] else native}"
+        hint = f"leave input_size unset (or pass {accepted}), or pass accepts_any_size=True if the model really runs at other sizes"  # noqa: E501
+        if fixed:
+            if want is not None and want != native and accepts_any_size is None:
                 raise ValueError(
-                    f"{name} has a fixed non-square input size of {h}×{w} ({source}); faccent-widget runs "
-                    f"fixed-size models at square sizes only: build it with a square size (e.g. img_size={max(h, w)})"
+                    f"{name} has a fixed input size of {native[0]}×{native[1]} ({source}); "
+                    f"not input_size={requested!r}: {hint}"
                 )
-            native = w  # a model that accepts any size: a square input at its width
-        else:
-            native = self.input_size[0]
-        size = int(requested or native)
-        hint = "leave input_size unset, or pass accepts_any_size=True if the model really runs at other sizes"
-        if size != native and fixed and accepts_any_size is None:
-            raise ValueError(
-                f"{name} has a fixed input size of {native}×{native} ({source}); not input_size={size}: {hint}"
-            )
-        if fixed is not None:
-            return size, fixed
-        probe = size if size != native else max(16, 8 * round(PROBE_SCALE * native / 8))
-        if runs_at(probe):
-            return size, False
+            return want or native, True
+        if fixed is False:
+            return want or square, False
+        side = max(16, 8 * round(PROBE_SCALE * square[0] / 8))
+        if runs_at(want if want is not None and want != native else (side, side)):
+            return want or square, False
         if not runs_at(native):
-            return size, None
-        if size != native:
+            return want or native, None
+        if want is not None and want != native:
             raise ValueError(
-                f"{name} has a fixed input size of {native}×{native} ({source}; it fails at {size}×{size}): {hint}"
+                f"{name} has a fixed input size of {native[0]}×{native[1]} ({source}; it fails at "
+                f"{want[0]}×{want[1]}): {hint}"
             )
-        return size, True
+        return native, True
 
     @classmethod
     def of(cls, module: nn.Module, weights: Any = None) -> ModelMeta:
@@ -191,15 +193,14 @@ class ModelMeta:
 
     @classmethod
     def from_weights(cls, weights: Any) -> ModelMeta:
-        """A torchvision ``Weights`` entry: its transforms' mean, std and crop size, its categories."""
+        """A torchvision ``Weights`` entry: its transforms' mean, std and crop size (h, w), its categories."""
         transforms = weights.transforms()
-        crop = transforms.crop_size
-        side = int(crop[0] if isinstance(crop, (list, tuple)) else crop)
+        crop = transforms.crop_size  # [side] or [h, w]
         categories = weights.meta.get("categories")
         return cls(
             mean=_floats(transforms.mean),
             std=_floats(transforms.std),
-            input_size=(side, side),
+            input_size=_hw([int(v) for v in crop] if isinstance(crop, (list, tuple)) else int(crop)),
             size_source="torchvision weights",
             labels=tuple(categories) if categories else None,
         )

@@ -1,5 +1,9 @@
 """Augmentations τ: random square box crops and pixel noise, with sampling kept apart from applying.
 
+Each crop is resized to the model's input: ``size``² for most models, ``(h, w)`` for a fixed-size
+model with a non-square input (the square box is then stretched as the model view stretches a square
+canvas, :meth:`~faccent_widget.core.model.Model.to_input`).
+
 Sampling (:func:`sample_boxes`, :func:`sample_noise`) draws the parameters of one step once; applying
 (one :class:`CropPlan` per step, or :func:`crop_boxes` for a single batch) uses them on any batch, so
 the candidate and the seed get the very same τ. Crops are resized as
@@ -43,7 +47,8 @@ def sample_boxes(
 
 
 class CropPlan:
-    """The crops τ of one step: ``n`` boxes of a (H, W) canvas, each resized to ``size``².
+    """The crops τ of one step: ``n`` boxes of a (H, W) canvas, each resized to ``size``² (or to
+    ``size`` = (h, w)).
 
     Built once per step and applied to the candidate and to the seed (same τ for both), with the
     step's pixel noise added in place. Values are those of ``roi_align(aligned=True, sampling_ratio=-1)``
@@ -51,14 +56,17 @@ class CropPlan:
 
     Args:
         boxes: (n, 4) boxes (x1, y1, x2, y2) in canvas pixels.
-        size: output side of every crop.
+        size: output side of every crop, or its (h, w).
         height, width: the canvas the boxes live on.
         max_side: an upper bound on the boxes' sides, when known (saves reading the boxes back to the
             host on the CPU path).
     """
 
-    def __init__(self, boxes: torch.Tensor, size: int, height: int, width: int, max_side: float | None = None) -> None:
-        self.boxes, self.size, self.height, self.width = boxes, int(size), int(height), int(width)
+    def __init__(
+        self, boxes: torch.Tensor, size: int | tuple[int, int], height: int, width: int, max_side: float | None = None
+    ) -> None:
+        self.out_h, self.out_w = _pair(size)
+        self.boxes, self.height, self.width = boxes, int(height), int(width)
         self.max_side = max_side
         self._matrices: dict[torch.dtype, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -68,8 +76,8 @@ class CropPlan:
         noise: torch.Tensor | None = None,
         memory_format: torch.memory_format = torch.contiguous_format,
     ) -> torch.Tensor:
-        """(B·n, C, size, size) crops of (B, C, H, W) ``images``, item-major (all crops of image 0,
-        then of image 1, …), plus ``noise`` ((n, C, size, size), the same for every image), in
+        """(B·n, C, h, w) crops of (B, C, H, W) ``images`` ((h, w): the output size), item-major (all
+        crops of image 0, then of image 1, …), plus ``noise`` ((n, C, h, w), the same for every image), in
         ``memory_format`` (``torch.channels_last`` for models run channels_last)."""
         if tuple(images.shape[-2:]) != (self.height, self.width):
             raise ValueError(f"images are {tuple(images.shape[-2:])}, the boxes are on {(self.height, self.width)}")
@@ -77,7 +85,7 @@ class CropPlan:
             with torch.autocast("cpu", enabled=False):  # crops stay in the image's dtype (MKL's sparse products)
                 crops = self._separable(images)
         else:
-            crops = _crop_roi_align(images, self.boxes, self.size)
+            crops = _crop_roi_align(images, self.boxes, (self.out_h, self.out_w))
         crops = crops.contiguous(memory_format=memory_format)
         if noise is not None:  # in place: no crop backward needs its output
             n = self.boxes.shape[0]
@@ -87,33 +95,33 @@ class CropPlan:
     def _separable(self, images: torch.Tensor) -> torch.Tensor:
         """roi_align as a column pass then a row pass, each one sparse × dense product (the CPU path)."""
         b, c, h, w = images.shape
+        p, q = self.out_h, self.out_w
         if h > w:  # the first pass runs along the longer axis: its output is the smaller one
             images = images.transpose(2, 3)
-            h, w = w, h
-        n, size = self.boxes.shape[0], self.size
+            h, w, p, q = w, h, q, p
+        n = self.boxes.shape[0]
         cols, rows = self._band_matrices(images.dtype)
         x = images.permute(3, 0, 1, 2).reshape(w, b * c * h)
-        x = (cols @ x).view(n, size, b, c, h)  # columns resized: (n, Q, B, C, H)
-        x = x.permute(0, 4, 1, 2, 3).reshape(n * h, size * b * c)  # (n·H, Q·B·C)
-        x = (rows @ x).view(n, size, size, b, c)  # rows resized: (n, P, Q, B, C)
+        x = (cols @ x).view(n, q, b, c, h)  # columns resized: (n, Q, B, C, H)
+        x = x.permute(0, 4, 1, 2, 3).reshape(n * h, q * b * c)  # (n·H, Q·B·C)
+        x = (rows @ x).view(n, p, q, b, c)  # rows resized: (n, P, Q, B, C)
         # (B·n, C, P, Q); for one image a channels_last view without a copy
-        x = x.permute(3, 0, 4, 1, 2).reshape(b * n, c, size, size)
+        x = x.permute(3, 0, 4, 1, 2).reshape(b * n, c, p, q)
         return x.transpose(2, 3) if self.height > self.width else x
 
     def _band_matrices(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """The column pass (n·size × W) and block-diagonal row pass (n·size × n·H) matrices, with H
-        and W the canvas sides, shorter first (built once per dtype)."""
+        """The column pass (n·Q × W) and block-diagonal row pass (n·P × n·H) matrices, with H and W
+        the canvas sides, shorter first, and P, Q the output sides along them (built once per dtype)."""
         if dtype not in self._matrices:
             boxes = self.boxes.to(dtype)
-            h, w = self.height, self.width
+            h, w, p, q = self.height, self.width, self.out_h, self.out_w
             if h > w:
-                boxes, h, w = boxes[:, [1, 0, 3, 2]], w, h
+                boxes, h, w, p, q = boxes[:, [1, 0, 3, 2]], w, h, q, p
             max_side = self.max_side
             if max_side is None:
                 max_side = float((boxes[:, 2:] - boxes[:, :2]).max())
-            grid = max(1, math.ceil(max_side / self.size))
-            first_x, weights_x = _axis_weights(boxes[:, 0], boxes[:, 2], self.size, w, grid, dtype)
-            first_y, weights_y = _axis_weights(boxes[:, 1], boxes[:, 3], self.size, h, grid, dtype)
+            first_x, weights_x = _axis_weights(boxes[:, 0], boxes[:, 2], q, w, max(1, math.ceil(max_side / q)), dtype)
+            first_y, weights_y = _axis_weights(boxes[:, 1], boxes[:, 3], p, h, max(1, math.ceil(max_side / p)), dtype)
             self._matrices[dtype] = (
                 _band_matrix(first_x, weights_x, w, block_diagonal=False),
                 _band_matrix(first_y, weights_y, h, block_diagonal=True),
@@ -124,13 +132,13 @@ class CropPlan:
 def crop_boxes(
     images: torch.Tensor,
     boxes: torch.Tensor,
-    size: int,
+    size: int | tuple[int, int],
     max_side: float | None = None,
     memory_format: torch.memory_format = torch.contiguous_format,
 ) -> torch.Tensor:
-    """Cut every box out of every image and resize it to ``size``², in one batched op.
+    """Cut every box out of every image and resize it to ``size``² (or ``size`` = (h, w)), in one batched op.
 
-    ``images``: (B, C, H, W); ``boxes``: (n, 4). Returns (B·n, C, size, size), item-major
+    ``images``: (B, C, H, W); ``boxes``: (n, 4). Returns (B·n, C, h, w), item-major
     (all crops of image 0, then of image 1, …); see :class:`CropPlan` for the arguments.
     """
     return CropPlan(boxes, size, images.shape[-2], images.shape[-1], max_side)(images, memory_format=memory_format)
@@ -140,11 +148,18 @@ def _cpu_sparse_path(images: torch.Tensor, boxes: torch.Tensor) -> bool:
     return images.device.type == "cpu" and images.dtype in (torch.float32, torch.float64) and boxes.shape[0] > 0
 
 
-def _crop_roi_align(images: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+def _pair(size: int | tuple[int, int]) -> tuple[int, int]:
+    """(h, w) of an output size given as a side or a pair."""
+    if isinstance(size, (tuple, list)):
+        return int(size[0]), int(size[1])
+    return int(size), int(size)
+
+
+def _crop_roi_align(images: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     b, n = images.shape[0], boxes.shape[0]
     idx = torch.arange(b, device=boxes.device, dtype=boxes.dtype).repeat_interleave(n)[:, None]
     rois = torch.cat([idx, boxes.repeat(b, 1)], dim=1).to(images.dtype)
-    return roi_align(images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    return roi_align(images, rois, output_size=size, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
 
 
 def _axis_weights(
@@ -202,10 +217,11 @@ def _band_matrix(first: torch.Tensor, weights: torch.Tensor, length: int, block_
         )
 
 
-def sample_noise(n: int, size: int, sigma: float, generator: torch.Generator) -> torch.Tensor | None:
-    """Gaussian (σ) plus uniform (±σ/2) pixel noise for ``n`` crops, or None when σ is 0."""
+def sample_noise(n: int, size: int | tuple[int, int], sigma: float, generator: torch.Generator) -> torch.Tensor | None:
+    """Gaussian (σ) plus uniform (±σ/2) pixel noise for ``n`` crops of ``size``² (or ``size`` = (h, w)),
+    or None when σ is 0."""
     if sigma <= 0:
         return None
-    shape = (n, 3, size, size)
+    shape = (n, 3, *_pair(size))
     gauss = torch.randn(shape, generator=generator, device=generator.device).mul_(sigma)
     return gauss.add_(torch.rand(shape, generator=generator, device=generator.device).sub_(0.5).mul_(sigma))

@@ -160,12 +160,12 @@ def _prediction_row(sample: TriageSample, probs: torch.Tensor, labels: Sequence[
 
 
 def _predict(job: TriageJob, samples: Sequence[TriageSample]) -> tuple[int, list[dict[str, Any]]]:
-    """Predict ``samples`` in batches, each image resized to the model's square input as
+    """Predict ``samples`` in batches, each image resized to the model's input (``input_hw``) as
     ``Model.predict`` does; returns (images predicted, files that could not be read)."""
-    side = int(job.adapter.input_size)
+    hw = job.adapter.input_hw
 
     def load(s: TriageSample) -> torch.Tensor | str:
-        return _load_or_reason(s, side, lambda t: load_image(t, size=(side, side)), job.strict)
+        return _load_or_reason(s, max(hw), lambda t: load_image(t, size=hw), job.strict)
 
     done = 0
     skipped: list[dict[str, Any]] = []

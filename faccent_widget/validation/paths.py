@@ -124,7 +124,7 @@ def path_similarity(
         model: a :class:`~faccent_widget.Model` or a bare ``nn.Module``.
         images_a, images_b: (N, 3, H, W) tensors, lists of anything ``load_image`` accepts (or
             :class:`Accentuation` objects), or dicts of images. Each image is resized to the
-            model's square input (bilinear, antialiased), the un-augmented view the engine scores on.
+            model's input (bilinear, antialiased; ``Model.input_hw``), the un-augmented view the engine scores on.
             ``images_b=None`` compares ``images_a`` with itself.
         layers: layer names (``"logits"`` allowed); ``None`` = every module with a tensor output,
             plus the logits. One forward pass per chunk of images hooks all of them at once.

@@ -59,7 +59,7 @@ def attack_to_gain(
     want = torch.as_tensor(list(gains), dtype=torch.float32)
     seed_logp, _ = _log_probs(model, seeds, target)
     x = seeds.detach().clone().to(model.device)
-    size = (model.input_size, model.input_size)
+    size = model.input_hw
 
     def gain_of(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         return _log_probs(model, images, target[rows])[0] - seed_logp[rows]
