@@ -20,7 +20,7 @@ from faccent_widget.core.attribution import default_gradcam_layer, gradcam
 from faccent_widget.core.config import resolve_config
 from faccent_widget.core.model import Model
 from faccent_widget.core.objectives import resolve_objective
-from faccent_widget.core.transforms import CropPlan, crop_boxes, sample_boxes, sample_noise
+from faccent_widget.core.transforms import CropPlan, _crop_roi_align, crop_boxes, sample_boxes, sample_noise
 from faccent_widget.widget.session import Session
 
 HW = (160, 256)
@@ -166,6 +166,7 @@ def test_non_square_crops_match_roi_align(canvas, out):
     ref = roi_align(images, rois, output_size=out, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
     assert ours.shape == (6, 3, *out)
     torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(_crop_roi_align(images, boxes, out), ref)  # the GPU's path, run here
     w = torch.rand(ref.shape, generator=g)
     (ga,) = torch.autograd.grad((ours * w).sum(), images)
     (gb,) = torch.autograd.grad((ref * w).sum(), images)
