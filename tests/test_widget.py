@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import traitlets
@@ -431,7 +432,8 @@ def test_gallery_topk(widget):
     gallery, bufs = _run_gallery(w, rec, "topk")
     items = gallery["items"]
     n = len(items)
-    assert n == 5 and len(bufs) == 2 * n
+    assert n == 5 and len(bufs) == 3 * n  # masked, masks, unmasked
+    assert all(it["role"] is None for it in items)
     assert [it["index"] for it in items] == [t["index"] for t in w.top]
     assert [it["label"] for it in items] == [t["label"] for t in w.top]
     assert all(0 <= it["prob_before"] <= 1 and 0 <= it["prob_after"] <= 1 for it in items)
@@ -449,7 +451,12 @@ def test_gallery_inhibited(widget):
     w.steps = 2
     gallery, bufs = _run_gallery(w, rec, "inhibited")
     assert [it["index"] for it in gallery["items"]] == [t["index"] for t in w.inhibited]
-    assert len(bufs) == 10
+    assert len(bufs) == 15
+    # the unmasked accentuations (the last five) are each run's own image, not the masked composite
+    for res, data in zip(w.gallery, bufs[10:]):
+        shown = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float32) / 255.0
+        own = res.image.permute(1, 2, 0).numpy()
+        assert shown.shape == own.shape and np.abs(shown - own).max() < 1.5 / 255
 
 
 def test_predicted_vs_true_with_a_wrong_true_label(model, chelsea):
@@ -463,7 +470,8 @@ def test_predicted_vs_true_with_a_wrong_true_label(model, chelsea):
     assert w.true_index == model.class_index("tabby")
     gallery, bufs = _run_gallery(w, rec, "predicted_vs_true")
     assert [it["label"] for it in gallery["items"]] == [pred, "tabby"]
-    assert len(bufs) == 4 and all(b.startswith(PNG) for b in bufs)
+    assert [it["role"] for it in gallery["items"]] == ["predicted", "true"]
+    assert len(bufs) == 6 and all(b.startswith(PNG) for b in bufs)
 
 
 @pytest.mark.parametrize("true_label", ["top1-label", "top1-index"])

@@ -94,9 +94,14 @@ def gif(session: Session, view: str) -> bytes:
 
 
 def gallery_message(session: Session, p1: float, p2: float) -> tuple[list[dict[str, Any]], list[bytes]]:
-    """The finished gallery batch as ``gallery`` message items and buffers (n accentuations, then n masks)."""
-    items, accents, masks = [], [], []
-    for res, target in zip(session.gallery, session.gallery_targets):
+    """The finished gallery batch as ``gallery`` message items and buffers: n masked accentuations, then n
+    masks, then n unmasked accentuations (the masked ones of "Most inhibited" look like the seed: their masks
+    are black). In the predicted-vs-true batch each item says its ``role``: "predicted" or "true"."""
+    items, accents, masks, unmasked = [], [], [], []
+    roles: list[str | None] = [None] * len(session.gallery)
+    if session.gallery_mode == "predicted_vs_true" and len(roles) == 2:
+        roles = ["predicted", "true"]  # the order Playback.start_gallery gives them
+    for res, target, role in zip(session.gallery, session.gallery_targets, roles):
         # a suppressed class is masked where its own evidence is (its Grad-CAM) and named as itself
         obj = target.inner if isinstance(target, Suppressed) and target.inner is not None else target
         _, mask = session.heat_and_mask(obj, p1, p2)
@@ -109,8 +114,10 @@ def gallery_message(session: Session, p1: float, p2: float) -> tuple[list[dict[s
                 "index": getattr(obj, "index", None),
                 "prob_before": res.seed_score.prob,
                 "prob_after": res.score.prob,
+                "role": role,
             }
         )
         accents.append(to_png_bytes(session.compose(res.image, mask, "masked", seed=res.seed)))
         masks.append(to_png_bytes(mask))
-    return items, accents + masks
+        unmasked.append(to_png_bytes(res.image))
+    return items, accents + masks + unmasked

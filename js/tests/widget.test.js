@@ -133,6 +133,8 @@ function mount(overrides) {
 }
 
 const q = (id) => el.querySelector(`[data-testid="${id}"]`);
+/** Anywhere in the document (the enlarged view sits on <body> while open). */
+const dq = (id) => doc.querySelector(`[data-testid="${id}"]`);
 const click = (node) => node.dispatchEvent(new dom.window.MouseEvent("click", { bubbles: true }));
 function fire(node, type) {
   node.dispatchEvent(new dom.window.Event(type, { bubbles: true }));
@@ -210,7 +212,13 @@ describe("render", () => {
   it("builds the four tiles with captions and sends ready once", () => {
     mount();
     const captions = [...el.querySelectorAll(".faccent-tiles figcaption")].map((c) => c.textContent);
-    assert.deepEqual(captions, ["Seed", "Grad-CAM", "Mask (collective)", "Accentuation"]);
+    // each caption names the class it shows (the target), the photo is called a photo
+    assert.deepEqual(captions, [
+      "Photo (seed)",
+      "Grad-CAM: golden retriever",
+      "Mask (collective): golden retriever",
+      "Accentuation: golden retriever",
+    ]);
     for (const id of ["seed-img", "gradcam-img", "mask-img", "accent-img"]) assert.ok(q(id), id);
     for (const id of [
       "accentuate",
@@ -480,9 +488,9 @@ describe("safety", () => {
       error: XSS,
       device: XSS,
     });
-    const KNOWN = ["faccent-img", "faccent-overlay-img", "faccent-gallery-live", "faccent-gallery-img"];
+    const KNOWN = ["faccent-img", "faccent-swipe-img", "faccent-gallery-live", "faccent-gallery-img"];
     const imgs = [...el.querySelectorAll("img")];
-    // four tiles, the compare layer, the two enlarged panes and the gallery's progress strip
+    // four tiles, the compare layer, the presentation view's two and the gallery's progress strip
     assert.equal(imgs.length, 8);
     assert.ok(imgs.every((i) => KNOWN.some((c) => i.classList.contains(c))));
     assert.equal(q("chips").querySelector("button").textContent, XSS);
@@ -492,7 +500,9 @@ describe("safety", () => {
     assert.ok(el.querySelector(".faccent-top-label").textContent === XSS);
     model.msg({ type: "error", message: XSS });
     model.msg({ type: "gallery", items: [{ index: 1, label: XSS, prob_before: 0.1, prob_after: 0.2 }] }, []);
-    assert.equal(el.querySelectorAll("img").length, 8 + 2); // gallery img + mask img, no injected ones
+    assert.equal(el.querySelectorAll("img").length, 8 + 1); // the gallery's image (no mask sent), no injected ones
+    assert.equal(q("gradcam-explain").textContent, `Where the model looks for ${XSS}`);
+    assert.equal(q("gallery").querySelector(".faccent-gallery-label").textContent, XSS);
     assert.equal(el.querySelector('img[src="x"]'), null);
   });
 });
@@ -889,20 +899,25 @@ describe("second pass: enlarged view", () => {
     const zoom = q("accent-img").closest("button");
     assert.equal(zoom.getAttribute("aria-label"), "Enlarge Accentuation");
     click(zoom);
-    const overlay = q("overlay");
+    const overlay = dq("overlay");
     assert.equal(overlay.hidden, false);
     assert.equal(overlay.getAttribute("role"), "dialog");
-    assert.equal(doc.activeElement, q("overlay-close"));
-    assert.equal(created.find((c) => c.url === q("overlay-main").getAttribute("src")).blob.type, "image/jpeg");
-    assert.equal(created.find((c) => c.url === q("overlay-seed").getAttribute("src")).blob.type, "image/png");
+    assert.equal(doc.activeElement, dq("overlay-close"));
+    assert.equal(created.find((c) => c.url === dq("overlay-main").getAttribute("src")).blob.type, "image/jpeg");
+    assert.equal(created.find((c) => c.url === dq("overlay-seed").getAttribute("src")).blob.type, "image/png");
     assert.match(overlay.textContent, /Accentuation \(masked\)/);
     // a live frame updates the enlarged accentuation too
     model.msg({ type: "frame", step: 1, steps: 4, done: false }, [new Uint8Array(PNG)]);
-    assert.equal(created.find((c) => c.url === q("overlay-main").getAttribute("src")).blob.type, "image/png");
-    q("overlay-close").dispatchEvent(keyEvent("keydown", "Escape"));
+    assert.equal(created.find((c) => c.url === dq("overlay-main").getAttribute("src")).blob.type, "image/png");
+    const main = dq("overlay-main");
+    // over the whole window: the dialog is on <body>, outside the panel, while open
+    assert.equal(el.contains(overlay), false);
+    assert.ok(overlay.closest(".faccent.faccent-portal[data-lm-suppress-shortcuts]"));
+    dq("overlay-close").dispatchEvent(keyEvent("keydown", "Escape"));
     assert.equal(overlay.hidden, true);
+    assert.equal(overlay.isConnected, false);
     assert.equal(doc.activeElement, zoom);
-    assert.equal(q("overlay-main").getAttribute("src"), null);
+    assert.equal(main.getAttribute("src"), null);
     click(q("seed-img").closest("button"));
     assert.equal(overlay.hidden, false);
     click(overlay);
@@ -912,8 +927,8 @@ describe("second pass: enlarged view", () => {
   it("captions with markup stay text", () => {
     mount({ seed_png: new Uint8Array(PNG), view: XSS });
     click(q("accent-img").closest("button"));
-    assert.match(q("overlay").textContent, /<img src=x/);
-    assert.equal(q("overlay").querySelector('img[src="x"]'), null);
+    assert.match(dq("overlay").textContent, /<img src=x/);
+    assert.equal(dq("overlay").querySelector('img[src="x"]'), null);
   });
 });
 
