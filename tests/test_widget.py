@@ -408,6 +408,19 @@ def test_refused_value_from_the_browser_is_reverted_in_the_browser(widget):
     assert (w.p1, w.p2, w.error) == (30.0, 70.0, "")
 
 
+def test_the_browser_may_toggle_explain_and_presentation(widget):
+    """The display toggles are the browser's to set (explain is on in a fresh panel); the images are not."""
+    w, _ = widget
+    assert (w.explain, w.presentation) == (True, False)
+    state = {"explain": False, "presentation": True}
+    w._handle_msg({"content": {"data": {"method": "update", "state": state, "buffer_paths": []}}, "buffers": []})
+    assert (w.explain, w.presentation, w.error) == (False, True, "")
+    w._handle_msg(
+        {"content": {"data": {"method": "update", "state": {"running": True}, "buffer_paths": []}}, "buffers": []}
+    )
+    assert w.running is False and "running" in w.error
+
+
 # ---------------------------------------------------------------------------------------- galleries
 def _run_gallery(w: fw.FaccentWidget, rec: Recorder, mode: str):
     send(w, "gallery", mode=mode)
@@ -496,7 +509,7 @@ def test_download_sends_the_panel_png(ready_widget):
     assert msg["type"] == "download" and msg["filename"].endswith(".png")
     assert len(bufs) == 1 and bufs[0].startswith(PNG)
     img = Image.open(io.BytesIO(bufs[0]))
-    assert img.size[0] > 3 * img.size[1]  # four tiles side by side
+    assert img.size[0] == 1024 and img.size[1] < 1400  # slide-ready: titled, four tiles in a 2 × 2 grid
     # after a run too
     w.run(steps=2)
     rec.clear()
