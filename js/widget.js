@@ -1699,7 +1699,7 @@ class Controls {
     );
     row.append(
       h(d, "span", { class: "faccent-group faccent-run-group" }, this.accentBtn, this.stopBtn, this.resetBtn),
-      h(d, "span", { class: "faccent-group" }, topk, inhib, this.predictedVsTrueBtn),
+      h(d, "span", { class: "faccent-group faccent-gallery-group" }, topk, inhib, this.predictedVsTrueBtn),
     );
     return row;
   }
@@ -2107,6 +2107,11 @@ class Panel {
       this.gallery.el,
       this.dropHint,
     );
+    // the action row holds λ and the run buttons only, so it stays on one line in a 930 px panel (1366 px
+    // laptop, file browser open): the gallery buttons open the row below, beside the downloads
+    const galleries = this.controls.el.querySelector(".faccent-gallery-group");
+    const io = this.controls.el.querySelector(".faccent-io");
+    if (galleries && io) io.prepend(galleries);
     // the status line and the error box sit right under the Accentuate button's row, where the eye is
     const actions = this.controls.el.querySelector(".faccent-actions");
     if (actions) actions.after(this.messages.el);

@@ -1156,6 +1156,10 @@ describe("third pass: the Accentuate button", () => {
     const actions = q("controls").querySelector(".faccent-actions");
     assert.ok(actions.nextElementSibling.contains(q("status")));
     assert.ok(actions.nextElementSibling.contains(q("error")));
+    // the action row keeps λ and the run buttons; the galleries open the row below, with the downloads
+    assert.ok(actions.contains(q("accentuate")) && actions.contains(q("lam")));
+    assert.equal(actions.contains(q("gallery-topk")), false);
+    assert.ok(q("gallery-topk").closest(".faccent-io").contains(q("download")));
   });
 });
 
