@@ -690,10 +690,11 @@ class Tiles {
      * @param {string} title
      */
     const toggle = (trait, text, title) => {
+      const fallback = trait === "explain"; // Python's defaults: explain on, presentation off
       const b = s.button(text, { "aria-pressed": "false", "data-testid": `toggle-${trait}`, title }, () =>
-        s.setTrait(trait, !s.get(trait, false)),
+        s.setTrait(trait, !s.get(trait, fallback)),
       );
-      s.bind([trait], () => b.setAttribute("aria-pressed", String(Boolean(s.get(trait, false)))));
+      s.bind([trait], () => b.setAttribute("aria-pressed", String(Boolean(s.get(trait, fallback)))));
       return b;
     };
     return h(
@@ -1399,7 +1400,7 @@ class Overlay {
       h(d, "div", { class: "faccent-overlay-body" }, this.panes[1].fig, this.panes[0].fig, this.panes[2].fig),
     );
     // over the whole window, not just the panel: the dialog lives in its own themed host on <body> while open
-    this.host = h(d, "div", { class: "faccent faccent-portal", "data-lm-suppress-shortcuts": "true" }, this.el);
+    this.host = h(d, "div", { class: "faccent-portal", "data-lm-suppress-shortcuts": "true" }, this.el);
     scope.listen(this.el, "click", (e) => {
       const t = /** @type {Element | null} */ (e.target);
       if (t && t !== this.closeBtn && typeof t.closest === "function" && t.closest("button, input, select")) return;

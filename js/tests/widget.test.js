@@ -913,7 +913,7 @@ describe("second pass: enlarged view", () => {
     const main = dq("overlay-main");
     // over the whole window: the dialog is on <body>, outside the panel, while open
     assert.equal(el.contains(overlay), false);
-    assert.ok(overlay.closest(".faccent.faccent-portal[data-lm-suppress-shortcuts]"));
+    assert.ok(overlay.closest(".faccent-portal[data-lm-suppress-shortcuts]"));
     dq("overlay-close").dispatchEvent(keyEvent("keydown", "Escape"));
     assert.equal(overlay.hidden, true);
     assert.equal(overlay.isConnected, false);
