@@ -50,14 +50,14 @@ JS_LAYOUT = """() => {
   const root = document.querySelector('.faccent');
   const row = root.querySelector('.faccent-actions');
   const btn = root.querySelector('[data-testid=accentuate]').getBoundingClientRect();
-  const shown = [...row.children].filter((c) => c.getClientRects().length);
-  const tops = new Set(shown.map((c) => Math.round(c.getBoundingClientRect().top / 8)));
+  const boxes = [...row.children].filter((c) => c.getClientRects().length).map((c) => c.getBoundingClientRect());
+  // one line: every item's vertical extent overlaps every other's
   return {
     panel_px: Math.round(root.getBoundingClientRect().width),
     tile_px: Math.round(root.querySelector('[data-testid=accent-img]').getBoundingClientRect().width),
     font_px: getComputedStyle(root).fontSize,
     action_row_px: Math.round(row.getBoundingClientRect().height),
-    action_row_lines: tops.size,
+    action_row_one_line: Math.max(...boxes.map((b) => b.top)) < Math.min(...boxes.map((b) => b.bottom)),
     button_px: Math.round(btn.height),
   };
 }"""

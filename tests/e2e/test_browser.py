@@ -416,6 +416,9 @@ def _second_pass(app: str, page: Any, out: Path, tmp_path: Path, problems: list[
         timeout=60_000,
     )
     assert page.locator("[data-testid=target]").text_content() == "espresso"
+    light_error = _contrast(page, "[data-testid=error]")
+    assert light_error["contrast"] >= 4.5, light_error
+    info["light_error_contrast"] = round(light_error["contrast"], 2)
     page.locator(".faccent-dismiss").click()
 
     # --- the λ mark, computed in chunks while nothing runs
