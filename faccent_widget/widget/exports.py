@@ -86,14 +86,14 @@ def panel_png(session: Session, objective: Objective, label: str, p1: float, p2:
         fell = "  (fell)" if before is not None and after is not None and after < before else ""
         probs = f"p({name}) {_p(before)} → {_p(after)}{fell}"
         subtitle = f"{probs}   ·   λ = {result.lam:.3g}   ·   step {len(result.history['objective'])}"
-    view_text = {"masked": "shown where the mask is white", "unmasked": "the whole image", "diff": "difference ×4"}
+    view_text = {"masked": "inside the mask", "unmasked": "whole image", "diff": "difference ×4"}
     sheet = titled_sheet(
         [_pil(im) for im in (seed, session.compose(accent, mask, view), heat, mask)],
         [
             "The photo (seed)",
-            f"{'Less' if away else 'More'} {name}: {view_text.get(view, view)}",
-            f"Grad-CAM: where the model looks for {name}",
-            "Mask: where the change is shown",
+            f"{'Less' if away else 'More'} {name} ({view_text.get(view, view)})",
+            f"Where the model looks for {name}",
+            "Mask: white = change shown",
         ],
         title=f"Feature accentuation: {'away from ' if away else ''}{name}",
         subtitle=subtitle,

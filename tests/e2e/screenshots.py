@@ -50,14 +50,13 @@ JS_LAYOUT = """() => {
   const root = document.querySelector('.faccent');
   const row = root.querySelector('.faccent-actions');
   const btn = root.querySelector('[data-testid=accentuate]').getBoundingClientRect();
-  const boxes = [...row.children].filter((c) => c.getClientRects().length).map((c) => c.getBoundingClientRect());
-  // one line: every item's vertical extent overlaps every other's
+  const tallest = Math.max(...[...row.children].map((c) => c.getBoundingClientRect().height));
   return {
     panel_px: Math.round(root.getBoundingClientRect().width),
     tile_px: Math.round(root.querySelector('[data-testid=accent-img]').getBoundingClientRect().width),
     font_px: getComputedStyle(root).fontSize,
     action_row_px: Math.round(row.getBoundingClientRect().height),
-    action_row_one_line: Math.max(...boxes.map((b) => b.top)) < Math.min(...boxes.map((b) => b.bottom)),
+    action_row_one_line: row.getBoundingClientRect().height < 1.5 * tallest,
     button_px: Math.round(btn.height),
   };
 }"""

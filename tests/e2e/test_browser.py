@@ -572,6 +572,9 @@ def _drive(app: str, url: str, tmp_path: Path, label: str | None = None) -> dict
         "screenshot": str(out / f"{app}.png"),
         "screenshot_copy": str(tmp_path / f"{app}.png"),
         "browser_problems": problems,
+        "button_contrast_hovered": round(hovered["contrast"], 2),
+        "button_contrast_running": round(running_btn["contrast"], 2),
+        "button_running_label": running_btn["text"],
         **second,
     }
     (out / f"metrics-{app}.json").write_text(json.dumps(metrics, indent=2))
