@@ -1442,9 +1442,15 @@ class Overlay {
     this.title.textContent = this.caption(key);
   }
 
-  /** Show the dialog over the window and focus it. */
-  reveal() {
-    if (!this.host.isConnected) this.scope.doc.body.append(this.host);
+  /**
+   * Show the dialog over the window and focus it. Its host goes to <body>, or to the shadow root the panel
+   * lives in (marimo), where the panel's stylesheet applies.
+   * @param {HTMLElement} opener
+   */
+  reveal(opener) {
+    const root = opener.getRootNode();
+    const parent = root && root.nodeType === 11 ? /** @type {ShadowRoot} */ (root) : this.scope.doc.body;
+    if (this.host.parentNode !== parent) parent.append(this.host);
     this.el.hidden = false;
     this.closeBtn.focus();
   }
@@ -1466,7 +1472,7 @@ class Overlay {
     this.captionTiles();
     this.tools.hidden = key !== "accent";
     this.targetBtn.hidden = true;
-    this.reveal();
+    this.reveal(opener);
   }
 
   /**
@@ -1494,7 +1500,7 @@ class Overlay {
     this.tools.hidden = true;
     this.targetBtn.hidden = entry.index == null;
     this.targetBtn.textContent = `Make ${entry.label} the target`;
-    this.reveal();
+    this.reveal(opener);
   }
 
   makeTarget() {

@@ -1299,3 +1299,23 @@ describe("third pass: enlarged view tools", () => {
     assert.equal(created.find((c) => c.url === dq("overlay-main").getAttribute("src")).blob.type, "image/jpeg");
   });
 });
+
+describe("third pass: enlarged view in a shadow root", () => {
+  it("opens in the shadow root the panel lives in (marimo), where its stylesheet applies", () => {
+    model = new FakeModel({ seed_png: new Uint8Array(PNG), accent_png: new Uint8Array(JPEG) });
+    const holder = doc.createElement("div");
+    doc.body.append(holder);
+    const shadow = holder.attachShadow({ mode: "open" });
+    el = doc.createElement("div");
+    shadow.append(el);
+    cleanup = widget.render({ model, el });
+    click(q("accent-img").closest("button"));
+    const overlay = shadow.querySelector('[data-testid="overlay"]');
+    assert.ok(overlay);
+    assert.equal(overlay.hidden, false);
+    assert.equal(el.contains(overlay), false);
+    assert.equal(doc.querySelector('[data-testid="overlay"]'), null);
+    click(overlay);
+    assert.equal(overlay.isConnected, false);
+  });
+});
