@@ -18,6 +18,8 @@ const CALIBRATE_GAP_MS = 400;
 /** Files larger than this are refused in the browser (Python has the same limit). */
 const MAX_UPLOAD_BYTES = 40 * 1024 * 1024;
 const SVG_NS = "http://www.w3.org/2000/svg";
+/** The difference view's amplification (Python's `Session.compose`: `difference_image(..., gain=4.0)`). */
+const DIFF_GAIN = 4;
 
 /** λ slider bounds when the traits are missing or bad: the defaults of Python's `lam_min` / `lam_max`. */
 const LAM_MIN = 1e-2;
@@ -79,6 +81,8 @@ const LAM_MAX = 1e2;
  * @property {string} predicted_vs_true
  * @property {string} device
  * @property {number[]} snapshot_steps
+ * @property {boolean} explain
+ * @property {boolean} presentation
  */
 
 /**
@@ -111,8 +115,8 @@ const LAM_MAX = 1e2;
  * Replies carry the request's `id` (absent for a request sent without one).
  * @typedef {number | string | null} ReplyId
  * @typedef {{ type: "search_results", query: string, items: ClassItem[], id?: ReplyId }} SearchResultsMessage
- * @typedef {{ label: string, index: number, prob_before: number | null, prob_after: number | null }}
- *   GalleryItem
+ * @typedef {{ label: string, index: number, prob_before: number | null, prob_after: number | null,
+ *   role?: "predicted" | "true" | null }} GalleryItem
  * @typedef {{ type: "gallery", mode?: GalleryMode, items: GalleryItem[], id?: ReplyId }} GalleryMessage
  * @typedef {{ type: "download", filename?: string, id?: ReplyId }} DownloadMessage
  * @typedef {{ type: "error", message: string, id?: ReplyId }} ErrorMessage
@@ -144,7 +148,7 @@ const LAM_MAX = 1e2;
 
 /** @type {{ key: TileKey, trait: TileTrait, caption: string, title: string }[]} */
 const TILES = [
-  { key: "seed", trait: "seed_png", caption: "Seed", title: "The image the model sees" },
+  { key: "seed", trait: "seed_png", caption: "Photo (seed)", title: "The image the model sees: the starting point" },
   {
     key: "gradcam",
     trait: "gradcam_png",
@@ -328,6 +332,44 @@ export function sparklinePoints(values, w, h) {
   return vs
     .map((v, i) => `${(i * dx).toFixed(1)},${(h - 1 - ((v - lo) / span) * (h - 2)).toFixed(1)}`)
     .join(" ");
+}
+
+/**
+ * @typedef {{ cls: string, explain: string[] }} TileText  the class a tile shows, and its plain-words
+ *   caption as alternating [text, class name, text, …] parts (the class names are emphasised)
+ */
+
+/**
+ * What each tile shows, in plain words that name the class (explain mode) — for the target, the
+ * direction (toward or away) and the accentuation's view.
+ * @param {unknown} target  the `target` trait
+ * @param {boolean} away
+ * @param {unknown} view
+ * @param {unknown} top  the `top` trait (the model's guesses on the photo)
+ * @returns {Record<TileKey, TileText>}
+ */
+export function tileTexts(target, away, view, top) {
+  const t = /** @type {{ label?: unknown }} */ (target && typeof target === "object" ? target : {});
+  const name = t.label != null && String(t.label) !== "" ? String(t.label) : "";
+  const guesses = Array.isArray(top) ? top : [];
+  const first = guesses.length > 0 && guesses[0] && guesses[0].label != null ? String(guesses[0].label) : "";
+  const more = away ? "less" : "more";
+  /** @type {string[]} */
+  let accent;
+  if (!name) accent = ["Pick a target class, then press Accentuate"];
+  else if (view === "diff") {
+    accent = [`What changed to make it ${more} `, name, ` — the difference from the photo, amplified ×${DIFF_GAIN} (grey = unchanged)`];
+  } else if (view === "unmasked") accent = [`What would make it ${more} `, name, " — the whole image, without the mask"];
+  else accent = [`What would make it ${more} `, name, " — shown where the mask is white"];
+  return {
+    seed: {
+      cls: "",
+      explain: first ? ["The photo the model sees; its top guess is ", first] : ["The photo the model sees"],
+    },
+    gradcam: { cls: name, explain: name ? ["Where the model looks for ", name] : ["Where the model looks for the target"] },
+    mask: { cls: name, explain: ["White = where the change is shown; black = the photo is kept"] },
+    accent: { cls: name, explain: accent },
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -595,6 +637,13 @@ class Scope {
 // -- Tiles: seed, Grad-CAM, mask and accentuation; the top-5 under the seed; compare; the view toggle
 
 class Tiles {
+  // DOM parts of the presentation view, created by buildPresentation.
+  /** @type {{ seed: HTMLImageElement, accent: HTMLImageElement }} the swipe's images (they show the tiles' URLs) */ swipeImgs;
+  /** @type {HTMLSpanElement} */ swipeLine;
+  /** @type {HTMLSpanElement} */ swipeRightLabel;
+  /** @type {HTMLInputElement} */ swipeInput;
+  /** @type {HTMLParagraphElement} */ presentCaption;
+
   /**
    * @param {Scope} scope
    * @param {{ zoom: (key: TileKey, opener: HTMLElement) => void, painted: (key: TileKey, data: unknown) => void,
@@ -604,6 +653,12 @@ class Tiles {
     this.scope = scope;
     this.hooks = hooks;
     this.slots = /** @type {Record<TileKey, ImageSlot>} */ ({});
+    /** @type {Partial<Record<TileKey, HTMLImageElement>>} */
+    this.imgs = {};
+    /** @type {Partial<Record<TileKey, HTMLElement>>} the frames (marked empty until their image is painted) */
+    this.frames = {};
+    /** @type {Partial<Record<TileKey, { cls: HTMLElement, explain: HTMLElement }>>} */
+    this.texts = {};
     const d = scope.doc;
     this.el = h(d, "div", { class: "faccent-tiles" });
     /** @type {HTMLOListElement} */
@@ -620,8 +675,86 @@ class Tiles {
     /** @type {HTMLElement | null} */
     this.accentTile = null;
     this.compareBtn = this.buildCompare();
+    this.bar = this.buildModeBar();
+    this.present = this.buildPresentation();
     for (const t of TILES) this.el.append(this.buildTile(t));
     this.bindTraits();
+  }
+
+  /** Explain and Presentation: two toggles above the tiles (traits `explain`, `presentation`). */
+  buildModeBar() {
+    const s = this.scope;
+    /**
+     * @param {"explain" | "presentation"} trait
+     * @param {string} text
+     * @param {string} title
+     */
+    const toggle = (trait, text, title) => {
+      const fallback = trait === "explain"; // Python's defaults: explain on, presentation off
+      const b = s.button(text, { "aria-pressed": "false", "data-testid": `toggle-${trait}`, title }, () =>
+        s.setTrait(trait, !s.get(trait, fallback)),
+      );
+      s.bind([trait], () => b.setAttribute("aria-pressed", String(Boolean(s.get(trait, fallback)))));
+      return b;
+    };
+    return h(
+      s.doc,
+      "div",
+      { class: "faccent-modebar", role: "group", "aria-label": "Display" },
+      toggle("explain", "Explain", "Plain-words captions, a colour bar and a key under each image (for teaching)"),
+      toggle("presentation", "Presentation", "A large photo | accentuation comparison with a swipe slider, larger text"),
+    );
+  }
+
+  /** The large photo | accentuation comparison with a swipe slider across the cell (presentation mode). */
+  buildPresentation() {
+    const d = this.scope.doc;
+    const s = this.scope;
+    const base = h(d, "img", { class: "faccent-swipe-img", alt: "The photo", "data-testid": "swipe-seed" });
+    const top = h(d, "img", { class: "faccent-swipe-img faccent-swipe-top", alt: "The accentuation", "data-testid": "swipe-accent" });
+    this.swipeImgs = { seed: base, accent: top };
+    this.swipeLine = h(d, "span", { class: "faccent-swipe-line", "aria-hidden": "true" });
+    this.swipeRightLabel = h(d, "span", { class: "faccent-swipe-label faccent-swipe-label-right" });
+    const box = h(
+      d,
+      "div",
+      { class: "faccent-swipe" },
+      base,
+      top,
+      this.swipeLine,
+      h(d, "span", { class: "faccent-swipe-label faccent-swipe-label-left", text: "Photo" }),
+      this.swipeRightLabel,
+    );
+    this.swipeInput = h(d, "input", {
+      type: "range",
+      min: 0,
+      max: 100,
+      step: 0.5,
+      value: 50,
+      class: "faccent-swipe-range",
+      "data-testid": "swipe",
+      "aria-label": "Compare: left shows the photo, right the accentuation",
+    });
+    this.presentCaption = h(d, "p", { class: "faccent-present-caption", "data-testid": "present-caption" });
+    const setSplit = () => {
+      const v = Math.min(100, Math.max(0, finite(this.swipeInput.value, 50)));
+      box.style.setProperty("--fa-split", `${v}%`);
+      this.swipeInput.setAttribute("aria-valuetext", `${Math.round(v)}% photo`);
+    };
+    s.listen(this.swipeInput, "input", setSplit);
+    // drag on the picture itself moves the split too
+    const drag = (/** @type {Event} */ e) => {
+      const pe = /** @type {PointerEvent} */ (e);
+      if (e.type !== "pointerdown" && !(pe.buttons & 1)) return;
+      const r = box.getBoundingClientRect();
+      if (r.width <= 0) return;
+      this.swipeInput.value = String(Math.min(100, Math.max(0, (100 * (pe.clientX - r.left)) / r.width)));
+      setSplit();
+    };
+    s.listen(box, "pointerdown", drag);
+    s.listen(box, "pointermove", drag);
+    setSplit();
+    return h(d, "section", { class: "faccent-present", "data-testid": "present", "aria-label": "Presentation view" }, box, this.swipeInput, this.presentCaption);
   }
 
   /** @param {(typeof TILES)[number]} t */
@@ -629,25 +762,61 @@ class Tiles {
     const d = this.scope.doc;
     const img = h(d, "img", { class: "faccent-img", alt: `${t.caption} image`, "data-testid": `${t.key}-img` });
     this.slots[t.key] = imageSlot(img);
+    this.imgs[t.key] = img;
     // the image is a button: click (or Enter) opens it large, with the seed beside it
     const zoom = this.scope.button("", { class: "faccent-zoom", "aria-label": `Enlarge ${t.caption}`, title: t.title }, () =>
       this.hooks.zoom(t.key, zoom),
     );
     zoom.append(img);
-    const frame = h(d, "div", { class: "faccent-frame" }, zoom);
+    // until its image arrives a tile shows a quiet placeholder, not a broken-image icon
+    const placeholder = h(d, "span", { class: "faccent-placeholder", "aria-hidden": "true", text: `${t.caption}…` });
+    const frame = h(d, "div", { class: "faccent-frame faccent-empty" }, zoom, placeholder);
+    this.frames[t.key] = frame;
     const fig = h(d, "figure", { class: `faccent-tile faccent-tile-${t.key}`, "data-testid": `${t.key}-tile` }, frame);
-    fig.append(h(d, "figcaption", { text: t.caption, title: t.title }));
+    const cls = h(d, "span", { class: "faccent-tile-class", "data-testid": `${t.key}-class` });
+    fig.append(h(d, "figcaption", { title: t.title }, h(d, "span", { class: "faccent-tile-name", text: t.caption }), cls));
+    const explain = h(d, "p", { class: "faccent-explain", "data-testid": `${t.key}-explain` });
+    this.texts[t.key] = { cls, explain };
     if (t.key === "seed") {
       this.scope.listen(img, "load", () => this.onSeedLoad(img));
-      fig.append(this.topList);
+      fig.append(explain, this.topList);
     }
+    if (t.key === "gradcam") fig.append(explain, this.colourBar());
+    if (t.key === "mask") fig.append(explain, this.maskKey());
     if (t.key === "accent") {
       // the seed, stacked on the accentuation, shown while "compare" is held
       frame.append(this.compareImg);
       this.accentTile = fig;
-      fig.append(h(d, "div", { class: "faccent-tile-tools" }, this.buildViewToggle(), this.compareBtn));
+      fig.append(explain, h(d, "div", { class: "faccent-tile-tools" }, this.buildViewToggle(), this.compareBtn));
     }
     return fig;
+  }
+
+  /** Grad-CAM's colour bar (the tile's "jet" colours, low → high). */
+  colourBar() {
+    const d = this.scope.doc;
+    return h(
+      d,
+      "div",
+      { class: "faccent-explain faccent-legend", "data-testid": "gradcam-legend" },
+      h(d, "span", { text: "less" }),
+      h(d, "span", { class: "faccent-colourbar", role: "img", "aria-label": "Colour bar: blue = little evidence, red = most evidence" }),
+      h(d, "span", { text: "more evidence" }),
+    );
+  }
+
+  /** The mask's key: black keeps the photo, white shows the change. */
+  maskKey() {
+    const d = this.scope.doc;
+    return h(
+      d,
+      "div",
+      { class: "faccent-explain faccent-legend", "data-testid": "mask-legend" },
+      h(d, "span", { class: "faccent-swatch faccent-swatch-black", "aria-hidden": "true" }),
+      h(d, "span", { text: "photo kept" }),
+      h(d, "span", { class: "faccent-swatch faccent-swatch-white", "aria-hidden": "true" }),
+      h(d, "span", { text: "change shown" }),
+    );
   }
 
   /**
@@ -658,6 +827,7 @@ class Tiles {
     const root = /** @type {HTMLElement | null} */ (this.el.closest(".faccent"));
     if (root && img.naturalWidth > 0 && img.naturalHeight > 0) {
       root.style.setProperty("--fa-aspect", `${img.naturalWidth} / ${img.naturalHeight}`);
+      root.style.setProperty("--fa-aspect-num", (img.naturalWidth / img.naturalHeight).toFixed(4));
     }
   }
 
@@ -700,7 +870,7 @@ class Tiles {
     const titles = {
       masked: "The accentuation inside the mask, the seed outside it",
       unmasked: "The whole accentuation",
-      diff: "What changed: grey = unchanged, brighter or darker = colour added or removed",
+      diff: `What changed, amplified ×${DIFF_GAIN}: grey = unchanged, brighter or darker = colour added or removed`,
     };
     this.viewButtons = VIEWS.map(([value, text]) => {
       const b = this.scope.button(text, { "aria-pressed": "false", "data-view": value, title: titles[value] }, () =>
@@ -727,6 +897,26 @@ class Tiles {
       const view = s.get("view", "masked");
       for (const b of this.viewButtons) b.setAttribute("aria-pressed", String(b.dataset.view === view));
     });
+    s.bind(["target", "away", "view", "top"], () => this.renderTexts());
+  }
+
+  /** The class each tile shows, in its caption and in plain words under it (explain mode). */
+  renderTexts() {
+    const s = this.scope;
+    const d = s.doc;
+    const t = tileTexts(s.get("target", null), Boolean(s.get("away", false)), s.get("view", "masked"), s.get("top", []));
+    for (const key of /** @type {TileKey[]} */ (["seed", "gradcam", "mask", "accent"])) {
+      const parts = this.texts[key];
+      if (!parts) continue;
+      parts.cls.textContent = t[key].cls ? `: ${t[key].cls}` : "";
+      parts.explain.replaceChildren(
+        ...t[key].explain.map((p, i) => (i % 2 === 1 ? h(d, "em", { class: "faccent-class-name", text: p }) : d.createTextNode(p))),
+      );
+    }
+    this.swipeRightLabel.textContent = t.accent.cls ? `Accentuation: ${t.accent.cls}` : "Accentuation";
+    this.presentCaption.replaceChildren(
+      ...t.accent.explain.map((p, i) => (i % 2 === 1 ? h(d, "em", { class: "faccent-class-name", text: p }) : d.createTextNode(p))),
+    );
   }
 
   renderTop() {
@@ -756,6 +946,14 @@ class Tiles {
    */
   paint(key, data) {
     const painted = this.slots[key].show(data);
+    const frame = this.frames[key];
+    if (frame) frame.classList.toggle("faccent-empty", !painted);
+    if (key === "accent" || key === "seed") {
+      // the presentation view shows the same object URL (the tile's slot revokes it when it moves on)
+      const src = this.imgs[key]?.getAttribute("src");
+      if (src) this.swipeImgs[key].src = src;
+      else this.swipeImgs[key].removeAttribute("src");
+    }
     this.hooks.painted(key, data);
     return painted;
   }
@@ -770,6 +968,8 @@ class Tiles {
     for (const slot of Object.values(this.slots)) slot.dispose();
     this.compareSlot.dispose();
     this.el.remove();
+    this.bar.remove();
+    this.present.remove();
   }
 }
 
@@ -970,19 +1170,46 @@ class Messages {
   }
 }
 
-// -- Gallery: the live strip of a batch in progress, then one figure per target
+// -- Gallery: the live strip of a batch in progress, then one figure per target (click to enlarge)
+
+/** @type {Record<GalleryMode, { title: string, intro: string }>} */
+const GALLERY_TEXT = {
+  topk: {
+    title: "Top-5 gallery",
+    intro: "The model's five best guesses for this photo, each accentuated. Click one to enlarge it or make it the target.",
+  },
+  inhibited: {
+    title: "Most inhibited",
+    intro:
+      "The five classes the model sees least in this photo. Their masks are black (no evidence for them here), so " +
+      "the masked images look like the photo: the unmasked image beside each shows what the model was pushed toward.",
+  },
+  predicted_vs_true: {
+    title: "Predicted vs true",
+    intro: "The class the model predicted next to the true class, each accentuated. Click one to enlarge it.",
+  },
+};
 
 class Gallery {
-  /** @param {Scope} scope */
-  constructor(scope) {
+  /**
+   * @param {Scope} scope
+   * @param {{ open: (entry: GalleryEntry, opener: HTMLElement) => void }} hooks  enlarge an item
+   */
+  constructor(scope, hooks) {
     this.scope = scope;
+    this.hooks = hooks;
     const d = scope.doc;
     /** @type {string[]} */
     this.urls = [];
+    /** @type {GalleryMode} */
+    this.mode = "topk";
+    this.heading = h(d, "h3", { class: "faccent-gallery-title", "data-testid": "gallery-title" });
+    this.intro = h(d, "p", { class: "faccent-gallery-intro", "data-testid": "gallery-intro" });
     this.list = h(d, "div", { class: "faccent-gallery", "data-testid": "gallery", "aria-label": "Gallery", role: "group", hidden: true });
     this.live = h(d, "img", { class: "faccent-gallery-live", alt: "Gallery in progress", "data-testid": "gallery-live", hidden: true });
     this.liveSlot = imageSlot(this.live);
-    this.el = h(d, "div", { class: "faccent-gallery-wrap" }, this.live, this.list);
+    this.head = h(d, "div", { class: "faccent-gallery-head", hidden: true }, this.heading, this.intro);
+    this.el = h(d, "div", { class: "faccent-gallery-wrap" }, this.head, this.live, this.list);
     scope.onModel("change:top", () => this.hide()); // a new seed: the gallery belongs to the old one
   }
 
@@ -995,14 +1222,19 @@ class Gallery {
   hide() {
     this.clear();
     this.list.hidden = true;
+    this.head.hidden = true;
   }
 
   /** @param {GalleryMode} mode */
   showRunning(mode) {
     this.clear();
+    this.mode = mode in GALLERY_TEXT ? mode : "topk";
+    const text = GALLERY_TEXT[this.mode];
+    this.heading.textContent = text.title;
+    this.intro.textContent = text.intro;
+    this.head.hidden = false;
     this.list.hidden = false;
-    const name = mode === "predicted_vs_true" ? "predicted vs true" : mode;
-    this.list.append(h(this.scope.doc, "p", { class: "faccent-muted", text: `running ${name} gallery…` }));
+    this.list.append(h(this.scope.doc, "p", { class: "faccent-muted", text: `running the ${text.title.toLowerCase()}: the strip above shows each image as it changes…` }));
   }
 
   /**
@@ -1016,22 +1248,38 @@ class Gallery {
   }
 
   /**
+   * An object URL for the bytes (revoked with the gallery), or null.
    * @param {unknown} data
-   * @param {string} alt
    */
-  image(data, alt) {
-    const img = h(this.scope.doc, "img", { class: "faccent-gallery-img", alt });
+  url(data) {
     const bytes = toBytes(data);
-    if (bytes && bytes.byteLength > 0) {
-      const url = URL.createObjectURL(new Blob([bytes], { type: sniffType(bytes) }));
-      this.urls.push(url);
-      img.src = url;
-    }
-    return img;
+    if (!bytes || bytes.byteLength === 0) return null;
+    const url = URL.createObjectURL(new Blob([bytes], { type: sniffType(bytes) }));
+    this.urls.push(url);
+    return url;
   }
 
   /**
-   * The finished batch: buffers are n accentuations, then n masks.
+   * A gallery image as a button that opens the enlarged view.
+   * @param {string | null} src
+   * @param {string} alt
+   * @param {GalleryEntry} entry
+   * @param {string} cls
+   */
+  imageButton(src, alt, entry, cls) {
+    const d = this.scope.doc;
+    const img = h(d, "img", { class: `faccent-gallery-img ${cls}`, alt });
+    if (src) img.src = src;
+    const btn = this.scope.button("", { class: "faccent-zoom faccent-gallery-zoom", "aria-label": `Enlarge: ${alt}`, title: "Click to enlarge, with the photo beside it" }, () =>
+      this.hooks.open(entry, btn),
+    );
+    btn.append(img);
+    return btn;
+  }
+
+  /**
+   * The finished batch: buffers are n masked accentuations, then n masks, then (newer kernels) n unmasked
+   * accentuations.
    * @param {GalleryItem[]} items
    * @param {unknown[]} buffers
    */
@@ -1041,27 +1289,43 @@ class Gallery {
     this.liveSlot.show(null);
     this.live.hidden = true;
     this.list.hidden = false;
+    this.head.hidden = false;
+    const n = items.length;
+    const paired = this.mode === "inhibited";
+    this.list.classList.toggle("faccent-gallery-paired", paired);
     items.forEach((it, i) => {
       const label = String(it.label ?? "");
-      const fig = h(
+      const role = it.role === "predicted" ? "Predicted" : it.role === "true" ? "True" : "";
+      const name = role ? `${role}: ${label}` : label;
+      const prob = `p(${label}) ${formatProb(it.prob_before)} → ${formatProb(it.prob_after)}`;
+      /** @type {GalleryEntry} */
+      const entry = {
+        name,
+        label,
+        index: it.index == null ? null : Number(it.index),
+        prob,
+        masked: this.url(buffers[i]),
+        mask: this.url(buffers[n + i]),
+        unmasked: this.url(buffers[2 * n + i]),
+      };
+      const images = h(d, "div", { class: "faccent-gallery-images" });
+      const masked = h(d, "div", { class: "faccent-gallery-cell" }, this.imageButton(entry.masked, `${name}, masked`, entry, ""));
+      if (entry.mask) {
+        masked.append(h(d, "img", { class: "faccent-gallery-mask", alt: `Mask for ${label}`, src: entry.mask, title: "The mask: white = where the change is shown" }));
+      }
+      images.append(masked);
+      if (paired && entry.unmasked) {
+        images.append(h(d, "div", { class: "faccent-gallery-cell" }, this.imageButton(entry.unmasked, `${name}, unmasked`, entry, "")));
+      }
+      const caption = h(
         d,
-        "figure",
-        { class: "faccent-gallery-item" },
-        h(
-          d,
-          "div",
-          { class: "faccent-gallery-pair" },
-          this.image(buffers[i], `Accentuation for ${label}`),
-          this.image(buffers[items.length + i], `Mask for ${label}`),
-        ),
-        h(
-          d,
-          "figcaption",
-          {},
-          h(d, "span", { class: "faccent-gallery-label", text: label }),
-          h(d, "span", { class: "faccent-gallery-prob", text: `p ${formatProb(it.prob_before)} → ${formatProb(it.prob_after)}` }),
-        ),
+        "figcaption",
+        {},
+        h(d, "span", { class: `faccent-gallery-label${role ? ` faccent-role-${it.role}` : ""}`, text: name, title: name }),
+        h(d, "span", { class: "faccent-gallery-prob", text: prob }),
       );
+      if (paired && entry.unmasked) caption.append(h(d, "span", { class: "faccent-muted", text: "left: masked · right: unmasked" }));
+      const fig = h(d, "figure", { class: "faccent-gallery-item", "data-testid": "gallery-item" }, images, caption);
       this.list.append(fig);
     });
   }
@@ -1074,34 +1338,74 @@ class Gallery {
   }
 }
 
-// -- Overlay: a tile enlarged, with the seed (or the accentuation) beside it
+// -- Overlay: a tile or a gallery image enlarged over the whole window, with the photo beside it
+
+/**
+ * A finished gallery item as the enlarged view needs it (object URLs owned by the gallery).
+ * @typedef {object} GalleryEntry
+ * @property {string} name  "Predicted: tabby", or the label
+ * @property {string} label
+ * @property {number | null} index  the class, for "make this the target"
+ * @property {string} prob
+ * @property {string | null} masked
+ * @property {string | null} mask
+ * @property {string | null} unmasked
+ */
 
 class Overlay {
   /**
    * @param {Scope} scope
-   * @param {(key: TileKey) => Uint8Array<ArrayBuffer> | null} tileBytes  what a tile shows now
+   * @param {{ tileBytes: (key: TileKey) => Uint8Array<ArrayBuffer> | null, setTarget: (index: number) => void }} hooks
+   *   what a tile shows now; make a class the target
    */
-  constructor(scope, tileBytes) {
+  constructor(scope, hooks) {
     this.scope = scope;
-    this.tileBytes = tileBytes;
-    /** @type {{ key: TileKey | null, opener: HTMLElement | null }} */
-    this.state = { key: null, opener: null };
+    this.hooks = hooks;
+    /** @type {{ key: TileKey | null, entry: GalleryEntry | null, opener: HTMLElement | null }} */
+    this.state = { key: null, entry: null, opener: null };
     const d = scope.doc;
     const pane = (/** @type {string} */ testid) => {
       const img = h(d, "img", { class: "faccent-overlay-img", alt: "", "data-testid": testid });
       const cap = h(d, "figcaption", {});
       return { img, cap, slot: imageSlot(img), fig: h(d, "figure", { class: "faccent-overlay-fig" }, img, cap) };
     };
-    this.panes = [pane("overlay-main"), pane("overlay-seed")];
+    this.panes = [pane("overlay-main"), pane("overlay-seed"), pane("overlay-unmasked")];
+    this.title = h(d, "span", { class: "faccent-overlay-title", "data-testid": "overlay-title" });
     this.closeBtn = scope.button("Close", { class: "faccent-btn faccent-overlay-close", "data-testid": "overlay-close" });
+    this.targetBtn = scope.button(
+      "Make this the target",
+      { class: "faccent-btn faccent-primary", "data-testid": "overlay-target", hidden: true },
+      () => this.makeTarget(),
+    );
+    /** @type {HTMLButtonElement[]} */
+    this.viewButtons = VIEWS.map(([value, text]) =>
+      scope.button(text, { "aria-pressed": "false", "data-view": value }, () => scope.setTrait("view", value)),
+    );
+    this.views = h(d, "span", { class: "faccent-views", role: "group", "aria-label": "Accentuation view" }, ...this.viewButtons);
+    this.holdBtn = scope.button("Hold to compare", {
+      class: "faccent-btn faccent-compare",
+      "aria-pressed": "false",
+      "data-testid": "overlay-compare",
+      title: "Press and hold to see the photo in place of the accentuation",
+    });
+    const hold = (/** @type {boolean} */ on) => () => this.holdCompare(on);
+    scope.listen(this.holdBtn, "pointerdown", hold(true));
+    for (const type of ["pointerup", "pointerleave", "pointercancel", "blur"]) scope.listen(this.holdBtn, type, hold(false));
+    this.tools = h(d, "span", { class: "faccent-overlay-tools" }, this.views, this.holdBtn);
     this.el = h(
       d,
       "div",
       { class: "faccent-overlay", role: "dialog", "aria-modal": "true", "aria-label": "Enlarged image", "data-testid": "overlay", hidden: true },
-      h(d, "div", { class: "faccent-overlay-body" }, this.panes[0].fig, this.panes[1].fig),
-      this.closeBtn,
+      h(d, "div", { class: "faccent-overlay-bar" }, this.title, this.tools, this.targetBtn, this.closeBtn),
+      h(d, "div", { class: "faccent-overlay-body" }, this.panes[1].fig, this.panes[0].fig, this.panes[2].fig),
     );
-    scope.listen(this.el, "click", () => this.close());
+    // over the whole window, not just the panel: the dialog lives in its own themed host on <body> while open
+    this.host = h(d, "div", { class: "faccent-portal", "data-lm-suppress-shortcuts": "true" }, this.el);
+    scope.listen(this.el, "click", (e) => {
+      const t = /** @type {Element | null} */ (e.target);
+      if (t && t !== this.closeBtn && typeof t.closest === "function" && t.closest("button, input, select")) return;
+      this.close();
+    });
     scope.listen(this.el, "keydown", (e) => {
       if (/** @type {KeyboardEvent} */ (e).key === "Escape") {
         e.preventDefault();
@@ -1109,38 +1413,124 @@ class Overlay {
         this.close();
       }
     });
+    scope.bind(["view"], () => {
+      const view = scope.get("view", "masked");
+      for (const b of this.viewButtons) b.setAttribute("aria-pressed", String(b.dataset.view === view));
+      if (this.state.key && !this.el.hidden) this.captionTiles();
+    });
+  }
+
+  /** @param {TileKey} k */
+  caption(k) {
+    const t = TILES.find((x) => x.key === k);
+    const base = t ? t.caption : k;
+    const target = /** @type {{ label?: unknown }} */ (this.scope.get("target", null) || {});
+    const name = target.label != null ? String(target.label) : "";
+    if (k === "accent") return `${base} (${String(this.scope.get("view", "masked"))})${name ? `: ${name}` : ""}`;
+    return k === "seed" || !name ? base : `${base}: ${name}`;
+  }
+
+  captionTiles() {
+    const key = this.state.key;
+    if (!key) return;
+    const other = key === "seed" ? "accent" : "seed";
+    const [a, b] = this.panes;
+    a.img.alt = `${this.caption(key)}, enlarged`;
+    a.cap.textContent = this.caption(key);
+    b.img.alt = `${this.caption(other)}, enlarged`;
+    b.cap.textContent = this.caption(other);
+    this.title.textContent = this.caption(key);
   }
 
   /**
+   * Show the dialog over the window and focus it. Its host goes to <body>, or to the shadow root the panel
+   * lives in (marimo), where the panel's stylesheet applies.
+   * @param {HTMLElement} opener
+   */
+  reveal(opener) {
+    const root = opener.getRootNode();
+    const parent = root && root.nodeType === 11 ? /** @type {ShadowRoot} */ (root) : this.scope.doc.body;
+    if (this.host.parentNode !== parent) parent.append(this.host);
+    this.el.hidden = false;
+    this.closeBtn.focus();
+  }
+
+  /**
+   * A tile, large, with the photo (or the accentuation, for the photo) beside it.
    * @param {TileKey} key
    * @param {HTMLElement} opener
    */
   open(key, opener) {
     const other = key === "seed" ? "accent" : "seed";
-    this.state = { key, opener };
-    const caption = (/** @type {TileKey} */ k) => {
-      const t = TILES.find((x) => x.key === k);
-      const base = t ? t.caption : k;
-      return k === "accent" ? `${base} (${String(this.scope.get("view", "masked"))})` : base;
-    };
-    const [a, b] = this.panes;
-    a.slot.show(this.tileBytes(key));
-    a.img.alt = `${caption(key)}, enlarged`;
-    a.cap.textContent = caption(key);
-    b.slot.show(this.tileBytes(other));
-    b.img.alt = `${caption(other)}, enlarged`;
-    b.cap.textContent = caption(other);
-    this.el.hidden = false;
-    this.closeBtn.focus();
+    this.state = { key, entry: null, opener };
+    const [a, b, c] = this.panes;
+    a.slot.show(this.hooks.tileBytes(key));
+    b.slot.show(this.hooks.tileBytes(other));
+    c.slot.show(null);
+    c.fig.hidden = true;
+    b.fig.hidden = false;
+    this.captionTiles();
+    this.tools.hidden = key !== "accent";
+    this.targetBtn.hidden = true;
+    this.reveal(opener);
+  }
+
+  /**
+   * A gallery image, large, beside the photo (and its unmasked version), with "make this the target".
+   * @param {GalleryEntry} entry
+   * @param {HTMLElement} opener
+   */
+  openGallery(entry, opener) {
+    this.state = { key: null, entry, opener };
+    const [a, b, c] = this.panes;
+    a.slot.show(null);
+    c.slot.show(null);
+    if (entry.masked) a.img.src = entry.masked; // the gallery owns these URLs
+    a.img.alt = `${entry.name}, masked, enlarged`;
+    a.cap.textContent = `${entry.name} (masked) · ${entry.prob}`;
+    b.slot.show(this.hooks.tileBytes("seed"));
+    b.img.alt = "Photo (seed), enlarged";
+    b.cap.textContent = "Photo (seed)";
+    b.fig.hidden = false;
+    c.fig.hidden = !entry.unmasked;
+    if (entry.unmasked) c.img.src = entry.unmasked;
+    c.img.alt = `${entry.name}, unmasked, enlarged`;
+    c.cap.textContent = `${entry.name} (unmasked)`;
+    this.title.textContent = entry.name;
+    this.tools.hidden = true;
+    this.targetBtn.hidden = entry.index == null;
+    this.targetBtn.textContent = `Make ${entry.label} the target`;
+    this.reveal(opener);
+  }
+
+  makeTarget() {
+    const entry = this.state.entry;
+    if (!entry || entry.index == null) return;
+    this.state.opener = null; // the gallery goes (a new target): focus returns to the panel's Accentuate
+    this.hooks.setTarget(entry.index);
+    this.close();
+  }
+
+  /** @param {boolean} on */
+  holdCompare(on) {
+    if (this.el.hidden || this.state.key !== "accent") return;
+    this.holdBtn.setAttribute("aria-pressed", String(on));
+    this.panes[0].slot.show(this.hooks.tileBytes(on ? "seed" : "accent"));
+    this.panes[0].cap.textContent = on ? "Photo (seed) — release to see the accentuation" : this.caption("accent");
   }
 
   close() {
     if (this.el.hidden) return;
     this.el.hidden = true;
-    for (const p of this.panes) p.slot.show(null);
+    for (const p of this.panes) {
+      p.slot.show(null);
+      p.img.removeAttribute("src");
+    }
+    this.holdBtn.setAttribute("aria-pressed", "false");
+    this.host.remove();
     const opener = this.state.opener;
-    this.state = { key: null, opener: null };
-    if (opener) opener.focus();
+    this.state = { key: null, entry: null, opener: null };
+    if (opener && opener.isConnected) opener.focus();
   }
 
   /**
@@ -1149,16 +1539,22 @@ class Overlay {
    * @param {unknown} data
    */
   sync(key, data) {
+    if (this.el.hidden) return;
     const open = this.state.key;
-    if (!open || this.el.hidden) return;
-    if (open === key) this.panes[0].slot.show(data);
-    else if ((open === "seed" ? "accent" : "seed") === key) this.panes[1].slot.show(data);
+    if (!open) {
+      if (this.state.entry && key === "seed") this.panes[1].slot.show(data);
+      return;
+    }
+    if (open === key) {
+      if (this.holdBtn.getAttribute("aria-pressed") !== "true") this.panes[0].slot.show(data);
+    } else if ((open === "seed" ? "accent" : "seed") === key) this.panes[1].slot.show(data);
   }
 
   destroy() {
     this.scope.dispose();
     for (const p of this.panes) p.slot.dispose();
     this.el.remove();
+    this.host.remove();
   }
 }
 
@@ -1204,6 +1600,8 @@ class Controls {
   /** @type {HTMLInputElement} */ awayInput;
   /** @type {HTMLSelectElement} */ latentSelect;
   /** @type {HTMLInputElement} */ channelInput;
+  /** A run (or gallery batch) is going: the Accentuate button shows its progress. */
+  running = false;
 
   /**
    * @param {Scope} scope
@@ -1267,7 +1665,15 @@ class Controls {
     this.lamNote = h(d, "span", { class: "faccent-muted faccent-lam-note", "data-testid": "lam-note" });
     s.listen(this.lamInput, "input", () => this.showLam(sliderToLam(this.lamInput.value)));
     s.listen(this.lamInput, "change", () => s.setTrait("lam", sliderToLam(this.lamInput.value)));
-    const track = h(d, "span", { class: "faccent-lam-track" }, this.lamInput, this.lamMark);
+    // explain mode: what the two ends of the slider mean, in plain words
+    const ends = h(
+      d,
+      "span",
+      { class: "faccent-lam-ends faccent-explain", "data-testid": "lam-ends" },
+      h(d, "span", { text: "← let it change" }),
+      h(d, "span", { text: "keep it close to the photo →" }),
+    );
+    const track = h(d, "span", { class: "faccent-lam-track" }, this.lamInput, this.lamMark, ends);
     const lamLabel = h(d, "label", {
       for: this.lamInput.id,
       text: "λ",
@@ -1276,7 +1682,11 @@ class Controls {
     row.append(s.field(lamLabel, track, this.lamValue), this.lamRec, this.lamNote);
 
     const a = this.actions;
-    this.accentBtn = s.button("Accentuate", { class: "faccent-btn faccent-primary", "data-testid": "accentuate" }, () => a.accentuate());
+    this.accentBtn = s.button(
+      "Accentuate",
+      { class: "faccent-btn faccent-primary", "data-testid": "accentuate", "aria-label": "Accentuate", "data-running": "false" },
+      () => a.accentuate(),
+    );
     this.stopBtn = s.button("Stop", { "data-testid": "stop" }, () => a.stop());
     this.resetBtn = s.button("Reset", { "data-testid": "reset", title: "Discard the run and show the seed" }, () => a.reset());
     const topk = s.button(
@@ -1296,7 +1706,7 @@ class Controls {
     );
     row.append(
       h(d, "span", { class: "faccent-group faccent-run-group" }, this.accentBtn, this.stopBtn, this.resetBtn),
-      h(d, "span", { class: "faccent-group" }, topk, inhib, this.predictedVsTrueBtn),
+      h(d, "span", { class: "faccent-group faccent-gallery-group" }, topk, inhib, this.predictedVsTrueBtn),
     );
     return row;
   }
@@ -1344,6 +1754,13 @@ class Controls {
       "reg_layer",
       "The layer where the accentuation is kept close to the seed (the regulariser). Earlier layers keep " +
         "more of the seed's pixels; later layers allow larger changes.",
+    );
+    row.append(
+      h(d, "span", {
+        class: "faccent-explain faccent-muted",
+        "data-testid": "layer-explain",
+        text: "(the layer where the image is kept close to the photo: earlier = keeps more of its pixels, later = allows bigger changes)",
+      }),
     );
     this.presetSelect = this.selectControl(
       row,
@@ -1469,6 +1886,7 @@ class Controls {
     s.bind(["away"], () => (this.awayInput.checked = Boolean(s.get("away", false))));
     s.bind(["p1"], () => (this.p1Input.value = String(s.get("p1", ""))));
     s.bind(["p2"], () => (this.p2Input.value = String(s.get("p2", ""))));
+    s.bind(["step", "steps"], () => this.renderAccentLabel());
     s.bind(["predicted_vs_true"], () => {
       const text = String(s.get("predicted_vs_true", "") || "");
       this.predictedVsTrue.textContent = text;
@@ -1537,6 +1955,32 @@ class Controls {
   /** @param {boolean} running */
   renderRunning(running) {
     this.stopBtn.disabled = !running;
+    this.running = running;
+    this.renderAccentLabel();
+  }
+
+  /**
+   * The Accentuate button's label: "Accentuate", or "Running… 12/40" while a run goes (its step count
+   * comes from the `step` / `steps` traits, which every chunk updates). The accessible name stays the
+   * action's ("Accentuate"); the progress is its description.
+   */
+  renderAccentLabel() {
+    const s = this.scope;
+    const btn = this.accentBtn;
+    if (!this.running) {
+      btn.textContent = "Accentuate";
+      btn.dataset.running = "false";
+      btn.removeAttribute("aria-description");
+      btn.style.removeProperty("--fa-progress");
+      return;
+    }
+    const steps = Math.max(0, finite(s.get("steps", 0), 0));
+    const step = Math.min(steps || Infinity, Math.max(0, finite(s.get("step", 0), 0)));
+    const text = steps > 0 ? `Running… ${step}/${steps}` : "Running…";
+    btn.textContent = text;
+    btn.dataset.running = "true";
+    btn.setAttribute("aria-description", text);
+    btn.style.setProperty("--fa-progress", `${steps > 0 ? ((100 * step) / steps).toFixed(1) : 0}%`);
   }
 
   /** The search box's query, trimmed. */
@@ -1625,7 +2069,10 @@ class Panel {
     /** λ-mark calibration driven by the browser in small chunks while no run is going. */
     this.calib = { active: false, waiting: false, done: false };
     const part = () => new Scope(model, this.doc);
-    this.overlay = new Overlay(part(), (key) => this.tiles.bytes(key));
+    this.overlay = new Overlay(part(), {
+      tileBytes: (key) => this.tiles.bytes(key),
+      setTarget: (index) => this.send({ type: "set_target", index: Number(index) }),
+    });
     this.stats = new Stats(part(), { scrubTo: (index) => this.requestScrub(index) });
     this.tiles = new Tiles(part(), {
       zoom: (key, opener) => this.overlay.open(key, opener),
@@ -1633,7 +2080,7 @@ class Panel {
       following: () => this.stats.follow,
     });
     this.messages = new Messages(part());
-    this.gallery = new Gallery(part());
+    this.gallery = new Gallery(part(), { open: (entry, opener) => this.overlay.openGallery(entry, opener) });
     this.controls = new Controls(part(), {
       accentuate: () => this.accentuate(),
       stop: () => this.stop(),
@@ -1658,15 +2105,24 @@ class Panel {
   build() {
     this.root.append(
       this.controls.predictedVsTrue,
+      this.tiles.bar,
+      this.tiles.present,
       this.tiles.el,
       this.stats.el,
       this.controls.el,
       this.controls.advanced,
       this.gallery.el,
-      this.messages.el,
-      this.overlay.el,
       this.dropHint,
     );
+    // the action row holds λ and the run buttons only, so it stays on one line in a 930 px panel (1366 px
+    // laptop, file browser open): the gallery buttons open the row below, beside the downloads
+    const galleries = this.controls.el.querySelector(".faccent-gallery-group");
+    const io = this.controls.el.querySelector(".faccent-io");
+    if (galleries && io) io.prepend(galleries);
+    // the status line and the error box sit right under the Accentuate button's row, where the eye is
+    const actions = this.controls.el.querySelector(".faccent-actions");
+    if (actions) actions.after(this.messages.el);
+    else this.controls.el.append(this.messages.el);
     this.el.append(this.root);
     this.bindDrop();
     const s = this.scope;
@@ -1682,6 +2138,8 @@ class Panel {
       this.stats.renderHistory(null, null);
     });
     s.bind(["running"], () => this.renderRunning());
+    s.bind(["explain"], () => this.root.classList.toggle("faccent-explaining", Boolean(s.get("explain", true))));
+    s.bind(["presentation"], () => this.root.classList.toggle("faccent-presenting", Boolean(s.get("presentation", false))));
     s.onModel("msg:custom", (/** @type {Message} */ msg, /** @type {unknown[]} */ buffers) => this.onMessage(msg, buffers));
     this.send({ type: "ready" });
     s.later(() => this.maybeCalibrate(), CALIBRATE_DELAY_MS);

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import traitlets
@@ -407,6 +408,19 @@ def test_refused_value_from_the_browser_is_reverted_in_the_browser(widget):
     assert (w.p1, w.p2, w.error) == (30.0, 70.0, "")
 
 
+def test_the_browser_may_toggle_explain_and_presentation(widget):
+    """The display toggles are the browser's to set (explain is on in a fresh panel); the images are not."""
+    w, _ = widget
+    assert (w.explain, w.presentation) == (True, False)
+    state = {"explain": False, "presentation": True}
+    w._handle_msg({"content": {"data": {"method": "update", "state": state, "buffer_paths": []}}, "buffers": []})
+    assert (w.explain, w.presentation, w.error) == (False, True, "")
+    w._handle_msg(
+        {"content": {"data": {"method": "update", "state": {"running": True}, "buffer_paths": []}}, "buffers": []}
+    )
+    assert w.running is False and "running" in w.error
+
+
 # ---------------------------------------------------------------------------------------- galleries
 def _run_gallery(w: fw.FaccentWidget, rec: Recorder, mode: str):
     send(w, "gallery", mode=mode)
@@ -431,7 +445,8 @@ def test_gallery_topk(widget):
     gallery, bufs = _run_gallery(w, rec, "topk")
     items = gallery["items"]
     n = len(items)
-    assert n == 5 and len(bufs) == 2 * n
+    assert n == 5 and len(bufs) == 3 * n  # masked, masks, unmasked
+    assert all(it["role"] is None for it in items)
     assert [it["index"] for it in items] == [t["index"] for t in w.top]
     assert [it["label"] for it in items] == [t["label"] for t in w.top]
     assert all(0 <= it["prob_before"] <= 1 and 0 <= it["prob_after"] <= 1 for it in items)
@@ -449,7 +464,12 @@ def test_gallery_inhibited(widget):
     w.steps = 2
     gallery, bufs = _run_gallery(w, rec, "inhibited")
     assert [it["index"] for it in gallery["items"]] == [t["index"] for t in w.inhibited]
-    assert len(bufs) == 10
+    assert len(bufs) == 15
+    # the unmasked accentuations (the last five) are each run's own image, not the masked composite
+    for res, data in zip(w.gallery, bufs[10:]):
+        shown = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.float32) / 255.0
+        own = res.image.permute(1, 2, 0).numpy()
+        assert shown.shape == own.shape and np.abs(shown - own).max() < 1.5 / 255
 
 
 def test_predicted_vs_true_with_a_wrong_true_label(model, chelsea):
@@ -463,7 +483,8 @@ def test_predicted_vs_true_with_a_wrong_true_label(model, chelsea):
     assert w.true_index == model.class_index("tabby")
     gallery, bufs = _run_gallery(w, rec, "predicted_vs_true")
     assert [it["label"] for it in gallery["items"]] == [pred, "tabby"]
-    assert len(bufs) == 4 and all(b.startswith(PNG) for b in bufs)
+    assert [it["role"] for it in gallery["items"]] == ["predicted", "true"]
+    assert len(bufs) == 6 and all(b.startswith(PNG) for b in bufs)
 
 
 @pytest.mark.parametrize("true_label", ["top1-label", "top1-index"])
@@ -488,7 +509,7 @@ def test_download_sends_the_panel_png(ready_widget):
     assert msg["type"] == "download" and msg["filename"].endswith(".png")
     assert len(bufs) == 1 and bufs[0].startswith(PNG)
     img = Image.open(io.BytesIO(bufs[0]))
-    assert img.size[0] > 3 * img.size[1]  # four tiles side by side
+    assert img.size[0] == 1024 and img.size[1] < 1400  # slide-ready: titled, four tiles in a 2 × 2 grid
     # after a run too
     w.run(steps=2)
     rec.clear()

@@ -14,11 +14,21 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from ..images import MAX_ASPECT, load_image, to_pil
 
-__all__ = ["masked_accentuation", "heatmap_overlay", "difference_image", "labelled_strip", "panel", "PANEL_MAX_HEIGHT"]
+__all__ = [
+    "masked_accentuation",
+    "heatmap_overlay",
+    "difference_image",
+    "labelled_strip",
+    "titled_sheet",
+    "panel",
+    "PANEL_MAX_HEIGHT",
+    "SHEET_MAX_WIDTH",
+    "SHEET_TEXT_PX",
+]
 
 #: A panel's tiles are at most this tall (the default height, the first image's, is capped to it; a
 #: larger ``height`` is refused) and at most ``MAX_ASPECT`` × as wide: a strip of n images stays within
@@ -176,6 +186,120 @@ def labelled_strip(
         if labels is not None:
             draw.text((x, pad + h + 1), str(labels[i]), fill=(0, 0, 0))
         x += p.width + pad
+    return canvas
+
+
+#: A titled sheet is at most this wide (and its tiles at most this tall): slide-sized, not poster-sized.
+SHEET_MAX_WIDTH = 1024
+#: Text on a titled sheet is at least this many pixels tall (the title larger): readable on a slide.
+SHEET_TEXT_PX = 22
+_TITLE_PX = 34
+_MARGIN = 24
+_GAP = 14
+
+
+def _font(px: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """DejaVu Sans (matplotlib's bundled font: it has λ, →, ×) at ``px`` pixels; Pillow's own font if absent."""
+    try:
+        from matplotlib import font_manager
+
+        return ImageFont.truetype(font_manager.findfont("DejaVu Sans", fallback_to_default=True), px)
+    except Exception:  # no matplotlib font file: Pillow's bundled font (it lacks a few symbols)
+        return ImageFont.load_default(size=px)
+
+
+def _fit(draw: ImageDraw.ImageDraw, text: str, font: Any, width: int) -> str:
+    """``text``, shortened with "…" until it fits ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    while text and draw.textlength(text + "…", font=font) > width:
+        text = text[:-1]
+    return text + "…"
+
+
+def titled_sheet(
+    images: Sequence[Any],
+    captions: Sequence[str],
+    *,
+    title: str,
+    subtitle: str = "",
+    colourbar: tuple[str, str] | None = None,
+    swatches: Sequence[tuple[tuple[int, int, int], str]] = (),
+    columns: int = 2,
+    width: int = SHEET_MAX_WIDTH,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> Image.Image:
+    """A slide-ready sheet (PIL RGB, ``width`` ≤ ``SHEET_MAX_WIDTH`` px wide): a title, a subtitle line,
+    the images in a grid of ``columns`` with a caption over each, and a legend line — a "jet" colour bar
+    between ``colourbar = (low text, high text)`` and colour swatches with their meaning. All text is at
+    least ``SHEET_TEXT_PX`` tall; long text is shortened with "…" to fit.
+    """
+    if not images:
+        raise ValueError("titled_sheet needs at least one image")
+    if len(captions) != len(images):
+        raise ValueError(f"got {len(images)} images but {len(captions)} captions")
+    if isinstance(columns, bool) or not 1 <= int(columns) <= 4:
+        raise ValueError(f"columns must be an int in [1, 4], got {columns!r}")
+    if isinstance(width, bool) or not 320 <= int(width) <= SHEET_MAX_WIDTH:
+        raise ValueError(f"width must be an int in [320, {SHEET_MAX_WIDTH}], got {width!r}")
+    cols, w = int(columns), int(width)
+    pils = [to_pil(im).convert("RGB") for im in images]
+    cell_w = (w - 2 * _MARGIN - (cols - 1) * _GAP) // cols
+    cell_h = min(cell_w, 420)  # a portrait photo keeps the sheet slide-shaped
+    # every tile fits a cell_w × cell_h box, aspect kept; the row is as tall as its tallest tile
+    tiles = []
+    for p in pils:
+        scale = min(cell_w / p.width, cell_h / p.height)
+        size = (max(1, round(p.width * scale)), max(1, round(p.height * scale)))
+        tiles.append(p.resize(size, Image.Resampling.BILINEAR) if size != p.size else p)
+    rows = [tiles[i : i + cols] for i in range(0, len(tiles), cols)]
+    text_font, title_font = _font(SHEET_TEXT_PX), _font(_TITLE_PX)
+    line = SHEET_TEXT_PX + 8
+    legend = colourbar is not None or bool(swatches)
+    height = _MARGIN + _TITLE_PX + 10 + (line if subtitle else 0) + 6
+    height += sum(line + max(t.height for t in row) + _GAP for row in rows)
+    height += (line + 6 if legend else 0) + _MARGIN - _GAP
+    canvas = Image.new("RGB", (w, height), background)
+    draw = ImageDraw.Draw(canvas)
+    ink, muted = (20, 20, 20), (70, 70, 70)
+    y = _MARGIN
+    draw.text((_MARGIN, y), _fit(draw, title, title_font, w - 2 * _MARGIN), fill=ink, font=title_font)
+    y += _TITLE_PX + 10
+    if subtitle:
+        draw.text((_MARGIN, y), _fit(draw, subtitle, text_font, w - 2 * _MARGIN), fill=muted, font=text_font)
+        y += line
+    y += 6
+    k = 0
+    for row in rows:
+        row_h = max(t.height for t in row)
+        for c, tile in enumerate(row):
+            x = _MARGIN + c * (cell_w + _GAP)
+            draw.text((x, y), _fit(draw, str(captions[k]), text_font, cell_w), fill=ink, font=text_font)
+            canvas.paste(tile, (x + (cell_w - tile.width) // 2, y + line))
+            k += 1
+        y += line + row_h + _GAP
+    if legend:
+        x = _MARGIN
+        if colourbar is not None:
+            import matplotlib
+
+            low, high = colourbar
+            draw.text((x, y), low, fill=muted, font=text_font)
+            x += int(draw.textlength(low, font=text_font)) + 8
+            bar_w = 160
+            ramp = matplotlib.colormaps["jet"](np.linspace(0, 1, bar_w))[:, :3]
+            bar = Image.fromarray((np.repeat(ramp[None], SHEET_TEXT_PX - 4, 0) * 255).astype(np.uint8))
+            canvas.paste(bar, (x, y + 3))
+            draw.rectangle((x - 1, y + 2, x + bar_w, y + SHEET_TEXT_PX - 1), outline=muted)
+            x += bar_w + 8
+            draw.text((x, y), high, fill=muted, font=text_font)
+            x += int(draw.textlength(high, font=text_font)) + 28
+        for rgb, meaning in swatches:
+            side = SHEET_TEXT_PX - 4
+            draw.rectangle((x, y + 2, x + side, y + 2 + side), fill=rgb, outline=muted)
+            x += side + 6
+            draw.text((x, y), meaning, fill=muted, font=text_font)
+            x += int(draw.textlength(meaning, font=text_font)) + 20
     return canvas
 
 

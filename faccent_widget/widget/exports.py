@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..core.compositing import labelled_strip
+from ..core.compositing import labelled_strip, titled_sheet
 from ..core.derived_objectives import Suppressed
 from ..core.objectives import Logit, Objective
 from ..images import to_png_bytes
@@ -70,16 +70,41 @@ def gallery_strip(images: torch.Tensor) -> torch.Tensor:
 
 
 def panel_png(session: Session, objective: Objective, label: str, p1: float, p2: float, view: str) -> bytes:
-    """PNG of the panel: seed | Grad-CAM | mask | accentuation, each at most ``EXPORT_MAX_SIDE`` wide."""
+    """A slide-ready PNG of the panel, 1024 px wide: a title naming the target, p(target) before → after and
+    λ, then photo | accentuation over Grad-CAM | mask with plain captions, and a legend (Grad-CAM's colour
+    bar, the mask's key). Text is at least ``SHEET_TEXT_PX`` (22 px) tall; no image is over 1024 px wide."""
     heat, mask = session.heat_and_mask(objective, p1, p2)
     seed = session.display_seed
-    accent = session.result.image if session.result is not None else seed
-    strip = labelled_strip(
-        [_pil(im) for im in (seed, heat, mask, session.compose(accent, mask, view))],
-        ["seed", f"Grad-CAM: {label}", "mask (collective)", f"accentuation ({view})"],
-        height=export_height((int(seed.shape[-2]), int(seed.shape[-1]))),
+    result = session.result if session.gallery_mode is None else None
+    accent = result.image if result is not None else seed
+    away = isinstance(objective, Suppressed)
+    name = label or "the target"
+    if result is None:
+        subtitle = "no accentuation yet: press Accentuate"
+    else:
+        before, after = result.seed_score.prob, result.score.prob
+        fell = "  (fell)" if before is not None and after is not None and after < before else ""
+        probs = f"p({name}) {_p(before)} → {_p(after)}{fell}"
+        subtitle = f"{probs}   ·   λ = {result.lam:.3g}   ·   step {len(result.history['objective'])}"
+    view_text = {"masked": "inside the mask", "unmasked": "whole image", "diff": "difference ×4"}
+    sheet = titled_sheet(
+        [_pil(im) for im in (seed, session.compose(accent, mask, view), heat, mask)],
+        [
+            "The photo (seed)",
+            f"{'Less' if away else 'More'} {name} ({view_text.get(view, view)})",
+            f"Where the model looks for {name}",
+            "Mask: white = change shown",
+        ],
+        title=f"Feature accentuation: {'away from ' if away else ''}{name}",
+        subtitle=subtitle,
+        colourbar=("Grad-CAM: less", "more evidence"),
+        swatches=[((0, 0, 0), "photo kept"), ((255, 255, 255), "change shown")],
     )
-    return to_png_bytes(strip)
+    return to_png_bytes(sheet)
+
+
+def _p(prob: float | None) -> str:
+    return "–" if prob is None else f"{prob:.2f}"
 
 
 def gif(session: Session, view: str) -> bytes:
@@ -94,9 +119,14 @@ def gif(session: Session, view: str) -> bytes:
 
 
 def gallery_message(session: Session, p1: float, p2: float) -> tuple[list[dict[str, Any]], list[bytes]]:
-    """The finished gallery batch as ``gallery`` message items and buffers (n accentuations, then n masks)."""
-    items, accents, masks = [], [], []
-    for res, target in zip(session.gallery, session.gallery_targets):
+    """The finished gallery batch as ``gallery`` message items and buffers: n masked accentuations, then n
+    masks, then n unmasked accentuations (the masked ones of "Most inhibited" look like the seed: their masks
+    are black). In the predicted-vs-true batch each item says its ``role``: "predicted" or "true"."""
+    items, accents, masks, unmasked = [], [], [], []
+    roles: list[str | None] = [None] * len(session.gallery)
+    if session.gallery_mode == "predicted_vs_true" and len(roles) == 2:
+        roles = ["predicted", "true"]  # the order Playback.start_gallery gives them
+    for res, target, role in zip(session.gallery, session.gallery_targets, roles):
         # a suppressed class is masked where its own evidence is (its Grad-CAM) and named as itself
         obj = target.inner if isinstance(target, Suppressed) and target.inner is not None else target
         _, mask = session.heat_and_mask(obj, p1, p2)
@@ -109,8 +139,10 @@ def gallery_message(session: Session, p1: float, p2: float) -> tuple[list[dict[s
                 "index": getattr(obj, "index", None),
                 "prob_before": res.seed_score.prob,
                 "prob_after": res.score.prob,
+                "role": role,
             }
         )
         accents.append(to_png_bytes(session.compose(res.image, mask, "masked", seed=res.seed)))
         masks.append(to_png_bytes(mask))
-    return items, accents + masks
+        unmasked.append(to_png_bytes(res.image))
+    return items, accents + masks + unmasked

@@ -91,7 +91,7 @@ class FaccentWidget(Playback):
     _css = _asset("widget.css")
 
     #: Traits the browser may set (the controls); the others are the kernel's to set (see ``set_state``).
-    BROWSER_SETTABLE = ("lam", "reg_layer", "preset", "steps", "p1", "p2", "view", "target")
+    BROWSER_SETTABLE = ("lam", "reg_layer", "preset", "steps", "p1", "p2", "view", "target", "explain", "presentation")
 
     def __init__(
         self,

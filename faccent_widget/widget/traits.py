@@ -50,3 +50,7 @@ class PanelTraits(anywidget.AnyWidget):
     predicted_vs_true = traitlets.Unicode("").tag(sync=True)
     device = traitlets.Unicode("cpu").tag(sync=True)
     snapshot_steps: traitlets.List[Any] = traitlets.List([]).tag(sync=True)
+    #: plain-words captions naming the class, a Grad-CAM colour bar and a mask key (for teaching); on in a fresh panel
+    explain = traitlets.Bool(True).tag(sync=True)
+    #: a large photo | accentuation comparison with a swipe slider and larger text (for a projector)
+    presentation = traitlets.Bool(False).tag(sync=True)

@@ -12,6 +12,7 @@ import widget, {
   sparklinePoints,
   defaultLatent,
   clampIndex,
+  tileTexts,
 } from "../widget.js";
 
 const PNG = [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 1, 2, 3];
@@ -133,6 +134,8 @@ function mount(overrides) {
 }
 
 const q = (id) => el.querySelector(`[data-testid="${id}"]`);
+/** Anywhere in the document (the enlarged view sits on <body> while open). */
+const dq = (id) => doc.querySelector(`[data-testid="${id}"]`);
 const click = (node) => node.dispatchEvent(new dom.window.MouseEvent("click", { bubbles: true }));
 function fire(node, type) {
   node.dispatchEvent(new dom.window.Event(type, { bubbles: true }));
@@ -210,7 +213,13 @@ describe("render", () => {
   it("builds the four tiles with captions and sends ready once", () => {
     mount();
     const captions = [...el.querySelectorAll(".faccent-tiles figcaption")].map((c) => c.textContent);
-    assert.deepEqual(captions, ["Seed", "Grad-CAM", "Mask (collective)", "Accentuation"]);
+    // each caption names the class it shows (the target), the photo is called a photo
+    assert.deepEqual(captions, [
+      "Photo (seed)",
+      "Grad-CAM: golden retriever",
+      "Mask (collective): golden retriever",
+      "Accentuation: golden retriever",
+    ]);
     for (const id of ["seed-img", "gradcam-img", "mask-img", "accent-img"]) assert.ok(q(id), id);
     for (const id of [
       "accentuate",
@@ -480,9 +489,9 @@ describe("safety", () => {
       error: XSS,
       device: XSS,
     });
-    const KNOWN = ["faccent-img", "faccent-overlay-img", "faccent-gallery-live", "faccent-gallery-img"];
+    const KNOWN = ["faccent-img", "faccent-swipe-img", "faccent-gallery-live", "faccent-gallery-img"];
     const imgs = [...el.querySelectorAll("img")];
-    // four tiles, the compare layer, the two enlarged panes and the gallery's progress strip
+    // four tiles, the compare layer, the presentation view's two and the gallery's progress strip
     assert.equal(imgs.length, 8);
     assert.ok(imgs.every((i) => KNOWN.some((c) => i.classList.contains(c))));
     assert.equal(q("chips").querySelector("button").textContent, XSS);
@@ -492,7 +501,9 @@ describe("safety", () => {
     assert.ok(el.querySelector(".faccent-top-label").textContent === XSS);
     model.msg({ type: "error", message: XSS });
     model.msg({ type: "gallery", items: [{ index: 1, label: XSS, prob_before: 0.1, prob_after: 0.2 }] }, []);
-    assert.equal(el.querySelectorAll("img").length, 8 + 2); // gallery img + mask img, no injected ones
+    assert.equal(el.querySelectorAll("img").length, 8 + 1); // the gallery's image (no mask sent), no injected ones
+    assert.equal(q("gradcam-explain").textContent, `Where the model looks for ${XSS}`);
+    assert.equal(q("gallery").querySelector(".faccent-gallery-label").textContent, XSS);
     assert.equal(el.querySelector('img[src="x"]'), null);
   });
 });
@@ -889,20 +900,25 @@ describe("second pass: enlarged view", () => {
     const zoom = q("accent-img").closest("button");
     assert.equal(zoom.getAttribute("aria-label"), "Enlarge Accentuation");
     click(zoom);
-    const overlay = q("overlay");
+    const overlay = dq("overlay");
     assert.equal(overlay.hidden, false);
     assert.equal(overlay.getAttribute("role"), "dialog");
-    assert.equal(doc.activeElement, q("overlay-close"));
-    assert.equal(created.find((c) => c.url === q("overlay-main").getAttribute("src")).blob.type, "image/jpeg");
-    assert.equal(created.find((c) => c.url === q("overlay-seed").getAttribute("src")).blob.type, "image/png");
+    assert.equal(doc.activeElement, dq("overlay-close"));
+    assert.equal(created.find((c) => c.url === dq("overlay-main").getAttribute("src")).blob.type, "image/jpeg");
+    assert.equal(created.find((c) => c.url === dq("overlay-seed").getAttribute("src")).blob.type, "image/png");
     assert.match(overlay.textContent, /Accentuation \(masked\)/);
     // a live frame updates the enlarged accentuation too
     model.msg({ type: "frame", step: 1, steps: 4, done: false }, [new Uint8Array(PNG)]);
-    assert.equal(created.find((c) => c.url === q("overlay-main").getAttribute("src")).blob.type, "image/png");
-    q("overlay-close").dispatchEvent(keyEvent("keydown", "Escape"));
+    assert.equal(created.find((c) => c.url === dq("overlay-main").getAttribute("src")).blob.type, "image/png");
+    const main = dq("overlay-main");
+    // over the whole window: the dialog is on <body>, outside the panel, while open
+    assert.equal(el.contains(overlay), false);
+    assert.ok(overlay.closest(".faccent-portal[data-lm-suppress-shortcuts]"));
+    dq("overlay-close").dispatchEvent(keyEvent("keydown", "Escape"));
     assert.equal(overlay.hidden, true);
+    assert.equal(overlay.isConnected, false);
     assert.equal(doc.activeElement, zoom);
-    assert.equal(q("overlay-main").getAttribute("src"), null);
+    assert.equal(main.getAttribute("src"), null);
     click(q("seed-img").closest("button"));
     assert.equal(overlay.hidden, false);
     click(overlay);
@@ -912,8 +928,8 @@ describe("second pass: enlarged view", () => {
   it("captions with markup stay text", () => {
     mount({ seed_png: new Uint8Array(PNG), view: XSS });
     click(q("accent-img").closest("button"));
-    assert.match(q("overlay").textContent, /<img src=x/);
-    assert.equal(q("overlay").querySelector('img[src="x"]'), null);
+    assert.match(dq("overlay").textContent, /<img src=x/);
+    assert.equal(dq("overlay").querySelector('img[src="x"]'), null);
   });
 });
 
@@ -1112,5 +1128,194 @@ describe("parts", () => {
     assert.equal(model.listenerCount(), 0);
     assert.equal(root.isConnected, false);
     assert.equal(el.children.length, 0);
+  });
+});
+
+describe("third pass: the Accentuate button", () => {
+  it("reads 'Running… k/n' while a run goes and 'Accentuate' after, keeping its accessible name", () => {
+    mount({ steps: 40 });
+    const btn = q("accentuate");
+    assert.equal(btn.textContent, "Accentuate");
+    click(btn);
+    assert.equal(btn.textContent, "Running… 0/40");
+    assert.equal(btn.dataset.running, "true");
+    model.change("step", 12);
+    assert.equal(btn.textContent, "Running… 12/40");
+    assert.equal(btn.getAttribute("aria-label"), "Accentuate");
+    assert.equal(btn.style.getPropertyValue("--fa-progress"), "30.0%");
+    model.msg({ type: "frame", step: 40, steps: 40, done: true }, [new Uint8Array(PNG)]);
+    assert.equal(btn.textContent, "Accentuate");
+    assert.equal(btn.dataset.running, "false");
+  });
+
+  it("a gallery batch shows its progress on the button too, and the status sits right under the action row", () => {
+    mount({ steps: 3 });
+    click(q("gallery-topk"));
+    model.change("step", 2);
+    assert.equal(q("accentuate").textContent, "Running… 2/3");
+    const actions = q("controls").querySelector(".faccent-actions");
+    assert.ok(actions.nextElementSibling.contains(q("status")));
+    assert.ok(actions.nextElementSibling.contains(q("error")));
+    // the action row keeps λ and the run buttons; the galleries open the row below, with the downloads
+    assert.ok(actions.contains(q("accentuate")) && actions.contains(q("lam")));
+    assert.equal(actions.contains(q("gallery-topk")), false);
+    assert.ok(q("gallery-topk").closest(".faccent-io").contains(q("download")));
+  });
+});
+
+describe("third pass: placeholders", () => {
+  it("a tile shows a placeholder (no broken image) until its image is painted", () => {
+    mount({ seed_png: new Uint8Array(PNG) });
+    const frame = (key) => q(`${key}-img`).closest(".faccent-frame");
+    assert.equal(frame("seed").classList.contains("faccent-empty"), false);
+    assert.equal(frame("gradcam").classList.contains("faccent-empty"), true);
+    assert.equal(frame("gradcam").querySelector(".faccent-placeholder").textContent, "Grad-CAM…");
+    model.change("gradcam_png", new Uint8Array(PNG));
+    assert.equal(frame("gradcam").classList.contains("faccent-empty"), false);
+    model.change("gradcam_png", new Uint8Array(0));
+    assert.equal(frame("gradcam").classList.contains("faccent-empty"), true);
+  });
+});
+
+describe("third pass: explain mode", () => {
+  it("captions name the class, and follow a new target, the direction and the view", () => {
+    mount({ explain: true, top: [{ index: 285, label: "Egyptian cat", prob: 0.8 }] });
+    assert.ok(el.querySelector(".faccent").classList.contains("faccent-explaining"));
+    assert.equal(q("gradcam-explain").textContent, "Where the model looks for golden retriever");
+    assert.equal(q("seed-explain").textContent, "The photo the model sees; its top guess is Egyptian cat");
+    assert.match(q("mask-explain").textContent, /^White = where the change is shown/);
+    model.change("target", { kind: "class", index: 282, label: "tiger cat" });
+    assert.equal(q("gradcam-explain").textContent, "Where the model looks for tiger cat");
+    assert.equal(q("gradcam-class").textContent, ": tiger cat");
+    assert.equal(q("gradcam-explain").querySelector("em").textContent, "tiger cat");
+    assert.match(q("accent-explain").textContent, /^What would make it more tiger cat/);
+    model.change("away", true);
+    assert.match(q("accent-explain").textContent, /^What would make it less tiger cat/);
+    model.change("view", "diff");
+    assert.match(q("accent-explain").textContent, /amplified ×4/);
+    assert.ok(q("gradcam-legend").querySelector(".faccent-colourbar"));
+    assert.match(q("mask-legend").textContent, /photo kept.*change shown/);
+    assert.match(q("lam-ends").textContent, /let it change.*keep it close to the photo/);
+    assert.match(q("layer-explain").textContent, /earlier = keeps more/);
+  });
+
+  it("the Explain and Presentation toggles set their traits and the panel's classes", () => {
+    mount({ explain: true, presentation: false, seed_png: new Uint8Array(PNG), accent_png: new Uint8Array(JPEG) });
+    const root = el.querySelector(".faccent");
+    click(q("toggle-explain"));
+    assert.equal(model.state.explain, false);
+    assert.equal(root.classList.contains("faccent-explaining"), false);
+    assert.equal(q("toggle-explain").getAttribute("aria-pressed"), "false");
+    click(q("toggle-presentation"));
+    assert.equal(model.state.presentation, true);
+    assert.ok(root.classList.contains("faccent-presenting"));
+    // the presentation view shows the tiles' own URLs (no extra copies) and names the class
+    assert.equal(q("swipe-seed").getAttribute("src"), q("seed-img").getAttribute("src"));
+    assert.equal(q("swipe-accent").getAttribute("src"), q("accent-img").getAttribute("src"));
+    model.msg({ type: "frame", step: 1, steps: 4, done: false }, [new Uint8Array(PNG)]);
+    assert.equal(q("swipe-accent").getAttribute("src"), q("accent-img").getAttribute("src"));
+    assert.match(q("present-caption").textContent, /golden retriever/);
+    const swipe = q("swipe");
+    swipe.value = "20";
+    fire(swipe, "input");
+    assert.equal(swipe.closest(".faccent-present").querySelector(".faccent-swipe").style.getPropertyValue("--fa-split"), "20%");
+  });
+
+  it("tileTexts asks for a target when there is none", () => {
+    const t = tileTexts({}, false, "masked", []);
+    assert.equal(t.accent.explain.join(""), "Pick a target class, then press Accentuate");
+    assert.equal(t.gradcam.cls, "");
+  });
+});
+
+describe("third pass: galleries you can use", () => {
+  const items = [
+    { index: 285, label: "Egyptian cat", prob_before: 0.8, prob_after: 0.9, role: "predicted" },
+    { index: 281, label: "tabby", prob_before: 0.07, prob_after: 0.6, role: "true" },
+  ];
+
+  it("predicted and true are named as such; a click opens it over the window and can make it the target", () => {
+    mount({ seed_png: new Uint8Array(PNG), predicted_vs_true: "predicted Egyptian cat (0.80) — true tabby (0.07)" });
+    click(q("gallery-triage"));
+    model.msg({ type: "gallery", mode: "predicted_vs_true", items }, Array(6).fill(new Uint8Array(PNG)));
+    const labels = [...q("gallery").querySelectorAll(".faccent-gallery-label")].map((n) => n.textContent);
+    assert.deepEqual(labels, ["Predicted: Egyptian cat", "True: tabby"]);
+    assert.match(q("gallery").textContent, /p\(tabby\) 0\.070 → 0\.600/);
+    assert.equal(q("gallery-title").textContent, "Predicted vs true");
+    const zoom = q("gallery").querySelectorAll(".faccent-gallery-zoom")[1];
+    click(zoom);
+    const overlay = dq("overlay");
+    assert.equal(overlay.hidden, false);
+    assert.equal(el.contains(overlay), false);
+    assert.equal(dq("overlay-title").textContent, "True: tabby");
+    assert.ok(dq("overlay-seed").getAttribute("src"));
+    assert.equal(dq("overlay-main").getAttribute("src"), zoom.querySelector("img").getAttribute("src"));
+    assert.equal(dq("overlay-target").hidden, false);
+    click(dq("overlay-target"));
+    assert.deepEqual(model.sent.at(-1), { type: "set_target", index: 281 });
+    assert.equal(overlay.hidden, true);
+  });
+
+  it("Most inhibited says why the masked images look unchanged and shows the unmasked ones beside them", () => {
+    mount();
+    click(q("gallery-inhibited"));
+    const inhibited = [
+      { index: 1, label: "gibbon", prob_before: 0.0, prob_after: 0.99 },
+      { index: 2, label: "dingo", prob_before: 0.0, prob_after: 0.98 },
+    ];
+    model.msg({ type: "gallery", mode: "inhibited", items: inhibited }, [PNG, PNG, PNG, PNG, JPEG, JPEG].map((b) => new Uint8Array(b)));
+    assert.match(q("gallery-intro").textContent, /masks are black/);
+    assert.match(q("gallery-intro").textContent, /unmasked/);
+    const fig = q("gallery").querySelector("figure");
+    const shown = [...fig.querySelectorAll(".faccent-gallery-zoom img")];
+    assert.equal(shown.length, 2); // masked | unmasked
+    assert.equal(created.find((c) => c.url === shown[1].getAttribute("src")).blob.type, "image/jpeg");
+    click(fig.querySelector(".faccent-gallery-zoom"));
+    assert.equal(dq("overlay-unmasked").closest("figure").hidden, false);
+  });
+
+  it("an older kernel's gallery (masked and masks only) still shows", () => {
+    mount();
+    click(q("gallery-topk"));
+    model.msg({ type: "gallery", items: items.map(({ role, ...it }) => it) }, Array(4).fill(new Uint8Array(PNG)));
+    assert.equal(q("gallery").querySelectorAll("figure").length, 2);
+    assert.equal(q("gallery").querySelector(".faccent-gallery-label").textContent, "Egyptian cat");
+  });
+});
+
+describe("third pass: enlarged view tools", () => {
+  it("the accentuation's view toggles and hold-to-compare work inside the enlarged view", () => {
+    mount({ seed_png: new Uint8Array(PNG), accent_png: new Uint8Array(JPEG) });
+    click(q("accent-img").closest("button"));
+    const diff = dq("overlay").querySelector('[data-view="diff"]');
+    click(diff);
+    assert.equal(model.state.view, "diff");
+    assert.equal(dq("overlay").hidden, false); // a tool click does not close it
+    assert.equal(diff.getAttribute("aria-pressed"), "true");
+    const hold = dq("overlay-compare");
+    hold.dispatchEvent(new dom.window.Event("pointerdown", { bubbles: true }));
+    assert.equal(created.find((c) => c.url === dq("overlay-main").getAttribute("src")).blob.type, "image/png");
+    hold.dispatchEvent(new dom.window.Event("pointerup", { bubbles: true }));
+    assert.equal(created.find((c) => c.url === dq("overlay-main").getAttribute("src")).blob.type, "image/jpeg");
+  });
+});
+
+describe("third pass: enlarged view in a shadow root", () => {
+  it("opens in the shadow root the panel lives in (marimo), where its stylesheet applies", () => {
+    model = new FakeModel({ seed_png: new Uint8Array(PNG), accent_png: new Uint8Array(JPEG) });
+    const holder = doc.createElement("div");
+    doc.body.append(holder);
+    const shadow = holder.attachShadow({ mode: "open" });
+    el = doc.createElement("div");
+    shadow.append(el);
+    cleanup = widget.render({ model, el });
+    click(q("accent-img").closest("button"));
+    const overlay = shadow.querySelector('[data-testid="overlay"]');
+    assert.ok(overlay);
+    assert.equal(overlay.hidden, false);
+    assert.equal(el.contains(overlay), false);
+    assert.equal(doc.querySelector('[data-testid="overlay"]'), null);
+    click(overlay);
+    assert.equal(overlay.isConnected, false);
   });
 });

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -77,6 +78,37 @@ JS_READ = """() => {
     error: document.querySelector('[data-testid=error]').textContent,
   };
 }"""
+
+
+# WCAG contrast of an element's text against its (first opaque) background, from computed styles
+JS_CONTRAST = """(el) => {
+  const parse = (s) => (s.match(/[\\d.]+/g) || []).map(Number);
+  const lin = (c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4); };
+  const lum = (rgb) => 0.2126 * lin(rgb[0]) + 0.7152 * lin(rgb[1]) + 0.0722 * lin(rgb[2]);
+  const cs = getComputedStyle(el);
+  let node = el;
+  let bg = parse(cs.backgroundColor);
+  while (bg.length === 4 && bg[3] === 0 && node.parentElement) {
+    node = node.parentElement;
+    bg = parse(getComputedStyle(node).backgroundColor);
+  }
+  const a = lum(parse(cs.color));
+  const b = lum(bg);
+  return {
+    text: el.textContent, color: cs.color, background: cs.backgroundColor, opacity: cs.opacity, filter: cs.filter,
+    hovered: el.matches(':hover'), contrast: (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05),
+  };
+}"""
+
+
+def _contrast(page: Any, selector: str) -> dict[str, Any]:
+    return page.locator(selector).first.evaluate(JS_CONTRAST)
+
+
+def _assert_readable(info: dict[str, Any], text: str) -> None:
+    """The element shows ``text`` (a prefix) at contrast ≥ 4.5 : 1, fully opaque and unfiltered."""
+    assert info["text"].startswith(text), info
+    assert info["contrast"] >= 4.5 and info["opacity"] == "1" and info["filter"] in ("none", ""), info
 
 
 # ---------------------------------------------------------------------------------------- server
@@ -327,6 +359,35 @@ def _second_pass(app: str, page: Any, out: Path, tmp_path: Path, problems: list[
     assert _src(page, "accent-img") == main_src
     assert abs(_aspect(page, "accent-img") - main_aspect) < 1e-6 and main_aspect < 2.5, main_aspect
     page.screenshot(path=str(out / f"{app}-gallery.png"))
+    # gallery tiles are at least 200 px wide and labelled; a click opens one over the window, beside the photo
+    gbox = page.locator("[data-testid=gallery] .faccent-gallery-img").first.bounding_box()
+    assert gbox and gbox["width"] >= 200, gbox
+    third = page.locator("[data-testid=gallery-item]").nth(2)
+    third_label = third.locator(".faccent-gallery-label").text_content()
+    assert third_label, "an unlabelled gallery tile"
+    third.locator(".faccent-gallery-zoom").first.click()
+    overlay.wait_for(state="visible", timeout=10_000)
+    page.locator("[data-testid=overlay-seed][src]").wait_for(state="visible", timeout=10_000)
+    obox = overlay.bounding_box()
+    viewport = page.viewport_size
+    assert obox and viewport and obox["width"] >= 0.95 * viewport["width"], (obox, viewport)  # the whole window
+    assert third_label in page.locator("[data-testid=overlay-title]").text_content()
+    page.screenshot(path=str(out / f"{app}-gallery-enlarged.png"))
+    page.locator("[data-testid=overlay-target]").click()  # "make this the target"
+    overlay.wait_for(state="hidden", timeout=10_000)
+    page.wait_for_function(
+        "(name) => document.querySelector('[data-testid=target]').textContent === name", arg=third_label, timeout=60_000
+    )
+    # explain mode (on in a fresh panel) names the new class under the tiles
+    explained = (("gradcam-explain", "Where the model looks for "), ("accent-explain", "What would make it more "))
+    for testid, prefix in explained:
+        page.wait_for_function(
+            "([id, text]) => document.querySelector(`[data-testid=${id}]`).textContent.startsWith(text)",
+            arg=[testid, prefix + third_label],
+            timeout=30_000,
+        )
+        assert page.locator(f"[data-testid={testid}]").is_visible()
+    assert page.locator("[data-testid=gradcam-class]").text_content() == f": {third_label}"
 
     # --- drop a picture onto the panel (a portrait drawn on a canvas): new seed, tiles take its shape
     seed_src = _src(page, "seed-img")
@@ -355,6 +416,9 @@ def _second_pass(app: str, page: Any, out: Path, tmp_path: Path, problems: list[
         timeout=60_000,
     )
     assert page.locator("[data-testid=target]").text_content() == "espresso"
+    light_error = _contrast(page, "[data-testid=error]")
+    assert light_error["contrast"] >= 4.5, light_error
+    info["light_error_contrast"] = round(light_error["contrast"], 2)
     page.locator(".faccent-dismiss").click()
 
     # --- the λ mark, computed in chunks while nothing runs
@@ -389,7 +453,18 @@ def _second_pass(app: str, page: Any, out: Path, tmp_path: Path, problems: list[
     info["dark_colors"] = [bg, fg]
     rgb = [int(v) for v in bg[bg.index("(") + 1 : bg.index(")")].split(",")[:3]]
     assert sum(rgb) / 3 < 80, bg  # a dark panel on the dark theme
+    page.locator("[data-testid=accentuate]").hover()
+    _assert_readable(_contrast(page, "[data-testid=accentuate]"), "Accentuate")
+    page.locator("[data-testid=file]").set_input_files(str(bad))
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=error]').textContent.includes('previous image stays')",
+        timeout=60_000,
+    )
+    error_box = _contrast(page, "[data-testid=error]")
+    assert error_box["contrast"] >= 4.5, error_box  # was light pink with #d32f2f text, 3.5 : 1
+    info["dark_error_contrast"] = round(error_box["contrast"], 2)
     widget.screenshot(path=str(out / f"{app}-dark.png"))
+    page.locator(".faccent-dismiss").click()
     page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
     page.wait_for_function("() => document.body.dataset.jpThemeLight === 'true'", timeout=60_000)
     assert not [p for p in problems if "faccent" in p.lower()], problems
@@ -426,6 +501,11 @@ def _drive(app: str, url: str, tmp_path: Path, label: str | None = None) -> dict
             page.screenshot(path=str(out / f"{app}-before.png"))
             before = page.evaluate(JS_READ)
             assert _step_of(before["step"]) == 0 and before["error"] == "", before
+            # the Accentuate button keeps its label while hovered (it went blank: 1.16 : 1)
+            accent_btn.hover()
+            hovered = _contrast(page, "[data-testid=accentuate]")
+            assert hovered["hovered"], hovered
+            _assert_readable(hovered, "Accentuate")
 
             accent_btn.click()
             page.wait_for_function(
@@ -444,6 +524,11 @@ def _drive(app: str, url: str, tmp_path: Path, label: str | None = None) -> dict
                 timeout=60_000,
                 polling=50,
             )
+            # running, with the pointer still on it: "Running… k/n", readable
+            running_btn = _contrast(page, "[data-testid=accentuate]")
+            assert running_btn["hovered"], running_btn
+            _assert_readable(running_btn, "Running…")
+            assert re.search(rf"\d+/{STEPS}$", running_btn["text"]), running_btn
             # frames per second while running: painted frames over the browser clock
             page.wait_for_timeout(2500)
             running = page.evaluate(JS_READ)
@@ -487,6 +572,9 @@ def _drive(app: str, url: str, tmp_path: Path, label: str | None = None) -> dict
         "screenshot": str(out / f"{app}.png"),
         "screenshot_copy": str(tmp_path / f"{app}.png"),
         "browser_problems": problems,
+        "button_contrast_hovered": round(hovered["contrast"], 2),
+        "button_contrast_running": round(running_btn["contrast"], 2),
+        "button_running_label": running_btn["text"],
         **second,
     }
     (out / f"metrics-{app}.json").write_text(json.dumps(metrics, indent=2))
