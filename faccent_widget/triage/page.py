@@ -38,7 +38,7 @@ from .tags import COLUMNS, TAGS, TAGS_FORMAT
 if TYPE_CHECKING:
     from .report import TriageItem, TriageReport
 
-__all__ = ["CSP", "SCRIPT", "SCRIPT_HASH", "STYLE", "STYLE_HASH", "page_data", "render_html"]
+__all__ = ["CSP", "SCRIPT", "SCRIPT_HASH", "STYLE", "STYLE_HASH", "THUMBS", "choose_thumbs", "page_data", "render_html"]
 
 _ASSETS = resources.files(__package__) / "report_assets"
 SCRIPT = (_ASSETS / "report.js").read_text(encoding="utf-8")
@@ -59,7 +59,13 @@ def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _jpeg(image: Any, tile: int, quality: int = 72) -> str:
+#: Thumbnail (shorter side in px, JPEG quality) candidates, largest first: a report takes the largest
+#: that keeps the file under its byte budget (``max_mb``), estimated on a sample of its mistakes.
+THUMBS = ((160, 75), (128, 72), (112, 70), (96, 68), (80, 65), (64, 60), (64, 50), (56, 50), (48, 45))
+_JSON_BYTES = 900  # an item's data besides its thumbnails (labels, numbers, masks), about
+
+
+def _jpeg(image: Any, tile: int, quality: int = 70) -> str:
     """A JPEG ``data:`` URI of ``image`` with its shorter side at most ``tile`` px."""
     pil = to_pil(image).convert("RGB")
     short = min(pil.size)
@@ -71,18 +77,38 @@ def _jpeg(image: Any, tile: int, quality: int = 72) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _item_data(item: TriageItem, tile: int) -> dict[str, Any]:
-    """One mistake as the page's data: facts, scores, thumbnails, 8-bit masks, exemplar references."""
+def _pictures(item: TriageItem) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(name → image: the seed and the masked accentuation toward each target, target → mask)."""
     seed, accents = item.seed, item.accentuations
     masks = item.masks if item.normalizer is not None else {}
-    images: dict[str, str | None] = {"seed": _jpeg(seed, tile)}
-    grids = {}
+    pics = {"seed": seed}
     for t in item.targets:
         m = masks.get(t)
-        images[t] = _jpeg(masked_accentuation(seed, accents[t], m) if m is not None else accents[t], tile)
-        if m is not None:
-            q = (m.clamp(0, 1) * 255).round().to(torch.uint8)
-            grids[t] = {"shape": list(q.shape), "values": q.flatten().tolist()}
+        pics[t] = masked_accentuation(seed, accents[t], m) if m is not None else accents[t]
+    return pics, masks
+
+
+def choose_thumbs(items: list[TriageItem], max_mb: float) -> tuple[int, int]:
+    """The largest (tile, quality) of :data:`THUMBS` whose estimated file size for ``items`` stays
+    under ``max_mb`` megabytes (measured on up to 12 of them, spread evenly)."""
+    if not items:
+        return THUMBS[0]
+    sample = [_pictures(it)[0] for it in items[:: max(1, len(items) // 12)][:12]]
+    for tile, quality in THUMBS:
+        per_item = sum(len(_jpeg(img, tile, quality)) for pics in sample for img in pics.values()) / len(sample)
+        if len(items) * (per_item + _JSON_BYTES) <= max_mb * 1e6:
+            return tile, quality
+    return THUMBS[-1]
+
+
+def _item_data(item: TriageItem, tile: int, quality: int) -> dict[str, Any]:
+    """One mistake as the page's data: facts, scores, thumbnails, 8-bit masks, exemplar references."""
+    pics, masks = _pictures(item)
+    images: dict[str, str | None] = {name: _jpeg(img, tile, quality) for name, img in pics.items()}
+    grids = {}
+    for t, m in masks.items():
+        q = (m.clamp(0, 1) * 255).round().to(torch.uint8)
+        grids[t] = {"shape": list(q.shape), "values": base64.b64encode(q.flatten().numpy().tobytes()).decode("ascii")}
     scores = {
         t: {
             "label": str(s["label"]),
@@ -129,15 +155,21 @@ def _exemplar_images(report: TriageReport, items: list[TriageItem]) -> dict[str,
     return out
 
 
-def page_data(report: TriageReport, *, max_items: int | None = None, tile: int = 112) -> dict[str, Any]:
-    """Everything the page's script renders (see the module docstring), as plain JSON-able data."""
+def page_data(
+    report: TriageReport, *, max_items: int | None = None, tile: int | None = None, max_mb: float = 45
+) -> dict[str, Any]:
+    """Everything the page's script renders (see the module docstring), as plain JSON-able data.
+    ``tile``: the thumbnails' shorter side in px (default: the largest that keeps the file under
+    ``max_mb`` megabytes, see :func:`choose_thumbs`)."""
     items = report.items if max_items is None else report.items[: max(0, int(max_items))]
+    tile, quality = (int(tile), 70) if tile else choose_thumbs(items, max_mb)
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        rows = list(pool.map(lambda it: _item_data(it, tile), items))
+        rows = list(pool.map(lambda it: _item_data(it, tile, quality), items))
     ids = {it.id for it in items}
     book = report.book
     return {
         "report_id": report.report_id,
+        "thumbnails": {"tile": tile, "quality": quality},
         "rank_by": report.rank_by,
         "items": rows,
         "exemplar_images": _exemplar_images(report, items),
@@ -194,13 +226,13 @@ _TOOLBAR = """<div class="bar" id="bar">
 </div>"""
 
 
-def render_html(report: TriageReport, *, max_items: int | None, tile: int) -> str:
+def render_html(report: TriageReport, *, max_items: int | None, tile: int | None, max_mb: float = 45) -> str:
     s = report.summary
     fp = report.settings
     engine = fp.get("engine", {})
     model = fp.get("model", {}).get("name", "?")
-    data = page_data(report, max_items=max_items, tile=tile)
-    n_shown = len(data["items"])
+    data = page_data(report, max_items=max_items, tile=tile, max_mb=max_mb)
+    n_shown, thumbs = len(data["items"]), data["thumbnails"]
     rule = _RULES.get(report.rank_by, report.rank_by)
     setting_keys = ("preset", "steps", "n_crops", "input_size", "canvas", "lam", "reg_layer", "param", "seed")
     settings = ", ".join(f"{_e(k)} {_e(engine[k])}" for k in setting_keys if k in engine)
@@ -235,7 +267,8 @@ def render_html(report: TriageReport, *, max_items: int | None, tile: int) -> st
 {f'<div><b class="bad">{len(unread)}</b>skipped</div>' if unread else ""}
 </div>
 <div>Ranked by {_e(rule)}{_e(shown)}. Masks: one collective normalisation over the Grad-CAM maps of all
-mistakes. Settings: {settings}.</div>
+mistakes. Settings: {settings}. Thumbnails: {thumbs["tile"]} px (JPEG quality {thumbs["quality"]}); full images are
+in the triage folder and in <code>report.show()</code>.</div>
 {label_line}
 <h2>Confusions <span class="muted">(click a row to show only that pair)</span></h2>
 <div class="confusions"><table><thead><tr><th>true</th><th>predicted</th><th>count</th></tr></thead>

@@ -38,9 +38,8 @@ from ..core.masks import CollectiveNormalizer
 from ..core.model import Model
 from ..images import load_image
 from .page import CSP, SCRIPT_HASH, render_html
-from .query import filter_items, item_facts, sort_items
+from .selection import TagsAndSelection
 from .store import FORMAT, TriageStore
-from .tags import TagBook, as_rows, read_tags_file, write_tags_file
 
 if TYPE_CHECKING:  # the browser (ipywidgets, the widget) is imported only when a report is shown
     from .browser import TriageBrowser
@@ -255,7 +254,7 @@ class TriageItem:
 # --------------------------------------------------------------------------- report
 
 
-class TriageReport:
+class TriageReport(TagsAndSelection):
     """The result of :func:`~faccent_widget.triage`: the ranked mistakes (iterate, index, ``len``), the
     ``summary``, every prediction, ``to_html(path)`` and ``show()``.
 
@@ -283,7 +282,7 @@ class TriageReport:
         self.items: list[TriageItem] = [
             TriageItem(dict(r), k + 1, store.item_dir(str(r["id"])), self.normalizer) for k, r in enumerate(rows)
         ]
-        self._book: TagBook | None = None
+        self._book = None
 
     @classmethod
     def load(
@@ -357,122 +356,21 @@ class TriageReport:
         return [(t, p, n) for (t, p), n in c.most_common(k)]
 
     # ------------------------------------------------------------------ views
-    def html(self, *, max_items: int | None = None, tile: int = 112) -> str:
+    def html(self, *, max_items: int | None = None, tile: int | None = None, max_mb: float = 45) -> str:
         """The self-contained HTML page as a string (see :meth:`to_html`)."""
-        return render_html(self, max_items=max_items, tile=tile)
+        return render_html(self, max_items=max_items, tile=tile, max_mb=max_mb)
 
-    def to_html(self, path: str | os.PathLike, *, max_items: int | None = None, tile: int = 112) -> Path:
+    def to_html(
+        self, path: str | os.PathLike, *, max_items: int | None = None, tile: int | None = None, max_mb: float = 45
+    ) -> Path:
         """Write one offline HTML file: summary, a clickable confusion table, and every mistake (the
         first ``max_items`` in rank order) as data rendered in the page a page at a time, with
         filters, sorts, search, views (accentuation, where, difference, swipe), tags and selection.
-        Images are small JPEG thumbnails (shorter side ``tile`` px) embedded in the file. Returns the path."""
+        Images are small JPEG thumbnails embedded in the file, their shorter side ``tile`` px (default:
+        the largest of 160 … 48 px that keeps the file under about ``max_mb`` megabytes). Returns the path."""
         p = Path(path)
-        p.write_text(self.html(max_items=max_items, tile=tile), encoding="utf-8")
+        p.write_text(self.html(max_items=max_items, tile=tile, max_mb=max_mb), encoding="utf-8")
         return p
-
-    # ------------------------------------------------------------------ tags and selection
-    @property
-    def book(self) -> TagBook:
-        """The store's tags and selection (``<out>/tags.json``), read once per report."""
-        if self._book is None:
-            self._book = TagBook(self.root)
-        return self._book
-
-    def _find(self, item: TriageItem | int | str) -> TriageItem:
-        if isinstance(item, TriageItem):
-            return item
-        if isinstance(item, int) and not isinstance(item, bool):
-            return self.items[item]
-        if isinstance(item, str):
-            for it in self.items:
-                if item in (it.id, it.key):
-                    return it
-            raise KeyError(f"no mistake with id or file name {item!r} in this report")
-        raise TypeError(f"an item is a TriageItem, its position (int) or its id / file name (str), got {item!r}")
-
-    def tag_of(self, item: TriageItem | int | str) -> str | None:
-        """The tag of ``item`` (None when untagged)."""
-        return self.book.tags.get(self._find(item).id)
-
-    def set_tag(self, item: TriageItem | int | str, tag: str | None) -> None:
-        """Tag ``item`` (a :class:`TriageItem`, its position, id or file name) with ``"label error"``,
-        ``"model error"``, ``"ambiguous"`` or your own text; None removes the tag. Saved in the store."""
-        self.book.set(self._find(item).id, tag)
-
-    def select(self, *items: TriageItem | int | str, selected: bool = True) -> None:
-        """Add ``items`` to the selection (``selected=False``: remove them). Saved in the store."""
-        self.book.select([self._find(i).id for i in items], selected)
-
-    def clear_selection(self) -> None:
-        self.book.select(list(self.book.selected), False)
-
-    def rows(self, items: list[TriageItem] | None = None) -> list[dict]:
-        """One dict per item (default: every mistake in rank order) with :data:`.tags.COLUMNS`."""
-        book = self.book
-        return [
-            {
-                "id": it.id,
-                "key": it.key,
-                "index": it.index,
-                "rank": it.rank,
-                "true_label": it.true_label,
-                "predicted_label": it.predicted_label,
-                "p_true": it.p_true,
-                "p_predicted": it.p_predicted,
-                "margin": item_facts(it)["margin"],
-                "label_issue": it.label_issue,
-                "likely_label_error": it.likely_label_error,
-                "tag": book.tags.get(it.id),
-                "selected": it.id in book.selected,
-            }
-            for it in (self.items if items is None else items)
-        ]
-
-    @property
-    def tags(self) -> Any:
-        """The tagged mistakes as rows (a pandas DataFrame when pandas is installed, else a list of dicts)."""
-        return as_rows(self.rows([it for it in self.items if it.id in self.book.tags]))
-
-    @property
-    def selected(self) -> Any:
-        """The selected mistakes as rows (a pandas DataFrame when pandas is installed, else a list of dicts)."""
-        return as_rows(self.rows([it for it in self.items if it.id in self.book.selected]))
-
-    def import_tags(self, path: str | os.PathLike) -> int:
-        """Import a tags file the HTML report exported (JSON or CSV): tags and selection of this
-        report's mistakes, matched by id (else by file name), saved in the store. Returns how many
-        entries matched; entries of other mistakes are ignored."""
-        by_id = {it.id: it for it in self.items}
-        by_key = {it.key: it for it in self.items}
-        matched = []
-        for e in read_tags_file(path):
-            it = by_id.get(e["id"] or "") or by_key.get(e["key"] or "")
-            if it is not None:
-                matched.append({**e, "id": it.id})
-        self.book.update(matched)
-        return len(matched)
-
-    def export_tags(self, path: str | os.PathLike) -> Path:
-        """Write the tagged or selected mistakes as the HTML report exports them (CSV for ``.csv``, else JSON)."""
-        book = self.book
-        rows = self.rows([it for it in self.items if it.id in book.tags or it.id in book.selected])
-        return write_tags_file(path, rows, self.report_id)
-
-    @property
-    def report_id(self) -> str:
-        """A short digest of the store's settings and root (the HTML report's ``localStorage`` key)."""
-        import hashlib
-        import json
-
-        text = json.dumps([str(self.root.resolve()), self.index.get("fingerprint")], sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-    def filter(self, *, sort: str | None = None, descending: bool = True, **criteria: Any) -> list[TriageItem]:
-        """The mistakes that match ``criteria`` (see :func:`.query.filter_items`: ``true``,
-        ``predicted``, ``flag``, ``tag``, ``search``, ``only_selected``), sorted by ``sort`` (a key of
-        :data:`.query.SORTS`; default: the report's order)."""
-        items = self.items if sort is None else sort_items(self.items, sort, descending=descending)
-        return filter_items(items, tags=self.book.tags, selected=self.book.selected, **criteria)
 
     def show(self, model: Model | None = None, *, page_size: int = 12) -> TriageBrowser:
         """A browsable widget: a grid of the mistakes; click one to see it large, and open it in a

@@ -123,12 +123,12 @@
   }
   function drawWhere(canvas, seed, mask) {
     canvas.width = seed.naturalWidth; canvas.height = seed.naturalHeight;
-    var ctx = canvas.getContext('2d'), h = mask.shape[0], w = mask.shape[1];
+    var ctx = canvas.getContext('2d'), h = mask.shape[0], w = mask.shape[1], values = atob(mask.values);
     ctx.drawImage(seed, 0, 0);
     var small = document.createElement('canvas'); small.width = w; small.height = h;
     var data = small.getContext('2d').createImageData(w, h);
     for (var i = 0; i < w * h; i++) {
-      var rgb = jet(mask.values[i] / 255);
+      var rgb = jet(values.charCodeAt(i) / 255);
       data.data[4 * i] = rgb[0]; data.data[4 * i + 1] = rgb[1]; data.data[4 * i + 2] = rgb[2]; data.data[4 * i + 3] = 255;
     }
     small.getContext('2d').putImageData(data, 0, 0);
