@@ -242,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("\n| action | in-page (ms) | to the next frame (ms) | shown |\n|---|---|---|---|")
     for a in b["actions"]:
-        print(f"| {a['action']} | {a['apply_ms']:.0f} | {a['wall_ms']:.0f} | {a['status']} |")
+        inpage = "–" if a["action"] == "next page" else f"{a['apply_ms']:.0f}"  # paging renders, filters nothing
+        print(f"| {a['action']} | {inpage} | {a['wall_ms']:.0f} | {a['status']} |")
     print(f"\n{torch_threads()} torch threads")
     return 0
 

@@ -4,6 +4,8 @@
   // through textContent only; images are data: URIs from that block.
   var D = JSON.parse(document.getElementById('triage-data').textContent);
   var ITEMS = D.items, KEY = 'faccent-widget/triage-tags/' + D.report_id;
+  // tiles about 1.5 × the thumbnails (80–112 px), 256 px when a card is enlarged
+  document.documentElement.style.setProperty('--tile', Math.max(80, Math.min(112, Math.round(1.5 * D.thumbnails.tile))) + 'px');
   var BUILTIN = D.tag_names, VIEWS = ['accentuation', 'where', 'difference', 'swipe'];
   var $ = function (id) { return document.getElementById(id); };
   function el(tag, cls, text) {
