@@ -138,7 +138,9 @@ def test_page_data_carries_filter_and_sort_fields_and_the_csp_hashes(run: dict[s
                 s = it.scores[t]
                 assert d[f"gain_{t}"] == pytest.approx(s["prob"] - s["seed_prob"])
                 assert d["masks"][t]["shape"] == list(it.gradcam[t].shape)
-                assert all(0 <= v <= 255 for v in d["masks"][t]["values"])
+                grid = base64.b64decode(d["masks"][t]["values"])  # 8-bit, row-major
+                expect = (it.masks[t].clamp(0, 1) * 255).round().flatten().tolist()
+                assert list(grid) == expect
             assert all(src.startswith("data:image/jpeg;base64,") for src in d["images"].values())
         page = report.html()
         style = page.split("<style>", 1)[1].split("</style>", 1)[0]
