@@ -190,7 +190,7 @@ def test_browser_filters_sorts_and_tags(run: dict[str, Any]) -> None:
     assert report.tag_of(first) == "model error" and browser.counts.value.startswith("1 tagged")
     browser.tag_menu.value = "model error"
     assert browser.shown == [first]
-    browser.tag_menu.value = None
+    browser.tag_menu.value = ""
     browser.select(first)
     browser.custom_tag.value = "needs a second look"
     next(w for w in browser.detail.children[-2].children if isinstance(w, widgets.Button)).click()

@@ -135,11 +135,11 @@ class TriageBrowser(widgets.VBox):
     # ------------------------------------------------------------------ filters
     def _fill_tag_menu(self) -> None:
         custom = sorted(set(self.report.book.tags.values()) - set(TAGS))
-        options = [("any", None), ("tagged", "tagged"), ("untagged", "untagged"), *[(t, t) for t in (*TAGS, *custom)]]
+        options = [("any", ""), ("tagged", "tagged"), ("untagged", "untagged"), *[(t, t) for t in (*TAGS, *custom)]]
         if list(self.tag_menu.options) != options:
             value = self.tag_menu.value
             self.tag_menu.options = options
-            self.tag_menu.value = value if value in dict(options).values() else None
+            self.tag_menu.value = value if value in dict(options).values() else ""
 
     def _on_pair(self, change: dict) -> None:
         pair = change["new"]
@@ -188,8 +188,8 @@ class TriageBrowser(widgets.VBox):
     def _tag_control(self, item: TriageItem, width: str = "188px") -> widgets.Dropdown:
         custom = sorted(set(self.report.book.tags.values()) - set(TAGS))
         menu = widgets.Dropdown(
-            options=[(_NONE, None), *[(t, t) for t in (*TAGS, *custom)]],
-            value=self.report.tag_of(item),
+            options=[(_NONE, ""), *[(t, t) for t in (*TAGS, *custom)]],
+            value=self.report.tag_of(item) or "",
             description="tag",
             layout=widgets.Layout(width=width),
         )
@@ -197,7 +197,7 @@ class TriageBrowser(widgets.VBox):
         return menu
 
     def tag(self, item: TriageItem | int | str, tag: str | None) -> None:
-        """Tag ``item`` (None removes the tag); saved in the store."""
+        """Tag ``item`` (None or "" removes the tag); saved in the store."""
         self.report.set_tag(item, tag)
         self._fill_tag_menu()
         self._counts()
@@ -259,15 +259,14 @@ class TriageBrowser(widgets.VBox):
 
     # ------------------------------------------------------------------ large view
     def _tile(self, caption: str, image: torch.Tensor) -> widgets.VBox:
+        """A fixed 200 px box (portrait and landscape alike) with its caption wrapped below."""
+        box = widgets.Layout(width="200px", height="200px", object_fit="contain")
         return widgets.VBox(
             [
-                widgets.Image(
-                    value=jpeg_thumbnail(image, 320, 88),
-                    format="jpeg",
-                    layout=widgets.Layout(height="240px", width="auto"),
-                ),
-                _text(caption, width="240px", size="12px"),
-            ]
+                widgets.Image(value=jpeg_thumbnail(image, 320, 88), format="jpeg", layout=box),
+                _text(caption, "200px", "12px"),
+            ],
+            layout=widgets.Layout(flex="0 0 auto", width="204px"),
         )
 
     def select(self, item: TriageItem | int) -> None:
