@@ -36,6 +36,7 @@ from faccent_widget.triage.cli import safe
 from faccent_widget.triage.data import TriageImageError, as_triage_data
 from faccent_widget.triage.decode import ImageTooLargeError, open_bounded
 from faccent_widget.triage.distributed import shard
+from faccent_widget.triage.page import page_data
 from faccent_widget.triage.report import SCRIPT_HASH
 from faccent_widget.triage.run import canvas_seed
 from faccent_widget.triage.store import TriageStore, TriageStoreError, TriageStoreLocked
@@ -268,19 +269,22 @@ def test_html_report_escapes_labels_and_is_self_contained(evil_report: TriageRep
     assert [it.true_label for it in evil_report] == [EVIL]
     page = evil_report.to_html(tmp_path / "report.html").read_text(encoding="utf-8")
     assert EVIL not in page and "<b>efficientnet</b>" not in page
-    assert "&lt;img src=x onerror=alert(1)&gt;" in page and "&lt;b&gt;efficientnet&lt;/b&gt;" in page
-    assert page.count("<img ") == 5  # seed + mask and accentuation for each target
+    assert "\\u003cimg src=x onerror=alert(1)\\u003e" in page and "&lt;b&gt;efficientnet&lt;/b&gt;" in page
+    assert "<img " not in page  # every image is data, rendered by the page's script
+    data = json.loads(page.split('<script type="application/json" id="triage-data">', 1)[1].split("</script>", 1)[0])
+    (item,) = data["items"]
+    assert item["true_label"] == EVIL and set(item["images"]) == {"seed", "predicted", "true"}
+    assert all(src.startswith("data:image/jpeg;base64,") for src in item["images"].values())
     assert "http://" not in page and "https://" not in page and "default-src 'none'" in page
-    srcs = [chunk.split('"', 1)[0] for chunk in page.split(' src="')[1:]]
-    assert srcs and all(s.startswith("data:image/jpeg;base64,") for s in srcs)
 
 
 def test_browser_grid_detail_and_faccent_widget(evil_report: TriageReport) -> None:
     browser = evil_report.show(page_size=1)  # the triage's own model (with the markup label)
     assert browser.page_label.value == "page 1 / 1" and len(browser.cards) == 1
     cell = browser.grid.children[0]
-    assert cell.children[1].value == f"true: {EVIL}"  # a Label: shown as text
-    assert cell.children[2].value.startswith("predicted: drilling platform (")
+    texts = [w.value for w in cell.children if isinstance(w, widgets.HTML)]
+    assert any("true: &lt;img src=x onerror=alert(1)&gt; (" in t for t in texts)  # escaped: shown as text
+    assert not any(EVIL in t for t in texts) and any("predicted: drilling platform (" in t for t in texts)
     assert browser.cards[0].description == "#1  open"
     header = browser.children[0].value
     assert EVIL not in header and "&lt;b&gt;efficientnet&lt;/b&gt;" in header
@@ -295,7 +299,7 @@ def test_browser_grid_detail_and_faccent_widget(evil_report: TriageReport) -> No
         for w in tile.children
         if isinstance(w, widgets.HTML)
     ]
-    assert len(html_captions) == 5 and any("where: &lt;img src=x" in c for c in html_captions)
+    assert len(html_captions) == 7 and any("where: &lt;img src=x" in c for c in html_captions)  # + 2 changes
     assert not any(EVIL in c for c in html_captions)
     widget = browser.open_faccent()
     assert isinstance(widget, fw.FaccentWidget) and widget in browser.detail.children
@@ -803,11 +807,11 @@ def test_label_issue_score_ranks_flipped_labels_first_and_is_a_sort_key(flipped:
     by_issue = report.ranked("label_issue")
     scores = [it.label_issue for it in by_issue]
     assert scores == sorted(scores, reverse=True) and all(s is not None and s > 0.5 for s in scores)
-    page = by_issue.html()
-    assert page.count('<span class="badge">likely label error</span>') == sum(it.likely_label_error for it in by_issue)
-    assert "label-issue score (likely label errors first)" in page
-    assert '<option value="labelIssue" selected>' in page  # the in-page sort menu starts at the report's order
-    shown = [float(c.split('"', 1)[0]) for c in page.split('data-label-issue="')[1:]]
+    assert "label-issue score (likely label errors first)" in by_issue.html()
+    data = page_data(by_issue)
+    assert data["rank_by"] == "label_issue"  # the in-page sort starts at the report's order
+    assert [d["likely_label_error"] for d in data["items"]] == [it.likely_label_error for it in by_issue]
+    shown = [d["label_issue"] for d in data["items"]]
     assert shown == sorted(shown, reverse=True) and len(shown) == len(by_issue)
 
 
@@ -863,43 +867,14 @@ def test_exemplars_are_nearest_correct_items_of_the_class_by_cosine(flipped: dic
 
 
 def test_exemplars_are_shown_in_the_html_report_and_browser(flipped: dict[str, Any]) -> None:
-    from html.parser import HTMLParser
-
     report = flipped["report"]
-
-    class Cards(HTMLParser):
-        def __init__(self) -> None:
-            super().__init__()
-            self.rows: list[dict[str, Any]] = []
-            self.depth = 0
-
-        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-            a = dict(attrs)
-            if tag == "div" and a.get("class") == "row" and a.get("data-target"):
-                self.rows.append({"target": a["data-target"], "imgs": [], "text": ""})
-            elif tag == "img" and self.rows and self.rows[-1]["text"] is not None and self.rows[-1].get("open", True):
-                self.rows[-1]["imgs"].append(a.get("alt"))
-            if tag == "article":
-                self.depth += 1
-
-        def handle_endtag(self, tag: str) -> None:
-            if tag == "div" and self.rows:
-                self.rows[-1]["open"] = False
-
-        def handle_data(self, data: str) -> None:
-            if self.rows and self.rows[-1].get("open", True):
-                self.rows[-1]["text"] += data
-
-    parser = Cards()
-    parser.feed(report.html())
-    assert parser.depth == len(report) and len(parser.rows) == 2 * len(report)
-    for row, (item, target) in zip(parser.rows, [(it, t) for it in report for t in ("predicted", "true")]):
-        label = item.predicted_label if target == "predicted" else item.true_label
-        keys = [e["key"] for e in item.exemplars[target]]
-        if keys:
-            assert row["text"].startswith(f"correct {label} in your data") and row["imgs"] == keys
-        else:
-            assert row["text"].startswith(f"no correctly classified {label}") and row["imgs"] == []
+    data = page_data(report)
+    assert len(data["items"]) == len(report)
+    for row, item in zip(data["items"], report):
+        for target in ("predicted", "true"):
+            expect = [e["key"] for e in item.exemplars[target]]
+            assert [e["key"] for e in row["exemplars"][target]] == expect
+            assert all(data["exemplar_images"][e["id"]].startswith("data:image/jpeg") for e in row["exemplars"][target])
     browser = report.show(page_size=len(report))
     browser.select(0)
     texts = [w.value for w in browser.detail.children if isinstance(w, widgets.Label)]

@@ -5,7 +5,9 @@
 :mod:`.decode` (bounded decoding; what an unreadable file raises), :mod:`.store` (the resumable,
 locked on-disk store), :mod:`.run` (``triage()``: checks, settings, the store), :mod:`.stages`
 (predict, accentuate, merge), :mod:`.labels` (label-issue scores), :mod:`.exemplars` (nearest
-correctly classified images), :mod:`.report` (ranking, report), :mod:`.page` (the offline HTML page),
+correctly classified images), :mod:`.report` (ranking, report), :mod:`.query` (filters and sorts),
+:mod:`.tags` (tags and selection in the store, tags files), :mod:`.selection` (the report's tag,
+select and filter methods), :mod:`.page` (the offline HTML page; script and style in ``report_assets/``),
 :mod:`.browser` (the notebook browser; the one application → application edge, to the widget),
 :mod:`.distributed` (torchrun sharding), :mod:`.demo` (a labelled folder from the sample images).
 """

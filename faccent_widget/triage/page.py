@@ -1,10 +1,19 @@
 """The triage report as one offline HTML page (:meth:`TriageReport.html <.report.TriageReport.html>`).
 
-Every image is embedded as a ``data:`` URI, a Content-Security-Policy forbids any network access and
-runs only the page's own script (allowed by its SHA-256), and every label, file name and setting is
-escaped with ``html.escape``. A card per mistake: seed, masks, masked accentuations, the "likely label
-error" badge and label-issue score, and the natural exemplars (nearest correctly classified images of
-the predicted and true class in the same data).
+Every mistake is *data*: one JSON block (labels, probabilities, ranking keys, tags, small JPEG
+thumbnails as ``data:`` URIs, the collectively normalised masks as 8-bit grids) that the page's script
+renders a page at a time, with filters (true class, predicted class, confusion pair — a click on the
+confusion table —, label-issue badge, failed accentuation, tag, selection), every sort of
+:data:`.query.SORTS`, search by file name and label, and per card the views *accentuation*, *where*
+(the mask over the seed), *difference* (|accentuation − seed|, scaled so that the largest change is
+white) and *swipe*. Tags and selection are
+kept in the browser's ``localStorage`` and exported as a tags file (JSON or CSV) that
+:meth:`TriageReport.import_tags <.report.TriageReport.import_tags>` reads.
+
+Safety: the text of the page is built with ``textContent`` (labels and file names are never parsed as
+HTML), the static header is escaped with ``html.escape``, the JSON block escapes ``<``, ``>`` and ``&``,
+and a Content-Security-Policy forbids any network access and allows only the page's own script and
+style, by their SHA-256. The script and style are package data (``report_assets/``).
 """
 
 from __future__ import annotations
@@ -13,175 +22,221 @@ import base64
 import hashlib
 import html
 import io
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..core.compositing import masked_accentuation
 from ..images import to_pil
+from .query import FLAGS, SORTS, item_facts
+from .tags import COLUMNS, TAGS, TAGS_FORMAT
 
 if TYPE_CHECKING:
     from .report import TriageItem, TriageReport
 
-__all__ = ["CSP", "SCRIPT_HASH", "render_html"]
+__all__ = ["CSP", "SCRIPT", "SCRIPT_HASH", "STYLE", "STYLE_HASH", "THUMBS", "choose_thumbs", "page_data", "render_html"]
+
+_ASSETS = resources.files(__package__) / "report_assets"
+SCRIPT = (_ASSETS / "report.js").read_text(encoding="utf-8")
+STYLE = (_ASSETS / "report.css").read_text(encoding="utf-8")
 
 
-def _data_uri(image: torch.Tensor, tile: int) -> str:
-    pil = to_pil(image).convert("RGB")
-    short = min(pil.size)
-    if tile and short > tile:
-        scale = tile / short
-        pil = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))), resample=2)
-    buf = io.BytesIO()
-    pil.save(buf, format="JPEG", quality=88)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+def _sha256(text: str) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode("ascii")
+
+
+#: The page runs only its own script and style: the CSP allows them by SHA-256, not by 'unsafe-inline'.
+SCRIPT_HASH = _sha256(SCRIPT)
+STYLE_HASH = _sha256(STYLE)
+CSP = f"default-src 'none'; img-src data: blob:; style-src '{STYLE_HASH}'; script-src '{SCRIPT_HASH}'"
 
 
 def _e(value: Any) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _pct(p: Any) -> str:
-    return "–" if p is None else f"{100 * float(p):.1f}%"
+#: Thumbnail (shorter side in px, JPEG quality) candidates, largest first: a report takes the largest
+#: that keeps the file under its byte budget (``max_mb``), estimated on a sample of its mistakes.
+THUMBS = ((160, 75), (128, 72), (112, 70), (96, 68), (80, 65), (64, 60), (64, 50), (56, 50), (48, 45))
+_JSON_BYTES = 900  # an item's data besides its thumbnails (labels, numbers, masks), about
 
 
-_CSS = """
-:root { color-scheme: light dark; --bg:#fff; --fg:#1d1d1f; --muted:#5f6368; --card:#f6f7f9; --line:#d9dce1;
-        --bad:#b3261e; --good:#1e6b34; }
-@media (prefers-color-scheme: dark) { :root { --bg:#16181c; --fg:#e8eaed; --muted:#9aa0a6; --card:#202329;
-        --line:#3a3f47; --bad:#f28b82; --good:#81c995; } }
-* { box-sizing: border-box; }
-body { margin: 0; padding: 24px; font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif;
-       background: var(--bg); color: var(--fg); }
-h1 { font-size: 20px; margin: 0 0 4px; } h2 { font-size: 15px; margin: 20px 0 8px; }
-.muted { color: var(--muted); } .bad { color: var(--bad); } .good { color: var(--good); }
-.stats { display: flex; flex-wrap: wrap; gap: 8px 24px; margin: 12px 0; }
-.stats b { font-size: 18px; display: block; }
-table { border-collapse: collapse; } td, th { padding: 2px 10px 2px 0; text-align: left; vertical-align: top; }
-.cards { display: grid; grid-template-columns: 1fr; gap: 14px; }
-.card { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 10px 12px; }
-.card header { display: flex; flex-wrap: wrap; gap: 4px 18px; align-items: baseline; margin-bottom: 8px; }
-.card .rank { font-weight: 700; } .card .key { font-family: ui-monospace, monospace; font-size: 12px; }
-.tiles { display: flex; gap: 8px; overflow-x: auto; }
-figure { margin: 0; flex: 0 0 auto; } figcaption { font-size: 12px; color: var(--muted); max-width: 240px; }
-figure img { height: 150px; width: auto; border-radius: 4px; cursor: zoom-in; display: block; }
-.card.zoom figure img { height: 300px; cursor: zoom-out; }
-.badge { background: var(--bad); color: var(--bg); border-radius: 9px; padding: 0 8px; font-size: 12px; }
-.exemplars { display: flex; flex-wrap: wrap; gap: 6px 18px; margin-top: 8px; }
-.exemplars .row { display: flex; gap: 4px; align-items: flex-start; }
-.exemplars .row > span { font-size: 12px; color: var(--muted); max-width: 130px; }
-.exemplars figure img { height: 72px; cursor: default; }
-.card.zoom .exemplars figure img { height: 72px; }
-"""
-
-_SCRIPT = """
-document.querySelectorAll('.card').forEach(function (card) {
-  card.addEventListener('click', function (ev) {
-    if (ev.target && ev.target.tagName === 'IMG') { card.classList.toggle('zoom'); }
-  });
-});
-var sorter = document.getElementById('sort');
-if (sorter) {
-  sorter.addEventListener('change', function () {
-    var key = sorter.value, grid = document.querySelector('.cards');
-    var cards = Array.prototype.slice.call(grid.querySelectorAll('.card'));
-    cards.sort(function (a, b) {
-      var d = key === 'index' ? 0 : parseFloat(b.dataset[key]) - parseFloat(a.dataset[key]);
-      return d || parseFloat(a.dataset.index) - parseFloat(b.dataset.index);
-    });
-    cards.forEach(function (c) { grid.appendChild(c); });
-  });
-}
-"""
-
-#: The page runs only its own script: the CSP allows it by its SHA-256, not by 'unsafe-inline'.
-SCRIPT_HASH = "sha256-" + base64.b64encode(hashlib.sha256(_SCRIPT.encode("utf-8")).digest()).decode("ascii")
-CSP = f"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src '{SCRIPT_HASH}'"
+def _jpeg(image: Any, tile: int, quality: int = 70) -> str:
+    """A JPEG ``data:`` URI of ``image`` with its shorter side at most ``tile`` px."""
+    pil = to_pil(image).convert("RGB")
+    short = min(pil.size)
+    if tile and short > tile:
+        scale = tile / short
+        pil = pil.resize((max(1, round(pil.width * scale)), max(1, round(pil.height * scale))), resample=2)
+    buf = io.BytesIO()
+    pil.save(buf, format="JPEG", quality=quality, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _exemplar_rows(item: TriageItem) -> str:
-    """The card's natural exemplars: per target, small thumbnails of the nearest correctly classified
-    images of that class in the same data, or a line saying there are none."""
-    if not item.exemplars:
-        return ""
-    parts = []
-    for t, label, shown in item.exemplar_groups():
-        if not shown:
-            parts.append(
-                f'<div class="row" data-target="{t}"><span>no correctly classified {_e(label)} ({t}) in your data'
-                "</span></div>"
-            )
-            continue
-        figs = "".join(
-            f'<figure><img alt="{_e(e["key"])}" src="{_data_uri(img, 96)}">'
-            f"<figcaption>{_e(e['key'])} · cos {float(e['similarity']):.2f}</figcaption></figure>"
-            if img is not None
-            else f"<figure><figcaption>{_e(e['key'])} (no thumbnail)</figcaption></figure>"
-            for e, img in shown
-        )
-        parts.append(
-            f'<div class="row" data-target="{t}"><span>correct {_e(label)} in your data ({t})</span>{figs}</div>'
-        )
-    return f'<div class="exemplars">{"".join(parts)}</div>'
-
-
-def _card(item: TriageItem, tile: int) -> str:
-    figures = "".join(
-        f'<figure><img alt="{_e(cap)}" src="{_data_uri(img, tile)}"><figcaption>{_e(cap)}</figcaption></figure>'
-        for cap, img in item.tiles()
-    )
-    lines = []
+def _pictures(item: TriageItem) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(name → image: the seed and the masked accentuation toward each target, target → mask)."""
+    seed, accents = item.seed, item.accentuations
+    masks = item.masks if item.normalizer is not None else {}
+    pics = {"seed": seed}
     for t in item.targets:
-        s = item.scores[t]
-        lines.append(f"<span>toward {_e(s['label'])}: p {_pct(s['seed_prob'])} → {_pct(s['prob'])}</span>")
-    badge = '<span class="badge">likely label error</span>' if item.likely_label_error else ""
-    score = f"<span>label issue {item.label_issue:.2f}</span>" if item.label_issue is not None else ""
-    return (
-        f'<article class="card" data-index="{item.index}" data-label-issue="{item.label_issue or 0:.6f}" '
-        f'data-margin="{item.p_predicted - item.p_true:.6f}" data-confidence="{item.p_predicted:.6f}" '
-        f'data-true-rank="{item.true_rank}">'
-        f'<header><span class="rank">#{item.rank}</span><span class="key">{_e(item.key)}</span>{badge}'
-        f'<span>true: <b class="good">{_e(item.true_label)}</b> ({_pct(item.p_true)}, rank {item.true_rank})</span>'
-        f'<span>predicted: <b class="bad">{_e(item.predicted_label)}</b> ({_pct(item.p_predicted)})</span>'
-        f'{"".join(lines)}{score}</header><div class="tiles">{figures}</div>{_exemplar_rows(item)}</article>'
-    )
+        m = masks.get(t)
+        pics[t] = masked_accentuation(seed, accents[t], m) if m is not None else accents[t]
+    return pics, masks
 
 
-_SORTS = (
-    ("margin", "margin", "margin p(predicted) − p(true)"),
-    ("confidence", "confidence", "confidence p(predicted)"),
-    ("trueRank", "true_rank", "rank of the true class"),
-    ("labelIssue", "label_issue", "label-issue score"),
-    ("index", "index", "dataset order"),
-)
+def choose_thumbs(items: list[TriageItem], max_mb: float) -> tuple[int, int]:
+    """The largest (tile, quality) of :data:`THUMBS` whose estimated file size for ``items`` stays
+    under ``max_mb`` megabytes (measured on up to 12 of them, spread evenly)."""
+    if not items:
+        return THUMBS[0]
+    sample = [_pictures(it)[0] for it in items[:: max(1, len(items) // 12)][:12]]
+    for tile, quality in THUMBS:
+        per_item = sum(len(_jpeg(img, tile, quality)) for pics in sample for img in pics.values()) / len(sample)
+        if len(items) * (per_item + _JSON_BYTES) <= max_mb * 1e6:
+            return tile, quality
+    return THUMBS[-1]
 
 
-def _sort_options(current: str) -> str:
-    """The report's sort menu (in the page, without a reload): dataset keys of the cards' attributes."""
-    return "".join(
-        f'<option value="{key}"{" selected" if name == current else ""}>{_e(text)}</option>'
-        for key, name, text in _SORTS
-    )
+def _item_data(item: TriageItem, tile: int, quality: int) -> dict[str, Any]:
+    """One mistake as the page's data: facts, scores, thumbnails, 8-bit masks, exemplar references."""
+    pics, masks = _pictures(item)
+    images: dict[str, str | None] = {name: _jpeg(img, tile, quality) for name, img in pics.items()}
+    grids = {}
+    for t, m in masks.items():
+        q = (m.clamp(0, 1) * 255).round().to(torch.uint8)
+        grids[t] = {"shape": list(q.shape), "values": base64.b64encode(q.flatten().numpy().tobytes()).decode("ascii")}
+    scores = {
+        t: {
+            "label": str(s["label"]),
+            "seed_prob": None if s.get("seed_prob") is None else float(s["seed_prob"]),
+            "prob": None if s.get("prob") is None else float(s["prob"]),
+        }
+        for t, s in item.scores.items()
+    }
+    return {
+        "id": item.id,
+        "rank": item.rank,
+        "index": item.index,
+        "key": item.key,
+        "true_label": item.true_label,
+        "predicted_label": item.predicted_label,
+        "p_true": item.p_true,
+        "p_predicted": item.p_predicted,
+        "true_rank": item.true_rank,
+        "label_issue": item.label_issue,
+        "likely_label_error": item.likely_label_error,
+        **item_facts(item),
+        "targets": item.targets,
+        "scores": scores,
+        "images": images,
+        "masks": grids,
+        "exemplars": {
+            t: [{"id": str(e["id"]), "key": str(e["key"]), "similarity": float(e["similarity"])} for e in es]
+            for t, es in item.exemplars.items()
+        },
+    }
 
 
-def render_html(report: TriageReport, *, max_items: int | None, tile: int) -> str:
+def _exemplar_images(report: TriageReport, items: list[TriageItem]) -> dict[str, str]:
+    """Exemplar id → its stored JPEG thumbnail as a ``data:`` URI (each embedded once)."""
+    out: dict[str, str] = {}
+    folder = report.root / "exemplars"
+    for it in items:
+        for es in it.exemplars.values():
+            for e in es:
+                i = str(e["id"])
+                path = folder / f"{i}.jpg"
+                if i not in out and path.is_file():
+                    out[i] = "data:image/jpeg;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+    return out
+
+
+def page_data(
+    report: TriageReport, *, max_items: int | None = None, tile: int | None = None, max_mb: float = 45
+) -> dict[str, Any]:
+    """Everything the page's script renders (see the module docstring), as plain JSON-able data.
+    ``tile``: the thumbnails' shorter side in px (default: the largest that keeps the file under
+    ``max_mb`` megabytes, see :func:`choose_thumbs`)."""
+    items = report.items if max_items is None else report.items[: max(0, int(max_items))]
+    tile, quality = (int(tile), 70) if tile else choose_thumbs(items, max_mb)
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        rows = list(pool.map(lambda it: _item_data(it, tile, quality), items))
+    ids = {it.id for it in items}
+    book = report.book
+    return {
+        "report_id": report.report_id,
+        "thumbnails": {"tile": tile, "quality": quality},
+        "rank_by": report.rank_by,
+        "items": rows,
+        "exemplar_images": _exemplar_images(report, items),
+        "tags": {i: t for i, t in book.tags.items() if i in ids},
+        "selected": sorted(i for i in book.selected if i in ids),
+        "tag_names": list(TAGS),
+        "tags_format": TAGS_FORMAT,
+        "columns": list(COLUMNS),
+        "sorts": [[k, v] for k, v in SORTS.items()],
+        "flags": [[k, v] for k, v in FLAGS.items()],
+    }
+
+
+def _json_block(data: Any) -> str:
+    """``data`` as JSON safe inside a ``<script type="application/json">`` element."""
+    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+_RULES = {
+    "margin": "p(predicted) − p(true), largest first",
+    "confidence": "p(predicted), largest first",
+    "true_rank": "rank of the true class, worst first",
+    "label_issue": "label-issue score (likely label errors first)",
+    "index": "dataset order",
+}
+
+_TOOLBAR = """<div class="bar" id="bar">
+<div class="row">
+<label>Search <input type="search" id="f-search" placeholder="file name or label"></label>
+<label>true <select id="f-true"></select></label>
+<label>predicted <select id="f-predicted"></select></label>
+<label>show <select id="f-flag"></select></label>
+<label>tag <select id="f-tag"></select></label>
+<label><input type="checkbox" id="f-only"> selected only</label>
+<button type="button" id="clear">clear filters</button>
+</div>
+<div class="row">
+<label>Sort by <select id="sort"></select></label><button type="button" id="dir">↓ worst first</button>
+<label>view <select id="view"></select></label>
+<label>per page <select id="size"></select></label>
+<span class="pager"><button type="button" id="first">«</button><button type="button" id="prev">‹ previous</button>
+<span id="page"></span><button type="button" id="next">next ›</button><button type="button" id="last">»</button></span>
+<span class="status" id="status"></span>
+</div>
+<div class="row">
+<span id="counts"></span>
+<button type="button" id="select-all">select all matching</button>
+<button type="button" id="select-none">clear selection</button>
+<button type="button" id="export-json">export tags (JSON)</button>
+<button type="button" id="export-csv">export tags (CSV)</button>
+<span class="note" id="note"></span>
+</div>
+</div>"""
+
+
+def render_html(report: TriageReport, *, max_items: int | None, tile: int | None, max_mb: float = 45) -> str:
     s = report.summary
     fp = report.settings
     engine = fp.get("engine", {})
     model = fp.get("model", {}).get("name", "?")
-    items = report.items if max_items is None else report.items[: max(0, int(max_items))]
-    rule = {
-        "margin": "p(predicted) − p(true), largest first",
-        "confidence": "p(predicted), largest first",
-        "true_rank": "rank of the true class, worst first",
-        "label_issue": "label-issue score (likely label errors first)",
-        "index": "dataset order",
-    }[report.rank_by]
+    data = page_data(report, max_items=max_items, tile=tile, max_mb=max_mb)
+    n_shown, thumbs = len(data["items"]), data["thumbnails"]
+    rule = _RULES.get(report.rank_by, report.rank_by)
     setting_keys = ("preset", "steps", "n_crops", "input_size", "canvas", "lam", "reg_layer", "param", "seed")
     settings = ", ".join(f"{_e(k)} {_e(engine[k])}" for k in setting_keys if k in engine)
-    confusions = "".join(
-        f"<tr><td>{_e(t)}</td><td>→ {_e(p)}</td><td>{n}</td></tr>" for t, p, n in report.confusions(10)
-    )
-    shown = f"showing the first {len(items)}" if len(items) < len(report.items) else ""
+    shown = f"; the first {n_shown} of {len(report.items)} are in this file" if n_shown < len(report.items) else ""
     li = report.index.get("label_issues") or {}
     flagged = sum(1 for it in report.items if it.likely_label_error)
     label_line = (
@@ -190,7 +245,6 @@ def render_html(report: TriageReport, *, max_items: int | None, tile: int) -> st
         if li
         else ""
     )
-    cards = "".join(_card(item, tile) for item in items) or '<p class="muted">No mistakes.</p>'
     unread = report.skipped
     skipped = (
         f"<h2>Skipped: {len(unread)} file(s) or folder(s) could not be read</h2><table>"
@@ -203,7 +257,7 @@ def render_html(report: TriageReport, *, max_items: int | None, tile: int) -> st
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Triage: {_e(model)}</title><style>{_CSS}</style></head>
+<title>Triage: {_e(model)}</title><style>{STYLE}</style></head>
 <body>
 <h1>Dataset triage: {_e(model)}</h1>
 <div class="muted">Feature accentuation of every mistake toward the predicted and the true class (faccent-widget).</div>
@@ -212,14 +266,18 @@ def render_html(report: TriageReport, *, max_items: int | None, tile: int) -> st
 <div><b class="bad">{s["mistakes"]}</b>mistakes</div><div><b>{s["accentuated"]}</b>accentuated</div>
 {f'<div><b class="bad">{len(unread)}</b>skipped</div>' if unread else ""}
 </div>
-<div>Ranked by {_e(rule)}{"; " + _e(shown) if shown else ""}. Masks: one collective normalisation over the
-Grad-CAM maps of all mistakes. Settings: {settings}.</div>
+<div>Ranked by {_e(rule)}{_e(shown)}. Masks: one collective normalisation over the Grad-CAM maps of all
+mistakes. Settings: {settings}. Thumbnails: {thumbs["tile"]} px (JPEG quality {thumbs["quality"]}); full images are
+in the triage folder and in <code>report.show()</code>.</div>
 {label_line}
-<h2>Most frequent confusions</h2><table><tr><th>true</th><th>predicted</th><th>count</th></tr>{confusions}</table>
+<h2>Confusions <span class="muted">(click a row to show only that pair)</span></h2>
+<div class="confusions"><table><thead><tr><th>true</th><th>predicted</th><th>count</th></tr></thead>
+<tbody id="confusions"></tbody></table><div class="muted" id="more-pairs"></div></div>
 {skipped}
 <h2>Mistakes</h2>
-<label>Sort by <select id="sort">{_sort_options(report.rank_by)}</select></label>
-<div class="cards">{cards}</div>
-<script>{_SCRIPT}</script>
+{_TOOLBAR}
+<div class="cards" id="cards"></div>
+<script type="application/json" id="triage-data">{_json_block(data)}</script>
+<script>{SCRIPT}</script>
 </body></html>
 """

@@ -38,6 +38,7 @@ from ..core.masks import CollectiveNormalizer
 from ..core.model import Model
 from ..images import load_image
 from .page import CSP, SCRIPT_HASH, render_html
+from .selection import TagsAndSelection
 from .store import FORMAT, TriageStore
 
 if TYPE_CHECKING:  # the browser (ipywidgets, the widget) is imported only when a report is shown
@@ -154,6 +155,11 @@ class TriageItem:
     label_issue: float | None = field(init=False)
     likely_label_error: bool = field(init=False)
 
+    @property
+    def id(self) -> str:
+        """The item id in the store (stable across runs: see :mod:`.data`)."""
+        return str(self.row["id"])
+
     def __post_init__(self) -> None:
         r = self.row
         self.index, self.key = int(r["index"]), str(r["key"])
@@ -248,7 +254,7 @@ class TriageItem:
 # --------------------------------------------------------------------------- report
 
 
-class TriageReport:
+class TriageReport(TagsAndSelection):
     """The result of :func:`~faccent_widget.triage`: the ranked mistakes (iterate, index, ``len``), the
     ``summary``, every prediction, ``to_html(path)`` and ``show()``.
 
@@ -276,6 +282,7 @@ class TriageReport:
         self.items: list[TriageItem] = [
             TriageItem(dict(r), k + 1, store.item_dir(str(r["id"])), self.normalizer) for k, r in enumerate(rows)
         ]
+        self._book = None
 
     @classmethod
     def load(
@@ -349,16 +356,20 @@ class TriageReport:
         return [(t, p, n) for (t, p), n in c.most_common(k)]
 
     # ------------------------------------------------------------------ views
-    def html(self, *, max_items: int | None = None, tile: int = 224) -> str:
+    def html(self, *, max_items: int | None = None, tile: int | None = None, max_mb: float = 45) -> str:
         """The self-contained HTML page as a string (see :meth:`to_html`)."""
-        return render_html(self, max_items=max_items, tile=tile)
+        return render_html(self, max_items=max_items, tile=tile, max_mb=max_mb)
 
-    def to_html(self, path: str | os.PathLike, *, max_items: int | None = None, tile: int = 224) -> Path:
-        """Write one offline HTML file: summary, settings and a card per mistake (in rank order, the
-        first ``max_items``), images embedded as JPEG ``data:`` URIs with the shorter side at most
-        ``tile`` pixels. Returns the path."""
+    def to_html(
+        self, path: str | os.PathLike, *, max_items: int | None = None, tile: int | None = None, max_mb: float = 45
+    ) -> Path:
+        """Write one offline HTML file: summary, a clickable confusion table, and every mistake (the
+        first ``max_items`` in rank order) as data rendered in the page a page at a time, with
+        filters, sorts, search, views (accentuation, where, difference, swipe), tags and selection.
+        Images are small JPEG thumbnails embedded in the file, their shorter side ``tile`` px (default:
+        the largest of 160 … 48 px that keeps the file under about ``max_mb`` megabytes). Returns the path."""
         p = Path(path)
-        p.write_text(self.html(max_items=max_items, tile=tile), encoding="utf-8")
+        p.write_text(self.html(max_items=max_items, tile=tile, max_mb=max_mb), encoding="utf-8")
         return p
 
     def show(self, model: Model | None = None, *, page_size: int = 12) -> TriageBrowser:
