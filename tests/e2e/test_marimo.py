@@ -57,7 +57,9 @@ def _():
 
     import faccent_widget as fw
 
-    panel = mo.ui.anywidget(fw.FaccentWidget(fw.load_model(), fw.sample_image("chelsea"), steps={STEPS}))
+    widget = fw.FaccentWidget(fw.load_model(), fw.sample_image("chelsea"), steps={STEPS})
+    {{threads}}
+    panel = mo.ui.anywidget(widget)
     panel
     return
 
@@ -110,7 +112,9 @@ def marimo_server(mode: str, tmp_path: Path) -> Iterator[str]:
     for d in ("config", "state", "cache"):
         (home / d).mkdir(parents=True, exist_ok=True)
     notebook = tmp_path / f"faccent_{mode}.py"
-    notebook.write_text(NOTEBOOK)
+    # FACCENT_E2E_TORCH_THREADS=1 measures the widget as it was before threads.py (torch's own threads)
+    torch_threads = os.environ.get("FACCENT_E2E_TORCH_THREADS") == "1"
+    notebook.write_text(NOTEBOOK.replace("{threads}", "widget.browser_threads = None" if torch_threads else ""))
     env = {
         **os.environ,
         "XDG_CONFIG_HOME": str(home / "config"),
@@ -279,7 +283,9 @@ def test_marimo(mode: str, tmp_path: Path) -> None:
         finally:
             browser.close()
     metrics["browser_problems"] = problems
-    (OUT / f"metrics-marimo-{mode}.json").write_text(json.dumps(metrics, indent=2))
+    before = os.environ.get("FACCENT_E2E_TORCH_THREADS") == "1"  # the "before" measurement: its own file
+    metrics["browser_threads"] = "torch's own (before)" if before else "auto"
+    (OUT / f"metrics-marimo-{mode}{'-torch-threads' if before else ''}.json").write_text(json.dumps(metrics, indent=2))
     print(
         f"\n[e2e marimo {mode}] click → first painted frame: {metrics['first_frame_ms']:.0f} ms; "
         f"{metrics['frames_per_second']} frames/s, {metrics['steps_per_second']} steps/s "
