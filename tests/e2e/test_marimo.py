@@ -46,6 +46,8 @@ WINDOW_S = 3.0
 #: assertion bounds: the targets (1.5 s, 2 frames/s) with a margin for a loaded machine
 MAX_FIRST_FRAME_MS = 3000.0
 MIN_FRAMES_PER_S = 1.0
+#: Stop → the last chunk answered (one chunk is in flight at most: about one step)
+MAX_STOP_S = 5.0
 NOTEBOOK = f"""import marimo
 
 app = marimo.App()
@@ -297,3 +299,4 @@ def test_marimo(mode: str, tmp_path: Path) -> None:
     assert not widget_errors, widget_errors
     assert metrics["first_frame_ms"] is not None and 0 < metrics["first_frame_ms"] <= MAX_FIRST_FRAME_MS, metrics
     assert metrics["frames_per_second"] >= MIN_FRAMES_PER_S, metrics
+    assert metrics["stop_settled_s"] <= MAX_STOP_S, metrics
