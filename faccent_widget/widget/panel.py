@@ -200,7 +200,8 @@ class FaccentWidget(Playback):
             return
         self._request = _request_id(content)
         try:
-            handler(content, [bytes(b) for b in (buffers or [])])
+            with self._browser_work():  # all cores but one: the browser and the server need one
+                handler(content, [bytes(b) for b in (buffers or [])])
         except Exception as exc:  # shown in the panel; the widget stays usable
             self.running = False
             self._fail(f"{type(exc).__name__}: {exc}")

@@ -8,6 +8,7 @@ step with it. The message routing is :mod:`faccent_widget.widget.panel`'s.
 from __future__ import annotations
 
 import warnings
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from . import exports
 from .extras import LambdaCalibrator, cached_lambda, decode_image
 from .inputs import GALLERY_MODES, check_image_size, invalid_setting, target_trait
 from .session import Frame, Session
+from .threads import browser_threads, limited_threads
 from .traits import PanelTraits
 
 __all__ = ["Playback"]
@@ -33,6 +35,11 @@ class Playback(PanelTraits):
 
     #: compute the recommended λ mark in chunks when the browser asks (``calibrate`` messages)
     auto_lambda = True
+
+    #: CPU threads for the work the browser asks for (chunks of steps, tiles, λ mark, exports): "auto"
+    #: leaves one core to the browser and the notebook server (on 2 cores: 1 thread; see
+    #: :mod:`~faccent_widget.widget.threads`), an int sets the count, None keeps torch's own setting
+    browser_threads: int | str | None = "auto"
 
     # set by FaccentWidget.__init__
     _model: Model
@@ -142,6 +149,17 @@ class Playback(PanelTraits):
             else:
                 self.status = f"gallery done: {len(session.gallery)} accentuations"
         return frame
+
+    def _browser_work(self) -> AbstractContextManager[None]:
+        """The thread limit under which a browser request runs (nothing to limit off the CPU)."""
+        if self._model.device.type != "cpu" or self.browser_threads is None:
+            return nullcontext()
+        threads = self.browser_threads
+        if threads == "auto":
+            return limited_threads(browser_threads())
+        if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
+            return limited_threads(threads)
+        raise ValueError(f"browser_threads must be 'auto', a positive int or None, not {threads!r}")
 
     def run(self, steps: int | None = None) -> Accentuation:
         """Run an accentuation to completion from Python (scripts, CI); returns ``self.result``.
