@@ -181,18 +181,23 @@ def main() -> None:
             )
         for line in verdict(res):
             print("  " + line)
-    out = {tier: {**res.to_dict(), "verdict": verdict(res)} for tier, res in results.items()}
-    out["settings"] = {**settings, "seed": args.seed, "torch": torch.__version__, "model": model.name}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(out, indent=1))
+    write(results, {**settings, "seed": args.seed, "torch": torch.__version__, "model": model.name}, args.out)
+
+
+def write(results: dict[str, SuperNatural], settings: dict[str, Any], out: Path) -> None:
+    """The numbers (JSON, with the verdicts) and the figure (PNG) at ``out``.{json,png}."""
+    numbers: dict[str, Any] = {tier: {**res.to_dict(), "verdict": verdict(res)} for tier, res in results.items()}
+    numbers["settings"] = settings
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(numbers, indent=1), encoding="utf-8")
     cfg = next(iter(results.values())).config
     plot(
         results,
-        args.out.with_suffix(".png"),
-        f"{model.name}: class path similarity, {cfg.steps} steps × {cfg.n_crops} crops of {cfg.input_size} px, "
-        f"canvas {cfg.canvas}, reg layer {cfg.reg_layer}",
+        out.with_suffix(".png"),
+        f"{settings.get('model', '')}: class path similarity, {cfg.steps} steps × {cfg.n_crops} crops of "
+        f"{cfg.input_size} px, canvas {cfg.canvas}, reg layer {cfg.reg_layer}",
     )
-    print(f"\nwrote {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
+    print(f"\nwrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
 
 
 if __name__ == "__main__":

@@ -134,7 +134,7 @@ def _class_views(
 
 def supernatural(
     model: nn.Module | Model,
-    classes: Mapping[int | str, Any],
+    classes: Mapping[Any, Any],
     *,
     lambdas: Iterable[float] = DEFAULT_SUPERNATURAL_LAMBDAS,
     n_seeds: int = 4,
