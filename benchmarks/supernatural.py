@@ -83,25 +83,26 @@ def verdict(res: SuperNatural) -> list[str]:
         + " on this model and these images"
     )
     if lambda_name(0.0) in diff and NOISE in diff and moderate:
-        zero, noise, mod = (float(np.mean(diff[n])) for n in (lambda_name(0.0), NOISE, moderate[0]))
+        ref = max(moderate, key=lambda n: float(np.mean(diff[n])))  # the most natural moderate λ
+        zero, noise, mod = (float(np.mean(diff[n])) for n in (lambda_name(0.0), NOISE, ref))
         toward = noise < zero < mod
         lines.append(
-            f"λ = 0 {zero:+.3f} vs {moderate[0]} {mod:+.3f} and noise-seeded {noise:+.3f}: λ = 0 "
+            f"λ = 0 {zero:+.3f} vs {ref} {mod:+.3f} and noise-seeded {noise:+.3f}: λ = 0 "
             + ("falls toward the noise-seeded curve" if toward else "does NOT fall toward the noise-seeded curve")
-            + f" (it covers {0 if noise == mod else (mod - zero) / (mod - noise):.0%} of the way from {moderate[0]})"
+            + f" ({0 if noise == mod else (mod - zero) / (mod - noise):.0%} of the way from {ref} to noise-seeded)"
         )
     return lines
 
 
 def plot(results: dict[str, SuperNatural], path: Path, title: str) -> None:
     """Figure 8 / 12A style: absolute ρ with the class's natural images, and the difference to natural."""
-    fig, axes = plt.subplots(1, len(results) * 2, figsize=(6.2 * len(results) * 2 / 2, 3.6), dpi=100, squeeze=False)
+    fig, axes = plt.subplots(len(results), 2, figsize=(11, 3.3 * len(results) + 0.4), dpi=100, squeeze=False)
     for t, (tier, res) in enumerate(results.items()):
         mean = res.mean
         x = mean.depths()
         names = list(mean.curves)
         colours = dict(zip(names, [*plt.cm.viridis(np.linspace(0.1, 0.85, len(names) - 1)), "tab:red"]))
-        ax_abs, ax_diff = axes[0, 2 * t], axes[0, 2 * t + 1]
+        ax_abs, ax_diff = axes[t, 0], axes[t, 1]
         ax_abs.plot(x, mean.natural, ":", color="black", lw=1.6, label="natural ↔ natural")
         ax_diff.axhline(0, color="black", ls=":", lw=1.6, label="natural ↔ natural")
         for name in names:
@@ -111,8 +112,10 @@ def plot(results: dict[str, SuperNatural], path: Path, title: str) -> None:
             if np.isfinite(s).all():
                 ax_diff.fill_between(x, d - s, d + s, color=colours[name], alpha=0.12, lw=0)
         n_cls = len(res.classes)
-        ax_abs.set_title(f"{tier}: ρ with the class's natural images ({n_cls} classes)", fontsize=9)
-        ax_diff.set_title(f"{tier}: minus natural ↔ natural (fig. 12A; band ±1 sd over classes)", fontsize=9)
+        ax_abs.set_title(
+            f"{tier} ({n_cls} class{'es' if n_cls != 1 else ''}): ρ with the class's natural images", fontsize=9
+        )
+        ax_diff.set_title(f"{tier}: minus natural ↔ natural (figure 12A; band ±1 sd over classes)", fontsize=9)
         for ax in (ax_abs, ax_diff):
             ax.set_xlabel("relative depth (block outputs; 1 = logits)")
         ax_abs.set_ylabel("mean Pearson ρ")
