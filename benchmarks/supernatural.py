@@ -182,6 +182,11 @@ def main() -> None:
                 f"  {label:14s} natural ρ {float(np.mean(c.natural)):.3f}; minus natural: "
                 + ", ".join(f"{k} {v:+.3f}" for k, v in c.summary().items())
             )
+        for label, by_curve in res.probs.items():
+            print(
+                f"  {label:14s} target p, seed → result: "
+                + ", ".join(f"{k} {a:.2f}→{b:.2f}" for k, (a, b) in by_curve.items())
+            )
         for line in verdict(res):
             print("  " + line)
     write(results, {**settings, "seed": args.seed, "torch": torch.__version__, "model": model.name}, args.out)

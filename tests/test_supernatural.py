@@ -147,6 +147,11 @@ def test_supernatural_protocol_on_distinct_photos(model, faces):
     assert cls.counts == {"natural": 4, "λ=0": 2, "λ=10": 2, NOISE: 2} and cls.n_sources == 4
     assert res.photos == {"Windsor tie": 4} and res.naturals == {"Windsor tie": 4}
     assert res.config.steps == 6 and res.config.seed == 0
+    probs = res.probs["Windsor tie"]
+    assert list(probs) == list(cls.curves) and all(0 <= p <= 1 for pair in probs.values() for p in pair)
+    assert probs["λ=0"][0] == pytest.approx(probs["λ=10"][0], abs=1e-4)  # the same natural seeds,
+    assert probs["λ=0"][0] > 0.2  # which the model calls the class
+    assert probs[NOISE][0] < 0.05  # noise is not a Windsor tie
     # held at its (natural) seed, λ = 10 follows the class's natural images far more than noise does
     diff = mean.normalised(lambda_name(10.0))
     assert diff.mean() > mean.normalised(NOISE).mean() + 0.1, (diff, mean.normalised(NOISE))

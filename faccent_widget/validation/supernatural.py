@@ -12,7 +12,7 @@ choice for a class with one photo, where natural-to-natural is inflated by near-
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -85,6 +85,8 @@ class SuperNatural:
         naturals: class label → number of natural images (photos × kept views).
         view_level: whether each view counted as its own source (see the module's caveat).
         config: the engine settings of every run (one random seed).
+        probs: class label → curve name → (mean target probability of the seeds, of the results), to see
+            whether the accentuations reached their class (noise-seeded: of the noise, of the result).
     """
 
     classes: dict[str, ClassPathSimilarity]
@@ -94,6 +96,7 @@ class SuperNatural:
     naturals: dict[str, int]
     view_level: bool
     config: EngineConfig
+    probs: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
     def table(self, layers: Sequence[str] | None = None) -> str:
         """The mean over classes, per layer, as differences to natural-to-natural (figure 12A)."""
@@ -106,6 +109,7 @@ class SuperNatural:
             "photos": self.photos,
             "naturals": self.naturals,
             "view_level": self.view_level,
+            "probs": {k: {c: list(v) for c, v in d.items()} for k, d in self.probs.items()},
             "config": {k: v for k, v in self.config.as_dict().items() if _jsonable(v)},
             "mean": self.mean.to_dict(),
         }
@@ -178,6 +182,7 @@ def supernatural(
     results: dict[str, ClassPathSimilarity] = {}
     photos_kept: dict[str, int] = {}
     naturals_kept: dict[str, int] = {}
+    probs: dict[str, dict[str, tuple[float, float]]] = {}
     for target, photos in classes.items():
         index = adapter.class_index(target)
         label = adapter.labels[index]
@@ -217,6 +222,13 @@ def supernatural(
         )
         photos_kept[label] = sum(1 for vs in views if vs)
         naturals_kept[label] = len(naturals)
+        probs[label] = {
+            name: (
+                float(sum(a.seed_score.prob or 0.0 for a in accs_) / len(accs_)),
+                float(sum(a.score.prob or 0.0 for a in accs_) / len(accs_)),
+            )
+            for name, accs_ in candidates.items()
+        }
     return SuperNatural(
         classes=results,
         mean=average_classes(list(results.values())),
@@ -225,4 +237,5 @@ def supernatural(
         naturals=naturals_kept,
         view_level=bool(view_level),
         config=config,
+        probs=probs,
     )
