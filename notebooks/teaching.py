@@ -425,12 +425,14 @@ print(f"notebook time {time.time() - T0:.0f} s")
 import json  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import _helpers  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from PIL import Image  # noqa: E402
 
-BENCH = Path(fw.__file__).resolve().parents[1] / "docs" / "benchmarks" / "supernatural_cpu"
+# the repository's docs/, next to this notebook's folder
+BENCH = Path(_helpers.__file__).resolve().parents[1] / "docs" / "benchmarks" / "supernatural_cpu"
 numbers = json.loads(BENCH.with_suffix(".json").read_text(encoding="utf-8"))
-fig, ax = plt.subplots(figsize=(13, 3.9))
+fig, ax = plt.subplots(figsize=(11, 7))
 ax.imshow(Image.open(BENCH.with_suffix(".png")))
 ax.axis("off")
 plt.show()
