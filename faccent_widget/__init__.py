@@ -15,10 +15,12 @@ from .validation import (
     LambdaCalibration,
     PathSimilarity,
     RandomizationCheck,
+    SuperNatural,
     Transferability,
     calibrate_lambda,
     path_similarity,
     randomization_check,
+    supernatural,
     transferability,
 )
 from .widget import FaccentWidget
@@ -31,6 +33,8 @@ __all__ = [
     "suppress",
     "Transferability",
     "transferability",
+    "SuperNatural",
+    "supernatural",
     "CollectiveNormalizer",
     "FaccentWidget",
     "activation_attribution",
