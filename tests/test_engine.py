@@ -446,3 +446,34 @@ def test_a_run_that_cannot_move_says_so_and_suggests_a_smaller_lambda(model):
     assert run_notes(0.3, 2.0, 1.0, 1.2, 40, 0.05) == []  # it moved and the score rose
     assert "did not rise" in run_notes(0.3, -0.1, 1.0, 1.2, 40, 0.05)[0]
     assert run_notes(0.01, -0.1, 1.0, 1.2, 2, 0.05) == []  # 2 steps: simply short, nothing to say
+
+
+class _FlattensWithView(torch.nn.Module):
+    """An old-style classifier: ``.view`` on a conv output (no channels-last input possible)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 8, stride=8)
+        self.fc = torch.nn.Linear(4 * 4 * 4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv(x))
+        return self.fc(y.view(y.size(0), -1))
+
+
+def test_a_model_that_cannot_take_channels_last_crops_runs_in_the_plain_layout() -> None:
+    """Where the device policy asks for channels-last crops (bf16 CPUs, CUDA) and the model ``.view``s a
+    conv output, the run falls back to the plain layout for good instead of failing; the objective rises."""
+    import dataclasses
+
+    from faccent_widget.accentuate import start_run
+
+    torch.manual_seed(0)
+    model = fw.Model(_FlattensWithView().eval(), input_size=32, labels=[f"c{i}" for i in range(5)])
+    with pytest.raises(RuntimeError, match="view size"):
+        model.module(torch.rand(2, 3, 32, 32).contiguous(memory_format=torch.channels_last))
+    run = start_run(model, fw.sample_image("rocket", size=32), 1, steps=6, n_crops=2, input_size=32, lam=0.0)
+    run.policy = dataclasses.replace(run.policy, channels_last=True)  # as on a bf16 CPU or a GPU
+    states = list(run)
+    assert not run.policy.channels_last
+    assert float(states[-1].objective[0]) > float(states[0].objective[0])

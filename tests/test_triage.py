@@ -896,3 +896,36 @@ def test_cli_label_issues_cleanlab_missing_is_one_line_with_status_2(
     assert status == 2 and len(err.splitlines()) == 1
     assert "cleanlab" in err and "pip install 'faccent-widget[label-issues]'" in err
     assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+class _FlattensWithView(torch.nn.Module):
+    """An old-style classifier: ``.view`` on a conv output, which a channels-last batch cannot take."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 8, stride=8)
+        self.fc = torch.nn.Linear(4 * 4 * 4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv(x))
+        return self.fc(y.view(y.size(0), -1))
+
+
+def test_prediction_pass_is_channels_last_where_the_model_allows_it(model: fw.Model) -> None:
+    """The default model predicts channels-last (the faster layout on the CPU) with the same top-5 as a
+    plain forward; a model whose forward ``.view``s a conv output falls back to the plain layout."""
+    imgs = fw.sample_images(size=96)
+    pairs = [(imgs["rocket"], "missile"), (imgs["coffee"], "espresso"), (imgs["chelsea"], "tabby")]
+    report = fw.triage(model, pairs, targets="predicted", **FAST)
+    with torch.no_grad():
+        plain = model.logits(model.to_input([img for img, _ in pairs])).softmax(-1)
+    for item, probs in zip(report.predictions, plain):
+        assert item["top5"][0][0] == int(probs.argmax())
+        assert abs(item["p_predicted"] - float(probs.max())) < 1e-4
+
+    torch.manual_seed(0)
+    old = fw.Model(_FlattensWithView().eval(), input_size=32, labels=[f"c{i}" for i in range(5)])
+    with pytest.raises(RuntimeError):  # the reason for the fallback: .view on a channels-last conv output
+        old.module(torch.rand(2, 3, 32, 32).contiguous(memory_format=torch.channels_last))
+    small = fw.triage(old, [(imgs["rocket"], 1), (imgs["coffee"], 2)], targets="predicted", **{**FAST, "canvas": 32, "input_size": 32})
+    assert len(small.predictions) == 2

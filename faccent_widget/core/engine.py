@@ -357,19 +357,14 @@ class AccentuationRun:
 
         # one plan for the candidate and the seed: the same τ (boxes and noise) for both
         crop = CropPlan(boxes, size, self.h, self.w, max_side=cfg.crop_range[1] * min(self.h, self.w))
-        fmt = torch.channels_last if self.policy.channels_last else torch.contiguous_format
-        x = self.param.image()
-        crops = crop(self.model.normalize(x), noise, fmt)
-        dtype = self.policy.autocast_dtype
-        with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            # freeze=False: every gradient below is taken with autograd.grad with respect to the image,
-            # so none reaches the model's weights, and the seed pass reuses autocast's weight casts
-            feats = self.model.features(crops, self.layers, logits=self.needs_logits, normalize=False, freeze=False)
-            with torch.no_grad():
-                seed_crops = crop(self.seeds_normalized, noise, fmt)
-                seed_feats = self.model.features(seed_crops, [self.reg_layer], normalize=False, freeze=False)
-                ref = seed_feats[self.reg_layer]
-            ref = ref.reshape(-1, n, *ref.shape[1:])[self.seed_index].reshape(-1, *ref.shape[1:])
+        try:
+            x, feats, ref = self._model_passes(crop, noise, n)
+        except RuntimeError:
+            if not self.policy.channels_last:
+                raise
+            # a model that `.view`s a conv output cannot take channels-last crops: the plain layout from now on
+            self.policy = dataclasses.replace(self.policy, channels_last=False)
+            x, feats, ref = self._model_passes(crop, noise, n)
         distance = channel_distance(feats[self.reg_layer], ref, self.reg_layout).view(self.b, -1).mean(1)
         objective = self.objective_values(feats, n)
 
@@ -407,6 +402,26 @@ class AccentuationRun:
             self.snapshots.append((image.clamp(0, 1) * 255).round().to(torch.uint8))
             self.snapshot_steps.append(self.step_count)
         return StepState(self.step_count, cfg.steps, image, objective.detach(), distance.detach(), self)
+
+    def _model_passes(
+        self, crop: CropPlan, noise: torch.Tensor | None, n: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """The candidate's pass (with autograd) and the seed's pass to the regularisation layer, through the same
+        crops: (candidate image, its features, the seed's reference activations)."""
+        fmt = torch.channels_last if self.policy.channels_last else torch.contiguous_format
+        x = self.param.image()
+        crops = crop(self.model.normalize(x), noise, fmt)
+        dtype = self.policy.autocast_dtype
+        with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            # freeze=False: every gradient below is taken with autograd.grad with respect to the image,
+            # so none reaches the model's weights, and the seed pass reuses autocast's weight casts
+            feats = self.model.features(crops, self.layers, logits=self.needs_logits, normalize=False, freeze=False)
+            with torch.no_grad():
+                seed_crops = crop(self.seeds_normalized, noise, fmt)
+                seed_feats = self.model.features(seed_crops, [self.reg_layer], normalize=False, freeze=False)
+                ref = seed_feats[self.reg_layer]
+            ref = ref.reshape(-1, n, *ref.shape[1:])[self.seed_index].reshape(-1, *ref.shape[1:])
+        return x, feats, ref
 
     def _attribution_weight(self, regularise: bool) -> int:
         """How many steps this step's |∂objective/∂image| stands for in the attribution (0: not sampled).
