@@ -188,8 +188,12 @@ def _predict(job: TriageJob, samples: Sequence[TriageSample]) -> tuple[int, list
 
     done = 0
     skipped: list[dict[str, Any]] = []
-    for chunk in _chunks(samples, job.predict_batch):
-        loaded = list(job.pool.map(load, chunk))
+    chunks = list(_chunks(samples, job.predict_batch))
+    pending = [job.pool.submit(load, s) for s in chunks[0]] if chunks else []
+    for i, chunk in enumerate(chunks):
+        loaded = [f.result() for f in pending]
+        # the next chunk decodes in the loading threads while this one runs through the model
+        pending = [job.pool.submit(load, s) for s in chunks[i + 1]] if i + 1 < len(chunks) else []
         good = [(s, img) for s, img in zip(chunk, loaded) if isinstance(img, torch.Tensor)]
         skipped += [_skipped(s, why) for s, why in zip(chunk, loaded) if isinstance(why, str)]
         if good:
