@@ -37,25 +37,16 @@ import numpy as np
 import torch
 
 from .config import EngineConfig, fresh_rng_seed, resolve_run_config, with_legacy_keys
-from .derived_objectives import Suppressed
 from .device_policy import DevicePolicy, device_policy, has_depthwise, quantized_layers
 from .layouts import LayerLayout
 from .model import Model
 from .notes import run_notes
 from .objectives import Logit, Objective
 from .parameterizations import Fourier, Parameterization, make_parameterization
+from .scoring import Score, score_views
 from .transforms import CropPlan, sample_boxes, sample_noise
 
 __all__ = ["AccentuationRun", "Accentuation", "StepState", "Score", "channel_distance"]
-
-
-@dataclass(frozen=True)
-class Score:
-    """The target on the full, un-augmented image: objective value and (for a class logit, also a
-    suppressed one) the class's probability."""
-
-    value: float
-    prob: float | None = None
 
 
 class _ChannelNorm(torch.autograd.Function):
@@ -164,6 +155,13 @@ class Accentuation:
         """Regulariser distance at the last step."""
         return float(self.history["distance"][-1])
 
+    @property
+    def p_fell(self) -> bool:
+        """The target's probability ended below the seed's (a class target accentuated that moved the
+        wrong way; for a suppressed class, falling is the aim). False without a class probability."""
+        before, after = self.seed_score.prob, self.score.prob
+        return before is not None and after is not None and after < before
+
     def snapshot(self, i: int) -> torch.Tensor:
         """Snapshot ``i`` as a float (3, H, W) image."""
         return self.snapshots[i].float() / 255.0
@@ -198,6 +196,8 @@ class AccentuationRun:
             :attr:`config`.
         seed_index: which seed each item starts from (default: item i ↔ seed i, or all seed 0).
         canvas_hw: canvas size for noise seeds.
+        seed_views: the seeds as given (full images) in the model view, (S, 3, s, s): ``seed_score`` is
+            measured on them, as ``Model.probabilities`` does (default: the canvas seeds).
     """
 
     @_with_grad
@@ -210,6 +210,7 @@ class AccentuationRun:
         config: EngineConfig,
         seed_index: Sequence[int] | None = None,
         canvas_hw: tuple[int, int] | None = None,
+        seed_views: torch.Tensor | None = None,
     ) -> None:
         self.model = model
         self.objectives = list(objectives)
@@ -298,7 +299,8 @@ class AccentuationRun:
         self.snapshots: list[torch.Tensor] = []
         self.snapshot_steps: list[int] = []
         self.step_count = 0
-        self.seed_scores = self.evaluate(self.seeds[self.seed_index])
+        views = self.seeds if seed_views is None else seed_views.to(self.device, torch.float32)
+        self.seed_scores = self.score_views(self.model.to_input(views), self.seed_index.tolist())
         self._result: list[Accentuation] | None = None
 
     @property
@@ -320,18 +322,13 @@ class AccentuationRun:
         return torch.stack(values)
 
     def evaluate(self, images: torch.Tensor) -> list[Score]:
-        """Scores of (B, 3, H, W) images on the full, un-augmented view (resized to the model input)."""
-        x = self.model.to_input(images)
-        layers = [l for o in self.objectives for l in o.layers]
-        with torch.no_grad():
-            feats = self.model.features(x, layers, logits=True)
-            values = self.objective_values(feats, 1).cpu()
-            probs = feats["logits"].float().softmax(-1).cpu()
-        classes = [
-            o.index if isinstance(o, Logit) else o.class_index if isinstance(o, Suppressed) else None
-            for o in self.objectives
-        ]
-        return [Score(float(values[i]), float(probs[i, k]) if k is not None else None) for i, k in enumerate(classes)]
+        """Scores of (B, 3, H, W) images, item i on image i, on the full, un-augmented view (the model
+        view, ``Model.to_input``), one image at a time: the numbers ``Model.probabilities`` gives."""
+        return self.score_views(self.model.to_input(images), range(int(images.shape[0])))
+
+    def score_views(self, views: torch.Tensor, index: Sequence[int]) -> list[Score]:
+        """Scores of item ``i`` on ``views[index[i]]`` ((S, 3, s, s) model views; see :func:`.scoring.score_views`)."""
+        return score_views(self.model, self.objectives, views, index)
 
     # ------------------------------------------------------------------ optimisation
     @property

@@ -132,7 +132,8 @@ def _card(item: TriageItem, tile: int) -> str:
     lines = []
     for t in item.targets:
         s = item.scores[t]
-        lines.append(f"<span>toward {_e(s['label'])}: p {_pct(s['seed_prob'])} → {_pct(s['prob'])}</span>")
+        fell = ' <b class="bad" title="the accentuation lowered p">▼ p fell</b>' if s.get("p_fell") else ""
+        lines.append(f"<span>toward {_e(s['label'])}: p {_pct(s['seed_prob'])} → {_pct(s['prob'])}{fell}</span>")
     badge = '<span class="badge">likely label error</span>' if item.likely_label_error else ""
     score = f"<span>label issue {item.label_issue:.2f}</span>" if item.label_issue is not None else ""
     return (
