@@ -189,7 +189,7 @@ def test_lambda_mark_is_cached_on_disk_per_model_and_layer(model, chelsea, monke
     is emptied here); keyed by model weights and layer; the env var moves or turns off the cache."""
     from faccent_widget.widget import extras, lambda_cache
 
-    tiny = {**extras.AUTO_CALIBRATION, "n_images": 1, "lambdas": (0.1, 1.0, 10.0), "steps": 1, "canvas": 64}
+    tiny = {**extras.AUTO_CALIBRATION, "n_images": 1, "lambdas": (0.01, 1.0, 100.0), "steps": 3, "canvas": 64}
     tiny["input_size"] = 64
     monkeypatch.setattr(extras, "AUTO_CALIBRATION", tiny)
     monkeypatch.setenv(lambda_cache.CACHE_ENV, str(tmp_path))

@@ -301,6 +301,7 @@ class AccentuationRun:
         self.step_count = 0
         views = self.seeds if seed_views is None else seed_views.to(self.device, torch.float32)
         self.seed_scores = self.score_views(self.model.to_input(views), self.seed_index.tolist())
+        self._scored_canvas = seed_views is None  # else the notes compare with the canvas seeds (result())
         self._result: list[Accentuation] | None = None
 
     @property
@@ -329,6 +330,10 @@ class AccentuationRun:
     def score_views(self, views: torch.Tensor, index: Sequence[int]) -> list[Score]:
         """Scores of item ``i`` on ``views[index[i]]`` ((S, 3, s, s) model views; see :func:`.scoring.score_views`)."""
         return score_views(self.model, self.objectives, views, index)
+
+    def _canvas_scores(self) -> list[Score]:
+        """Scores of the canvas seeds, each distinct seed passing the model once."""
+        return self.score_views(self.model.to_input(self.seeds), self.seed_index.tolist())
 
     # ------------------------------------------------------------------ optimisation
     @property
@@ -453,6 +458,8 @@ class AccentuationRun:
         attribution = self.attribution.cpu()
         final = final.cpu()
         change = (final - seeds.clamp(0, 1)).abs().flatten(1).amax(1)
+        # "did the target rise?" asks about what the run could change: from the seed at the canvas size
+        moved_from = self.seed_scores if self._scored_canvas else self._canvas_scores()
         out = []
         for i, obj in enumerate(self.objectives):
             # the same settings for every item; the deprecated config["lam"] still answers per item
@@ -475,7 +482,7 @@ class AccentuationRun:
                     noise_seeded=self.noise_seeded,
                     notes=run_notes(
                         float(change[i]),
-                        scores[i].value - self.seed_scores[i].value,
+                        scores[i].value - moved_from[i].value,
                         self.lam_values[i],
                         float(lam_eff[i]),
                         self.config.steps,
