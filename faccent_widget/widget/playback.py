@@ -354,6 +354,7 @@ class Playback(PanelTraits):
         self.resumable = stopped and not changed and session.run is session.single_run
         if changed:
             self.status = self.rerun_hint
+            self.shown = {}  # the stats line shows the new settings (e.g. "step 20 / 3"), not the old run's
 
     # ------------------------------------------------------------------ helpers
     def _refresh_tiles(self) -> None:
