@@ -119,6 +119,7 @@ def test_same_settings_same_image_after_stop_restart_and_continue(model, chelsea
     again = fw.accentuate(model, chelsea, TIGER_CAT, steps=5, n_crops=2, input_size=96, canvas=96, seed=0)
     assert torch.equal(again.image, first)
     assert w.result.rng_seed == 0
+    assert f"(random seed 0, {torch.get_num_threads()} CPU threads" in w.status  # what a repeat needs
 
 
 def test_settings_changed_hint_and_no_continue_after_a_change(model, chelsea):

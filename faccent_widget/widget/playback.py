@@ -406,4 +406,11 @@ class Playback(PanelTraits):
                 text += " ▼ p fell: try a smaller λ or more steps"
         else:
             text = f"done: {r.target} {r.seed_score.value:.2f} → {r.score.value:.2f}"
-        return " ".join([text, *r.notes])  # e.g. "the image could not move at this λ: try λ = 0.1"
+        return " ".join([text, _repeat_note(r, self._model), *r.notes])  # notes: e.g. "try λ = 0.1"
+
+
+def _repeat_note(result: Accentuation, model: Model) -> str:
+    """What the same image needs again: the random seed, and on a CPU the thread count (another count
+    sums in another order, and over a run the images drift apart: measured 0.159 vs 0.180 after 8 steps)."""
+    threads = f", {torch.get_num_threads()} CPU threads" if model.device.type == "cpu" else ""
+    return f"(random seed {result.rng_seed}{threads}: the same settings repeat this image)"
