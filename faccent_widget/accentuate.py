@@ -120,7 +120,10 @@ def start_run(
     unique, index = _unique_images(images)
     seeds = _canvas_seeds(unique, cfg.canvas)
     seed_index = index if len(images) == n_items else [0] * n_items
-    return AccentuationRun(adapter, seeds, objectives, lams, cfg, seed_index=seed_index)
+    # seed_score is measured on the images as given (their model view, as Model.probabilities), not on
+    # the canvas copies: one image, one p(target), in the result, the widget and the triage report
+    views = adapter.to_input(list(unique))
+    return AccentuationRun(adapter, seeds, objectives, lams, cfg, seed_index=seed_index, seed_views=views)
 
 
 def _caricatures_of_their_seeds(targets: list[Target], images: list[ImageInput]) -> list[Target]:

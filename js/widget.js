@@ -83,12 +83,36 @@ const LAM_MAX = 1e2;
  * @property {number[]} snapshot_steps
  * @property {boolean} explain
  * @property {boolean} presentation
+ * @property {Shown | Record<string, never>} shown
+ * @property {boolean} resumable
+ * @property {string} rerun_hint
+ * @property {Judge | Record<string, never>} judge
+ */
+
+/**
+ * The numbers of the accentuation as shown, all at the shown step (Python's `Session.numbers`): set at
+ * the end of a run, at Stop and when scrubbing; `{}` while a run is followed live.
+ * @typedef {object} Shown
+ * @property {number} index
+ * @property {number} step
+ * @property {number} steps
+ * @property {number | null} prob
+ * @property {number | null} seed_prob
+ * @property {number | null} objective
+ * @property {number | null} distance
+ * @property {boolean} p_fell
+ * @property {{ index: number, label: string, prob: number, before: number }[]} top
+ */
+
+/**
+ * The judge model's p(target) of the seed and of the shown image (`FaccentWidget(judge=...)`).
+ * @typedef {{ name: string, label: string | null, seed_prob: number | null, prob: number | null }} Judge
  */
 
 /**
  * Custom messages JS → Python. The requests Python answers (search, gallery, download, scrub, calibrate,
  * export_gif) carry an `id` that the reply echoes.
- * @typedef {{ type: "ready" } | { type: "start" } | { type: "chunk", budget_ms: number } | { type: "stop" }
+ * @typedef {{ type: "ready" } | { type: "start" } | { type: "continue" } | { type: "chunk", budget_ms: number } | { type: "stop" }
  *   | { type: "reset" } | { type: "set_target", index: number }
  *   | { type: "set_latent", layer: string, channel: number } | { type: "search", query: string, id?: number }
  *   | { type: "gallery", mode: GalleryMode, id?: number } | { type: "download", id?: number }
@@ -120,7 +144,7 @@ const LAM_MAX = 1e2;
  * @typedef {{ type: "gallery", mode?: GalleryMode, items: GalleryItem[], id?: ReplyId }} GalleryMessage
  * @typedef {{ type: "download", filename?: string, id?: ReplyId }} DownloadMessage
  * @typedef {{ type: "error", message: string, id?: ReplyId }} ErrorMessage
- * @typedef {{ type: "scrub", index: number, step: number, count: number, id?: ReplyId }} ScrubMessage
+ * @typedef {{ type: "scrub", index: number, step: number, count: number, numbers?: Shown | {}, id?: ReplyId }} ScrubMessage
  * @typedef {{ type: "image", tile: "accent", index: number | null }} ImageMessage
  * @typedef {{ type: "calibration", done: boolean, progress?: number, value: number | null, error?: string,
  *   id?: ReplyId }} CalibrationMessage
@@ -991,8 +1015,22 @@ class Stats {
     const d = scope.doc;
     this.stepEl = h(d, "span", { class: "faccent-step", "data-testid": "step", text: "step 0 / 0" });
     this.progressEl = h(d, "progress", { max: 1, value: 0, "aria-label": "Run progress", "data-testid": "progress" });
-    this.probEl = h(d, "span", { class: "faccent-prob", "data-testid": "prob", text: "seed – → now –" });
+    // the headline: "p(tiger cat) 0.090 → 0.830", with a mark when p fell
+    this.probEl = h(d, "strong", { class: "faccent-prob", "data-testid": "prob", text: "p – → –" });
+    this.fellEl = h(d, "span", {
+      class: "faccent-fell",
+      "data-testid": "p-fell",
+      text: "▼ p fell",
+      title: "The accentuation lowered p(target): try a smaller λ or more steps",
+      hidden: true,
+    });
     this.objEl = h(d, "span", { class: "faccent-obj", text: "objective – · distance –" });
+    this.judgeEl = h(d, "span", { class: "faccent-judge", "data-testid": "judge", hidden: true });
+    // the top-5 of the shown image, each with its p on the seed
+    this.topEl = h(d, "span", { class: "faccent-top-now", "data-testid": "top-now", hidden: true });
+    /** The last live frame's numbers (shown while following a run). */
+    /** @type {{ prob: number | null, objective: number | null, distance: number | null }} */
+    this.live = { prob: null, objective: null, distance: null };
     this.spark = d.createElementNS(SVG_NS, "svg");
     this.spark.setAttribute("class", "faccent-spark");
     this.spark.setAttribute("viewBox", "0 0 80 20");
@@ -1032,8 +1070,11 @@ class Stats {
       this.stepEl,
       this.progressEl,
       this.probEl,
+      this.fellEl,
+      this.judgeEl,
       this.objEl,
       this.spark,
+      this.topEl,
       this.deviceEl,
     );
     this.bindTraits();
@@ -1042,8 +1083,12 @@ class Stats {
   bindTraits() {
     const s = this.scope;
     s.bind(["snapshot_steps", "step"], () => this.renderScrub());
-    s.bind(["step", "steps"], () => this.renderStep(s.get("step", 0), s.get("steps", 0)));
-    s.bind(["seed_prob", "prob"], () => this.renderProb());
+    s.bind(["step", "steps"], () => {
+      if (!this.shown()) this.renderStep(s.get("step", 0), s.get("steps", 0));
+    });
+    s.bind(["seed_prob", "prob", "target", "away"], () => this.renderProb());
+    s.bind(["shown"], () => this.renderShown());
+    s.bind(["judge"], () => this.renderJudge());
     s.bind(["device"], () => (this.deviceEl.textContent = s.get("device", "") ? `device: ${s.get("device", "")}` : ""));
   }
 
@@ -1059,14 +1104,58 @@ class Stats {
     this.progressEl.value = Math.min(k, Math.max(1, n));
   }
 
-  /** @param {number | null} [now] */
-  renderProb(now = this.scope.get("prob", null)) {
-    this.probEl.textContent = `seed ${formatProb(this.scope.get("seed_prob", null))} → now ${formatProb(now)}`;
+  /** The `shown` numbers when Python set them (end of a run, Stop, scrub), else null: live frames rule. */
+  shown() {
+    const shown = this.scope.get("shown", null);
+    return shown && typeof shown === "object" && "step" in shown ? /** @type {Shown} */ (shown) : null;
   }
 
-  /** Forget the sparkline (a new run, a reset, a new seed). */
+  /**
+   * The headline p(target) seed → now; the `shown` numbers win over the live ones.
+   * @param {number | null} [now]
+   */
+  renderProb(now = this.scope.get("prob", null)) {
+    const shown = this.shown();
+    const target = /** @type {{ label?: string }} */ (this.scope.get("target", {}) || {});
+    const label = target.label ? String(target.label) : "target";
+    const before = shown ? shown.seed_prob : this.scope.get("seed_prob", null);
+    const after = shown ? shown.prob : now;
+    this.probEl.textContent = `p(${label}) ${formatProb(before)} → ${formatProb(after)}`;
+    const fell = before != null && after != null && Number(after) < Number(before);
+    this.fellEl.hidden = !(fell && after != null && !this.scope.get("away", false));
+  }
+
+  /** The numbers at the shown step (Python's `shown`), or the live run's when it is `{}`. */
+  renderShown() {
+    const shown = this.shown();
+    if (shown) {
+      this.renderStep(shown.step, shown.steps);
+      this.objEl.textContent = `objective ${formatNum(shown.objective)} · distance ${formatNum(shown.distance)}`;
+    } else {
+      this.renderStep(this.scope.get("step", 0), this.scope.get("steps", 0));
+      this.objEl.textContent = `objective ${formatNum(this.live.objective)} · distance ${formatNum(this.live.distance)}`;
+    }
+    this.renderProb(shown ? null : (this.live.prob ?? this.scope.get("prob", null)));
+    const top = shown && Array.isArray(shown.top) ? shown.top : [];
+    this.topEl.hidden = top.length === 0;
+    this.topEl.textContent = top.length
+      ? `model now sees: ${top.map((t) => `${t.label} ${formatProb(t.prob)} (seed ${formatProb(t.before)})`).join(" · ")}`
+      : "";
+    this.renderJudge();
+  }
+
+  /** "judge (efficientnet_lite2): 0.120 → 0.550", or nothing without a judge. */
+  renderJudge() {
+    const judge = /** @type {Partial<Judge>} */ (this.scope.get("judge", {}) || {});
+    const name = typeof judge.name === "string" ? judge.name : "";
+    this.judgeEl.hidden = !name;
+    this.judgeEl.textContent = name ? `judge (${name}): ${formatProb(judge.seed_prob)} → ${formatProb(judge.prob)}` : "";
+  }
+
+  /** Forget the sparkline and the live numbers (a new run, a reset, a new seed). */
   clearHistory() {
     this.history = { objective: [], distance: [] };
+    this.live = { prob: null, objective: null, distance: null };
   }
 
   /**
@@ -1074,7 +1163,11 @@ class Stats {
    * @param {number | null | undefined} distance
    */
   renderHistory(objective, distance) {
-    this.objEl.textContent = `objective ${formatNum(objective)} · distance ${formatNum(distance)}`;
+    this.live.objective = objective ?? null;
+    this.live.distance = distance ?? null;
+    const shown = this.shown();
+    const [o, dist] = shown ? [shown.objective, shown.distance] : [objective, distance];
+    this.objEl.textContent = `objective ${formatNum(o)} · distance ${formatNum(dist)}`;
     this.sparkLines[0].setAttribute("points", sparklinePoints(this.history.objective, 80, 20));
     this.sparkLines[1].setAttribute("points", sparklinePoints(this.history.distance, 80, 20));
   }
@@ -1084,10 +1177,13 @@ class Stats {
    * @param {FrameMessage} msg
    */
   showFrame(msg) {
-    if (msg.step != null || msg.steps != null) {
+    // a scrubbed-back slider keeps the numbers of its step (Python's `shown`); the run's go on underneath
+    const live = !this.shown();
+    if (live && (msg.step != null || msg.steps != null)) {
       this.renderStep(msg.step ?? this.scope.get("step", 0), msg.steps ?? this.scope.get("steps", 0));
     }
-    if (msg.prob != null) this.renderProb(msg.prob);
+    if (msg.prob != null) this.live.prob = Number(msg.prob);
+    if (live && msg.prob != null) this.renderProb(msg.prob);
     if (Array.isArray(msg.objective_history)) this.history.objective = msg.objective_history.slice();
     else if (msg.objective != null) this.history.objective.push(Number(msg.objective));
     if (Array.isArray(msg.distance_history)) this.history.distance = msg.distance_history.slice();
@@ -1141,7 +1237,8 @@ class Messages {
     const dismiss = scope.button("×", { class: "faccent-btn faccent-dismiss", "aria-label": "Dismiss error" }, () =>
       this.showError(""),
     );
-    this.errorBox = h(d, "div", { class: "faccent-error", hidden: true }, this.errorText, dismiss);
+    // role=alert: the error is announced from its box, once (the status line does not repeat it)
+    this.errorBox = h(d, "div", { class: "faccent-error", role: "alert", hidden: true }, this.errorText, dismiss);
     this.statusEl = h(d, "div", { class: "faccent-status", role: "status", "aria-live": "polite", "data-testid": "status" });
     this.statusLine = throttle((/** @type {string} */ text) => {
       this.statusEl.textContent = text;
@@ -1160,7 +1257,6 @@ class Messages {
   showError(text) {
     this.errorText.textContent = text;
     this.errorBox.hidden = !text;
-    if (text) this.status(`Error: ${text}`);
   }
 
   destroy() {
@@ -1565,6 +1661,7 @@ class Overlay {
  * What the controls ask the panel to do.
  * @typedef {object} Actions
  * @property {() => void} accentuate
+ * @property {() => void} resume  go on with the stopped run (Continue)
  * @property {() => void} stop
  * @property {() => void} reset
  * @property {(mode: GalleryMode) => void} gallery
@@ -1590,6 +1687,8 @@ class Controls {
   /** @type {HTMLSpanElement} */ lamNote;
   /** @type {HTMLButtonElement} */ accentBtn;
   /** @type {HTMLButtonElement} */ stopBtn;
+  /** @type {HTMLButtonElement} */ continueBtn;
+  /** @type {HTMLSpanElement} */ rerunHint;
   /** @type {HTMLButtonElement} */ resetBtn;
   /** @type {HTMLButtonElement} */ predictedVsTrueBtn;
   /** @type {HTMLSelectElement} */ regSelect;
@@ -1688,6 +1787,12 @@ class Controls {
       () => a.accentuate(),
     );
     this.stopBtn = s.button("Stop", { "data-testid": "stop" }, () => a.stop());
+    this.continueBtn = s.button(
+      "Continue",
+      { "data-testid": "continue", title: "Go on from the step the run was stopped at", hidden: true },
+      () => a.resume(),
+    );
+    this.rerunHint = h(d, "span", { class: "faccent-rerun-hint", "data-testid": "rerun-hint", hidden: true });
     this.resetBtn = s.button("Reset", { "data-testid": "reset", title: "Discard the run and show the seed" }, () => a.reset());
     const topk = s.button(
       "Top-k gallery",
@@ -1705,7 +1810,8 @@ class Controls {
       () => a.gallery("predicted_vs_true"),
     );
     row.append(
-      h(d, "span", { class: "faccent-group faccent-run-group" }, this.accentBtn, this.stopBtn, this.resetBtn),
+      h(d, "span", { class: "faccent-group faccent-run-group" }, this.accentBtn, this.stopBtn, this.continueBtn, this.resetBtn),
+      this.rerunHint,
       h(d, "span", { class: "faccent-group faccent-gallery-group" }, topk, inhib, this.predictedVsTrueBtn),
     );
     return row;
@@ -1871,6 +1977,7 @@ class Controls {
   bindTraits() {
     const s = this.scope;
     s.bind(["top", "target"], () => this.renderChips());
+    s.bind(["resumable", "rerun_hint"], () => this.renderResume());
     s.bind(["latent_layers", "default_reg_layer"], () => {
       const layers = s.get("latent_layers", []);
       const current = this.latentSelect.value || defaultLatent(layers, s.get("default_reg_layer", ""));
@@ -1957,6 +2064,7 @@ class Controls {
     this.stopBtn.disabled = !running;
     this.running = running;
     this.renderAccentLabel();
+    this.renderResume(running);
   }
 
   /**
@@ -1981,6 +2089,18 @@ class Controls {
     btn.dataset.running = "true";
     btn.setAttribute("aria-description", text);
     btn.style.setProperty("--fa-progress", `${steps > 0 ? ((100 * step) / steps).toFixed(1) : 0}%`);
+  }
+
+  /**
+   * Continue shows after a Stop while the stopped run can go on; the hint while the settings differ from
+   * the last run's.
+   * @param {boolean} [running]
+   */
+  renderResume(running = Boolean(this.scope.get("running", false))) {
+    this.continueBtn.hidden = running || !this.scope.get("resumable", false);
+    const hint = String(this.scope.get("rerun_hint", "") || "");
+    this.rerunHint.textContent = hint;
+    this.rerunHint.hidden = running || !hint;
   }
 
   /** The search box's query, trimmed. */
@@ -2083,6 +2203,7 @@ class Panel {
     this.gallery = new Gallery(part(), { open: (entry, opener) => this.overlay.openGallery(entry, opener) });
     this.controls = new Controls(part(), {
       accentuate: () => this.accentuate(),
+      resume: () => this.resume(),
       stop: () => this.stop(),
       reset: () => this.reset(),
       gallery: (mode) => this.runGallery(mode),
@@ -2228,6 +2349,13 @@ class Panel {
     this.loop.awaitingFirst = true;
     this.stats.clearHistory();
     this.send({ type: "start" });
+    this.startLoop("accent");
+  }
+
+  /** Continue: the stopped run goes on from its step (its sparkline stays). */
+  resume() {
+    this.followLive();
+    this.send({ type: "continue" });
     this.startLoop("accent");
   }
 

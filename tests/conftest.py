@@ -23,3 +23,9 @@ def chelsea() -> torch.Tensor:
 @pytest.fixture(scope="session")
 def coffee() -> torch.Tensor:
     return fw.sample_image("coffee")
+
+
+@pytest.fixture(autouse=True)
+def _lambda_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The widget's on-disk λ mark cache goes to a fresh folder per test, never to ~/.cache."""
+    monkeypatch.setenv("FACCENT_WIDGET_CACHE", str(tmp_path_factory.mktemp("lambda-cache")))

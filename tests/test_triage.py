@@ -927,5 +927,7 @@ def test_prediction_pass_is_channels_last_where_the_model_allows_it(model: fw.Mo
     old = fw.Model(_FlattensWithView().eval(), input_size=32, labels=[f"c{i}" for i in range(5)])
     with pytest.raises(RuntimeError):  # the reason for the fallback: .view on a channels-last conv output
         old.module(torch.rand(2, 3, 32, 32).contiguous(memory_format=torch.channels_last))
-    small = fw.triage(old, [(imgs["rocket"], 1), (imgs["coffee"], 2)], targets="predicted", **{**FAST, "canvas": 32, "input_size": 32})
+    small = fw.triage(
+        old, [(imgs["rocket"], 1), (imgs["coffee"], 2)], targets="predicted", **{**FAST, "canvas": 32, "input_size": 32}
+    )
     assert len(small.predictions) == 2

@@ -415,6 +415,11 @@ def test_the_browser_may_toggle_explain_and_presentation(widget):
     state = {"explain": False, "presentation": True}
     w._handle_msg({"content": {"data": {"method": "update", "state": state, "buffer_paths": []}}, "buffers": []})
     assert (w.explain, w.presentation, w.error) == (False, True, "")
+    # the Advanced "away from the target" checkbox is the browser's to set too
+    w._handle_msg(
+        {"content": {"data": {"method": "update", "state": {"away": True}, "buffer_paths": []}}, "buffers": []}
+    )
+    assert (w.away, w.error) == (True, "")
     w._handle_msg(
         {"content": {"data": {"method": "update", "state": {"running": True}, "buffer_paths": []}}, "buffers": []}
     )

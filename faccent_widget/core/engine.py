@@ -37,70 +37,16 @@ import numpy as np
 import torch
 
 from .config import EngineConfig, fresh_rng_seed, resolve_run_config, with_legacy_keys
-from .derived_objectives import Suppressed
 from .device_policy import DevicePolicy, device_policy, has_depthwise, quantized_layers
-from .layouts import LayerLayout
+from .distance import channel_distance
 from .model import Model
 from .notes import run_notes
 from .objectives import Logit, Objective
 from .parameterizations import Fourier, Parameterization, make_parameterization
+from .scoring import Score, score_views
 from .transforms import CropPlan, sample_boxes, sample_noise
 
 __all__ = ["AccentuationRun", "Accentuation", "StepState", "Score", "channel_distance"]
-
-
-@dataclass(frozen=True)
-class Score:
-    """The target on the full, un-augmented image: objective value and (for a class logit, also a
-    suppressed one) the class's probability."""
-
-    value: float
-    prob: float | None = None
-
-
-class _ChannelNorm(torch.autograd.Function):
-    """‖a − b‖ over dim 1, accumulated in fp32 (fp64 for fp64 inputs), with a one-pass backward
-    ``g · (a − b) / ‖a − b‖``.
-
-    Autograd's own composition (subtract, upcast, square, sum, sqrt) costs 3× as much on the large,
-    early layers the regulariser uses (measured: 28 vs 9 ms for GoogLeNet's inception3b at 16 crops).
-    The gradient is 0 where the distance is (below 1e-6) 0.
-    """
-
-    @staticmethod
-    def forward(ctx: Any, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        diff = a - b
-        # fp32 at least: low-precision features are accumulated in fp32, fp64 ones stay fp64
-        norm = torch.linalg.vector_norm(diff, dim=1, dtype=torch.promote_types(diff.dtype, torch.float32))
-        ctx.save_for_backward(diff, norm)
-        return norm
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        diff, norm = ctx.saved_tensors
-        factor = (grad / norm.clamp_min(1e-6)).unsqueeze(1)
-        if diff.dtype == torch.float16:  # where the distance is ~0 the factor can pass fp16's range
-            g = (diff.float() * factor).to(diff.dtype)
-        else:
-            g = diff * factor.to(diff.dtype)
-        return (g if ctx.needs_input_grad[0] else None), (-g if ctx.needs_input_grad[1] else None)
-
-
-def channel_distance(a: torch.Tensor, b: torch.Tensor, layout: LayerLayout | None = None) -> torch.Tensor:
-    """Per-position channel L2 norms ‖a_p − b_p‖ → (N, P) float32 values (float64 for float64
-    features), P = positions of the layer.
-
-    The engine's distance is their mean over positions (Definition 2.1), the same for every layout:
-    ``layout`` (the layer's :class:`~faccent_widget.core.layouts.LayerLayout`) says where the channels
-    are — pixels of (N, C, H, W) and (N, H, W, C) maps, every token of (N, L, C) (prefix tokens
-    included), one position for pooled (N, C). Without ``layout`` channels are taken at dim 1.
-    """
-    if layout is not None:
-        a, b = layout.channels_first(a), layout.channels_first(b)
-    if a.dim() == 2:
-        a, b = a[:, :, None], b[:, :, None]
-    a, b = torch.broadcast_tensors(a, b)
-    return _ChannelNorm.apply(a, b).flatten(1)
 
 
 @dataclass
@@ -164,6 +110,13 @@ class Accentuation:
         """Regulariser distance at the last step."""
         return float(self.history["distance"][-1])
 
+    @property
+    def p_fell(self) -> bool:
+        """The target's probability ended below the seed's (a class target accentuated that moved the
+        wrong way; for a suppressed class, falling is the aim). False without a class probability."""
+        before, after = self.seed_score.prob, self.score.prob
+        return before is not None and after is not None and after < before
+
     def snapshot(self, i: int) -> torch.Tensor:
         """Snapshot ``i`` as a float (3, H, W) image."""
         return self.snapshots[i].float() / 255.0
@@ -198,6 +151,8 @@ class AccentuationRun:
             :attr:`config`.
         seed_index: which seed each item starts from (default: item i ↔ seed i, or all seed 0).
         canvas_hw: canvas size for noise seeds.
+        seed_views: the seeds as given (full images) in the model view, (S, 3, s, s): ``seed_score`` is
+            measured on them, as ``Model.probabilities`` does (default: the canvas seeds).
     """
 
     @_with_grad
@@ -210,6 +165,7 @@ class AccentuationRun:
         config: EngineConfig,
         seed_index: Sequence[int] | None = None,
         canvas_hw: tuple[int, int] | None = None,
+        seed_views: torch.Tensor | None = None,
     ) -> None:
         self.model = model
         self.objectives = list(objectives)
@@ -300,7 +256,9 @@ class AccentuationRun:
         self.snapshots: list[torch.Tensor] = []
         self.snapshot_steps: list[int] = []
         self.step_count = 0
-        self.seed_scores = self.evaluate(self.seeds[self.seed_index])
+        views = self.seeds if seed_views is None else seed_views.to(self.device, torch.float32)
+        self.seed_scores = self.score_views(self.model.to_input(views), self.seed_index.tolist())
+        self._scored_canvas = seed_views is None  # else the notes compare with the canvas seeds (result())
         self._result: list[Accentuation] | None = None
 
     @property
@@ -322,18 +280,17 @@ class AccentuationRun:
         return torch.stack(values)
 
     def evaluate(self, images: torch.Tensor) -> list[Score]:
-        """Scores of (B, 3, H, W) images on the full, un-augmented view (resized to the model input)."""
-        x = self.model.to_input(images)
-        layers = [l for o in self.objectives for l in o.layers]
-        with torch.no_grad():
-            feats = self.model.features(x, layers, logits=True)
-            values = self.objective_values(feats, 1).cpu()
-            probs = feats["logits"].float().softmax(-1).cpu()
-        classes = [
-            o.index if isinstance(o, Logit) else o.class_index if isinstance(o, Suppressed) else None
-            for o in self.objectives
-        ]
-        return [Score(float(values[i]), float(probs[i, k]) if k is not None else None) for i, k in enumerate(classes)]
+        """Scores of (B, 3, H, W) images, item i on image i, on the full, un-augmented view (the model
+        view, ``Model.to_input``), one image at a time: the numbers ``Model.probabilities`` gives."""
+        return self.score_views(self.model.to_input(images), range(int(images.shape[0])))
+
+    def score_views(self, views: torch.Tensor, index: Sequence[int]) -> list[Score]:
+        """Scores of item ``i`` on ``views[index[i]]`` ((S, 3, s, s) model views; see :func:`.scoring.score_views`)."""
+        return score_views(self.model, self.objectives, views, index)
+
+    def _canvas_scores(self) -> list[Score]:
+        """Scores of the canvas seeds, each distinct seed passing the model once."""
+        return self.score_views(self.model.to_input(self.seeds), self.seed_index.tolist())
 
     # ------------------------------------------------------------------ optimisation
     @property
@@ -473,6 +430,8 @@ class AccentuationRun:
         attribution = self.attribution.cpu()
         final = final.cpu()
         change = (final - seeds.clamp(0, 1)).abs().flatten(1).amax(1)
+        # "did the target rise?" asks about what the run could change: from the seed at the canvas size
+        moved_from = self.seed_scores if self._scored_canvas else self._canvas_scores()
         out = []
         for i, obj in enumerate(self.objectives):
             # the same settings for every item; the deprecated config["lam"] still answers per item
@@ -495,7 +454,7 @@ class AccentuationRun:
                     noise_seeded=self.noise_seeded,
                     notes=run_notes(
                         float(change[i]),
-                        scores[i].value - self.seed_scores[i].value,
+                        scores[i].value - moved_from[i].value,
                         self.lam_values[i],
                         float(lam_eff[i]),
                         self.config.steps,

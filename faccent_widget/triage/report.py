@@ -134,7 +134,8 @@ class TriageItem:
     """One mistake: labels, probabilities, scores, and (loaded on access) its images and masks.
 
     ``rank`` is the 1-based position in the report; ``scores[target]`` holds ``class``, ``label``,
-    ``seed_prob``/``prob`` (the target's probability before/after accentuation), ``seed_logit``/``logit``,
+    ``seed_prob``/``prob`` (the target's probability before/after accentuation; ``seed_prob`` is the
+    prediction's, of the full image, as ``p_true``/``p_predicted``), ``p_fell``, ``seed_logit``/``logit``,
     ``distance`` and ``lam_effective``.
     """
 

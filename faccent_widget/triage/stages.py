@@ -253,11 +253,15 @@ def _accentuate_group(job: TriageJob, group: list[tuple[Row, torch.Tensor]]) -> 
         for k, t in enumerate(targets):
             res = results[g * len(targets) + k]
             files[f"{t}.png"] = to_png_bytes(res.image)
+            # the seed's p is the prediction's (the full image, as the card's header shows it), not the
+            # canvas crop's: one image, one number (see core.scoring); after = the accentuation's own
+            seed_prob = float(row[f"p_{t}"]) if f"p_{t}" in row else res.seed_score.prob
             scores[t] = {
                 "class": int(row[t]),
                 "label": labels[int(row[t])],
-                "seed_prob": res.seed_score.prob,
+                "seed_prob": seed_prob,
                 "prob": res.score.prob,
+                "p_fell": seed_prob is not None and res.score.prob is not None and res.score.prob < seed_prob,
                 "seed_logit": res.seed_score.value,
                 "logit": res.score.value,
                 "distance": res.distance,

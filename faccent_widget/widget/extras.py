@@ -20,6 +20,7 @@ from torch import nn
 from ..core.model import Model
 from ..images import load_image, sample_images
 from ..validation.calibration import DEFAULT_LAMBDA_GRID, LambdaCalibrationRun
+from .lambda_cache import load_lambda, store_lambda
 
 __all__ = ["LambdaCalibrator", "cached_lambda", "decode_image", "gif_bytes", "MAX_UPLOAD_BYTES"]
 
@@ -46,8 +47,14 @@ _LAMBDA_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[str, float]] = weakref.
 
 
 def cached_lambda(model: Model, reg_layer: str) -> float | None:
-    """The recommended λ computed earlier for this model and layer in this process, if any."""
-    return _LAMBDA_CACHE.get(model.module, {}).get(reg_layer)
+    """The recommended λ computed earlier for this model and layer: in this process, or on disk by an
+    earlier one (:mod:`.lambda_cache`), if any."""
+    value = _LAMBDA_CACHE.get(model.module, {}).get(reg_layer)
+    if value is None:
+        value = load_lambda(model, reg_layer, AUTO_CALIBRATION)
+        if value is not None:
+            _LAMBDA_CACHE.setdefault(model.module, {})[reg_layer] = value
+    return value
 
 
 class LambdaCalibrator:
@@ -62,6 +69,7 @@ class LambdaCalibrator:
         n_images = int(cfg.pop("n_images"))
         self.model = model
         self.reg_layer = reg_layer
+        self._default = images is None and not settings  # the panel's own mark: kept on disk too
         pictures = list(images) if images is not None else list(sample_images().values())[:n_images]
         self._calibration = LambdaCalibrationRun(model, pictures, reg_layer=reg_layer, batch="single", **cfg)
         self.recommended: float | None = None
@@ -86,6 +94,8 @@ class LambdaCalibrator:
                 raise ValueError("the λ calibration gave no finite λ")
             self.recommended, self.bracketed = float(result.recommended), result.bracketed
             _LAMBDA_CACHE.setdefault(self.model.module, {})[self.reg_layer] = self.recommended
+            if self._default:
+                store_lambda(self.model, self.reg_layer, AUTO_CALIBRATION, self.recommended)
         return self.done
 
 

@@ -4,6 +4,7 @@ pixel cap on every path: the constructor, ``w.image = …`` and uploads)."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,26 @@ from ..images import ImageInput
 from .extras import MAX_UPLOAD_PIXELS
 from .session import VIEWS
 
-__all__ = ["check_image_size", "invalid_setting", "target_from_trait", "target_trait", "GALLERY_MODES"]
+__all__ = ["check_image_size", "invalid_setting", "plain_error", "target_from_trait", "target_trait", "GALLERY_MODES"]
 
 #: The gallery batches: the top-5, the 5 least likely classes, the predicted class next to the true one.
 GALLERY_MODES = ("topk", "inhibited", "predicted_vs_true")
+
+
+#: ``<_io.BytesIO object at 0x7f…>`` and the like: Python's reprs mean nothing to the people reading the panel
+_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def plain_error(exc: BaseException) -> str:
+    """An exception as the panel shows it, once, in plain words: its message without Python object reprs;
+    the exception's name only for the unexpected kinds (not for bad input: ``ValueError``, ``TypeError``,
+    ``LookupError``)."""
+    text = _REPR.sub("", str(exc)).strip()
+    if isinstance(exc, LookupError) and len(exc.args) == 1:
+        text = str(exc.args[0])  # a KeyError's str() is its repr
+    if isinstance(exc, (ValueError, TypeError, LookupError)) and text:
+        return text
+    return f"{text} ({type(exc).__name__})" if text else f"unexpected {type(exc).__name__}"
 
 
 def _pixels(src: Any) -> tuple[int, int] | None:

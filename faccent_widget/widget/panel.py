@@ -38,7 +38,8 @@ from ..core.objectives import Objective, resolve_objective
 from ..images import ImageInput, to_jpeg_bytes, to_png_bytes
 from . import exports
 from .extras import LambdaCalibrator, cached_lambda, decode_image
-from .inputs import GALLERY_MODES, check_image_size, target_from_trait
+from .inputs import GALLERY_MODES, check_image_size, plain_error, target_from_trait
+from .judge import as_judge
 from .playback import Playback
 from .session import Session
 from .traits import PanelTraits
@@ -73,6 +74,15 @@ def _request_id(content: dict[str, Any]) -> int | str | None:
     return rid if isinstance(rid, (int, str)) and not isinstance(rid, bool) else None
 
 
+def _setting_text(name: str, value: Any) -> str:
+    """The status line after a run setting changed, in words."""
+    if name == "lam":
+        return f"λ set to {value:.3g}"
+    if name == "away":
+        return "direction: away from the target" if value else "direction: toward the target"
+    return f"{name.replace('reg_layer', 'layer kept close')} set to {value}"
+
+
 class FaccentWidget(Playback):
     """Interactive feature accentuation of one image.
 
@@ -84,14 +94,31 @@ class FaccentWidget(Playback):
         reference: images for collective mask normalisation (default: the bundled sample images).
         preset: a name from ``fw.PRESETS`` ("preview", "gpu", "paper"; default by device).
         device: run on this device (a private copy of the model if it lives elsewhere).
+        judge: a second classifier (``Model`` or ``nn.Module`` of the same classes, wrapped like
+            ``model`` and never changed): the stats line shows its p(target) of the seed and of the
+            accentuation — does what one model learned to see convince another?
         **engine_overrides: any :func:`~faccent_widget.accentuate` setting (``n_crops``, ``lr``, …).
+            ``seed`` (the random seed of the crops and noise) is 0 unless given: the same settings give
+            the same accentuation in every kernel, after a Stop and a restart too.
     """
 
     _esm = _asset("widget.js")
     _css = _asset("widget.css")
 
     #: Traits the browser may set (the controls); the others are the kernel's to set (see ``set_state``).
-    BROWSER_SETTABLE = ("lam", "reg_layer", "preset", "steps", "p1", "p2", "view", "target", "explain", "presentation")
+    BROWSER_SETTABLE = (
+        "lam",
+        "reg_layer",
+        "preset",
+        "steps",
+        "away",
+        "p1",
+        "p2",
+        "view",
+        "target",
+        "explain",
+        "presentation",
+    )
 
     def __init__(
         self,
@@ -103,9 +130,13 @@ class FaccentWidget(Playback):
         reference: Sequence[ImageInput] | None = None,
         preset: str | None = None,
         device: str | torch.device | None = None,
+        judge: nn.Module | Model | None = None,
         **engine_overrides: Any,
     ) -> None:
         adapter = as_model(model, labels=labels, device=device)
+        judge_model = as_judge(judge, adapter, labels) if judge is not None else None
+        if engine_overrides.get("seed") is None:
+            engine_overrides["seed"] = 0  # reproducible: one image for one setting, in every kernel
         lam_given = engine_overrides.pop("lam", None)
         lam = DEFAULT_LAMBDA if lam_given is None else check_lambda(lam_given)
         config = resolve_config(preset, adapter.device, **engine_overrides)  # bad settings fail here, not later
@@ -144,10 +175,13 @@ class FaccentWidget(Playback):
         self._gallery_request: int | str | None = None  # the id of the gallery request (its final reply)
         self._calibrator: LambdaCalibrator | None = None
         self._auto_lam_layer: str | None = None
+        self._judge = judge_model
+        self._last_run: tuple[Any, ...] | None = None  # what made the last single run (see _check_settings)
         self.true_index = adapter.class_index(true_label) if true_label is not None else None
         self._set_target_trait()
         self.predicted_vs_true = self._predicted_vs_true_text()
         self.seed_prob = self._seed_prob()
+        self._update_judge(seed_only=True)
         self.status = f"predicted {top[0]['label']} ({top[0]['prob']:.2f})"
         # observers are connected once the widget is complete (the constructor's values are no changes)
         self.observe(self._on_setting, names=list(_SETTINGS))
@@ -181,6 +215,7 @@ class FaccentWidget(Playback):
         handlers: dict[str, Callable[[dict[str, Any], list[bytes]], None]] = {
             "ready": self._handle_ready,
             "start": lambda _m, _b: self.start(),
+            "continue": lambda _m, _b: self.resume(),
             "chunk": self._handle_chunk,
             "stop": lambda _m, _b: self.stop(),
             "reset": lambda _m, _b: self.reset(),
@@ -203,8 +238,10 @@ class FaccentWidget(Playback):
             with self._browser_work():  # all cores but one: the browser and the server need one
                 handler(content, [bytes(b) for b in (buffers or [])])
         except Exception as exc:  # shown in the panel; the widget stays usable
+            if self.running:
+                self.status = f"stopped at step {self.step}: see the message above"
             self.running = False
-            self._fail(f"{type(exc).__name__}: {exc}")
+            self._fail(plain_error(exc))
         finally:
             self._request = None
 
@@ -214,8 +251,8 @@ class FaccentWidget(Playback):
         self.send(content if rid is None else {**content, "id": rid}, list(buffers) if buffers else None)
 
     def _fail(self, message: str) -> None:
+        """Show ``message`` once: in the error box (the ``error`` trait and its reply), not in the status."""
         self.error = message
-        self.status = "error: " + message
         self._reply({"type": "error", "message": message})
 
     def _handle_ready(self, _msg: dict[str, Any], _buffers: list[bytes]) -> None:
@@ -286,14 +323,19 @@ class FaccentWidget(Playback):
     def _handle_scrub(self, msg: dict[str, Any], _buffers: list[bytes]) -> None:
         index, step, image = self._session.scrub(int(msg["index"]), self.view)
         count = len(self._session.scrub_steps())
-        self._reply({"type": "scrub", "index": index, "step": step, "count": count}, [to_png_bytes(image)])
+        if self.running and self._session.scrub_index is None:
+            self.shown = {}  # back at the right end of a live run: its frames say the numbers
+        else:
+            self._show_numbers(index)
+        reply = {"type": "scrub", "index": index, "step": step, "count": count, "numbers": self.shown}
+        self._reply(reply, [to_png_bytes(image)])
 
     def _handle_calibrate(self, msg: dict[str, Any], _buffers: list[bytes]) -> None:
         try:
             done = self.calibrate_step(float(msg.get("budget_ms", 1000 * self._chunk_budget_s)) / 1000.0)
         except Exception as exc:  # the λ mark is a convenience: its failure is no panel error
             self._calibrator = None
-            self._reply({"type": "calibration", "done": True, "value": None, "error": f"{type(exc).__name__}: {exc}"})
+            self._reply({"type": "calibration", "done": True, "value": None, "error": plain_error(exc)})
             return
         progress = 1.0 if done or self._calibrator is None else self._calibrator.progress
         self._reply({"type": "calibration", "done": done, "progress": progress, "value": self.lam_recommended})
@@ -362,11 +404,14 @@ class FaccentWidget(Playback):
                     self.accent_png = to_png_bytes(self._session.compose(self.result.image, self._session.mask, new))
             elif name in ("lam", "reg_layer", "preset", "steps", "away") and self.running:
                 self.start()  # λ, layer, preset, steps or direction changed mid-run: restart cleanly
+            elif name in ("lam", "reg_layer", "preset", "steps", "away"):
+                self.status = _setting_text(name, new)  # fresh after every action; the hint replaces it
+                self._check_settings()
         except Exception as exc:  # nothing half-applied: the old value and configuration come back
             self.engine_config = previous
             self._revert(name, old)
             self.running = False
-            self._fail(f"{type(exc).__name__}: {exc}")
+            self._fail(plain_error(exc))
 
     def _on_target(self, change: dict[str, Any]) -> None:
         """``target`` set from outside (the browser, or ``w.target = …``): applied through

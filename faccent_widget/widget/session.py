@@ -28,6 +28,7 @@ from ..core.engine import Accentuation, AccentuationRun, StepState
 from ..core.masks import CollectiveNormalizer
 from ..core.model import Model
 from ..core.objectives import Logit, Objective
+from ..core.scoring import target_class
 from ..images import ImageInput, canvas_size, load_image, resize_image
 from .exports import gallery_strip
 from .reference import ReferenceMaps
@@ -116,6 +117,8 @@ class Session:
         self.scrub_index: int | None = None
         #: the collective mask of the current target at the display size (set with the tiles)
         self.mask: torch.Tensor = torch.ones(1, 1)
+        #: (run id, scrub position) → the model's probabilities on that image (see :meth:`numbers`)
+        self._rescored: dict[tuple[int, int], torch.Tensor] = {}
 
     def with_image(self, image: ImageInput) -> Session:
         """A session for another seed with the same model and reference set: the reference maps already
@@ -188,6 +191,7 @@ class Session:
         self.gallery_mode = None
         self.gallery_targets = []
         self.results = []
+        self._rescored = {}
         every = snapshot_every(config)
         if every != config.snapshot_every:
             config = dataclasses.replace(config, snapshot_every=every)
@@ -282,6 +286,64 @@ class Session:
             return None
         score = self.run.evaluate(self.run.current_image()[:1])[0]
         return score.prob
+
+    # ------------------------------------------------------------------ the numbers of what is shown
+    def numbers(self, index: int | None = None) -> dict[str, Any]:
+        """The numbers of scrub position ``index`` (None: the latest image) of the single run, all *at
+        that step*: ``index``, ``step``, ``steps``, ``prob`` (p(target) of that image, see
+        :mod:`faccent_widget.core.scoring`), ``seed_prob``, ``objective`` and ``distance`` (the run's
+        values at that step), ``p_fell`` and ``top`` (the 5 most likely classes of that image, each with
+        its ``before`` on the seed). ``{}`` without a single run."""
+        run = self.single_run
+        steps = self.scrub_steps()
+        if run is None or not steps:
+            return {}
+        last = len(steps) - 1
+        k = last if index is None else max(0, min(int(index), last))
+        step = max(steps[k], run.step_count) if k == last else steps[k]
+        probs = self.probs if k == 0 else self._probs_at(k, last)
+        cls = target_class(run.objectives[0])
+        seed_prob = float(self.probs[cls]) if cls is not None else None
+        prob = float(probs[cls]) if cls is not None else None
+        if step == 0:
+            objective, distance = run.seed_scores[0].value, 0.0
+        else:
+            objective, distance = self._history_at(run, step)
+        values, idx = probs.topk(min(5, probs.numel()))
+        top = [{**self._entry(int(i), float(v)), "before": float(self.probs[int(i)])} for v, i in zip(values, idx)]
+        fell = prob is not None and seed_prob is not None and prob < seed_prob
+        return {
+            "index": k,
+            "count": len(steps),
+            "step": int(step),
+            "steps": int(run.config.steps),
+            "prob": prob,
+            "seed_prob": seed_prob,
+            "objective": objective,
+            "distance": distance,
+            "p_fell": fell,
+            "top": top,
+        }
+
+    def _probs_at(self, k: int, last: int) -> torch.Tensor:
+        """The model's probabilities on scrub position ``k`` (the latest image at ``last``), kept per run."""
+        run = self.single_run
+        if run is None:  # pragma: no cover - numbers() checks
+            raise ValueError("no run")
+        latest = k == last
+        key = (id(run), -run.step_count if latest else k)
+        if key not in self._rescored:
+            image = self.current_accent() if latest else self.scrub_image(k)
+            if image is None:  # pragma: no cover - a single run always has an image
+                raise RuntimeError("the run has no image to score")
+            self._rescored[key] = self.model.probabilities(image)
+        return self._rescored[key]
+
+    @staticmethod
+    def _history_at(run: AccentuationRun, step: int) -> tuple[float, float]:
+        """(objective, distance) of item 0 at ``step`` (1-based)."""
+        objective, distance = run.history[min(step, len(run.history)) - 1]
+        return float(objective[0]), float(distance[0])
 
     # ------------------------------------------------------------------ composition and playback
     def seed_at(self, hw: tuple[int, int]) -> torch.Tensor:

@@ -54,3 +54,13 @@ class PanelTraits(anywidget.AnyWidget):
     explain = traitlets.Bool(True).tag(sync=True)
     #: a large photo | accentuation comparison with a swipe slider and larger text (for a projector)
     presentation = traitlets.Bool(False).tag(sync=True)
+    #: the numbers of the accentuation as shown, all at the shown step (``Session.numbers``): set at the
+    #: end of a run, at Stop and when scrubbing; ``{}`` while a run is followed live (its frames say them)
+    shown: traitlets.Dict[str, Any] = traitlets.Dict({}).tag(sync=True)
+    #: True after a Stop while the stopped run can go on (same settings): the Continue button
+    resumable = traitlets.Bool(False).tag(sync=True)
+    #: "settings changed since the last run — press Accentuate" when they did, else ""
+    rerun_hint = traitlets.Unicode("").tag(sync=True)
+    #: the judge model's p(target) of the seed and of the shown image (``judge=``): ``name``, ``seed_prob``,
+    #: ``prob`` (None until there is an accentuation); ``{}`` without a judge
+    judge: traitlets.Dict[str, Any] = traitlets.Dict({}).tag(sync=True)

@@ -298,7 +298,7 @@ describe("images", () => {
     assert.deepEqual(revoked, [created[0].url]);
     assert.equal(el.dataset.frames, "2");
     assert.equal(q("step").textContent, "step 64 / 64");
-    assert.match(q("prob").textContent, /seed 0\.620 → now 0\.900/);
+    assert.match(q("prob").textContent, /p\(golden retriever\) 0\.620 → 0\.900/);
   });
 
   it("updates tiles from *_png trait changes and clears them on empty bytes", () => {
@@ -1317,5 +1317,104 @@ describe("third pass: enlarged view in a shadow root", () => {
     assert.equal(doc.querySelector('[data-testid="overlay"]'), null);
     click(overlay);
     assert.equal(overlay.isConnected, false);
+  });
+});
+
+describe("third pass: numbers, Continue, hint, errors once, judge", () => {
+  const shown = {
+    index: 1,
+    count: 4,
+    step: 12,
+    steps: 40,
+    prob: 0.31,
+    seed_prob: 0.62,
+    objective: 3.5,
+    distance: 1.25,
+    p_fell: true,
+    top: [
+      { index: 208, label: "Labrador retriever", prob: 0.4, before: 0.21 },
+      { index: 207, label: "golden retriever", prob: 0.31, before: 0.62 },
+    ],
+  };
+
+  it("the headline names the class: p(label) seed → now", () => {
+    mount();
+    assert.equal(q("prob").textContent, "p(golden retriever) 0.620 → 0.620");
+    assert.equal(q("prob").tagName, "STRONG");
+    model.change("target", { kind: "class", index: 208, label: "Labrador retriever" });
+    model.change("seed_prob", 0.21);
+    assert.match(q("prob").textContent, /^p\(Labrador retriever\) 0\.210 →/);
+  });
+
+  it("every number follows the shown step (scrub), and live frames do not overwrite it", () => {
+    mount({ snapshot_steps: [0, 12, 24, 40], step: 40, steps: 40, prob: 0.9 });
+    model.change("shown", shown);
+    assert.equal(q("step").textContent, "step 12 / 40");
+    assert.equal(q("prob").textContent, "p(golden retriever) 0.620 → 0.310");
+    assert.match(el.querySelector(".faccent-obj").textContent, /objective 3\.5 · distance 1\.25/);
+    assert.equal(q("p-fell").hidden, false);
+    assert.match(q("top-now").textContent, /model now sees: Labrador retriever 0\.400 \(seed 0\.210\) · golden retriever/);
+    model.msg({ type: "frame", step: 41, steps: 80, objective: 9, distance: 9, prob: 0.99, done: false }, []);
+    assert.equal(q("step").textContent, "step 12 / 40");
+    assert.match(q("prob").textContent, /0\.310$/);
+    assert.match(el.querySelector(".faccent-obj").textContent, /objective 3\.5/);
+    // back to following live ({}): the live run's numbers again
+    model.change("shown", {});
+    assert.match(q("prob").textContent, /0\.990$/);
+    assert.equal(q("top-now").hidden, true);
+    assert.equal(q("p-fell").hidden, true);
+    assert.match(el.querySelector(".faccent-obj").textContent, /objective 9 /);
+  });
+
+  it("no fell mark when p rose, or when driving away from the target", () => {
+    mount();
+    model.change("shown", { ...shown, prob: 0.8, p_fell: false });
+    assert.equal(q("p-fell").hidden, true);
+    model.change("away", true);
+    model.change("shown", shown);
+    assert.equal(q("p-fell").hidden, true);
+  });
+
+  it("Continue shows after a Stop while resumable and sends continue, then asks for chunks", () => {
+    mount();
+    assert.equal(q("continue").hidden, true);
+    model.change("resumable", true);
+    assert.equal(q("continue").hidden, false);
+    click(q("continue"));
+    assert.deepEqual(model.sent.slice(-2), [{ type: "continue" }, { type: "chunk", budget_ms: 200 }]);
+    assert.equal(q("continue").hidden, true); // hidden while running
+    assert.equal(model.sentOfType("start").length, 0);
+  });
+
+  it("the settings-changed hint shows next to the run buttons as text", () => {
+    mount();
+    assert.equal(q("rerun-hint").hidden, true);
+    model.change("rerun_hint", "settings changed since the last run — press Accentuate");
+    assert.equal(q("rerun-hint").hidden, false);
+    assert.equal(q("rerun-hint").textContent, "settings changed since the last run — press Accentuate");
+    model.change("rerun_hint", XSS);
+    assert.equal(q("rerun-hint").textContent, XSS);
+    assert.equal(q("rerun-hint").querySelector("img"), null);
+    model.change("rerun_hint", "");
+    assert.equal(q("rerun-hint").hidden, true);
+  });
+
+  it("an error shows once: in the alert box, not repeated in the status line", async () => {
+    mount();
+    model.change("error", "not_an_image.jpg: not an image that can be read");
+    await sleep(560);
+    assert.equal(q("error").textContent, "not_an_image.jpg: not an image that can be read");
+    assert.equal(q("error").parentElement.getAttribute("role"), "alert");
+    assert.equal(q("status").textContent.includes("not an image"), false);
+  });
+
+  it("the judge's p of the seed and of the shown image, only with a judge", () => {
+    mount();
+    assert.equal(q("judge").hidden, true);
+    model.change("judge", { name: "efficientnet_lite1", label: "golden retriever", seed_prob: 0.12, prob: 0.55 });
+    assert.equal(q("judge").hidden, false);
+    assert.equal(q("judge").textContent, "judge (efficientnet_lite1): 0.120 → 0.550");
+    model.change("judge", { name: "efficientnet_lite1", label: "golden retriever", seed_prob: 0.12, prob: null });
+    assert.equal(q("judge").textContent, "judge (efficientnet_lite1): 0.120 → –");
   });
 });
