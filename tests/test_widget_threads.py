@@ -89,8 +89,18 @@ def test_chunks_from_the_browser_run_on_fewer_threads(
     assert torch.get_num_threads() == 2
 
 
-def test_run_from_python_keeps_torch_threads(model: fw.Model, chelsea: torch.Tensor, two_threads: None) -> None:
+def test_run_from_python_uses_the_panels_thread_count(
+    model: fw.Model, chelsea: torch.Tensor, two_threads: None
+) -> None:
+    """``w.run()`` runs on the same thread count as a run started in the browser (the count changes the
+    round-off), so both give the same image; torch's own setting is back afterwards."""
     w = fw.FaccentWidget(model, chelsea, **FAST)
     seen = _threads_per_step(w)
-    w.run(1)
-    assert seen and set(seen) == {2}
+    scripted = w.run(2).image.clone()
+    assert seen and set(seen) == {browser_threads(current=2)}
+    assert torch.get_num_threads() == 2
+    w.send = lambda content, buffers=None: None  # type: ignore[method-assign]
+    w._on_msg(w, {"type": "start"}, [])
+    while w.running:
+        w._on_msg(w, {"type": "chunk", "budget_ms": 1000}, [])
+    assert w.result is not None and torch.equal(w.result.image, scripted)

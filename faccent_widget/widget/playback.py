@@ -209,13 +209,15 @@ class Playback(PanelTraits):
         """Run an accentuation to completion from Python (scripts, CI); returns ``self.result``.
 
         On an error (or Ctrl-C) the run stops (``running`` False), ``status``/``error`` say why, and the
-        exception is raised; the widget stays usable."""
+        exception is raised; the widget stays usable. It runs under the same CPU thread count as a run
+        started in the browser (``browser_threads``), so both give the same image."""
         if steps is not None:
             self.steps = check_setting("steps", steps)
         try:
-            self.start()
-            while self.running:
-                self.advance(1.0)
+            with self._browser_work():
+                self.start()
+                while self.running:
+                    self.advance(1.0)
         except KeyboardInterrupt:
             self.running = False
             self.status = f"interrupted at step {self.step}"

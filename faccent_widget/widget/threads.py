@@ -7,9 +7,10 @@ of torch's parallel regions waits for the thread that cannot run. Measured on a 
 4–22 s on two, so the first frame came 30 s after the click (``docs/benchmarks/frontends_cpu.md``).
 
 So the browser's requests run on all the cores but one (at least one thread), the one left serving the
-browser and the server; torch's own setting is back as soon as the request is answered (``run()`` from
-Python keeps it). The setting is per thread (OpenMP), so marimo's app kernels, threads of one process,
-do not disturb each other.
+browser and the server; torch's own setting is back as soon as the request is answered. ``run()`` from
+Python uses the same count, so a panel run and a scripted one give the same image (the thread count
+changes the round-off, and over a run the image). The setting is per thread (OpenMP), so marimo's app
+kernels, threads of one process, do not disturb each other.
 """
 
 from __future__ import annotations
