@@ -308,6 +308,23 @@ def test_browser_grid_detail_and_faccent_widget(evil_report: TriageReport) -> No
     assert browser.detail.children == () and browser.selected is None
 
 
+def test_open_in_faccent_widget_shows_the_reports_numbers(model: fw.Model, tmp_path: Path) -> None:
+    """Issue 22, one measure: "Open in FaccentWidget" opens the full image from its file (not the smaller
+    canvas seed), so the panel's p of the predicted class is the report's."""
+    _save(fw.sample_image("chelsea", size=256), tmp_path / "data" / "tabby" / "chelsea.png")
+    report = fw.triage(model, tmp_path / "data", out=tmp_path / "out", **FAST)
+    (item,) = list(report)
+    assert item.source is not None and item.source.name == "chelsea.png"
+    browser = report.show(page_size=1)
+    browser.cards[0].click()
+    widget = browser.open_faccent()
+    assert widget is not None
+    (p_panel,) = [t["prob"] for t in widget.top if t["index"] == item.predicted_index]
+    assert abs(p_panel - item.p_predicted) < 1e-5
+    p_seed = float(model.probabilities(item.seed)[item.predicted_index])  # the canvas seed: another picture
+    assert abs(p_seed - item.p_predicted) > 1e-3
+
+
 # --------------------------------------------------------------------------- command line
 
 

@@ -361,7 +361,9 @@ class TriageBrowser(widgets.VBox):
         item = self.selected
         try:
             preset = self.report.settings.get("engine", {}).get("preset")
-            self.faccent = FaccentWidget(self._model(), item.seed, true_label=item.true_index, preset=preset)
+            # the full image where its file is still there: the panel's numbers are then the report's
+            image = item.source if item.source is not None else item.seed
+            self.faccent = FaccentWidget(self._model(), image, true_label=item.true_index, preset=preset)
         except (ValueError, RuntimeError) as exc:
             self.message.value = f"cannot open: {exc}"
             return None

@@ -79,6 +79,8 @@ class TriageSample:
     label: int
     loader: Callable[[], Any]
     item_id: str = ""
+    #: the image file (absolute path) where the item is one, else None
+    source: str | None = None
 
     def load(self, min_side: int | None = None) -> torch.Tensor:
         """The image as a (3, H, W) float tensor in [0, 1]; with ``min_side``, image files are decoded
@@ -318,7 +320,9 @@ def _from_folder(root: Path, labels: Sequence[str], class_map: Mapping[str, Any]
             rel = f.relative_to(root).as_posix()
             raw = rel.encode("utf-8", "surrogateescape")
             item_id = _item_id(raw, mapping[name], _file_stamp(f))
-            samples.append(TriageSample(len(samples), printable(rel), mapping[name], _path_loader(f), item_id))
+            samples.append(
+                TriageSample(len(samples), printable(rel), mapping[name], _path_loader(f), item_id, str(f.absolute()))
+            )
     if not samples:
         detail = f"; not scanned: {problems[0].key} ({problems[0].reason})" if problems else ""
         raise TriageInputError(
@@ -412,7 +416,8 @@ def _from_pairs(pairs: Sequence[Any], labels: Sequence[str]) -> TriageData:
             key = f"item-{i:06d}-{digest}"
             # the pixels identify an in-memory image (its position in the list does not)
             item_id = _item_id((digest or key).encode(), idx, "pixels")
-        samples.append(TriageSample(i, key, idx, _value_loader(image), item_id))
+        source = str(Path(image).absolute()) if isinstance(image, (str, os.PathLike)) else None
+        samples.append(TriageSample(i, key, idx, _value_loader(image), item_id, source))
     if not samples:
         raise TriageInputError("the list of (image, label) pairs is empty")
     return TriageData(samples, labels, source="pairs")
@@ -445,7 +450,8 @@ def _from_dataset(dataset: Any, labels: Sequence[str]) -> TriageData:
         key = printable(str(path)) if path is not None else f"item-{i:06d}"
         stamp = _file_stamp(Path(path)) if isinstance(path, (str, os.PathLike)) else ""
         raw = str(path).encode("utf-8", "surrogateescape") if path is not None else key.encode()
-        samples.append(TriageSample(i, key, idx, loader, _item_id(raw, idx, stamp)))
+        source = str(Path(path).absolute()) if isinstance(path, (str, os.PathLike)) else None
+        samples.append(TriageSample(i, key, idx, loader, _item_id(raw, idx, stamp), source))
     if not samples:
         raise TriageInputError("the dataset is empty")
     return TriageData(samples, labels, source=type(dataset).__name__)

@@ -93,7 +93,13 @@ def build_index(
     mistakes = [p for p in preds if p["predicted"] != p["true"]]
     done = store.done()
     rows = [
-        {**store.item_row(p["id"]), **notes.get(str(p["id"]), {}), "index": p["index"], "key": p["key"]}
+        {
+            **store.item_row(p["id"]),
+            **notes.get(str(p["id"]), {}),
+            "index": p["index"],
+            "key": p["key"],
+            "source": p.get("source"),
+        }
         for p in mistakes
         if p["id"] in done
     ]
@@ -209,6 +215,12 @@ class TriageItem:
 
     def _png(self, name: str) -> torch.Tensor:
         return load_image(self.directory / name)
+
+    @property
+    def source(self) -> Path | None:
+        """The image file the item came from, when it was a file and is still there (else None)."""
+        src = self.row.get("source")
+        return Path(src) if src and Path(src).is_file() else None
 
     @property
     def seed(self) -> torch.Tensor:

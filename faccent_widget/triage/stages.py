@@ -226,7 +226,11 @@ def predict_all(job: TriageJob, selected: Sequence[TriageSample]) -> tuple[list[
     missing = [s.key for s in selected if s.item_id not in stored and s.index not in unread]
     if missing:
         raise RuntimeError(f"{len(missing)} item(s) have no prediction after the prediction pass, e.g. {missing[0]!r}")
-    rows = [{**stored[s.item_id], "index": s.index, "key": s.key} for s in selected if s.item_id in stored]
+    rows = [
+        {**stored[s.item_id], "index": s.index, "key": s.key, "source": s.source}
+        for s in selected
+        if s.item_id in stored
+    ]
     return rows, skipped, predicted
 
 
