@@ -321,7 +321,7 @@ def _from_folder(root: Path, labels: Sequence[str], class_map: Mapping[str, Any]
             raw = rel.encode("utf-8", "surrogateescape")
             item_id = _item_id(raw, mapping[name], _file_stamp(f))
             samples.append(
-                TriageSample(len(samples), printable(rel), mapping[name], _path_loader(f), item_id, str(f.absolute()))
+                TriageSample(len(samples), printable(rel), mapping[name], _path_loader(f), item_id, _source(f))
             )
     if not samples:
         detail = f"; not scanned: {problems[0].key} ({problems[0].reason})" if problems else ""
@@ -377,6 +377,16 @@ def _scan_class(root: Path, name: str, scanned: dict[str, str], problems: list[S
     return files
 
 
+def _source(path: str | os.PathLike[str]) -> str | None:
+    """The absolute path of an item's file, for the store's JSON; None when its name is not valid UTF-8."""
+    text = str(Path(path).absolute())
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return text
+
+
 def _path_loader(path: Path) -> Callable[[], Any]:
     return lambda: path
 
@@ -416,7 +426,7 @@ def _from_pairs(pairs: Sequence[Any], labels: Sequence[str]) -> TriageData:
             key = f"item-{i:06d}-{digest}"
             # the pixels identify an in-memory image (its position in the list does not)
             item_id = _item_id((digest or key).encode(), idx, "pixels")
-        source = str(Path(image).absolute()) if isinstance(image, (str, os.PathLike)) else None
+        source = _source(image) if isinstance(image, (str, os.PathLike)) else None
         samples.append(TriageSample(i, key, idx, _value_loader(image), item_id, source))
     if not samples:
         raise TriageInputError("the list of (image, label) pairs is empty")
@@ -450,7 +460,7 @@ def _from_dataset(dataset: Any, labels: Sequence[str]) -> TriageData:
         key = printable(str(path)) if path is not None else f"item-{i:06d}"
         stamp = _file_stamp(Path(path)) if isinstance(path, (str, os.PathLike)) else ""
         raw = str(path).encode("utf-8", "surrogateescape") if path is not None else key.encode()
-        source = str(Path(path).absolute()) if isinstance(path, (str, os.PathLike)) else None
+        source = _source(path) if isinstance(path, (str, os.PathLike)) else None
         samples.append(TriageSample(i, key, idx, loader, _item_id(raw, idx, stamp), source))
     if not samples:
         raise TriageInputError("the dataset is empty")
