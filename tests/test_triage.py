@@ -22,6 +22,7 @@ import ipywidgets as widgets
 import numpy as np
 import pytest
 import torch
+from test_engine import _FlattensWithView
 
 import faccent_widget as fw
 from faccent_widget.cli import main as cli_main
@@ -913,19 +914,6 @@ def test_cli_label_issues_cleanlab_missing_is_one_line_with_status_2(
     assert status == 2 and len(err.splitlines()) == 1
     assert "cleanlab" in err and "pip install 'faccent-widget[label-issues]'" in err
     assert not (tmp_path / "out").exists()  # refused before anything was written
-
-
-class _FlattensWithView(torch.nn.Module):
-    """An old-style classifier: ``.view`` on a conv output, which a channels-last batch cannot take."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 4, 8, stride=8)
-        self.fc = torch.nn.Linear(4 * 4 * 4, 5)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = torch.relu(self.conv(x))
-        return self.fc(y.view(y.size(0), -1))
 
 
 def test_prediction_pass_is_channels_last_where_the_model_allows_it(model: fw.Model) -> None:

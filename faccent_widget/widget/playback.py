@@ -432,5 +432,6 @@ class Playback(PanelTraits):
 def _repeat_note(result: Accentuation, model: Model) -> str:
     """What the same image needs again: the random seed, and on a CPU the thread count (another count
     sums in another order, and over a run the images drift apart: measured 0.159 vs 0.180 after 8 steps)."""
-    threads = f", {torch.get_num_threads()} CPU threads" if model.device.type == "cpu" else ""
+    n = torch.get_num_threads()
+    threads = f", {n} CPU thread{'s' if n != 1 else ''}" if model.device.type == "cpu" else ""
     return f"(random seed {result.rng_seed}{threads}: the same settings repeat this image)"

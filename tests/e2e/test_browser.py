@@ -112,6 +112,18 @@ def _assert_readable(info: dict[str, Any], text: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------- server
+def stop_process_group(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM a server's process group, then SIGKILL it if it has not exited within 10 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -207,14 +219,7 @@ def jupyter_server(app: str, tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         try:
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+            stop_process_group(proc)
         for child in spawned.values():  # anything the server started and left behind
             with contextlib.suppress(Exception):
                 if child.is_running():

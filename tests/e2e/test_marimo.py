@@ -23,7 +23,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_browser import stop_process_group
 
 pytestmark = pytest.mark.e2e
 
@@ -146,14 +146,7 @@ def marimo_server(mode: str, tmp_path: Path) -> Iterator[str]:
                 time.sleep(0.5)
             yield base
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+            stop_process_group(proc)
 
 
 def _step_of(text: str) -> int:
