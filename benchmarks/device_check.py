@@ -19,7 +19,12 @@ Sections (each one is wrapped: a failure is recorded in the JSON and the table, 
                 gradient fidelity at the seed vs fp32 with and without the gradient scale;
 * widget      — ``FaccentWidget`` headless, driven by chunk messages as the browser does: chunks per
                 second, steps per chunk;
-* gallery     — top-5 as one batched run vs five single runs.
+* gallery     — top-5 as one batched run vs five single runs;
+* graphs      — CUDA-graphed runs vs eager from the same seed (default model, batched top-k, forced fp16,
+                plain layout, a ViT), replays under sync debug "error" (``_graph_sections.py``);
+* floor       — the step's floor (the crops' forward+backward and the seed's forward, itself graphed on
+                CUDA), ms/step eager and graphed, step/floor;
+* triage      — a 64-image labelled folder triaged with the GPU preset: mistakes/s, peak memory.
 
 Exit status 0 unless the script itself breaks; read the "ok" fields.
 """
@@ -48,6 +53,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import faccent_widget as fw
 from faccent_widget.core.device_policy import device_policy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _graph_sections  # noqa: E402 - the graph, floor and triage sections (issue 21), beside this script
 
 #: Tiny settings for --quick (CI on a CPU): every section runs, the numbers mean little. Two steps: step 1
 #: is where λ's balance is computed, so both kinds of step run.
@@ -143,7 +151,8 @@ class DeviceCheck:
         self.device = torch.device(args.device)
         self.quick = bool(args.quick)
         self.small = dict(QUICK) if self.quick else {}
-        self.presets = args.presets or list(dict.fromkeys(["preview", gpu_preset()]))
+        self.gpu_preset_name = gpu_preset()
+        self.presets = args.presets or list(dict.fromkeys(["preview", self.gpu_preset_name]))
         self.models = args.models or (["efficientnet_lite0"] if self.quick else ["efficientnet_lite0", "googlenet"])
         self.image = fw.sample_image("chelsea")
         self.report: dict[str, Any] = {"argv": sys.argv[1:], "quick": self.quick, "sections": {}}
@@ -540,6 +549,19 @@ class DeviceCheck:
             "log_prob_gain_singles": [log_prob_gain(r) for r in singles],
         }
 
+    def graphs(self) -> dict[str, Any]:
+        return _graph_sections.graphs(self)
+
+    def floor(self) -> dict[str, Any]:
+        return _graph_sections.floor(self)
+
+    def triage(self) -> dict[str, Any]:
+        return _graph_sections.triage(self)
+
+    _print_graphs = staticmethod(_graph_sections.print_graphs)
+    _print_floor = staticmethod(_graph_sections.print_floor)
+    _print_triage = staticmethod(_graph_sections.print_triage)
+
     # -------------------------------------------------------------------------------- printing
     def print_section(self, name: str, rec: dict[str, Any]) -> None:
         status = "ok" if rec.get("ok") else ("SKIPPED" if "skipped" in rec else "FAIL")
@@ -637,6 +659,10 @@ class DeviceCheck:
         print(f"   total {time.perf_counter() - self.t0:.1f} s; JSON written to {self.json_path.resolve()}")
 
 
+#: the sections, in the order they run
+ORDER = ("environment", "sync", "correctness", "speed", "graphs", "floor", "widget", "fp16", "gallery", "triage")
+
+
 def default_device() -> str:
     if torch.cuda.is_available():
         return "cuda"
@@ -658,13 +684,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", nargs="+", default=None, help="models to time (default: efficientnet_lite0 googlenet)")
     p.add_argument("--json", default="device_check.json", help="JSON output (default device_check.json)")
     p.add_argument(
-        "--time-limit", type=float, default=200.0, help="start no new section after this many seconds (default 200)"
+        "--time-limit", type=float, default=420.0, help="start no new section after this many seconds (default 420)"
     )
     p.add_argument(
         "--sections",
         nargs="+",
         default=None,
-        choices=["environment", "sync", "correctness", "speed", "fp16", "widget", "gallery"],
+        choices=[*ORDER],
     )
     args = p.parse_args(argv)
     unknown = [name for name in (args.presets or []) if name not in fw.PRESETS]
@@ -676,8 +702,7 @@ def main(argv: list[str] | None = None) -> int:
         f"presets {', '.join(check.presets)}, models {', '.join(check.models)}",
         flush=True,
     )
-    order = ["environment", "sync", "correctness", "speed", "widget", "fp16", "gallery"]
-    for name in order:
+    for name in ORDER:
         if args.sections is None or name in args.sections:
             check.section(name, getattr(check, name))
     check.summary()

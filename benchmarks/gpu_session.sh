@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# A GPU session in one command: the device check (≤ 4 min), then the preset-quality sweep (2–3 min on an
-# H100) that picks the GPU preset. Results (text, JSON, the comparison figure) go to $OUT (default: .).
+# A GPU session in one command: the device check (≤ 8 min), then, with PRESET_SWEEP=1, the preset-quality
+# sweep (2–3 min on an H100) that picked the GPU preset. Results (text, JSON, the comparison figure) go to $OUT (default: .).
 #
 #     OUT=/tmp/out bash benchmarks/gpu_session.sh
 #
@@ -14,10 +14,12 @@ PY="${PYTHON:-python}"
 
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
 
-timeout 270 "$PY" benchmarks/device_check.py --json "$OUT/device_check.json" 2>&1 | tee "$OUT/device_check.txt"
+# The device check with issue 21's sections (graphs, floor, triage): about 5 minutes on an H100.
+timeout 480 "$PY" benchmarks/device_check.py --time-limit 360 --json "$OUT/device_check.json" 2>&1 | tee "$OUT/device_check.txt"
+[ "${PRESET_SWEEP:-0}" = 1 ] || exit 0
 
-# Candidates for the GPU preset (issue 14: gain ≥ preview's, RMSE ≤ 0.06, flip retention ≥ 0.9, ≤ 1 s on an
-# H100). "appendix_a" is the paper's recipe exactly (the paper preset plus σ = 0.02 noise).
+# Optional (PRESET_SWEEP=1): candidates for the GPU preset (issue 14: gain ≥ preview's, RMSE ≤ 0.06, flip
+# retention ≥ 0.9, ≤ 1 s on an H100). "appendix_a" is the paper's recipe exactly (the paper preset plus σ = 0.02 noise).
 timeout 240 "$PY" benchmarks/preset_quality.py --presets preview paper \
   --candidate appendix_a:preset=paper,noise=0.02 \
   --candidate c256:steps=60,n_crops=16,canvas=256,input_size=224,noise=0.02 \

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SECTIONS = {"environment", "sync", "correctness", "speed", "widget", "fp16", "gallery"}
+SECTIONS = {"environment", "sync", "correctness", "speed", "graphs", "floor", "widget", "fp16", "gallery", "triage"}
 
 
 @pytest.mark.slow
@@ -27,6 +27,8 @@ def test_device_check_quick_on_cpu(tmp_path):
             "--quick",
             "--json",
             str(out),
+            "--time-limit",
+            "3000",  # every section runs, however loaded the machine
         ],
         check=False,
         capture_output=True,
@@ -61,4 +63,12 @@ def test_device_check_quick_on_cpu(tmp_path):
     assert fp16["gradient_fidelity"]["fp16_scaled"]["cosine_vs_fp32"] > 0.9
     gallery = sections["gallery"]
     assert len(gallery["targets"]) == gallery["k"] == 2 and gallery["batched_s"] > 0 and gallery["singles_s"] > 0
+    graphs = sections["graphs"]  # the emulating backend on a CPU: graphed runs equal eager ones bit for bit
+    assert graphs["mode"].startswith("emulated") and len(graphs["cases"]) == 4
+    assert all(c["equal"] and c["replays"] > 0 and c["fell_back"] is None for c in graphs["cases"].values())
+    floor = sections["floor"]["rows"]
+    assert {r["preset"] for r in floor} == set(env_rec["presets"])
+    assert all(r["floor_ms"] > 0 and r["eager_ms_per_step"] > 0 and r["graphed_ms_per_step"] is None for r in floor)
+    triage = sections["triage"]
+    assert triage["images"] == 7 and triage["report_whole"] and triage["accentuated"] == triage["mistakes"]
     assert "== summary" in proc.stdout and "speed" in proc.stdout

@@ -92,6 +92,8 @@ class EngineConfig:
     # autocast of the model passes: None = the device's rule (core/device_policy.py), False = fp32,
     # True = the device's low-precision dtype, "fp16" / "bf16" = force that dtype
     autocast: bool | str | None = None
+    # replay the steps as CUDA graphs (core/step_graphs.py): None = on for CUDA, off elsewhere
+    cuda_graphs: bool | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -142,6 +144,7 @@ class EngineOverrides(TypedDict, total=False):
     attribution_every: int | None
     seed: int | None
     autocast: bool | str | None
+    cuda_graphs: bool | None
 
 
 #: ``preview`` (the CPU default), ``gpu`` (the CUDA default: the preview's canvas with the paper's
@@ -373,6 +376,7 @@ _CHECKS: dict[str, Callable[[Any, str], Any]] = {
     "seed": _optional(lambda v, n: check_int(v, n, 0, SEED_MAX)),
     "preset": lambda v, n: _check_preset(v, n),
     "autocast": _optional(_check_autocast),
+    "cuda_graphs": _optional(_check_bool),
 }  # one check per field of EngineConfig (tests/test_engine.py holds them to it)
 
 
@@ -384,9 +388,9 @@ def check_setting(name: str, value: Any) -> Any:
     ``SETTING_LIMITS``; ``seed`` (the random seed): an int in [0, 2⁶³ − 1] or None. ints may be
     numpy/torch integer scalars (converted to ``int``); floats and bools are refused. ``lr`` (0, 100]
     and ``noise`` [0, 10]: finite real numbers (converted to ``float``). ``crop_range``: a (min, max)
-    pair with 0 < min ≤ max ≤ 1 (converted to a tuple of floats). ``balance``: a bool; ``autocast``:
-    a bool, "fp16", "bf16" or None (another string: ``ValueError``). ``param``: "fourier", "pixel" or
-    "maco". ``reg_layer``: a layer name or None.
+    pair with 0 < min ≤ max ≤ 1 (converted to a tuple of floats). ``balance``: a bool; ``cuda_graphs``: a
+    bool or None; ``autocast``: a bool, "fp16", "bf16" or None (another string: ``ValueError``).
+    ``param``: "fourier", "pixel" or "maco". ``reg_layer``: a layer name or None.
     """
     if name not in _CHECKS:
         check_setting_names([name])  # raises, listing the known settings

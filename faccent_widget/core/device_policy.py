@@ -35,7 +35,9 @@ attribution and Adam stay fp32. With fp16 the objective and the regulariser are 
 fp16) and the image gradients are divided by it afterwards, on the device, without a host sync.
 
 Chunk budget: the seconds of steps the widget runs per frame: 0.2 s on a CPU (a step there takes
-0.1–1 s), 0.06 s on GPUs so the browser gets well over 10 frames per second.
+0.1–1 s), 0.03 s on GPUs: with steps replayed as CUDA graphs (a few ms each) that is several steps a
+frame and, with a frame's own few ms (compositing, JPEG, the message), the ~30 frames per second the
+widget aims at (issue 21; eager GPU steps of ~30 ms still give one step a frame).
 """
 
 from __future__ import annotations
@@ -69,7 +71,7 @@ def has_depthwise(module: torch.nn.Module) -> bool:
 #: fp16's maximum of 65504. benchmarks/device_check.py measures gradient finiteness with it.
 FP16_GRAD_SCALE = 2.0**10
 CPU_CHUNK_S = 0.2
-GPU_CHUNK_S = 0.06
+GPU_CHUNK_S = 0.03
 
 _FORCED = {"fp16": torch.float16, "bf16": torch.bfloat16}
 

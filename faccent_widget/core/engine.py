@@ -44,6 +44,7 @@ from .notes import run_notes
 from .objectives import Logit, Objective
 from .parameterizations import Fourier, Parameterization, make_parameterization
 from .scoring import Score, score_views
+from .step_graphs import StepGraphs, graphs_wanted
 from .transforms import CropPlan, sample_boxes, sample_noise
 
 __all__ = ["AccentuationRun", "Accentuation", "StepState", "Score", "channel_distance"]
@@ -238,8 +239,15 @@ class AccentuationRun:
         self.autocast = self.policy.autocast
         #: (B,) fp16 image gradients (objective or regulariser) that were not finite and were dropped
         self.nonfinite_steps = torch.zeros(b, dtype=torch.int32, device=self.device)
-        # fused Adam keeps its step count on the parameters' device: no scalar read-back per step
-        self.optimizer = torch.optim.Adam(self.param.params, lr=config.lr, fused=self.device.type in ("cpu", "cuda"))
+        use_graphs, graphs_off = graphs_wanted(config.cuda_graphs, self.device)
+        # fused Adam keeps its step count on the parameters' device: no scalar read-back per step;
+        # capturable when the steps are replayed as CUDA graphs
+        self.optimizer = torch.optim.Adam(
+            self.param.params,
+            lr=config.lr,
+            fused=self.device.type in ("cpu", "cuda"),
+            capturable=use_graphs and self.device.type == "cuda",
+        )
         self.lam_values = [float(v) for v in lams]
         self.lams = torch.tensor(self.lam_values, device=self.device)
         self.balance = torch.ones(b, device=self.device)
@@ -260,6 +268,15 @@ class AccentuationRun:
         self.seed_scores = self.score_views(self.model.to_input(views), self.seed_index.tolist())
         self._scored_canvas = seed_views is None  # else the notes compare with the canvas seeds (result())
         self._result: list[Accentuation] | None = None
+        #: the run's CUDA graphs (``config.cuda_graphs``; :mod:`.step_graphs`), or None when its steps run eagerly
+        self.graphs: StepGraphs | None = StepGraphs(self) if use_graphs else None
+        if graphs_off:
+            warnings.warn(f"{graphs_off}: the steps run eagerly", RuntimeWarning, stacklevel=3)
+
+    @property
+    def graphs_off_reason(self) -> str | None:
+        """Why this run's steps are not replayed as CUDA graphs though graphs were on (one line), or None."""
+        return self.graphs.reason if self.graphs is not None else None
 
     @property
     def seed_value(self) -> int:
@@ -307,6 +324,33 @@ class AccentuationRun:
         """Run one optimisation step and return its state (autograd on, whatever the caller's mode)."""
         if self.done:
             raise RuntimeError(f"the run is finished ({self.config.steps} steps); start a new one")
+        cfg = self.config
+        # At step 0 the candidate *is* the seed: the distance is 0 up to round-off, and the gradient
+        # of a norm at 0 is only noise (a unit vector of round-off), so the regulariser starts at step 1.
+        regularise = self.use_reg and self.step_count > 0
+        balance_step = regularise and cfg.balance and self.step_count == 1
+        weight = self._attribution_weight(regularise)
+        out = None
+        if self.graphs is not None and self.step_count > 0 and not balance_step:
+            out = self.graphs.step(regularise, weight)  # a replay (or the kind's warm-up); None: eagerly
+        if out is None:
+            out = self.compute_step(regularise, balance_step, weight)
+        image, objective, distance = out
+
+        self.step_count += 1
+        self.history.append((objective, distance))
+        if self.step_count % cfg.snapshot_every == 0 or self.step_count == cfg.steps:
+            self.snapshots.append((image.clamp(0, 1) * 255).round().to(torch.uint8))
+            self.snapshot_steps.append(self.step_count)
+        return StepState(self.step_count, cfg.steps, image, objective, distance, self)
+
+    def compute_step(
+        self, regularise: bool, balance_step: bool, weight: int | torch.Tensor, cache_casts: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The device work of one step — augmentations, passes, backward, Adam — with no bookkeeping:
+        (candidate image, objective, distance), detached. ``weight``: how many steps this step's objective
+        gradient stands for in the attribution (0: not sampled; a 0-dim tensor in a captured step).
+        ``cache_casts=False`` turns off autocast's weight-cast cache (required inside a CUDA graph capture)."""
         cfg, n, size = self.config, self.config.n_crops, self.crop_hw
         boxes = sample_boxes(n, self.h, self.w, cfg.crop_range, self.generator).to(self.device)
         noise = sample_noise(n, size, cfg.noise, self.generator)
@@ -315,24 +359,20 @@ class AccentuationRun:
         # one plan for the candidate and the seed: the same τ (boxes and noise) for both
         crop = CropPlan(boxes, size, self.h, self.w, max_side=cfg.crop_range[1] * min(self.h, self.w))
         try:
-            x, feats, ref = self._model_passes(crop, noise, n)
+            x, feats, ref = self._model_passes(crop, noise, n, cache_casts)
         except RuntimeError:
             if not self.policy.channels_last:
                 raise
             # a model that `.view`s a conv output cannot take channels-last crops: the plain layout from now on
             self.policy = dataclasses.replace(self.policy, channels_last=False)
-            x, feats, ref = self._model_passes(crop, noise, n)
+            x, feats, ref = self._model_passes(crop, noise, n, cache_casts)
         distance = channel_distance(feats[self.reg_layer], ref, self.reg_layout).view(self.b, -1).mean(1)
         objective = self.objective_values(feats, n)
 
-        # At step 0 the candidate *is* the seed: the distance is 0 up to round-off, and the gradient
-        # of a norm at 0 is only noise (a unit vector of round-off), so the regulariser starts at step 1.
-        regularise = self.use_reg and self.step_count > 0
-        balance_step = regularise and cfg.balance and self.step_count == 1
-        weight = self._attribution_weight(regularise)
+        sampled = isinstance(weight, torch.Tensor) or weight > 0
         scale = self.policy.grad_scale
         self.optimizer.zero_grad()
-        if regularise and not balance_step and weight == 0:
+        if regularise and not balance_step and not sampled:
             # the common step: one backward of the combined loss, through the model and the crops once
             loss = (self.lams * self.balance * distance - objective).sum() * scale
             (g,) = torch.autograd.grad(loss, x)
@@ -340,7 +380,7 @@ class AccentuationRun:
         else:
             (g_obj,) = torch.autograd.grad(objective.sum() * scale, x, retain_graph=regularise)
             g_obj = self._unscale(g_obj, scale)
-            if weight:
+            if sampled:
                 self.attribution += weight * g_obj.detach().abs().sum(1)
             direction = -g_obj
             if regularise:
@@ -351,17 +391,10 @@ class AccentuationRun:
                 direction = direction + (self.lams * self.balance).view(-1, 1, 1, 1) * g_reg
             x.backward(direction)
         self.optimizer.step()
-
-        self.step_count += 1
-        image = x.detach()
-        self.history.append((objective.detach(), distance.detach()))
-        if self.step_count % cfg.snapshot_every == 0 or self.step_count == cfg.steps:
-            self.snapshots.append((image.clamp(0, 1) * 255).round().to(torch.uint8))
-            self.snapshot_steps.append(self.step_count)
-        return StepState(self.step_count, cfg.steps, image, objective.detach(), distance.detach(), self)
+        return x.detach(), objective.detach(), distance.detach()
 
     def _model_passes(
-        self, crop: CropPlan, noise: torch.Tensor | None, n: int
+        self, crop: CropPlan, noise: torch.Tensor | None, n: int, cache_casts: bool = True
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """The candidate's pass (with autograd) and the seed's pass to the regularisation layer, through the same
         crops: (candidate image, its features, the seed's reference activations)."""
@@ -369,7 +402,8 @@ class AccentuationRun:
         x = self.param.image()
         crops = crop(self.model.normalize(x), noise, fmt)
         dtype = self.policy.autocast_dtype
-        with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        on = dtype is not None
+        with torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=on, cache_enabled=cache_casts):
             # freeze=False: every gradient below is taken with autograd.grad with respect to the image,
             # so none reaches the model's weights, and the seed pass reuses autocast's weight casts
             feats = self.model.features(crops, self.layers, logits=self.needs_logits, normalize=False, freeze=False)

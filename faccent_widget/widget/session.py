@@ -101,6 +101,8 @@ class Session:
         self.probs = model.probabilities(self.seed)
         # ---- playback
         self.run: AccentuationRun | None = None
+        #: (run, objective, distance): the sparkline copied to the host so far (see :meth:`_curves`)
+        self._curve_cache: tuple[AccentuationRun, list[float], list[float]] | None = None
         #: the targets of the gallery batch in progress ([] for a single run)
         self.gallery_targets: list[Objective] = []
         #: "topk", "inhibited" or "predicted_vs_true" while a gallery batch is the current run, else None
@@ -263,11 +265,7 @@ class Session:
                 prob = self.result.score.prob
             elif run.step_count % 5 == 0 or len(states) > 1:
                 prob = self.current_prob()
-        # one device→host copy per chunk for the whole sparkline (item 0), not one per step
-        history = run.history
-        curves = torch.stack([torch.stack((o[0], d[0])) for o, d in history]).tolist() if history else []
-        objective = [c[0] for c in curves]
-        distance = [c[1] for c in curves]
+        objective, distance = self._curves(run)
         return Frame(
             run.step_count,
             run.config.steps,
@@ -279,6 +277,20 @@ class Session:
             objective,
             distance,
         )
+
+    def _curves(self, run: AccentuationRun) -> tuple[list[float], list[float]]:
+        """The sparkline of item 0 so far: (objective, distance) per step. One device→host copy per chunk,
+        of the steps new since the last frame only (a frame's cost does not grow with the step count)."""
+        cache = self._curve_cache
+        if cache is None or cache[0] is not run:
+            cache = self._curve_cache = (run, [], [])
+        _, objective, distance = cache
+        new = run.history[len(objective) :]
+        if new:
+            values = torch.stack([torch.stack((o[0], d[0])) for o, d in new]).tolist()
+            objective.extend(v[0] for v in values)
+            distance.extend(v[1] for v in values)
+        return list(objective), list(distance)
 
     def current_prob(self) -> float | None:
         """Target probability of the current candidate (item 0) on the un-augmented image."""
