@@ -494,9 +494,10 @@ class DeviceCheck:
         sent: list[dict[str, Any]] = []
         w.send = lambda content, buffers=None: sent.append(content)  # type: ignore[method-assign]
         w._on_msg(w, {"type": "ready"}, [])  # Grad-CAM and the mask: not timed
+        t_all = time.perf_counter()  # the click
         w._on_msg(w, {"type": "start"}, [])
         chunk_s, step_counts, last_step = [], [], 0
-        t_all = time.perf_counter()
+        first_frame_s = None
         for _ in range(10_000):
             t = time.perf_counter()
             before = len(sent)
@@ -507,6 +508,8 @@ class DeviceCheck:
             if errors:
                 raise RuntimeError(f"the widget answered a chunk with an error: {errors[0].get('message')}")
             frame = frames[-1]
+            if first_frame_s is None:
+                first_frame_s = time.perf_counter() - t_all
             step_counts.append(frame["step"] - last_step)
             last_step = frame["step"]
             if frame.get("done"):
@@ -518,6 +521,7 @@ class DeviceCheck:
             "steps": last_step,
             "chunks": len(chunk_s),
             "chunk_budget_s": w._chunk_budget_s,
+            "first_frame_s": first_frame_s,
             "chunks_per_s": len(chunk_s) / total,
             "chunks_per_s_steady": 1.0 / statistics.mean(steady),
             "median_chunk_ms": 1000 * statistics.median(chunk_s),
@@ -642,7 +646,8 @@ class DeviceCheck:
             f"   preset {r['preset']}, {r['steps']} steps in {r['chunks']} chunks ({r['seconds']:.2f} s): "
             f"{r['chunks_per_s']:.1f} chunks/s ({r['chunks_per_s_steady']:.1f} steady), "
             f"{r['steps_per_chunk']:.1f} steps/chunk, median chunk {r['median_chunk_ms']:.0f} ms "
-            f"(budget {1000 * r['chunk_budget_s']:.0f} ms); panel shows device {r['device_shown']}"
+            f"(budget {1000 * r['chunk_budget_s']:.0f} ms); click → first frame {r['first_frame_s']:.2f} s; "
+            f"panel shows device {r['device_shown']}"
         )
 
     def _print_gallery(self, r: dict[str, Any]) -> None:

@@ -58,6 +58,7 @@ def test_device_check_quick_on_cpu(tmp_path):
         widget["steps"] == 3 and widget["chunks"] >= 1 and widget["chunks_per_s"] > 0 and widget["steps_per_chunk"] >= 1
     )
     assert widget["chunk_budget_s"] == pytest.approx(0.2) and widget["device_shown"] == "cpu"
+    assert 0 < widget["first_frame_s"] < 600
     fp16 = sections["fp16"]
     assert fp16["runs"]["fp16"]["history_finite"] and fp16["runs"]["fp16"]["nonfinite_gradients_dropped"] == 0
     assert fp16["gradient_fidelity"]["fp16_scaled"]["cosine_vs_fp32"] > 0.9

@@ -173,7 +173,7 @@ class StepGraphs:
         if self.reason is not None:
             return None
         run = self.run
-        if run.generator.device != run.device:
+        if run.generator.device.type != run.device.type:  # e.g. a CPU stream swapped in to compare devices
             where = f"the run's random generator is on {run.generator.device.type}, the model on {run.device.type}"
             self.fall_back(where)
             return None
