@@ -121,3 +121,29 @@ def test_the_setting_is_off_on_the_cpu_and_says_so_when_asked_for(model, chelsea
     assert check_setting("cuda_graphs", None) is None and check_setting("cuda_graphs", False) is False
     with pytest.raises(TypeError, match="cuda_graphs"):
         fw.start_run(model, chelsea, "tabby", steps=2, cuda_graphs="on", **FAST)
+
+
+def test_the_widget_with_graphed_steps_shows_the_eager_runs_frames(model, chelsea):
+    """The panel driven as the browser drives it (chunks of one step, Stop, Continue) with graphed steps:
+    every frame's step, curve and final image equal those of the same panel with eager steps."""
+    from test_widget import chunk, make, run_to_done, send
+
+    def drive(graphs: bool) -> tuple[list[dict], bytes, list[float], int]:
+        w, rec = make(model, chelsea, steps=7, lam=1.0, cuda_graphs=graphs, attribution_every=3)
+        send(w, "ready")
+        send(w, "start")
+        frames = [chunk(w, rec)[0] for _ in range(3)]
+        send(w, "stop")
+        send(w, "continue")
+        frames += [m for m, _ in run_to_done(w, rec)]
+        run = w._session.single_run
+        return frames, w.accent_png, w.result.history["objective"].tolist(), run.graphs.replays if run.graphs else 0
+
+    eager = drive(False)
+    with step_graphs.emulated():
+        graphed = drive(True)
+    assert [f["step"] for f in graphed[0]] == [f["step"] for f in eager[0]] and graphed[0][-1]["done"]
+    assert [f["objective_history"] for f in graphed[0]] == [f["objective_history"] for f in eager[0]]
+    assert len(graphed[0][-1]["objective_history"]) == 7
+    assert graphed[1] == eager[1] and graphed[2] == eager[2]
+    assert eager[3] == 0 and graphed[3] == 3  # steps 0, 1 eager, 2 and 4 warm-ups, 3, 5, 6 replays
