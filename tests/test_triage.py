@@ -378,6 +378,10 @@ def test_cli_triage_with_class_map_writes_report(tmp_path: Path, capsys: pytest.
         == 2
     )  # other settings: refused, one line
     assert "engine.steps: 3 → 5" in capsys.readouterr().err
+    # CUDA graphs on or off do not change a result: the store resumes (nothing is redone)
+    rerun = ["triage", str(data), "--out", str(out), "--class-map", str(tmp_path / "map.txt"), *FAST_ARGS]
+    assert cli_main([*rerun, "--no-cuda-graphs"]) == 0
+    assert "mistakes: 1" in capsys.readouterr().out
 
 
 def _item_id(item: Any) -> str:

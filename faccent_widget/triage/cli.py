@@ -126,6 +126,11 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop at the first image or folder that cannot be read (default: skip it and list it in the summary)",
     )
+    p.add_argument(
+        "--no-cuda-graphs",
+        action="store_true",
+        help="run every step eagerly on a GPU (default: steps replayed as CUDA graphs there)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return p
 
@@ -142,6 +147,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     ):
         if value is not None:
             settings[key] = value
+    if args.no_cuda_graphs:
+        settings["cuda_graphs"] = False
     return settings
 
 

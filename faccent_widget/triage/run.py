@@ -77,6 +77,7 @@ _SETTING_NAMES = (
     "noise",
     "balance",
     "autocast",
+    "cuda_graphs",
 )
 
 
@@ -144,6 +145,7 @@ def _resolved_settings(adapter: Model, preset: str | None, seed: int, settings: 
     cfg = resolve_run_config(adapter, resolve_config(preset, adapter.device, seed=seed, **overrides))
     values = dataclasses.asdict(cfg)
     values.pop("snapshot_every", None)  # snapshots do not change the result
+    values.pop("cuda_graphs", None)  # nor do CUDA graphs (the same steps, replayed): stores made before them resume
     values["lam"] = float(lam)
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items()}
 
@@ -223,7 +225,7 @@ def triage(
         targets: which classes to accentuate each mistake toward: ``("predicted", "true")`` or one of them.
         preset: engine preset (a name from ``fw.PRESETS``; default by device); other engine settings
             (``lam``, ``steps``, ``n_crops``, ``input_size``, ``canvas``, ``reg_layer``, ``lr``,
-            ``param``, ``noise``, ``balance``, ``crop_range``, ``autocast``) as keyword arguments.
+            ``param``, ``noise``, ``balance``, ``crop_range``, ``autocast``, ``cuda_graphs``) as keyword arguments.
         batch_size: mistakes accentuated together (each toward every target, so 2 × as many batch
             items); default 4 on a CPU, 16 on a GPU.
         predict_batch_size: images per prediction batch (default 32 on a CPU, 128 on a GPU).
