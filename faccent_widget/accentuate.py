@@ -177,8 +177,10 @@ def accentuate(model, image, target, **settings):
     passes; default: by device — bf16 on CUDA sm80+, on AMX CPUs and on other CPUs with native bf16 for
     models without depthwise convolutions, fp16 on T4/V100, fp32 elsewhere and for fp16/bf16 models;
     ``False`` = fp32,
-    ``"fp16"``/``"bf16"`` to force), ``preset``, ``seed`` (the random seed of the crops and noise;
-    None = a fresh one, recorded in ``result.config.seed``), ``device``.
+    ``"fp16"``/``"bf16"`` to force), ``cuda_graphs`` (replay the steps as CUDA graphs; default: on
+    for CUDA, off elsewhere; falls back to eager steps with a warning when a step cannot be captured),
+    ``preset``, ``seed`` (the random seed of the crops and noise; None = a fresh one, recorded in
+    ``result.config.seed``), ``device``.
 
     A list of targets (e.g. the top-5 classes) or of images runs as one batch and returns a list.
     """
