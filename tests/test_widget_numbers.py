@@ -11,7 +11,7 @@ import torch
 from test_widget import chunk, make, run_to_done, send
 
 import faccent_widget as fw
-from faccent_widget.widget import exports
+from faccent_widget.widget import exports, threads
 from faccent_widget.widget.inputs import plain_error
 from faccent_widget.widget.threads import browser_threads, limited_threads
 
@@ -154,9 +154,10 @@ def test_after_a_gallery_the_stats_row_and_status_are_the_single_runs_again(mode
     assert f"stopped at step {msg['step']} of 4" in w.status
 
 
-def test_same_settings_same_image_after_stop_restart_and_continue(model, chelsea):
+def test_same_settings_same_image_after_stop_restart_and_continue(model, chelsea, monkeypatch):
     """The widget's random seed is fixed (0 unless given): a Stop, a restart, λ calibration chunks in
     between, or a Continue change nothing in the final image; ``accentuate`` with the same settings agrees."""
+    monkeypatch.setattr(threads, "other_load", lambda: 2.0)  # a steady load: every run decides the same count
     w, rec = make(model, chelsea, steps=5)
     send(w, "ready")
     w.set_target(TIGER_CAT)

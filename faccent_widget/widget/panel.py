@@ -235,7 +235,7 @@ class FaccentWidget(Playback):
             return
         self._request = _request_id(content)
         try:
-            with self._browser_work():  # all cores but one: the browser and the server need one
+            with self._browser_work(str(kind)):  # "auto": all cores on an idle machine, else all but one
                 handler(content, [bytes(b) for b in (buffers or [])])
         except Exception as exc:  # shown in the panel; the widget stays usable
             if self.running:

@@ -30,6 +30,10 @@ from .traits import PanelTraits
 
 __all__ = ["Playback"]
 
+#: the requests that start a run, and those of a run already started (see ``Playback._browser_work``)
+_NEW_RUN = ("start", "gallery")
+_RUN_GOES_ON = ("chunk", "continue", "stop")
+
 
 class Playback(PanelTraits):
     """The widget's actions on its :class:`Session` (the base of :class:`~faccent_widget.FaccentWidget`)."""
@@ -38,9 +42,15 @@ class Playback(PanelTraits):
     auto_lambda = True
 
     #: CPU threads for the work the browser asks for (chunks of steps, tiles, λ mark, exports): "auto"
-    #: leaves one core to the browser and the notebook server (on 2 cores: 1 thread; see
-    #: :mod:`~faccent_widget.widget.threads`), an int sets the count, None keeps torch's own setting
+    #: takes every core while the rest of the machine is idle (1-minute load average below half a core,
+    #: this kernel's own share taken out), else leaves one core to the browser and the notebook server
+    #: (on a busy 2-core machine: 1 thread); decided when a run starts and kept for the run (see
+    #: :mod:`~faccent_widget.widget.threads`). An int sets the count, None keeps torch's own setting.
     browser_threads: int | str | None = "auto"
+
+    #: the "auto" count of the last run started (its chunks, Stop and Continue use it, so its image does
+    #: not depend on when the load moved); other requests decide for themselves
+    _auto_threads: int | None = None
 
     #: what the stats row and status said for the single run when a gallery batch started (``step``,
     #: ``prob``, ``shown``, ``status``): put back when the batch finishes or is stopped
@@ -207,13 +217,19 @@ class Playback(PanelTraits):
                 self._show_main_stats(f"gallery done: {len(session.gallery)} accentuations")
         return frame
 
-    def _browser_work(self) -> AbstractContextManager[None]:
-        """The thread limit under which a browser request runs (nothing to limit off the CPU)."""
+    def _browser_work(self, request: str = "start") -> AbstractContextManager[None]:
+        """The thread limit under which a browser ``request`` (a message type) runs (nothing to limit off
+        the CPU). With "auto", a new run ("start", "gallery") decides its count and keeps it."""
         if self._model.device.type != "cpu" or self.browser_threads is None:
             return nullcontext()
         threads = self.browser_threads
         if threads == "auto":
-            return limited_threads(browser_threads())
+            if request in _RUN_GOES_ON and self._auto_threads is not None:
+                return limited_threads(self._auto_threads)
+            count = browser_threads()
+            if request in _NEW_RUN:
+                self._auto_threads = count
+            return limited_threads(count)
         if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
             return limited_threads(threads)
         raise ValueError(f"browser_threads must be 'auto', a positive int or None, not {threads!r}")
