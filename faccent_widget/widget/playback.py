@@ -386,7 +386,7 @@ class Playback(PanelTraits):
         (about to be replaced by a gallery batch) as if stopped here."""
         session = self._session
         run = session.single_run
-        status = self.status
+        status = self.status if run is not None else ""  # without a run the status was only a prompt
         shown = self.shown
         if self.running and session.gallery_mode is None and run is not None and session.result is None:
             shown = session.numbers(None)
