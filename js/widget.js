@@ -2458,7 +2458,8 @@ class Panel {
       const painted = msg.gallery ? this.gallery.showLive(buffers[0]) : this.stats.follow && this.tiles.paint("accent", buffers[0]);
       if (painted) this.countFrame();
     }
-    this.stats.showFrame(msg);
+    // a gallery frame's numbers are the batch's: the stats row keeps the single run's (its sparkline too)
+    if (!msg.gallery) this.stats.showFrame(msg);
     if (msg.done) {
       this.endLoop(); // a gallery frame is `done` only when the whole batch has finished
     } else if (this.loop.active && this.loop.inFlight === 0) {

@@ -414,3 +414,25 @@ def test_timm_weights_come_from_the_cache_only(tmp_path, monkeypatch):
     loaded = fw.load_model("resnet10t")
     assert loaded.name == "resnet10t" and loaded.input_size == 176
     torch.testing.assert_close(loaded.module.state_dict()["fc.weight"], reference.state_dict()["fc.weight"])
+
+
+def test_uninitialised_lazy_modules_get_one_clear_line_and_are_left_alone(chelsea):
+    """A model with nn.LazyLinear / nn.LazyConv2d that never ran is refused up front, naming the lazy
+    modules and what to do (torch's own error came from deep inside the first traced pass); the model is
+    not touched, and after the user's own forward pass it works."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.LazyConv2d(8, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.LazyLinear(10)
+    )
+    message = r"^the model has uninitialised lazy modules \('0': LazyConv2d, '4': LazyLinear\); run one forward pass"
+    with pytest.raises(ValueError, match=message):
+        Model(net, input_size=64)
+    for call in (lambda: fw.accentuate(net, chelsea, 3, **RUN), lambda: FaccentWidget(net, chelsea)):
+        with pytest.raises(ValueError, match="uninitialised lazy modules"):
+            call()
+    assert isinstance(net[4], nn.LazyLinear) and net[4].has_uninitialized_params()  # still as the user left it
+    assert net.training and not any(m._forward_hooks for m in net.modules())
+    net(torch.rand(1, 3, 64, 64))  # the user's first forward materialises the weights
+    model = Model(net, input_size=64, labels=[f"class {i}" for i in range(10)])
+    assert model.num_classes == 10 and len(model.predict(chelsea, k=3)) == 3
+    assert fw.accentuate(model, chelsea, 3, **RUN).image.shape[0] == 3

@@ -7,7 +7,9 @@ Real model (the default EfficientNet-Lite0) and real images (the bundled samples
 from __future__ import annotations
 
 import base64
+import csv
 import hashlib
+import io
 import json
 import sys
 from pathlib import Path
@@ -21,7 +23,7 @@ from faccent_widget.triage import TriageReport, build_demo_folder
 from faccent_widget.triage.page import CSP, STYLE, page_data
 from faccent_widget.triage.query import SORTS, p_fell, sort_items
 from faccent_widget.triage.store import TriageStoreError
-from faccent_widget.triage.tags import COLUMNS
+from faccent_widget.triage.tags import COLUMNS, csv_guard, csv_unguard, write_tags_file
 
 FAST = dict(steps=3, n_crops=2, input_size=96, canvas=96, exemplars=1)
 
@@ -123,6 +125,43 @@ def test_exported_tags_files_import_back(run: dict[str, Any], tmp_path: Path) ->
     for i in range(3):
         report.set_tag(i, None)
     report.clear_selection()
+
+
+def test_csv_export_neutralises_formulas_and_imports_them_back_unchanged(run: dict[str, Any], tmp_path: Path) -> None:
+    """OWASP CSV injection: a text cell starting with = + - @ tab or CR gets a quote in front (so a
+    spreadsheet shows it as text), numbers stay numbers, and import_tags strips the quote again."""
+    report = TriageReport.load(run["out"])
+    evil = {0: '=HYPERLINK("http://example.com/x","click")', 1: "@SUM(A1)", 2: "'+already quoted"}
+    for i, tag in evil.items():
+        report.set_tag(i, tag)
+    try:
+        path = report.export_tags(tmp_path / "tags.csv")
+        cells = {r["id"]: r for r in csv.DictReader(io.StringIO(path.read_text(encoding="utf-8")))}
+        for i, tag in evil.items():
+            assert cells[report[i].id]["tag"] == "'" + tag
+        assert all(not c["tag"].startswith(("=", "@", "+")) for c in cells.values())
+        margins = [float(c["margin"]) for c in cells.values()]  # numbers unquoted, negative ones included
+        assert margins == pytest.approx([it.p_predicted - it.p_true for it in report[:3]])
+        for i in evil:
+            report.set_tag(i, None)
+        assert report.import_tags(path) == 3
+        assert {i: TriageReport.load(run["out"]).tag_of(i) for i in evil} == evil
+        # labels are guarded the same way (they come from folder names), and read back as they were
+        row = {
+            **dict.fromkeys(COLUMNS, ""),
+            "id": "x",
+            "true_label": "-cmd|' /C calc'!A0",
+            "tag": "\tx",
+            "margin": -0.5,
+        }
+        write_tags_file(tmp_path / "rows.csv", [row])
+        (cell,) = csv.DictReader(io.StringIO((tmp_path / "rows.csv").read_text(encoding="utf-8")))
+        assert (cell["true_label"], cell["tag"], cell["margin"]) == ("'-cmd|' /C calc'!A0", "'\tx", "-0.5")
+        assert [csv_unguard(cell[k]) for k in ("true_label", "tag")] == [row["true_label"], row["tag"]]
+        assert [csv_unguard(csv_guard(t)) for t in ("'", "''=x", "a=b", "")] == ["'", "''=x", "a=b", ""]
+    finally:
+        for i in evil:
+            report.set_tag(i, None)
 
 
 def test_page_data_carries_filter_and_sort_fields_and_the_csp_hashes(run: dict[str, Any]) -> None:

@@ -11,7 +11,7 @@ import torch
 from test_widget import chunk, make, run_to_done, send
 
 import faccent_widget as fw
-from faccent_widget.widget import exports
+from faccent_widget.widget import exports, threads
 from faccent_widget.widget.inputs import plain_error
 from faccent_widget.widget.threads import browser_threads, limited_threads
 
@@ -114,9 +114,50 @@ def test_numbers_follow_the_snapshot_slider(model, chelsea):
     assert w.shown["objective"] == float(result.history["objective"][-1])
 
 
-def test_same_settings_same_image_after_stop_restart_and_continue(model, chelsea):
+def _stats(w: fw.FaccentWidget) -> tuple[object, ...]:
+    """What the stats row is drawn from: the step, p(target) now and the numbers of the shown step."""
+    return (w.step, w.prob, w.shown, w.steps)
+
+
+def test_after_a_gallery_the_stats_row_and_status_are_the_single_runs_again(model, chelsea):
+    """A top-k gallery writes its own step and p while it runs; once done (or stopped) the stats row, the
+    numbers and the status say the single run's again, at the Snapshot slider's position."""
+    w, rec = make(model, chelsea, steps=4, snapshot_every=2)
+    send(w, "ready")
+    w.set_target(TIGER_CAT)
+    result = w.run()
+    main, main_status = _stats(w), w.status
+    assert w.shown["step"] == 4 and w.prob == result.score.prob
+    send(w, "gallery", mode="topk")
+    msg, _ = chunk(w, rec)
+    assert msg["gallery"] and w.step == msg["step"] == 1 and w.shown == {}  # the batch's progress meanwhile
+    run_to_done(w, rec)
+    assert len(w.gallery) == 5
+    assert _stats(w) == main
+    assert w.status.startswith("gallery done: 5 accentuations") and main_status in w.status
+    # scrubbed back to step 2: a gallery keeps the slider's position and its numbers
+    send(w, "scrub", index=1)
+    scrubbed = _stats(w)
+    assert w.shown["step"] == 2
+    send(w, "gallery", mode="inhibited")
+    chunk(w, rec)
+    send(w, "stop")  # stopped mid-batch: the same
+    assert not w.running and _stats(w) == scrubbed and w._session.scrub_index == 1
+    assert w.status.startswith("gallery stopped at step 1")
+    # a gallery started while a single run goes: afterwards, that run's numbers where it stopped
+    send(w, "start")
+    msg, _ = chunk(w, rec)
+    send(w, "gallery", mode="topk")
+    run_to_done(w, rec)
+    assert (w.step, w.shown["step"]) == (msg["step"], msg["step"])
+    assert w.shown["prob"] == close(_p(model, w._session.current_accent(), model.class_index(TIGER_CAT)))
+    assert f"stopped at step {msg['step']} of 4" in w.status
+
+
+def test_same_settings_same_image_after_stop_restart_and_continue(model, chelsea, monkeypatch):
     """The widget's random seed is fixed (0 unless given): a Stop, a restart, λ calibration chunks in
     between, or a Continue change nothing in the final image; ``accentuate`` with the same settings agrees."""
+    monkeypatch.setattr(threads, "other_load", lambda: 2.0)  # a steady load: every run decides the same count
     w, rec = make(model, chelsea, steps=5)
     send(w, "ready")
     w.set_target(TIGER_CAT)

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parameter import is_lazy
 
 from .hooks import hooked_forward, preserved
 from .layouts import TRACE_BATCH, LayerLayout, classify_output, is_activation_module, is_attention_module
@@ -108,6 +109,23 @@ def input_channel_problem(modules: Iterable[tuple[str, nn.Module]], name: str) -
                 "wrap the model so that it accepts 3 channels (e.g. average them to 1, or add a 4th)"
             )
     return None
+
+
+def lazy_module_problem(module: nn.Module) -> str | None:
+    """A one-line message naming the lazy modules (``nn.LazyLinear``, ``nn.LazyConv2d``, …) whose
+    parameters are not materialised yet (they never ran a forward pass); else None. faccent-widget does
+    not run that first pass itself: it would give your model its weights (and their class) for you."""
+    lazy = [
+        f"{name or '(the model)'!r}: {type(m).__name__}"
+        for name, m in module.named_modules()
+        if any(is_lazy(t) for t in itertools.chain(m.parameters(recurse=False), m.buffers(recurse=False)))
+    ]
+    if not lazy:
+        return None
+    names = ", ".join(lazy[:5]) + (f", … {len(lazy) - 5} more" if len(lazy) > 5 else "")
+    return (
+        f"the model has uninitialised lazy modules ({names}); run one forward pass on an input of the right size first"
+    )
 
 
 def trace_module(

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..images import ImageInput, load_image, resize_image
-from .anatomy import Anatomy, check_logits, input_channel_problem, runs_at
+from .anatomy import Anatomy, check_logits, input_channel_problem, lazy_module_problem, runs_at
 from .hooks import StopForward, hooked_forward, preserved
 from .labels import imagenet_labels, resolve_class_index
 from .layouts import ACTIVATION_TYPES, LayerLayout
@@ -65,7 +65,8 @@ class Model:
     """Wrap an image classifier for feature accentuation.
 
     Args:
-        module: any ``nn.Module`` mapping a (N, 3, H, W) batch to (N, C) logits.
+        module: any ``nn.Module`` mapping a (N, 3, H, W) batch to (N, C) logits. Lazy modules
+            (``nn.LazyLinear``, …) must have run once: their weights are not made here.
         mean, std: per-channel normalisation applied to [0, 1] images. Defaults come from a timm
             ``pretrained_cfg`` or torchvision ``weights`` when known, else ImageNet's.
         input_range: alternative to mean/std, e.g. ``(0, 255)`` or ``(-1, 1)``.
@@ -110,6 +111,9 @@ class Model:
                 f"{type(module).__name__} is a TorchScript module; faccent-widget needs forward hooks on its layers, "
                 "which TorchScript does not run. Pass the original (eager) nn.Module instead."
             )
+        lazy = lazy_module_problem(module)  # before anything runs it: a clear line, not torch's deep error
+        if lazy:
+            raise ValueError(lazy)
         if isinstance(labels, (str, bytes)) or (labels is not None and not all(isinstance(x, str) for x in labels)):
             raise TypeError("labels must be a list of strings, one per class (e.g. ['cat', 'dog'])")
         self.user_module = module

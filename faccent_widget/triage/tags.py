@@ -9,6 +9,11 @@ The HTML report keeps its edits in the browser's ``localStorage`` and exports th
 (``{"format": "faccent-widget/triage/tags", "items": [{"id", "key", "tag", "selected", ...}]}``) or CSV
 (a header row with at least ``id`` or ``key``, ``tag`` and ``selected``); :func:`read_tags_file` reads
 both, :func:`write_tags_file` writes them the same way.
+
+A CSV text cell that a spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-``, ``@``, a tab
+or a carriage return, OWASP's list; labels and tags come from folder names and typing) is written with a
+single quote in front (:func:`csv_guard`), and read back without it (:func:`csv_unguard`): a label
+``=HYPERLINK(…)`` opens as text, and imports as it was.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +36,8 @@ __all__ = [
     "TagBook",
     "as_rows",
     "check_tag",
+    "csv_guard",
+    "csv_unguard",
     "read_tags_file",
     "write_tags_file",
 ]
@@ -54,6 +62,22 @@ COLUMNS = (
     "tag",
     "selected",
 )
+
+
+#: A cell a spreadsheet reads as a formula: one of OWASP's trigger characters first, after any single
+#: quotes (a quote is added to those too, so that reading strips exactly the one the writer added).
+_FORMULA = re.compile(r"'*[=+\-@\t\r]")
+
+
+def csv_guard(value: Any) -> Any:
+    """A CSV cell that no spreadsheet runs as a formula: text starting with ``=``, ``+``, ``-``, ``@``, a
+    tab or a carriage return gets a single quote in front; numbers, booleans and other text as they are."""
+    return "'" + value if isinstance(value, str) and _FORMULA.match(value) else value
+
+
+def csv_unguard(value: str) -> str:
+    """The text of a cell :func:`csv_guard` wrote: its single quote removed (other cells as they are)."""
+    return value[1:] if value.startswith("'") and _FORMULA.match(value, 1) else value
 
 
 def check_tag(tag: Any) -> str | None:
@@ -159,7 +183,7 @@ def read_tags_file(path: str | os.PathLike) -> list[dict[str, Any]]:
         fields = set(reader.fieldnames or ())
         if not ({"id", "key"} & fields) or "tag" not in fields:
             raise ValueError(f"{p}: a tags CSV needs a header with id (or key) and tag columns, got {sorted(fields)}")
-        rows = list(reader)
+        rows = [{k: csv_unguard(v) if isinstance(v, str) else v for k, v in r.items()} for r in reader]
     out = []
     for r in rows:
         if not (r.get("id") or r.get("key")):
@@ -183,7 +207,7 @@ def write_tags_file(path: str | os.PathLike, rows: Sequence[Mapping[str, Any]], 
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({k: csv_guard(v) for k, v in r.items()} for r in rows)
         atomic_write_bytes(p, buf.getvalue().encode("utf-8"))
     else:
         data = {"format": TAGS_FORMAT, "version": 1, "report": report_id, "items": [dict(r) for r in rows]}

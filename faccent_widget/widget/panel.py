@@ -235,7 +235,7 @@ class FaccentWidget(Playback):
             return
         self._request = _request_id(content)
         try:
-            with self._browser_work():  # all cores but one: the browser and the server need one
+            with self._browser_work(str(kind)):  # "auto": all cores on an idle machine, else all but one
                 handler(content, [bytes(b) for b in (buffers or [])])
         except Exception as exc:  # shown in the panel; the widget stays usable
             if self.running:
@@ -436,8 +436,8 @@ class FaccentWidget(Playback):
             self._reverting = False
 
     def _sync_snapshots(self, change: dict[str, Any]) -> None:
-        if change["name"] == "step" and change["new"] == 0:
-            self._session.scrub_index = None  # a new run (or a reset) shows the live image again
+        if change["name"] == "step" and change["new"] == 0 and self._session.gallery_mode is None:
+            self._session.scrub_index = None  # a new run (or a reset) shows the live image again (a gallery keeps it)
         steps = self._session.scrub_steps()
         if steps != list(self.snapshot_steps):
             self.snapshot_steps = steps

@@ -30,6 +30,10 @@ from .traits import PanelTraits
 
 __all__ = ["Playback"]
 
+#: the requests that start a run, and those of a run already started (see ``Playback._browser_work``)
+_NEW_RUN = ("start", "gallery")
+_RUN_GOES_ON = ("chunk", "continue", "stop")
+
 
 class Playback(PanelTraits):
     """The widget's actions on its :class:`Session` (the base of :class:`~faccent_widget.FaccentWidget`)."""
@@ -38,9 +42,19 @@ class Playback(PanelTraits):
     auto_lambda = True
 
     #: CPU threads for the work the browser asks for (chunks of steps, tiles, λ mark, exports): "auto"
-    #: leaves one core to the browser and the notebook server (on 2 cores: 1 thread; see
-    #: :mod:`~faccent_widget.widget.threads`), an int sets the count, None keeps torch's own setting
+    #: takes every core while the rest of the machine is idle (1-minute load average below half a core,
+    #: this kernel's own share taken out), else leaves one core to the browser and the notebook server
+    #: (on a busy 2-core machine: 1 thread); decided when a run starts and kept for the run (see
+    #: :mod:`~faccent_widget.widget.threads`). An int sets the count, None keeps torch's own setting.
     browser_threads: int | str | None = "auto"
+
+    #: the "auto" count of the last run started (its chunks, Stop and Continue use it, so its image does
+    #: not depend on when the load moved); other requests decide for themselves
+    _auto_threads: int | None = None
+
+    #: what the stats row and status said for the single run when a gallery batch started (``step``,
+    #: ``prob``, ``shown``, ``status``): put back when the batch finishes or is stopped
+    _main_stats: dict[str, Any] | None = None
 
     # set by FaccentWidget.__init__
     _model: Model
@@ -95,11 +109,18 @@ class Playback(PanelTraits):
     def _launch(self, targets: list[Any], status: str, gallery_mode: str | None = None) -> None:
         """Start the session's run on ``targets`` (suppressed when ``away``); nothing runs after an error."""
         objectives = [suppress(t) for t in targets] if self.away else list(targets)
+        session = self._session
+        main = self._main_stats
+        if gallery_mode is None:
+            main = None
+        elif not (self.running and session.gallery_mode is not None):  # a batch replacing a batch keeps it
+            main = self._main_run_stats()
         try:
-            self._session.start(objectives, lam=self.lam, config=self.engine_config, gallery_mode=gallery_mode)
+            session.start(objectives, lam=self.lam, config=self.engine_config, gallery_mode=gallery_mode)
         except BaseException:
             self.running = False
             raise
+        self._main_stats = main
         self.error = ""
         self.step = 0
         self.prob = None
@@ -140,6 +161,8 @@ class Playback(PanelTraits):
             self._show_numbers(None)
             self.resumable = was_running or self.resumable
             self.status = f"stopped at step {self.step} of {self.steps} — Continue goes on from here"
+        elif was_running and session.gallery_mode is not None:
+            self._show_main_stats(f"gallery stopped at step {self.step}")
         else:
             self.status = f"stopped at step {self.step}"
 
@@ -191,16 +214,22 @@ class Playback(PanelTraits):
                 self._show_numbers(None)
                 self.status = self._done_text()
             else:
-                self.status = f"gallery done: {len(session.gallery)} accentuations"
+                self._show_main_stats(f"gallery done: {len(session.gallery)} accentuations")
         return frame
 
-    def _browser_work(self) -> AbstractContextManager[None]:
-        """The thread limit under which a browser request runs (nothing to limit off the CPU)."""
+    def _browser_work(self, request: str = "start") -> AbstractContextManager[None]:
+        """The thread limit under which a browser ``request`` (a message type) runs (nothing to limit off
+        the CPU). With "auto", a new run ("start", "gallery") decides its count and keeps it."""
         if self._model.device.type != "cpu" or self.browser_threads is None:
             return nullcontext()
         threads = self.browser_threads
         if threads == "auto":
-            return limited_threads(browser_threads())
+            if request in _RUN_GOES_ON and self._auto_threads is not None:
+                return limited_threads(self._auto_threads)
+            count = browser_threads()
+            if request in _NEW_RUN:
+                self._auto_threads = count
+            return limited_threads(count)
         if isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
             return limited_threads(threads)
         raise ValueError(f"browser_threads must be 'auto', a positive int or None, not {threads!r}")
@@ -351,6 +380,31 @@ class Playback(PanelTraits):
         numbers = self._session.numbers(index)
         self.shown = numbers
         self._update_judge(index=index, seed_only=not numbers)
+
+    def _main_run_stats(self) -> dict[str, Any]:
+        """The single run's stats row and status as the panel shows them now; a single run still going
+        (about to be replaced by a gallery batch) as if stopped here."""
+        session = self._session
+        run = session.single_run
+        status = self.status if run is not None else ""  # without a run the status was only a prompt
+        shown = self.shown
+        if self.running and session.gallery_mode is None and run is not None and session.result is None:
+            shown = session.numbers(None)
+            status = f"stopped at step {run.step_count} of {self.steps}"
+        return {"step": self.step, "prob": self.prob, "shown": dict(shown), "status": status}
+
+    def _show_main_stats(self, gallery_status: str) -> None:
+        """After a gallery batch (done or stopped): the stats row and status say the single run's numbers
+        again, as before the batch (the gallery's own numbers are in its captions)."""
+        main, self._main_stats = self._main_stats, None
+        if main is None:
+            self.status = gallery_status
+            return
+        with self.hold_sync():
+            self.step = main["step"]
+            self.prob = main["prob"]
+            self.shown = main["shown"]
+        self.status = f"{gallery_status} (below); above: {main['status']}" if main["status"] else gallery_status
 
     def _update_judge(self, *, index: int | None = None, seed_only: bool = False) -> None:
         """``judge`` := the judge model's p(target) of the seed and (unless ``seed_only``) of the shown image."""

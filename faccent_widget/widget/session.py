@@ -313,7 +313,7 @@ class Session:
         last = len(steps) - 1
         k = last if index is None else max(0, min(int(index), last))
         step = max(steps[k], run.step_count) if k == last else steps[k]
-        probs = self.probs if k == 0 else self._probs_at(k, last)
+        probs = self.probs if step == 0 else self._probs_at(k, last)  # the latest image may be past the seed
         cls = target_class(run.objectives[0])
         seed_prob = float(self.probs[cls]) if cls is not None else None
         prob = float(probs[cls]) if cls is not None else None

@@ -55,7 +55,8 @@ class PanelTraits(anywidget.AnyWidget):
     #: a large photo | accentuation comparison with a swipe slider and larger text (for a projector)
     presentation = traitlets.Bool(False).tag(sync=True)
     #: the numbers of the accentuation as shown, all at the shown step (``Session.numbers``): set at the
-    #: end of a run, at Stop and when scrubbing; ``{}`` while a run is followed live (its frames say them)
+    #: end of a run, at Stop and when scrubbing; ``{}`` while a run is followed live (its frames say them);
+    #: a gallery batch puts back the single run's when it is done or stopped
     shown: traitlets.Dict[str, Any] = traitlets.Dict({}).tag(sync=True)
     #: True after a Stop while the stopped run can go on (same settings): the Continue button
     resumable = traitlets.Bool(False).tag(sync=True)

@@ -1366,6 +1366,18 @@ describe("third pass: numbers, Continue, hint, errors once, judge", () => {
     assert.match(el.querySelector(".faccent-obj").textContent, /objective 9 /);
   });
 
+  it("gallery frames leave the stats row to the single run: its numbers and sparkline stay", () => {
+    mount({ snapshot_steps: [0, 12, 24, 40], step: 40, steps: 40, prob: 0.9 });
+    model.change("shown", shown);
+    const spark = el.querySelector(".faccent-spark-objective").getAttribute("points");
+    click(q("gallery-topk"));
+    model.msg({ type: "frame", step: 3, steps: 3, objective: 9, distance: 9, prob: 0.05, done: true, gallery: true, objective_history: [1, 5, 9], distance_history: [0, 1, 2] }, []);
+    assert.equal(q("step").textContent, "step 12 / 40");
+    assert.equal(q("prob").textContent, "p(golden retriever) 0.620 → 0.310");
+    assert.match(el.querySelector(".faccent-obj").textContent, /objective 3\.5 · distance 1\.25/);
+    assert.equal(el.querySelector(".faccent-spark-objective").getAttribute("points"), spark);
+  });
+
   it("no fell mark when p rose, or when driving away from the target", () => {
     mount();
     model.change("shown", { ...shown, prob: 0.8, p_fell: false });

@@ -354,14 +354,19 @@ def _second_pass(app: str, page: Any, out: Path, tmp_path: Path, problems: list[
         "() => document.querySelector('[data-testid=step]').textContent.endsWith('/ 3')", timeout=30_000
     )
 
-    # --- gallery, then the main tile: the gallery never draws into it
+    # --- gallery, then the main tile: the gallery never draws into it, and the stats row is the run's again
     main_src = _src(page, "accent-img")
     main_aspect = _aspect(page, "accent-img")
+    stats = "() => ['step', 'prob', 'scrub-value'].map((t) => document.querySelector(`[data-testid=${t}]`).textContent)"
+    main_stats = page.evaluate(stats)
     page.locator("[data-testid=gallery-topk]").click()
     page.wait_for_function(
         "() => document.querySelectorAll('[data-testid=gallery] figure').length === 5", timeout=300_000, polling=250
     )
     assert _src(page, "accent-img") == main_src
+    page.wait_for_function(
+        f"(main) => JSON.stringify(({stats})()) === JSON.stringify(main)", arg=main_stats, timeout=10_000
+    )
     assert abs(_aspect(page, "accent-img") - main_aspect) < 1e-6 and main_aspect < 2.5, main_aspect
     page.screenshot(path=str(out / f"{app}-gallery.png"))
     # gallery tiles are at least 200 px wide and labelled; a click opens one over the window, beside the photo

@@ -7,6 +7,8 @@ Screenshots go to ``test-output/e2e/triage-*.png`` (gitignored). Chromium comes 
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import random
@@ -25,6 +27,8 @@ from faccent_widget.triage.store import TriageStore
 pytestmark = pytest.mark.e2e
 
 EVIL = "<img src=x onerror=alert(1)>"
+#: a custom tag a spreadsheet would run (OWASP CSV injection), with a comma and quotes to escape as well
+FORMULA_TAG = '=HYPERLINK("http://example.com/x","odd, crop")'
 FAST = dict(steps=3, n_crops=2, input_size=96, canvas=96)
 
 
@@ -208,14 +212,14 @@ def test_html_report_filter_sort_page_tag_export(tmp_path: Path) -> None:
             page.locator(f"article.card[data-id='{first}'] select[data-role=tag]").select_option("label error")
             other = page.locator(f"article.card[data-id='{second}']")
             other.locator("select[data-role=tag]").select_option("\u0001custom")
-            other.locator("input[data-role=custom-tag]").fill('odd, "crop"')
+            other.locator("input[data-role=custom-tag]").fill(FORMULA_TAG)
             other.locator("input[data-role=custom-tag]").press("Enter")
             other.locator("input[data-role=select]").check()
             assert page.inner_text("#counts") == "2 tagged · 1 selected"
             page.reload(wait_until="load")
             page.wait_for_selector("body[data-ready]", state="attached")
             assert page.inner_text("#counts") == "2 tagged · 1 selected"
-            page.select_option("#f-tag", 'odd, "crop"')
+            page.select_option("#f-tag", FORMULA_TAG)
             assert _ids(page) == [second]
             page.select_option("#f-tag", "")
             page.select_option("#f-true", "palace")
@@ -234,11 +238,14 @@ def test_html_report_filter_sort_page_tag_export(tmp_path: Path) -> None:
             browser.close()
     assert not problems, problems
     assert all(u.startswith(("file://", "data:", "blob:")) for u in requests), requests
+    # the page's CSV guards the formula with a quote; import_tags reads the tag back as it was
+    cells = {r["id"]: r for r in csv.DictReader(io.StringIO((tmp_path / "tags.csv").read_text(encoding="utf-8")))}
+    assert cells[second]["tag"] == "'" + FORMULA_TAG and cells[first]["tag"] == "label error"
     for path in (tmp_path / "tags.json", tmp_path / "tags.csv"):
         (tmp_path / "out" / "tags.json").unlink(missing_ok=True)
         fresh = fw.TriageReport.load(tmp_path / "out")
         assert fresh.import_tags(path) == len(set(palace) | {first, second})
-        assert fresh.tag_of(first) == "label error" and fresh.tag_of(second) == 'odd, "crop"'
+        assert fresh.tag_of(first) == "label error" and fresh.tag_of(second) == FORMULA_TAG
         assert set(fresh.selected["id"]) == set(palace) | {second}
 
 

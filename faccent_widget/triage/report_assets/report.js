@@ -351,8 +351,11 @@
       };
     });
   }
+  // a text cell a spreadsheet would run as a formula gets a single quote in front (OWASP; also after
+  // quotes, so that import_tags strips exactly this one: tags.csv_guard / csv_unguard)
   function csvCell(v) {
     var s = v === null || v === undefined ? '' : v === true ? 'True' : v === false ? 'False' : String(v);
+    if (typeof v === 'string' && /^'*[=+\-@\t\r]/.test(s)) s = "'" + s;
     return /[",\n\r]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
   }
   function download(name, type, text) {
