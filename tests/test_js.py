@@ -77,3 +77,14 @@ def test_js_lambda_fallbacks_are_the_python_defaults() -> None:
         match = re.search(rf"^const {const} = ([0-9.eE+-]+);$", WIDGET_JS, re.M)
         assert match, f"no `const {const} = <number>;` in js/widget.js"
         assert float(match.group(1)) == FaccentWidget.class_traits()[trait].default_value, const
+
+
+def test_the_front_end_carries_the_python_packages_version():
+    """js/package.json (and its lock file) say the version the Python package says: one release number."""
+    import json
+
+    import faccent_widget
+
+    package = json.loads((JS / "package.json").read_text(encoding="utf-8"))
+    lock = json.loads((JS / "package-lock.json").read_text(encoding="utf-8"))
+    assert package["version"] == lock["version"] == lock["packages"][""]["version"] == faccent_widget.__version__
