@@ -145,7 +145,7 @@ def graphs(check: DeviceCheck) -> dict[str, Any]:
             rec["eager_vs_eager"] = _compare(again.result(), eager.result())["max_rel_diff"]
             rec["replays"] = g.replays if g is not None else 0
             rec["fell_back"] = graphed.graphs_off_reason
-            rec["kinds"] = sorted(str(k) for k in (g.graphs if g is not None else {}))
+            rec["kinds"] = sorted(str(k) for k in (g.kinds if g is not None else set()))
             rec["ok"] = (
                 rec["fell_back"] is None and rec["replays"] > 0 and (rec["within_tolerance"] if cuda else rec["equal"])
             )

@@ -40,10 +40,11 @@ def test_graphed_run_equals_the_eager_run_bit_for_bit(model, chelsea, autocast):
     eager, es, graphed, gs = _eager_and_graphed(model, chelsea, ["tabby", "tiger cat"], [1.0, 0.3], **settings)
     g = graphed.graphs
     assert g is not None and g.reason is None
-    assert set(g.graphs) == {(True, False), (True, True)}
+    assert g.kinds == {(True, False), (True, True)}
     # steps 0 (no regulariser) and 1 (balance) eager; step 2 and step 4 (the first sampled after the
     # balance step) warm their kinds up; the other 5 steps are replays
     assert g.replays == 5
+    assert g.graphs == {}  # released after the last step (their memory pools with them)
     for a, b in zip(es, gs):
         assert torch.equal(a.image, b.image) and torch.equal(a.objective, b.objective)
         assert torch.equal(a.distance, b.distance)
@@ -69,7 +70,7 @@ def test_unregularised_run_graphs_its_steps(model, chelsea):
     """λ = 0 (and noise-seeded visualisations): every step after step 0 is one kind, exact attribution."""
     eager, _, graphed, _ = _eager_and_graphed(model, chelsea, "tabby", 0.0, seed=2, steps=6, **FAST)
     g = graphed.graphs
-    assert g is not None and set(g.graphs) == {(False, True)} and g.replays == 4
+    assert g is not None and g.kinds == {(False, True)} and g.replays == 4
     a, b = eager.result()[0], graphed.result()[0]
     assert torch.equal(a.image, b.image) and torch.equal(a.attribution, b.attribution)
 

@@ -160,6 +160,8 @@ class StepGraphs:
         #: why the run stopped using graphs (one line), or None while they are in use
         self.reason: str | None = None
         self.graphs: dict[tuple[bool, bool], CapturedStep] = {}
+        #: the kinds captured during the run (kept after its last step, when the graphs are released)
+        self.kinds: set[tuple[bool, bool]] = set()
         self.replays = 0
         device, b = run.device, run.b
         #: objective and distance of every step, written by the replays: (steps, 2, B)
@@ -178,8 +180,12 @@ class StepGraphs:
             self.fall_back(where)
             return None
         kind = (regularise, weight > 0)
+        last = run.step_count + 1 >= run.config.steps
         graph = self.graphs.get(kind)
         if graph is None:
+            if last:  # a graph captured now would never be replayed
+                self.graphs.clear()
+                return None
             return self._warm_up_and_capture(kind, weight)
         if not self._row_in_step:
             self._row.fill_(run.step_count)
@@ -189,7 +195,10 @@ class StepGraphs:
         graph.replay()
         self.replays += 1
         i = run.step_count
-        return graph.output.clone(), self.rows[i, 0], self.rows[i, 1]
+        image = graph.output.clone()
+        if last:  # the run's last step: its graphs' memory pools go back now
+            self.graphs.clear()
+        return image, self.rows[i, 0], self.rows[i, 1]
 
     def _warm_up_and_capture(
         self, kind: tuple[bool, bool], weight: int
@@ -210,6 +219,7 @@ class StepGraphs:
         rewind = run.generator.get_state()
         try:
             self.graphs[kind] = self.backend.capture(self._body(kind), run.generator)
+            self.kinds.add(kind)
         except Exception as error:  # noqa: BLE001 - any capture failure: the run goes on eagerly
             if run.device.type == "cuda":
                 torch.cuda.synchronize(run.device)
