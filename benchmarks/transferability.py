@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["preview"])
     parser.add_argument("--images", nargs="*", default=None, help="sample image names (default: all 8)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--json", type=Path, default=None, help="write here (other presets in the file are kept)")
     args = parser.parse_args()
 
     model = fw.load_model()
@@ -62,10 +62,16 @@ def main() -> None:
     if torch.cuda.is_available():
         device = torch.cuda.get_device_name()
     out: dict[str, dict[str, object]] = {}
+    if args.json and args.json.exists():  # one file can collect presets measured in separate runs
+        out = json.loads(args.json.read_text())
     for preset in args.presets:
+        print(f"preset {preset}: accentuating {len(names)} images …", flush=True)
         load_before = os.getloadavg()[0]
         start = time.perf_counter()
-        results = [fw.accentuate(model, images[k], targets[k][0], preset=preset, seed=args.seed) for k in names]
+        results = []
+        for k in names:
+            results.append(fw.accentuate(model, images[k], targets[k][0], preset=preset, seed=args.seed))
+            print(f"  {k}: {time.perf_counter() - start:.0f} s", flush=True)
         seconds = time.perf_counter() - start
         start = time.perf_counter()
         t = fw.transferability(model, results, judges)
@@ -127,6 +133,7 @@ def main() -> None:
                 for j in t.judges
             },
             "images": per_image,
+            "n_images": len(names),
             "seconds": seconds,
             "scoring_seconds": scoring,
             "device": device,
