@@ -44,19 +44,14 @@ def attack_to_gain(
     *,
     step: float = 1 / 255,
     max_steps: int = 200,
-    tolerance: float = 0.005,
 ) -> torch.Tensor:
     """A plain gradient attack matched in strength to given gains: signed-gradient ascent on the
     full image's log p(class) of ``model`` (the baseline of :func:`transferability`).
 
     Each image takes steps of ``step`` on every pixel (sign of the gradient, clamped to [0, 1]) until its
-    log-probability gain over the seed reaches its entry in ``gains``, or ``max_steps``. The step that
-    crosses the wanted gain is shortened to land on it: the point along that step is found by false
-    position (the gain is close to linear over one small step), at most ``tolerance`` above the wanted
-    gain (or after 8 tries, like a bisection).
-
-    The forward pass that gives a step's gradient also gives the gain it reached, so a step costs one
-    forward and one backward pass, and landing typically one or two forward passes.
+    log-probability gain over the seed reaches its entry in ``gains`` (the last step is bisected to land
+    on it), or ``max_steps``. The forward pass that gives a step's gradient also gives the gain the
+    previous step reached, so a step costs one forward and one backward pass (no separate check).
 
     Returns:
         The attacked images, (N, 3, H, W) on the CPU.
@@ -66,7 +61,6 @@ def attack_to_gain(
     seed_logp, _ = _log_probs(model, seeds, target)
     x = seeds.detach().clone().to(model.device).float()
     before = x.clone()  # each image before its last step
-    before_gain = torch.zeros(len(x))
     size = model.input_hw
 
     def gain_of(images: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -87,9 +81,7 @@ def attack_to_gain(
             crossed = gained >= want[rows] if taken else torch.zeros(len(rows), dtype=torch.bool)
             if crossed.any():
                 sub = rows[crossed]
-                x[sub] = _land(
-                    gain_of, before[sub], x[sub], before_gain[sub], gained[crossed], want[sub], sub, tolerance
-                )
+                x[sub] = _land(gain_of, before[sub], x[sub], want[sub], sub)
                 active[sub] = False
             going = ~crossed
             if taken == max_steps or not going.any():
@@ -97,7 +89,6 @@ def attack_to_gain(
             (grad,) = torch.autograd.grad(logp[going].sum(), xa)
             moving = rows[going]
             before[moving] = x[moving]
-            before_gain[moving] = gained[going]
             x[moving] = (xa[going] + step * grad[going].sign()).clamp(0, 1).detach()
     return x.cpu()
 
@@ -106,38 +97,17 @@ def _land(
     gain_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     start: torch.Tensor,
     end: torch.Tensor,
-    g_start: torch.Tensor,
-    g_end: torch.Tensor,
     want: torch.Tensor,
     rows: torch.Tensor,
-    tolerance: float,
 ) -> torch.Tensor:
-    """The point along start → end (a step that crossed the wanted gain) whose gain is ``want`` to within
-    ``tolerance`` above it: false position (Illinois variant) on the fraction t of the step, aimed at the
-    middle of that window, 8 tries at most; the answer is always a point that reached ``want`` (t = 1 if
-    none closer did)."""
+    """The point along start → end (a step that crossed the wanted gain) where the gain reaches ``want``:
+    8 bisections of the step, keeping the end that reached it."""
     lo, hi = torch.zeros(len(rows)), torch.ones(len(rows))
-    g_lo, g_hi = g_start.clone(), g_end.clone()
-    side = torch.zeros(len(rows))  # which end moved last (Illinois: halve the stale end's weight)
-    aim = want + tolerance / 2
-    done = g_hi - want <= tolerance
     for _ in range(8):
-        if done.all():
-            break
-        t = lo + (hi - lo) * ((aim - g_lo) / (g_hi - g_lo).clamp_min(1e-12)).clamp(0.0, 1.0)
-        t = torch.where(done, hi, t.clamp(lo + 1e-3 * (hi - lo), hi - 1e-3 * (hi - lo)))
-        pending = ~done
-        g_t = torch.full_like(t, float("nan"))
-        g_t[pending] = gain_of(_along(start[pending], end[pending], t[pending]), rows[pending])
-        reached = pending & (g_t >= want)
-        missed = pending & ~reached
-        hi, g_hi = torch.where(reached, t, hi), torch.where(reached, g_t, g_hi)
-        lo, g_lo = torch.where(missed, t, lo), torch.where(missed, g_t, g_lo)
-        # Illinois: when the same end moves twice, pull the other end's gain toward the aim
-        g_lo = torch.where(reached & (side > 0), aim - (aim - g_lo) / 2, g_lo)
-        g_hi = torch.where(missed & (side < 0), aim + (g_hi - aim) / 2, g_hi)
-        side = torch.where(reached, 1.0, torch.where(missed, -1.0, side))
-        done = done | (reached & (g_t - want <= tolerance))
+        mid = (lo + hi) / 2
+        reached = gain_of(_along(start, end, mid), rows) >= want
+        hi = torch.where(reached, mid, hi)
+        lo = torch.where(reached, lo, mid)
     return _along(start, end, hi)
 
 
