@@ -59,7 +59,7 @@ def main() -> None:
         ax.set_xlim(*lim)
         ax.set_ylim(*lim)
         ax.set_title(
-            f"{name}: ratio {data['ratio']:.2f} (attack {data['attack_ratio']:.2f}),\n"
+            f"{name} ({len(data['images'])} images): ratio {data['ratio']:.2f} (attack {data['attack_ratio']:.2f}),\n"
             f"judge top-1 {data['top1']:.0%} (attack {data['attack_top1']:.0%}), RMSE {data['rmse']:.3f}",
             fontsize=9,
         )
