@@ -71,6 +71,32 @@ def test_attack_reaches_the_asked_gain(judges) -> None:
     assert float(attacked.min()) >= 0 and float(attacked.max()) <= 1
 
 
+def test_attack_lands_each_image_of_a_batch_on_its_gain(judges) -> None:
+    # two images that need different numbers of steps go through one batch; each stops on its own gain
+    model = judges[0]
+    seeds = model.to_input([fw.sample_image("chelsea"), fw.sample_image("coffee")])
+    classes = [model.class_index("tiger cat"), model.class_index("cup")]
+    want = torch.tensor([0.5, 1.5])
+    index = torch.tensor(classes)[:, None]
+    before = model.logits(seeds).log_softmax(-1).gather(1, index)[:, 0]
+    attacked = attack_to_gain(model, seeds, classes, want.tolist())
+    after = model.logits(model.to_input(attacked)).log_softmax(-1).gather(1, index)[:, 0]
+    gained = after - before
+    assert ((gained >= want - 0.05) & (gained <= want + 0.15)).all(), gained
+    # the larger gain needed the larger change
+    rmse = (attacked - seeds).pow(2).mean(dim=(1, 2, 3)).sqrt()
+    assert rmse[1] > rmse[0] > 0, rmse
+
+
+def test_attack_stops_at_max_steps(judges) -> None:
+    model = judges[0]
+    seed = model.to_input(fw.sample_image("chelsea"))
+    attacked = attack_to_gain(model, seed, [model.class_index("tiger cat")], [50.0], max_steps=1)
+    change = (attacked - seed).abs()
+    assert float(change.max()) <= 1 / 255 + 1e-6 and float(change.mean()) > 0.5 / 255
+    assert torch.equal(attack_to_gain(model, seed, [0], [50.0], max_steps=0), seed)
+
+
 def test_bad_inputs_are_refused_clearly(accentuations, judges) -> None:
     model, results = accentuations
     with pytest.raises(ValueError, match="at least one judge"):
