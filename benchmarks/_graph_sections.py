@@ -98,12 +98,13 @@ def _case_run(
     graphed: bool,
     guard: int | None,
 ) -> fw.AccentuationRun:
-    """A run to the end; with ``guard``, the steps from that one on under the no-sync guard."""
+    """A run to the end; with ``guard``, the steps from that one on (but the last) under the no-sync guard."""
     run = fw.start_run(model, image, targets, cuda_graphs=graphed, **settings)
     if channels_last is not None:
         run.policy = dataclasses.replace(run.policy, channels_last=channels_last)
     while not run.done:
-        if guard is not None and run.step_count >= guard:
+        # the last step releases the graphs (their memory pools): replays only, under the guard
+        if guard is not None and guard <= run.step_count < run.config.steps - 1:
             with _no_sync(run.device):
                 run.step()
         else:
@@ -115,7 +116,7 @@ def graphs(check: DeviceCheck) -> dict[str, Any]:
     dev, image = check.device, check.image
     model = check.model()
     top = [p.index for p in model.predict(image, k=2 if check.quick else 5)]
-    steps = 6 if check.quick else 24
+    steps = 7 if check.quick else 24
     base = {**check.settings(check.gpu_preset_name), "steps": steps, "attribution_every": 3 if check.quick else 5}
     # from this step on every step is a replay (both kinds captured): the sync guard covers those
     guard_from = 5 if check.quick else 7

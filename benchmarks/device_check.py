@@ -234,7 +234,8 @@ class DeviceCheck:
         variants = (("auto", None),) if self.quick else (("auto", None), ("fp16", "fp16"))  # CPU fp16 is slow
         for variant, autocast in variants:
             steps = 2 if self.quick else 4  # includes step 1, where λ's balance is computed
-            settings = self.settings(gpu_preset(), noise=0.02, autocast=autocast, steps=100)
+            # eager steps: a capture synchronises by design; the graphs section checks the replays
+            settings = self.settings(gpu_preset(), noise=0.02, autocast=autocast, steps=100, cuda_graphs=False)
             run = fw.start_run(model, self.image, targets, **settings)
             ok, error, locations, stack = True, "", [], []
             try:
@@ -301,6 +302,7 @@ class DeviceCheck:
             "noise": 0.02,
             "seed": 0,
             "autocast": False,
+            "cuda_graphs": False,  # a CPU random stream on the device (below): eager steps on both sides
         }
 
         def history(model: fw.Model) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
