@@ -58,19 +58,6 @@ def _graphs_possible(device: torch.device) -> Iterator[str]:
             yield "emulated (no CUDA device)"
 
 
-@contextlib.contextmanager
-def _no_sync(device: torch.device) -> Iterator[None]:
-    if device.type == "cuda":
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            yield
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
-    else:
-        with step_graphs.HostSyncProbe():
-            yield
-
-
 def _compare(a: list[fw.Accentuation], b: list[fw.Accentuation]) -> dict[str, Any]:
     oa = np.stack([r.history["objective"] for r in a], 1)
     ob = np.stack([r.history["objective"] for r in b], 1)
@@ -89,6 +76,7 @@ def _compare(a: list[fw.Accentuation], b: list[fw.Accentuation]) -> dict[str, An
 
 
 def _case_run(
+    check: DeviceCheck,
     model: fw.Model,
     image: torch.Tensor,
     targets: Any,
@@ -105,7 +93,7 @@ def _case_run(
     while not run.done:
         # the last step releases the graphs (their memory pools): replays only, under the guard
         if guard is not None and guard <= run.step_count < run.config.steps - 1:
-            with _no_sync(run.device):
+            with check._no_sync():
                 run.step()
         else:
             run.step()
@@ -138,9 +126,10 @@ def graphs(check: DeviceCheck) -> dict[str, Any]:
             channels_last = extra.pop("_channels_last", None)
             settings = {**base, **extra}
 
-            eager = _case_run(m, image, targets, settings, channels_last, graphed=False, guard=None)
-            again = _case_run(m, image, targets, settings, channels_last, graphed=False, guard=None) if cuda else eager
-            graphed = _case_run(m, image, targets, settings, channels_last, graphed=True, guard=guard_from)
+            case = (check, m, image, targets, settings, channels_last)
+            eager = _case_run(*case, graphed=False, guard=None)
+            again = _case_run(*case, graphed=False, guard=None) if cuda else eager
+            graphed = _case_run(*case, graphed=True, guard=guard_from)
             g = graphed.graphs
             rec = _compare(graphed.result(), eager.result())
             rec["eager_vs_eager"] = _compare(again.result(), eager.result())["max_rel_diff"]

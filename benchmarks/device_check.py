@@ -49,9 +49,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import faccent_widget as fw
+from faccent_widget.core import step_graphs
 from faccent_widget.core.device_policy import device_policy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -125,15 +125,7 @@ def tf32_off() -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-class _NoHostSync(TorchDispatchMode):
-    """CPU stand-in for the CUDA sync check: no scalar read-backs, no tensors built from host data."""
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        if func is torch.ops.aten._local_scalar_dense.default:
-            raise RuntimeError("host read-back (.item()/float()/bool of a tensor) inside a step")
-        if func is torch.ops.aten.lift_fresh.default:
-            raise RuntimeError("torch.tensor(host data) inside a step (a synchronising copy on CUDA)")
-        return func(*args, **(kwargs or {}))
+_NoHostSync = step_graphs.HostSyncProbe  # no scalar read-backs, no tensors built from host data
 
 
 def fmt(value: Any, spec: str = ".3g") -> str:
